@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports, ablations, error and subgroup analysis, interpretability."""

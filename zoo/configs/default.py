@@ -1,0 +1,48 @@
+"""Default recipe: a small 2D U-Net on the brain phantoms (the README's main job, < 5 min on 2 CPU cores)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.workdir = ""  # empty: workdirs/<config>-<timestamp>
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "phantoms"          # phantoms | brats | isic | luna16 | folder
+    c.data.kind = "brain"             # phantom kind: brain | skin | lung
+    c.data.data_dir = ""              # real data: folder with the cases
+    c.data.spatial_dims = 2
+    c.data.image_size = (64, 64)      # spatial size fed to the model
+    c.data.channels = 0               # 0: all the data set provides
+    c.data.num_train = 320            # phantoms only
+    c.data.num_val = 48
+    c.data.val_fraction = 0.2         # real data: patient-level split
+    c.data.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "unet"
+    c.model.kwargs = ml_collections.ConfigDict({"features": 16, "depth": 4, "norm": "instance"})
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.enabled = False
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 500
+    c.train.batch_size = 16
+    c.train.optimizer = "adam"        # adam | adamw | sgd | rmsprop
+    c.train.learning_rate = 3e-3
+    c.train.weight_decay = 0.0
+    c.train.schedule = "cosine"       # constant | cosine | poly | warmup_cosine
+    c.train.warmup_steps = 20
+    c.train.grad_clip = 1.0
+    c.train.loss = "dice_ce"          # ce | dice | dice_ce | jaccard | focal | tversky
+    c.train.log_every = 25
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    c.train.keep_checkpoints = 2
+    c.train.dtype = "float32"         # float32 | bfloat16 (compute; params stay float32)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (-1, 1)            # (data, model); -1: all remaining devices
+    return c

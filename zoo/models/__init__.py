@@ -1,0 +1,3 @@
+"""Built-in architectures; importing this package registers them all."""
+
+from zoo.models import unet  # noqa: F401

@@ -1,0 +1,87 @@
+"""U-Net (Ronneberger et al. 2015), 2D and 3D from one code path.
+
+``x: [B, *S, C] -> logits [B, *S, K]``; ``S`` has ``spatial_dims`` (2 or 3) entries, each
+divisible by ``2 ** (depth - 1)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from zoo import layers
+from zoo.cards import ModelCard
+from zoo.registry import register
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections.
+
+    Attributes:
+      spatial_dims: 2 or 3.
+      in_channels / num_classes: input channels ``C`` and output classes ``K``.
+      features: channels at the first level; doubled at each of the ``depth`` levels.
+      depth: number of resolution levels (``depth - 1`` poolings).
+      norm: ``batch`` | ``instance`` | ``group`` | ``none``.
+      dropout: dropout rate at the bottleneck.
+      skip_connections: ``False`` is the study's ablation (decoder sees only the upsampled path).
+      max_features: cap on channels per level.
+      dtype: compute dtype (params stay float32).
+    """
+
+    spatial_dims: int = 2
+    in_channels: int = 1
+    num_classes: int = 2
+    features: int = 32
+    depth: int = 4
+    norm: str = "instance"
+    dropout: float = 0.0
+    skip_connections: bool = True
+    max_features: int = 320
+    dtype: Any = None
+
+    def __post_init__(self):
+        layers.check_common("unet", self.spatial_dims, self.in_channels, self.num_classes, self.norm)
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(f"unet: depth must be a positive int, got {self.depth!r}")
+        if not isinstance(self.features, int) or self.features < 1:
+            raise ValueError(f"unet: features must be a positive int, got {self.features!r}")
+        super().__post_init__()
+
+    def level_features(self):
+        return [min(self.features * 2 ** i, self.max_features) for i in range(self.depth)]
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        layers.check_input("unet", x, self.spatial_dims, self.in_channels, 2 ** (self.depth - 1))
+        feats = self.level_features()
+        x = x.astype(self.dtype or jnp.float32)
+        skips = []
+        for i, f in enumerate(feats):
+            x = layers.ConvBlock(f, norm=self.norm, strides=1 if i == 0 else 2, dtype=self.dtype,
+                                 dropout=self.dropout if i == self.depth - 1 else 0.0,
+                                 name=f"enc{i}")(x, train)
+            skips.append(x)
+        for i in reversed(range(self.depth - 1)):
+            x = layers.ConvTranspose(feats[i], strides=2, dtype=self.dtype, name=f"up{i}")(x)
+            if self.skip_connections:
+                x = jnp.concatenate([x, skips[i]], axis=-1)
+            x = layers.ConvBlock(feats[i], norm=self.norm, dtype=self.dtype, name=f"dec{i}")(x, train)
+        logits = layers.Conv(self.num_classes, 1, dtype=self.dtype, name="head")(x)
+        return logits.astype(jnp.float32)
+
+
+CARD = ModelCard(
+    name="unet",
+    summary="U-Net: conv encoder-decoder with skip connections (Ronneberger 2015), 2D/3D",
+    reference="Ronneberger, Fischer, Brox. U-Net. MICCAI 2015. arXiv:1505.04597",
+    input_contract="x: [B, *S, C] float32, channels-last; each spatial size divisible by 2**(depth-1); "
+                   "intensities normalised per channel (z-score inside the foreground for MRI, HU window for CT)",
+)
+
+
+@register("unet", card=CARD, summary=CARD.summary)
+def unet(**cfg) -> UNet:
+    return UNet(**cfg)

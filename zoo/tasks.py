@@ -1,0 +1,51 @@
+"""Training tasks: how a model's output becomes a loss and a label map.
+
+A task has ``loss(model, variables, batch, rng, train, loss_name) -> (loss, (model_state, metrics))``
+and ``predict(model, variables, images) -> labels [B, *S]``. Registry entries name their task.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from zoo import losses
+
+__all__ = ["SegmentationTask", "get_task", "TASKS"]
+
+
+class SegmentationTask:
+    """Semantic segmentation: logits ``[B, *S, K]`` against labels ``[B, *S]``.
+
+    Auxiliary outputs that a model ``sow``s into the ``aux_logits`` collection (deep
+    supervision, full resolution) are added to the loss with weights halving per head.
+    """
+
+    name = "segmentation"
+
+    @staticmethod
+    def loss(model, variables, batch, rng, train: bool, loss_name: str = "dice_ce"):
+        loss_fn = losses.get_loss(loss_name)
+        mutable = [k for k in variables if k != "params"] + ["aux_logits"] if train else False
+        out = model.apply(variables, batch["image"], train=train, rngs={"dropout": rng}, mutable=mutable)
+        logits, new_state = out if train else (out, {})
+        loss = loss_fn(logits, batch["label"])
+        aux = new_state.pop("aux_logits", {}) if train else {}
+        for i, a in enumerate(jax.tree.leaves(aux)):
+            loss = loss + 0.5 ** (i + 1) * loss_fn(a, batch["label"])
+        new_state = {k: v for k, v in new_state.items() if k != "aux_logits"}
+        return loss, (new_state, {"loss": loss})
+
+    @staticmethod
+    def predict(model, variables, images):
+        logits = model.apply(variables, images, train=False)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+TASKS = {"segmentation": SegmentationTask}
+
+
+def get_task(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name]
