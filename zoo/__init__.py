@@ -1,5 +1,6 @@
 """medzoo models: registry, architectures, training entry point (``python -m zoo.train``)."""
 
 from zoo.registry import create_model, get_spec, list_models, model_card, register
+from zoo.pretrained import load_pretrained
 
-__all__ = ["create_model", "list_models", "register", "model_card", "get_spec"]
+__all__ = ["create_model", "list_models", "register", "model_card", "get_spec", "load_pretrained"]
