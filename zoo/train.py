@@ -108,7 +108,10 @@ def batch_at_step(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
     epoch, i = divmod(int(step), per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     idx = np.resize(perm[i * batch_size:(i + 1) * batch_size], batch_size)
-    return {"image": arrays["image"][idx], "label": arrays["label"][idx].astype(np.int32)}
+    batch = {"image": arrays["image"][idx], "label": arrays["label"][idx].astype(np.int32)}
+    if "instances" in arrays:
+        batch["instances"] = arrays["instances"][idx].astype(np.int32)
+    return batch
 
 
 def evaluate(model, variables, arrays: dict, num_classes: int, batch_size: int, task=None,
@@ -273,6 +276,9 @@ def main(argv=None) -> int:
     known, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(known.config)
+        if known.model is not None and known.model != config.model.name:
+            # The recipe's model kwargs belong to its own model; another model starts from its defaults.
+            config.model.kwargs = ml_collections.ConfigDict()
         config = apply_overrides(config, overrides)
         get_spec(config.model.name)
         workdir = known.workdir or config.workdir or os.path.join(
