@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from typing import Any, Callable
 
 __all__ = ["ModelSpec", "register", "create_model", "list_models", "get_spec", "model_card"]
@@ -70,7 +71,32 @@ def create_model(name: str, **cfg):
     is model specific. The returned Flax module maps ``x: [B, *S, C]`` to logits ``[B, *S, K]``.
     """
     spec = get_spec(name)
-    return spec.factory(**cfg)
+    try:
+        return spec.factory(**cfg)
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):
+            raise
+        accepted = _accepted_args(spec.factory)
+        bad = sorted(k for k in cfg if accepted and k not in accepted)
+        raise ValueError(f"model {name!r} got unknown argument(s) {bad or str(e)}; "
+                         f"it accepts: {', '.join(sorted(accepted)) or '?'}") from None
+
+
+def _accepted_args(factory) -> set[str]:
+    import dataclasses as dc
+    import inspect
+
+    target = factory
+    # Factories usually return a dataclass Module; look at its fields when the factory takes **cfg.
+    try:
+        ann = typing.get_type_hints(factory).get("return")
+    except Exception:  # unresolvable annotations: fall back to the signature
+        ann = None
+    if isinstance(ann, type) and dc.is_dataclass(ann):
+        target = ann
+    if isinstance(target, type) and dc.is_dataclass(target):
+        return {f.name for f in dc.fields(target) if f.init and f.name not in ("parent", "name")}
+    return {p for p in inspect.signature(target).parameters if p not in ("args", "kwargs")}
 
 
 def list_models() -> list[str]:

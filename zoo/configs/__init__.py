@@ -75,6 +75,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
         node = config
         parts = path.split(".")
         for i, part in enumerate(parts):
+            if i == len(parts) - 1 and parts[:-1] == ["model", "kwargs"] and part not in node:
+                # Model kwargs are open: each model has its own; create_model validates them.
+                with node.unlocked():
+                    node[part] = _parse_value(text, None)
+                break
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
                 known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 close = difflib.get_close_matches(part, known, n=3, cutoff=0.5)
@@ -82,9 +87,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
                 raise ValueError(f"unknown config field {'.'.join(parts[:i + 1])!r}{hint}")
             if i < len(parts) - 1:
                 node = node[part]
-        try:
-            with node.unlocked():
-                node[parts[-1]] = _parse_value(text, node[parts[-1]])
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"bad value for config field {path!r}: {e}") from None
+        else:
+            try:
+                with node.unlocked():
+                    node[parts[-1]] = _parse_value(text, node[parts[-1]])
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"bad value for config field {path!r}: {e}") from None
     return config
