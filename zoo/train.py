@@ -108,9 +108,9 @@ def batch_at_step(arrays: dict, step: int, batch_size: int, seed: int) -> dict:
     epoch, i = divmod(int(step), per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     idx = np.resize(perm[i * batch_size:(i + 1) * batch_size], batch_size)
-    batch = {"image": arrays["image"][idx], "label": arrays["label"][idx].astype(np.int32)}
-    if "instances" in arrays:
-        batch["instances"] = arrays["instances"][idx].astype(np.int32)
+    # Every array field travels (image, label, instances, covariates, outcome, ...); ids stay on the host.
+    batch = {k: np.asarray(v)[idx] for k, v in arrays.items() if k != "patient_id" and not isinstance(v, list)}
+    batch["label"] = batch["label"].astype(np.int32)
     return batch
 
 
