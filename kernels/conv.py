@@ -1,33 +1,107 @@
 """Channels-last N-d convolution ops used by every model in the zoo.
 
 All models build their convolutions through :func:`conv_nd` and :func:`conv_transpose_nd`
-(via ``zoo.layers``) so that a faster lowering per backend can be chosen in one place
-(see PERFORMANCE.md: XLA:CPU is slow on transposed and 3D convolutions). The plain
-``lax`` convolutions here are the references any faster lowering is tested against.
+(via ``zoo.layers``) so that the lowering is chosen in one place. Two lowerings exist:
 
-Shapes: ``x: [B, *S, Cin]``, ``w: [*K, Cin, Cout]`` (Flax's kernel layout).
+* ``"lax"``: plain ``lax.conv_general_dilated`` / ``lax.conv_transpose``. This is the reference
+  (:func:`conv_nd_reference`, :func:`conv_transpose_nd_reference`) and the choice on GPU/TPU,
+  where cuDNN/XLA handle strided, transposed and 3D convolutions natively.
+* ``"cpu"``: the same maths rewritten for XLA:CPU, which has slow generic paths for strided
+  convolutions' gradients, lhs-dilated (transposed) convolutions and 3D convolutions
+  (measurements in ``docs/performance.md``):
+
+  - a strided convolution becomes space-to-depth of the padded input followed by a stride-1
+    convolution with a ``ceil(K / s)`` kernel on ``s**D * Cin`` channels (polyphase form);
+  - a transposed convolution becomes one stride-1 convolution producing all ``s**D`` output
+    phases as channels, followed by depth-to-space (no lhs dilation, no multiplications by zero);
+  - a stride-1 3D convolution becomes the sum over the depth taps of 2D convolutions on
+    ``(batch * depth)``-stacked slices.
+
+  Values and gradients equal the reference within float rounding (``tests/test_kernels_conv.py``).
+
+The lowering is ``"auto"`` by default: ``"cpu"`` when ``jax.default_backend() == "cpu"``, else
+``"lax"``. Override with the environment variable ``MEDZOO_CONV_LOWERING=auto|lax|cpu`` or
+:func:`set_conv_lowering` / the :func:`conv_lowering` context manager. The choice is made when
+a function is traced, so change it before ``jax.jit`` traces (a cached trace keeps its lowering).
+
+Shapes: ``x: [B, *S, Cin]``, ``w: [*K, Cin / groups, Cout]`` (Flax's kernel layout), 1-3 spatial dims.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-__all__ = ["conv_nd", "conv_transpose_nd", "conv_nd_reference", "conv_transpose_nd_reference"]
+__all__ = ["conv_nd", "conv_transpose_nd", "conv_nd_reference", "conv_transpose_nd_reference",
+           "conv_nd_cpu", "conv_transpose_nd_cpu", "LOWERINGS", "set_conv_lowering", "get_conv_lowering",
+           "resolve_conv_lowering", "conv_lowering"]
 
+LOWERINGS = ("auto", "lax", "cpu")
+ENV_VAR = "MEDZOO_CONV_LOWERING"
+_override: str | None = None
+
+
+# ----------------------------------------------------------------------------- lowering choice
+
+def _check_lowering(name, source: str) -> str:
+    if name not in LOWERINGS:
+        raise ValueError(f"{source} must be one of {LOWERINGS}, got {name!r}")
+    return name
+
+
+def set_conv_lowering(name: str | None) -> None:
+    """Force a lowering (``"auto"`` | ``"lax"`` | ``"cpu"``) for later traces; ``None`` clears it."""
+    global _override
+    _override = None if name is None else _check_lowering(name, "conv lowering")
+
+
+def get_conv_lowering() -> str:
+    """The configured lowering: :func:`set_conv_lowering`, else ``$MEDZOO_CONV_LOWERING``, else ``"auto"``."""
+    if _override is not None:
+        return _override
+    return _check_lowering(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto", ENV_VAR)
+
+
+def resolve_conv_lowering() -> str:
+    """The lowering that the next trace will use: ``"lax"`` or ``"cpu"``."""
+    name = get_conv_lowering()
+    if name == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "lax"
+    return name
+
+
+@contextlib.contextmanager
+def conv_lowering(name: str | None):
+    """Context manager: ``with conv_lowering("lax"): ...`` (traces inside use that lowering)."""
+    global _override
+    previous = _override
+    set_conv_lowering(name)
+    try:
+        yield
+    finally:
+        _override = previous
+
+
+# ----------------------------------------------------------------------------- argument handling
 
 def _dimension_numbers(nd: int):
-    spatial = "DHW"[-nd:] if nd <= 3 else None
-    if spatial is None:
-        raise ValueError(f"only 1-3 spatial dims are supported, got {nd}")
+    if nd not in (1, 2, 3):
+        raise ValueError(f"x: only 1-3 spatial dims are supported, got {nd} (x must be [B, *S, C])")
+    spatial = "DHW"[-nd:]
     return lax.conv_dimension_numbers((1,) * (nd + 2), (1,) * (nd + 2),
                                       ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
 
 
 def _same_padding(kernel: Sequence[int], dilation: Sequence[int]):
+    """'SAME' padding pairs: ``(E - 1) // 2`` low and the rest high, for the dilated kernel extent ``E``,
+    whatever the stride (PyTorch's ``padding=K // 2`` for odd ``K``; output ``ceil(S / s)`` for odd ``K``).
+    Note this differs from XLA's strided "SAME" (which pads ``(0, 1)`` for ``K=3, s=2`` on even sizes)."""
     pads = []
     for k, d in zip(kernel, dilation):
         eff = (k - 1) * d + 1
@@ -35,36 +109,214 @@ def _same_padding(kernel: Sequence[int], dilation: Sequence[int]):
     return pads
 
 
-def conv_nd_reference(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
-    """Plain ``lax.conv_general_dilated`` convolution, channels-last."""
+def _tuple(v, nd: int, name: str):
+    t = (v,) * nd if isinstance(v, (int, np.integer)) else tuple(v)
+    if len(t) != nd or not all(isinstance(i, (int, np.integer)) and i >= 1 for i in t):
+        raise ValueError(f"{name} must be a positive int or {nd} positive ints, got {v!r}")
+    return tuple(int(i) for i in t)
+
+
+def _check(x, w, feature_group_count):
     nd = x.ndim - 2
-    strides = (strides,) * nd if isinstance(strides, int) else tuple(strides)
-    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    if padding == "SAME":
-        pad = _same_padding(w.shape[:nd], dilation)
-    elif padding == "VALID":
-        pad = [(0, 0)] * nd
+    _dimension_numbers(nd)
+    if w.ndim != x.ndim:
+        raise ValueError(f"w must be [*K, Cin, Cout] with {nd} kernel dims; got w {tuple(w.shape)} "
+                         f"for x {tuple(x.shape)}")
+    g = feature_group_count
+    if not isinstance(g, (int, np.integer)) or g < 1 or x.shape[-1] % g or w.shape[-1] % g:
+        raise ValueError(f"feature_group_count must be a positive int dividing Cin={x.shape[-1]} and "
+                         f"Cout={w.shape[-1]}, got {g!r}")
+    if w.shape[-2] * g != x.shape[-1]:
+        raise ValueError(f"w {tuple(w.shape)} expects Cin={w.shape[-2] * g} input channels "
+                         f"(feature_group_count={g}); x {tuple(x.shape)} has {x.shape[-1]}")
+    return nd
+
+
+def _resolve(x, w, strides, padding, dilation, feature_group_count):
+    """Validate arguments; return ``(nd, strides, explicit padding pairs, dilation)``."""
+    nd = _check(x, w, feature_group_count)
+    strides = _tuple(strides, nd, "strides")
+    dilation = _tuple(dilation, nd, "dilation")
+    if isinstance(padding, str):
+        if padding.upper() == "SAME":
+            pad = _same_padding(w.shape[:nd], dilation)
+        elif padding.upper() == "VALID":
+            pad = [(0, 0)] * nd
+        else:
+            raise ValueError(f"padding must be 'SAME', 'VALID' or {nd} (low, high) pairs, got {padding!r}")
     else:
-        pad = padding
+        try:
+            pad = [(int(lo), int(hi)) for lo, hi in padding]
+        except (TypeError, ValueError):
+            raise ValueError(f"padding must be 'SAME', 'VALID' or {nd} (low, high) pairs, got {padding!r}") from None
+        if len(pad) != nd:
+            raise ValueError(f"padding must have {nd} (low, high) pairs, got {padding!r}")
+    for i in range(nd):
+        eff = (w.shape[i] - 1) * dilation[i] + 1
+        if x.shape[1 + i] + pad[i][0] + pad[i][1] < eff:
+            raise ValueError(f"x spatial size {x.shape[1:-1]} with padding {pad} is smaller than the "
+                             f"dilated kernel {tuple(w.shape[:nd])} (dilation {dilation})")
+    return nd, strides, pad, dilation
+
+
+# ----------------------------------------------------------------------------- references
+
+def conv_nd_reference(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
+    """Plain ``lax.conv_general_dilated`` convolution, channels-last.
+
+    ``padding``: ``"SAME"`` (see :func:`_same_padding`), ``"VALID"`` or explicit ``(low, high)`` pairs.
+    """
+    nd, strides, pad, dilation = _resolve(x, w, strides, padding, dilation, feature_group_count)
     return lax.conv_general_dilated(
         x, w, window_strides=strides, padding=pad, rhs_dilation=dilation,
         dimension_numbers=_dimension_numbers(nd), feature_group_count=feature_group_count)
 
 
 def conv_transpose_nd_reference(x, w, strides=2):
-    """Transposed convolution with ``kernel == strides`` semantics of ``flax.linen.ConvTranspose``
-    (padding "SAME", output size ``S * strides``)."""
-    nd = x.ndim - 2
-    strides = (strides,) * nd if isinstance(strides, int) else tuple(strides)
+    """Transposed convolution with the semantics of ``flax.linen.ConvTranspose(padding="SAME")``
+    (``lax.conv_transpose``, kernel not flipped): output size ``S * strides``, any kernel size."""
+    nd = _check(x, w, 1)
+    strides = _tuple(strides, nd, "strides")
     return lax.conv_transpose(x, w, strides=strides, padding="SAME",
                               dimension_numbers=_dimension_numbers(nd))
 
 
+# ----------------------------------------------------------------------------- CPU lowering
+
+def _pad_spatial(x, pads):
+    """Pad (or crop, for negative values) the spatial axes of ``x: [B, *S, C]``."""
+    if all(lo == 0 and hi == 0 for lo, hi in pads):
+        return x
+    config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+    return lax.pad(x, lax.full((), 0, x.dtype), config)
+
+
+def _conv_stride1(x, w, pad, dilation, feature_group_count):
+    """Stride-1 convolution; a 3D one as a sum over depth taps of 2D convolutions on stacked slices."""
+    nd = x.ndim - 2
+    if nd != 3:
+        return lax.conv_general_dilated(x, w, (1,) * nd, pad, rhs_dilation=dilation,
+                                        dimension_numbers=_dimension_numbers(nd),
+                                        feature_group_count=feature_group_count)
+    x = _pad_spatial(x, [pad[0], (0, 0), (0, 0)])
+    b, d, h, wd, c = x.shape
+    kd, dd = w.shape[0], dilation[0]
+    d_out = d - (kd - 1) * dd
+    dn = _dimension_numbers(2)
+    out = None
+    for t in range(kd):
+        # Each depth tap is an ordinary 2D convolution of the (batch * depth) stack of slices.
+        xs = lax.slice_in_dim(x, t * dd, t * dd + d_out, axis=1).reshape(b * d_out, h, wd, c)
+        y = lax.conv_general_dilated(xs, w[t], (1, 1), pad[1:], rhs_dilation=dilation[1:],
+                                     dimension_numbers=dn, feature_group_count=feature_group_count)
+        out = y if out is None else out + y
+    return out.reshape((b, d_out) + out.shape[1:])
+
+
+def _space_to_depth(x, s):
+    """``[B, J1*s1, ..., C] -> [B, J1, ..., s1*...*C]`` with channel order ``(r1, ..., rD, c)``."""
+    nd = x.ndim - 2
+    b, c = x.shape[0], x.shape[-1]
+    js = [x.shape[1 + i] // s[i] for i in range(nd)]
+    x = x.reshape([b] + [v for i in range(nd) for v in (js[i], s[i])] + [c])
+    perm = [0] + [1 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)] + [2 * nd + 1]
+    return x.transpose(perm).reshape([b] + js + [int(np.prod(s)) * c])
+
+
+def _depth_to_space(y, s):
+    """``[B, M1, ..., s1*...*C] -> [B, M1*s1, ..., C]`` (inverse of :func:`_space_to_depth`)."""
+    nd = y.ndim - 2
+    b, ms = y.shape[0], list(y.shape[1:-1])
+    c = y.shape[-1] // int(np.prod(s))
+    y = y.reshape([b] + ms + list(s) + [c])
+    perm = [0] + [v for i in range(nd) for v in (1 + i, 1 + nd + i)] + [1 + 2 * nd]
+    return y.transpose(perm).reshape([b] + [ms[i] * s[i] for i in range(nd)] + [c])
+
+
+def conv_nd_cpu(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
+    """:func:`conv_nd_reference` rewritten for XLA:CPU (polyphase strided convs, 3D as 2D slices)."""
+    nd, strides, pad, dilation = _resolve(x, w, strides, padding, dilation, feature_group_count)
+    if all(s == 1 for s in strides):
+        return _conv_stride1(x, w, pad, dilation, feature_group_count)
+    if any(d != 1 for d in dilation) or feature_group_count != 1:
+        # Rare in the zoo; the polyphase form below assumes dense, undilated kernels.
+        return conv_nd_reference(x, w, strides, pad, dilation, feature_group_count)
+    ks = w.shape[:nd]
+    outs = [(x.shape[1 + i] + pad[i][0] + pad[i][1] - ks[i]) // strides[i] + 1 for i in range(nd)]
+    qs = [-(-ks[i] // strides[i]) for i in range(nd)]
+    # Pad/crop so each axis holds exactly (out + q - 1) blocks of s: every tap reads inside.
+    full = [(pad[i][0], (outs[i] + qs[i] - 1) * strides[i] - x.shape[1 + i] - pad[i][0]) for i in range(nd)]
+    xs = _space_to_depth(_pad_spatial(x, full), strides)
+    # w[K.., ci, co] -> zero-pad K to q*s -> [q1, s1, ..] -> [q.., s.., ci, co] -> [q.., s..*ci, co]
+    wp = lax.pad(w, lax.full((), 0, w.dtype),
+                 [(0, qs[i] * strides[i] - ks[i], 0) for i in range(nd)] + [(0, 0, 0), (0, 0, 0)])
+    ci, co = w.shape[-2], w.shape[-1]
+    wp = wp.reshape([v for i in range(nd) for v in (qs[i], strides[i])] + [ci, co])
+    perm = [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)] + [2 * nd, 2 * nd + 1]
+    wp = wp.transpose(perm).reshape(qs + [int(np.prod(strides)) * ci, co])
+    return _conv_stride1(xs, wp, [(0, 0)] * nd, (1,) * nd, 1)
+
+
+def _transpose_phase_maps(k: int, s: int):
+    """For one axis of a SAME transposed conv (kernel ``k``, stride ``s``): ``(lo, index [T, s])`` such
+    that output ``s*m + p`` is ``sum_t x[m - lo + t] * w[index[t, p]]`` (``index = -1``: no tap)."""
+    pad_len = k + s - 2
+    a = k - 1 if s > k - 1 else -(-pad_len // 2)
+    taps = {}  # phase -> list of (offset into x, kernel index)
+    for p in range(s):
+        for kk in range(k):
+            if (p + kk - a) % s == 0:
+                taps.setdefault(p, []).append(((p + kk - a) // s, kk))
+    offsets = [o for v in taps.values() for o, _ in v]
+    omin, omax = min(offsets), max(offsets)
+    index = -np.ones((omax - omin + 1, s), np.int64)
+    for p, v in taps.items():
+        for o, kk in v:
+            index[o - omin, p] = kk
+    return -omin, index
+
+
+def conv_transpose_nd_cpu(x, w, strides=2):
+    """:func:`conv_transpose_nd_reference` as one stride-1 convolution producing every output phase
+    as channels, then depth-to-space (no lhs-dilated convolution)."""
+    nd = _check(x, w, 1)
+    strides = _tuple(strides, nd, "strides")
+    ci, co = w.shape[-2], w.shape[-1]
+    maps = [_transpose_phase_maps(w.shape[i], strides[i]) for i in range(nd)]
+    # Combined kernel W[t.., ci, (p.., co)] = w[index_1[t1, p1], ..., ci, co].
+    wk = lax.pad(w, lax.full((), 0, w.dtype), [(0, 1, 0)] * nd + [(0, 0, 0), (0, 0, 0)])
+    for i, (_, idx) in enumerate(maps):
+        idx = np.where(idx < 0, w.shape[i], idx)
+        # Axis i (length K+1) becomes (T_i, P_i); keep T_i at position i and move P_i to the end.
+        wk = wk.take(idx.reshape(-1), axis=i)
+        wk = wk.reshape(wk.shape[:i] + idx.shape + wk.shape[i + 1:])
+        wk = jax.numpy.moveaxis(wk, i + 1, -1)
+    # wk: [T.., ci, co, P1, .., PD] -> [T.., ci, P1.., co]
+    wk = jax.numpy.moveaxis(wk, nd + 1, -1)
+    ts = [idx.shape[0] for _, idx in maps]
+    wk = wk.reshape(ts + [ci, int(np.prod(strides)) * co])
+    pads = [(lo, ts[i] - 1 - lo) for i, (lo, _) in enumerate(maps)]
+    y = _conv_stride1(_pad_spatial(x, pads), wk, [(0, 0)] * nd, (1,) * nd, 1)
+    return _depth_to_space(y, strides)
+
+
+# ----------------------------------------------------------------------------- public ops
+
 def conv_nd(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
-    """Convolution ``[B, *S, Cin] * [*K, Cin, Cout] -> [B, *S', Cout]`` (lowering chosen per backend)."""
+    """Convolution ``[B, *S, Cin] * [*K, Cin / groups, Cout] -> [B, *S', Cout]``.
+
+    Same contract as :func:`conv_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
+    """
+    if resolve_conv_lowering() == "cpu":
+        return conv_nd_cpu(x, w, strides, padding, dilation, feature_group_count)
     return conv_nd_reference(x, w, strides, padding, dilation, feature_group_count)
 
 
 def conv_transpose_nd(x, w, strides=2):
-    """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``."""
+    """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
+
+    Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
+    """
+    if resolve_conv_lowering() == "cpu":
+        return conv_transpose_nd_cpu(x, w, strides)
     return conv_transpose_nd_reference(x, w, strides)
