@@ -1,0 +1,328 @@
+"""Geometric resampling of one sample: affine and elastic warps in one gather pass.
+
+Shapes: ``image: [*S, C]`` float, ``label: [*S]`` integer, ``S`` has 2 or 3 entries.
+Everything here works on one sample; ``vmap`` it over the batch with per-sample keys.
+
+Coordinate convention (the same as ``scipy.ndimage.affine_transform``): a homogeneous
+``(D+1)x(D+1)`` matrix maps an *output* voxel index to the *input* voxel index it samples.
+A displacement field ``[D, *S]`` is added to those input coordinates.
+
+Boundary convention (the same as scipy ``mode="constant", cval=0``): a sample point outside
+``[0, n-1]`` on any axis reads 0 (background for labels); inside, images are interpolated
+linearly and labels take the nearest voxel (ties round up, ``floor(x + 0.5)``, as scipy does).
+
+Speed: the warp is one hand-written gather on flat indices (2^D corners) rather than
+``jax.scipy.ndimage.map_coordinates`` (PERFORMANCE.md: about 2x faster on XLA:CPU). Random
+displacement fields are smoothed with separable per-axis matrices (``einsum``), either a full
+Gaussian (Simard / nnU-Net style, the same numbers as ``scipy.ndimage.gaussian_filter`` with
+``mode="reflect"``) or a coarse random control grid upsampled with cubic B-splines (MONAI /
+``RandDeformGrid`` style), which is much cheaper in 3D.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "check_sample", "identity_grid", "affine_coordinates", "map_linear", "map_nearest", "warp",
+    "affine_transform", "gaussian_matrix", "bspline_matrix", "smooth_noise", "elastic_displacement",
+    "elastic_deform", "ELASTIC_CONTROLS", "noise_shape", "gaussian_radius", "bspline_spacing",
+]
+
+ELASTIC_CONTROLS = ("bspline", "gaussian")
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# ----------------------------------------------------------------------------- validation
+
+def check_sample(image, label=None, *, name: str = "image", label_name: str = "label") -> int:
+    """Validate one sample ``image [*S, C]`` (+ ``label [*S]``) and return ``D = len(S)``."""
+    shape = tuple(np.shape(image))
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{name} must be one sample [*S, C] with 2 or 3 spatial dims (rank 3 or 4); "
+                         f"got shape {shape}")
+    if min(shape) < 1:
+        raise ValueError(f"{name} must not be empty; got shape {shape}")
+    if label is not None and tuple(np.shape(label)) != shape[:-1]:
+        raise ValueError(f"{label_name} must have the spatial shape of {name} {shape[:-1]}; "
+                         f"got shape {tuple(np.shape(label))}")
+    return len(shape) - 1
+
+
+def _check_matrix(matrix, d: int) -> jnp.ndarray:
+    shape = tuple(np.shape(matrix))
+    if shape not in ((d + 1, d + 1), (d, d + 1)):
+        raise ValueError(f"matrix must be a homogeneous ({d + 1}, {d + 1}) (or ({d}, {d + 1})) affine "
+                         f"for {d} spatial dims; got shape {shape}")
+    return jnp.asarray(matrix, jnp.float32)
+
+
+def _check_displacement(displacement, spatial: tuple) -> jnp.ndarray:
+    want = (len(spatial), *spatial)
+    if tuple(np.shape(displacement)) != want:
+        raise ValueError(f"displacement must have shape [D, *S] = {want}; got {tuple(np.shape(displacement))}")
+    return jnp.asarray(displacement, jnp.float32)
+
+
+def _positive(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number; got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be positive and finite; got {value!r}")
+    return v
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def identity_grid(spatial: Sequence[int]) -> jnp.ndarray:
+    """Voxel index grid ``[D, *S]`` float32 (``coords[d][x] = x_d``)."""
+    return jnp.indices(tuple(spatial), dtype=jnp.float32)
+
+
+def affine_coordinates(matrix, spatial: Sequence[int]) -> jnp.ndarray:
+    """Input coordinates ``[D, *S]`` sampled by each output voxel under ``matrix``."""
+    spatial = tuple(spatial)
+    d = len(spatial)
+    m = _check_matrix(matrix, d)
+    grid = identity_grid(spatial).reshape(d, -1)
+    # Centre-free affine about the origin, as scipy: x_in = A x_out + t.
+    coords = jnp.matmul(m[:d, :d], grid, precision=_HIGHEST) + m[:d, d:]
+    return coords.reshape(d, *spatial)
+
+
+def _inside(coords, spatial):
+    upper = jnp.asarray([n - 1 for n in spatial], jnp.float32).reshape((-1,) + (1,) * (coords.ndim - 1))
+    return jnp.all((coords >= 0) & (coords <= upper), axis=0)
+
+
+def _strides(spatial):
+    strides, s = [], 1
+    for n in reversed(spatial):
+        strides.append(s)
+        s *= n
+    return strides[::-1]
+
+
+def map_linear(image, coords) -> jnp.ndarray:
+    """Linear interpolation of ``image [*S, C]`` at ``coords [D, *T]`` -> ``[*T, C]`` (scipy constant, cval 0)."""
+    spatial = image.shape[:-1]
+    d, c = len(spatial), image.shape[-1]
+    out_spatial = coords.shape[1:]
+    coords = coords.reshape(d, -1).astype(jnp.float32)
+    flat = image.reshape(-1, c)
+    inside = _inside(coords, spatial)
+    lo, frac = [], []
+    for a, n in enumerate(spatial):
+        x = jnp.clip(coords[a], 0.0, n - 1.0)
+        # Keep the lower corner <= n-2 so the upper one stays inside (its weight is 0 at x = n-1).
+        f = jnp.minimum(jnp.floor(x), max(n - 2, 0))
+        lo.append(f.astype(jnp.int32))
+        frac.append(x - f)
+    strides = _strides(spatial)
+    out = None
+    for corner in itertools.product((0, 1), repeat=d):
+        idx, weight = None, None
+        for a, bit in enumerate(corner):
+            i = lo[a] + bit if spatial[a] > 1 else lo[a]
+            idx = i * strides[a] if idx is None else idx + i * strides[a]
+            w = frac[a] if bit else 1.0 - frac[a]
+            weight = w if weight is None else weight * w
+        term = jnp.take(flat, idx, axis=0, mode="clip") * weight[:, None].astype(flat.dtype)
+        out = term if out is None else out + term
+    out = jnp.where(inside[:, None], out, jnp.zeros((), out.dtype))
+    return out.reshape(*out_spatial, c)
+
+
+def map_nearest(label, coords) -> jnp.ndarray:
+    """Nearest-voxel lookup of ``label [*S]`` at ``coords [D, *T]`` -> ``[*T]`` (scipy order 0, constant, cval 0)."""
+    spatial = label.shape
+    d = len(spatial)
+    out_spatial = coords.shape[1:]
+    coords = coords.reshape(d, -1).astype(jnp.float32)
+    inside = _inside(coords, spatial)
+    idx = None
+    for a, (n, s) in enumerate(zip(spatial, _strides(spatial))):
+        i = jnp.clip(jnp.floor(coords[a] + 0.5), 0, n - 1).astype(jnp.int32) * s
+        idx = i if idx is None else idx + i
+    out = jnp.take(label.reshape(-1), idx, mode="clip")
+    out = jnp.where(inside, out, jnp.zeros((), out.dtype))
+    return out.reshape(out_spatial)
+
+
+def warp(image, label=None, *, matrix=None, displacement=None):
+    """One resampling pass: input coords = ``matrix`` applied to the output grid + ``displacement``.
+
+    ``image [*S, C]`` (linear), ``label [*S]`` (nearest) or None, ``matrix`` homogeneous ``(D+1)x(D+1)``
+    (output voxel -> input voxel) or None for the identity, ``displacement [D, *S]`` in input-voxel units
+    or None. Returns ``(image, label)`` with the input shapes and dtypes.
+    """
+    d = check_sample(image, label)
+    spatial = tuple(image.shape[:-1])
+    image = jnp.asarray(image)
+    if matrix is None:
+        coords = identity_grid(spatial)
+    else:
+        coords = affine_coordinates(matrix, spatial)
+    if displacement is not None:
+        coords = coords + _check_displacement(displacement, spatial)
+    del d
+    out_image = map_linear(image, coords).astype(image.dtype)
+    out_label = None if label is None else map_nearest(jnp.asarray(label), coords)
+    return out_image, out_label
+
+
+def affine_transform(image, matrix, label=None):
+    """Affine warp of one sample; ``matrix`` is homogeneous ``(D+1)x(D+1)`` in voxel coordinates,
+    output voxel -> input voxel (as ``scipy.ndimage.affine_transform``). Linear for the image,
+    nearest for the label, 0 outside. Returns ``(image [*S, C], label [*S] or None)``."""
+    d = check_sample(image, label)
+    _check_matrix(matrix, d)
+    return warp(image, label, matrix=matrix)
+
+
+# ----------------------------------------------------------------------------- smoothing matrices
+
+def _reflect(j: np.ndarray, n: int) -> np.ndarray:
+    """scipy ``mode="reflect"`` index (d c b a | a b c d | d c b a)."""
+    m = np.mod(j, 2 * n)
+    return np.where(m < n, m, 2 * n - 1 - m)
+
+
+def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
+    """Half-width of the Gaussian kernel, as ``scipy.ndimage.gaussian_filter1d``."""
+    return int(truncate * float(sigma) + 0.5)
+
+
+def gaussian_matrix(n: int, sigma, truncate: float = 4.0, radius: int | None = None):
+    """``[n, n]`` matrix ``G`` with ``G @ x == scipy.ndimage.gaussian_filter1d(x, sigma, mode="reflect")``.
+
+    ``sigma`` may be traced (then pass a static ``radius``); a Python float gives a numpy matrix.
+    """
+    if radius is None:
+        radius = gaussian_radius(_positive(sigma, "sigma"), truncate)
+    taps = np.arange(-radius, radius + 1)
+    rows = np.repeat(np.arange(n), taps.size)
+    cols = _reflect(np.arange(n)[:, None] + taps[None, :], n).reshape(-1)
+    if isinstance(sigma, (int, float)):
+        w = np.exp(-0.5 * (taps / float(sigma)) ** 2)
+        w = w / w.sum()
+        g = np.zeros((n, n), np.float64)
+        np.add.at(g, (rows, cols), np.tile(w, n))
+        return g.astype(np.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    w = jnp.exp(-0.5 * (jnp.asarray(taps, jnp.float32) / sigma) ** 2)
+    w = w / jnp.sum(w)
+    return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
+
+
+def _cubic_bspline(t: np.ndarray) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(t < 1, (4 - 6 * t ** 2 + 3 * t ** 3) / 6, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
+
+
+def bspline_spacing(sigma: float) -> float:
+    """Control-point spacing whose cubic B-spline field has the correlation length of a Gaussian-smoothed
+    white noise of ``sigma`` (autocorrelation variance ``2 sigma^2`` == ``2 h^2 / 3``)."""
+    return math.sqrt(3.0) * float(sigma)
+
+
+def bspline_matrix(n: int, spacing: float) -> np.ndarray:
+    """``[n, m]`` cubic B-spline basis evaluated at voxels ``0..n-1`` for ``m`` control points spaced
+    ``spacing`` voxels, centred on the axis and covering it (every voxel has its 4 supports inside)."""
+    spacing = _positive(spacing, "spacing")
+    m = int(math.ceil((n - 1) / spacing)) + 3
+    start = (n - 1) / 2.0 - (m - 1) / 2.0 * spacing
+    t = (np.arange(n)[:, None] - (start + spacing * np.arange(m)[None, :])) / spacing
+    return _cubic_bspline(t).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _smoothing_matrices(spatial: tuple, sigma: float, control: str, truncate: float):
+    """Per-axis matrices ``M_a [n_a, k_a]`` and the noise shape ``[*k]`` for one control mode."""
+    if control == "gaussian":
+        mats = [gaussian_matrix(n, sigma, truncate) for n in spatial]
+        return tuple(mats), tuple(spatial)
+    if control == "bspline":
+        h = bspline_spacing(sigma)
+        mats = []
+        for n in spatial:
+            b = bspline_matrix(n, h)
+            g = gaussian_matrix(n, sigma, truncate)
+            # Match the mean per-voxel variance of the Gaussian mode, so alpha means the same in both.
+            scale = math.sqrt(float((g.astype(np.float64) ** 2).sum(1).mean())
+                              / float((b.astype(np.float64) ** 2).sum(1).mean()))
+            mats.append((b * scale).astype(np.float32))
+        return tuple(mats), tuple(m.shape[1] for m in mats)
+    raise ValueError(f"control must be one of {ELASTIC_CONTROLS}; got {control!r}")
+
+
+def _check_control(control):
+    if control not in ELASTIC_CONTROLS:
+        raise ValueError(f"control must be one of {ELASTIC_CONTROLS}; got {control!r}")
+
+
+def noise_shape(spatial: Sequence[int], sigma: float, control: str = "bspline", truncate: float = 4.0):
+    """Shape ``[D, *k]`` of the uniform(-1, 1) noise that :func:`smooth_noise` smooths."""
+    _check_control(control)
+    spatial = tuple(int(n) for n in spatial)
+    _, k = _smoothing_matrices(spatial, _positive(sigma, "sigma"), control, float(truncate))
+    return (len(spatial), *k)
+
+
+def smooth_noise(noise, spatial: Sequence[int], sigma: float, control: str = "bspline",
+                 truncate: float = 4.0) -> jnp.ndarray:
+    """Separable smoothing of ``noise [D, *k]`` to a field ``[D, *S]``.
+
+    ``control="gaussian"``: ``k == S`` and the result equals ``scipy.ndimage.gaussian_filter`` of each
+    component (``mode="reflect"``, ``truncate``). ``control="bspline"``: ``k`` is a coarse grid spaced
+    ``sqrt(3) sigma`` and the result is its cubic B-spline interpolation, scaled to the same mean variance.
+    """
+    _check_control(control)
+    spatial = tuple(int(n) for n in spatial)
+    sigma = _positive(sigma, "sigma")
+    mats, k = _smoothing_matrices(spatial, sigma, control, float(truncate))
+    d = len(spatial)
+    if tuple(np.shape(noise)) != (d, *k):
+        raise ValueError(f"noise must have shape {(d, *k)} for control={control!r}; got {tuple(np.shape(noise))}")
+    letters_in, letters_out = "ijk"[:d], "abc"[:d]
+    spec = ",".join(o + i for o, i in zip(letters_out, letters_in)) + f",z{letters_in}->z{letters_out}"
+    return jnp.einsum(spec, *[jnp.asarray(m) for m in mats], jnp.asarray(noise, jnp.float32),
+                      precision=_HIGHEST)
+
+
+def elastic_displacement(key, spatial: Sequence[int], *, alpha, sigma, control: str = "bspline",
+                         truncate: float = 4.0) -> jnp.ndarray:
+    """Random smooth displacement ``[D, *S]`` (voxels): ``alpha * smooth(uniform(-1, 1), sigma)``.
+
+    ``alpha`` may be traced (e.g. zeroed by a probability draw); ``sigma``/``control`` are static.
+    """
+    shape = noise_shape(spatial, sigma, control, truncate)
+    noise = jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
+    return jnp.asarray(alpha, jnp.float32) * smooth_noise(noise, spatial, sigma, control, truncate)
+
+
+def elastic_deform(key, image, label=None, *, alpha, sigma, control: str = "bspline", matrix=None):
+    """Simard-style elastic deformation of one sample, optionally composed with an affine in the same pass.
+
+    ``image [*S, C]``, ``label [*S]`` or None; displacement = ``alpha * smooth(uniform(-1, 1), sigma)``
+    (``control`` chooses the smoothing, see :func:`smooth_noise`); sample points are
+    ``matrix @ x + displacement(x)``. Returns ``(image, label)``.
+    """
+    d = check_sample(image, label)
+    if isinstance(alpha, (int, float)) and not (alpha >= 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be >= 0 and finite; got {alpha!r}")
+    sigma = _positive(sigma, "sigma")
+    _check_control(control)
+    if matrix is not None:
+        _check_matrix(matrix, d)
+    disp = elastic_displacement(key, image.shape[:-1], alpha=alpha, sigma=sigma, control=control)
+    return warp(image, label, matrix=matrix, displacement=disp)
