@@ -45,6 +45,12 @@ def _load_phantoms(cfg):
 
 DATASETS = {"phantoms": _load_phantoms}
 
+# Real data sets read from cfg.data_dir (data_pipelines.real): BraTS, ISIC/PH2, LUNA16-style CT,
+# and generic 2D image/mask folders.
+from data_pipelines import real as _real  # noqa: E402
+
+DATASETS.update(_real.DATASETS)
+
 
 def load_dataset(cfg):
     """``cfg``: the ``data`` section of a training config."""
