@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from data_pipelines.readers import ImageMeta
 
-__all__ = ["reorient", "resample_to_spacing", "resize", "check_same_geometry", "world_to_voxel",
+__all__ = ["reorient", "resample_to_spacing", "resize", "resized_meta", "check_same_geometry", "world_to_voxel",
            "voxel_to_world", "orientation_code"]
 
 _AXES = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
@@ -137,6 +137,17 @@ def resize(array: np.ndarray, shape: Sequence[int], is_label: bool = False, anti
     scale = [in_shape[a] / shape[a] for a in range(nd)]
     offset = [0.5 * scale[a] - 0.5 for a in range(nd)]
     return _sample(array, shape, scale, offset, is_label, antialias)
+
+
+def resized_meta(meta: ImageMeta, in_shape, out_shape) -> ImageMeta:
+    """Geometry after ``resize(in_shape -> out_shape)`` (pixel centres aligned): spacing scales by the
+    size ratio and voxel 0 moves to the centre of the first output cell."""
+    nd = meta.ndim
+    scale = np.asarray([in_shape[a] / out_shape[a] for a in range(nd)], np.float64)
+    spacing = np.asarray(meta.spacing) * scale
+    shift = meta.direction_matrix @ ((scale - 1.0) / 2.0 * np.asarray(meta.spacing))
+    return meta.replace(spacing=tuple(float(v) for v in spacing),
+                        origin=tuple(float(v) for v in np.asarray(meta.origin) + shift))
 
 
 def check_same_geometry(shape_a, meta_a: ImageMeta, shape_b, meta_b: ImageMeta, atol: float = 1e-3) -> None:

@@ -248,3 +248,45 @@ class PhantomSource:
         items = [self[i] for i in range(len(self))]
         return {k: (np.stack([it[k] for it in items]) if k != "patient_id" else [it[k] for it in items])
                 for k in items[0]}
+
+
+# --------------------------------------------------------------------------- clinical covariates
+
+CLINICAL_COMORBIDITIES = ("diabetes", "hypertension", "cardiac_disease", "smoker")
+CLINICAL_SITES = ("site_A", "site_B", "site_C")
+
+
+def clinical_record(config: PhantomConfig, index: int, label: np.ndarray | None = None) -> dict:
+    """EHR-like covariates of phantom patient ``index`` (its own random stream; images are unchanged).
+
+    ``age`` (years, 18-90), ``sex`` ("F"/"M"), one 0/1 entry per ``CLINICAL_COMORBIDITIES`` (more likely
+    with age), ``site`` (one of ``CLINICAL_SITES``), ``tumour_fraction`` (of the label map) and
+    ``outcome`` (0/1, adverse): a logistic draw whose log-odds grow with the tumour's equivalent
+    diameter, age and comorbidities. ``label``: the sample's label map (generated when ``None``).
+    """
+    if label is None:
+        label = make_phantom(config, index)["label"]
+    rng = np.random.default_rng([config.seed, 1000 + KINDS.index(config.kind), int(index)])
+    age = float(np.clip(rng.normal(60.0, 12.0), 18.0, 90.0))
+    sex = "F" if rng.uniform() < 0.5 else "M"
+    age_z = (age - 60.0) / 12.0
+    comorb = {}
+    for name, base in zip(CLINICAL_COMORBIDITIES, (-1.5, -0.5, -1.8, -1.0)):
+        p = 1.0 / (1.0 + np.exp(-(base + 0.6 * age_z)))
+        comorb[name] = int(rng.uniform() < p)
+    site = CLINICAL_SITES[int(rng.integers(len(CLINICAL_SITES)))]
+    frac = float((np.asarray(label) > 0).mean())
+    size_z = (frac ** (1.0 / max(np.asarray(label).ndim, 1)) - 0.25) / 0.1
+    logit = 1.2 * size_z + 0.6 * age_z + 0.5 * sum(comorb.values()) - 1.0
+    outcome = int(rng.uniform() < 1.0 / (1.0 + np.exp(-logit)))
+    return {"patient_id": f"phantom-{config.kind}-{config.seed}-{int(index):05d}", "age": round(age, 1),
+            "sex": sex, **comorb, "site": site, "tumour_fraction": frac, "outcome": outcome}
+
+
+def clinical_table(config: PhantomConfig, num_samples: int, offset: int = 0) -> dict:
+    """Column dict (``patient_id``, ``age``, ``sex``, comorbidities, ``site``, ``tumour_fraction``,
+    ``outcome``) for phantoms ``offset .. offset + num_samples - 1``; ``pandas.DataFrame(table)`` works."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    rows = [clinical_record(config, offset + i) for i in range(int(num_samples))]
+    return {k: [r[k] for r in rows] for k in rows[0]}

@@ -89,7 +89,7 @@ def find_brats_cases(data_dir: str, patterns: dict | None = None) -> list[BratsC
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} is not a directory")
     cases: dict[str, dict] = {}
-    for root, dirs, files in os.walk(data_dir):
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
         dirs.sort()
         for f in sorted(files):
             if not _is_volume(f):
@@ -351,7 +351,7 @@ def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} is not a directory")
     pics: dict[str, str] = {}
-    for root, dirs, files in os.walk(data_dir):
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
         dirs.sort()
         for f in sorted(files):
             if f.lower().endswith(readers.PICTURE_SUFFIXES):
@@ -533,7 +533,7 @@ def find_ct_cases(data_dir: str) -> list[dict]:
     cases = []
     if ann_path:
         ann = read_luna_annotations(ann_path)
-        for root, dirs, files in os.walk(data_dir):
+        for root, dirs, files in os.walk(data_dir, followlinks=True):
             dirs.sort()
             for f in sorted(files):
                 if f.lower().endswith(".mhd"):
