@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.augment = ml_collections.ConfigDict()
     c.augment.enabled = False
+    c.augment.spec = ml_collections.ConfigDict()  # kernels.augment.make_pipeline(spec), vmapped per sample
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 500
@@ -40,9 +41,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.log_every = 25
     c.train.eval_every = 250
     c.train.checkpoint_every = 250
-    c.train.keep_checkpoints = 2
+    c.train.keep_checkpoints = 2      # latest N in <workdir>/checkpoints
+    c.train.keep_best = 1             # best N by validation Dice in <workdir>/best
+    c.train.grad_accum = 1            # micro-batches per step (must divide the per-device batch)
+    c.train.tensorboard = True        # also write TensorBoard events when tensorboardX is importable
     c.train.dtype = "float32"         # float32 | bfloat16 (compute; params stay float32)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1)            # (data, model); -1: all remaining devices
+    c.mesh.shard_min_size = 2 ** 14   # params smaller than this stay replicated on the model axis
     return c

@@ -1,0 +1,163 @@
+"""Patient-level k-fold cross-validation: ``python -m zoo.cv --config=NAME --folds=K [--ensemble] [--config.a.b=v ...]``.
+
+The training split of ``config.data`` is divided into ``K`` folds by patient (every case of a
+patient lands in the same fold, so no patient is in both training and validation). Fold ``i``
+trains on the other ``K-1`` folds in ``<workdir>/fold<i>`` (its own checkpoints, best-by-Dice
+checkpoint and metrics) and is validated on fold ``i``. The aggregate is the mean ± sample std
+over folds. ``--ensemble`` averages the softmax of the folds' best checkpoints on the held-out
+test split (the data set's validation split, which no fold saw) and reports its Dice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+__all__ = ["patient_folds", "subset", "cross_validate", "ensemble_predict", "format_cv_table", "main"]
+
+
+def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (seeded, deterministic)."""
+    ids = np.asarray(list(patient_ids))
+    patients = np.unique(ids)
+    if not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {k!r}")
+    if k > len(patients):
+        raise ValueError(f"folds={k} is more than the {len(patients)} patients in the training split")
+    order = np.random.default_rng(seed).permutation(patients)
+    groups = np.array_split(order, k)
+    out = []
+    for g in groups:
+        val = np.isin(ids, g)
+        out.append((np.flatnonzero(~val), np.flatnonzero(val)))
+    return out
+
+
+def subset(arrays: dict, idx) -> dict:
+    """Rows ``idx`` of every array (lists such as ``patient_id`` too)."""
+    return {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx]) for k, v in arrays.items()}
+
+
+def _nan_stats(values):
+    v = np.asarray(values, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = float(np.nanmean(v, axis=0)) if v.ndim == 1 else np.nanmean(v, axis=0)
+        std = (float(np.nanstd(v, axis=0, ddof=1)) if v.ndim == 1 else np.nanstd(v, axis=0, ddof=1)) \
+            if len(v) > 1 else 0.0 * mean
+    return mean, std
+
+
+def ensemble_predict(fold_dirs, images, batch_size: int = 8) -> np.ndarray:
+    """Label maps from the mean softmax of each fold's best checkpoint (``<fold>/best``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from zoo.pretrained import load_pretrained
+
+    probs = None
+    for d in fold_dirs:
+        pre = load_pretrained(os.path.join(d, "best"))
+        fn = jax.jit(lambda v, x, m=pre.model: jax.nn.softmax(m.apply(v, x, train=False), axis=-1))
+        p = np.concatenate([np.asarray(fn(pre.variables, jnp.asarray(images[i:i + batch_size])))
+                            for i in range(0, len(images), batch_size)])
+        probs = p if probs is None else probs + p
+    return np.argmax(probs, axis=-1).astype(np.int32)
+
+
+def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, progress: bool = False) -> dict:
+    """Run the ``folds`` trainings; returns per-fold results, the aggregate and (optionally) the ensemble."""
+    from data_pipelines.datasets import load_dataset
+    from eval.metrics import dice_per_class_np
+    from zoo.train import setup_mesh, train_and_evaluate
+
+    setup_mesh(config)
+    train, test, info = load_dataset(config.data)
+    if "patient_id" not in train:
+        raise ValueError(f"data set {config.data.name!r} has no patient_id; patient-level folds need one")
+    splits = patient_folds(train["patient_id"], folds, int(config.data.seed))
+    os.makedirs(workdir, exist_ok=True)
+    rows = []
+    for i, (tr, va) in enumerate(splits):
+        fold_dir = os.path.join(workdir, f"fold{i}")
+        res = train_and_evaluate(config, fold_dir, progress=progress,
+                                 data=(subset(train, tr), subset(train, va), info))
+        rows.append({"fold": i, "train_cases": int(len(tr)), "val_cases": int(len(va)),
+                     "train_patients": len(set(train["patient_id"][j] for j in tr)),
+                     "val_patients": len(set(train["patient_id"][j] for j in va)),
+                     "mean_dice": res["mean_dice"], "dice_per_class": res["dice_per_class"],
+                     "best_mean_dice": res.get("best_mean_dice"), "workdir": fold_dir})
+    mean, std = _nan_stats([r["mean_dice"] for r in rows])
+    pc_mean, pc_std = _nan_stats([r["dice_per_class"] for r in rows])
+    out = {"folds": rows, "class_names": list(info.class_names),
+           "aggregate": {"mean_dice": mean, "std_dice": std, "dice_per_class_mean": list(map(float, pc_mean)),
+                         "dice_per_class_std": list(map(float, pc_std))}}
+    if ensemble:
+        pred = ensemble_predict([r["workdir"] for r in rows], test["image"], int(config.train.batch_size))
+        per_case = np.stack([dice_per_class_np(p, t, info.num_classes) for p, t in zip(pred, test["label"])])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_class = np.nanmean(per_case, axis=0)
+        fg = per_class[1:] if info.num_classes > 1 else per_class
+        out["ensemble"] = {"num_cases": int(len(pred)), "dice_per_class": list(map(float, per_class)),
+                           "mean_dice": float(np.nanmean(fg))}
+    with open(os.path.join(workdir, "cv.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    with open(os.path.join(workdir, "cv.md"), "w") as f:
+        f.write(format_cv_table(out) + "\n")
+    return out
+
+
+def format_cv_table(result: dict) -> str:
+    names = result["class_names"]
+    head = "| fold | patients train/val | " + " | ".join(names) + " | mean Dice (fg) |"
+    lines = [head, "|---|---|" + "---:|" * (len(names) + 1)]
+    for r in result["folds"]:
+        lines.append(f"| {r['fold']} | {r['train_patients']}/{r['val_patients']} | "
+                     + " | ".join(f"{v:.4f}" for v in r["dice_per_class"]) + f" | {r['mean_dice']:.4f} |")
+    a = result["aggregate"]
+    lines.append("| **mean ± std** | | " + " | ".join(
+        f"{m:.4f} ± {s:.4f}" for m, s in zip(a["dice_per_class_mean"], a["dice_per_class_std"]))
+        + f" | **{a['mean_dice']:.4f} ± {a['std_dice']:.4f}** |")
+    if "ensemble" in result:
+        e = result["ensemble"]
+        lines.append(f"| ensemble (test, {e['num_cases']} cases) | | "
+                     + " | ".join(f"{v:.4f}" for v in e["dice_per_class"]) + f" | {e['mean_dice']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from zoo.train import parse_args, resolve_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m zoo.cv", add_help=False)
+    p.add_argument("--folds", default="5")
+    p.add_argument("--ensemble", action="store_true")
+    own, rest = p.parse_known_args(argv)
+    known, overrides = parse_args(rest)
+    try:
+        try:
+            folds = int(own.folds)
+        except ValueError:
+            raise ValueError(f"--folds must be an integer, got {own.folds!r}") from None
+        config = resolve_config(known, overrides)
+        workdir = os.path.abspath(known.workdir or os.path.join(
+            "workdirs", f"cv-{known.config}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+        print(f"workdir: {workdir}", flush=True)
+        result = cross_validate(config, workdir, folds, ensemble=own.ensemble, progress=not known.no_progress)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\n{folds}-fold patient-level cross-validation ({config.model.name}, {config.data.name}):")
+    print(format_cv_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
