@@ -44,6 +44,38 @@ class SegmentationTask:
 
 TASKS = {"segmentation": SegmentationTask}
 
+from zoo.outcome_task import OutcomeTask  # noqa: E402  (outcome: image + EHR -> class)
+
+TASKS["outcome"] = OutcomeTask
+
+
+class InstanceTask:
+    """Instance segmentation (Mask R-CNN): the model derives boxes, classes and masks from
+    ``batch["instances"] [B, *S]`` (+ ``batch["label"]``) itself and returns its loss terms.
+
+    The model provides ``losses(x, instances, labels, key, train)`` → dict with ``loss`` and
+    ``semantic_labels(x)`` → ``[B, *S]``. ``loss_name`` is ignored (the loss is the model's own).
+    """
+
+    name = "instance"
+
+    @staticmethod
+    def loss(model, variables, batch, rng, train: bool, loss_name: str = "mask_rcnn"):
+        if "instances" not in batch:
+            raise ValueError("instance task: the batch needs 'instances' [B, *S] int32 (0 = none, 1..M object ids)")
+        mutable = [k for k in variables if k != "params"] if train else False
+        out = model.apply(variables, batch["image"], batch["instances"], batch["label"], rng, train=train,
+                          method="losses", mutable=mutable)
+        terms, new_state = out if train else (out, {})
+        return terms["loss"], (dict(new_state), terms)
+
+    @staticmethod
+    def predict(model, variables, images):
+        return model.apply(variables, images, method="semantic_labels")
+
+
+TASKS["instance"] = InstanceTask
+
 
 def get_task(name: str):
     if name not in TASKS:
