@@ -17,3 +17,7 @@ __all__ = ["conv_nd", "conv_transpose_nd", "nms", "roi_align",
            "add_gaussian_noise", "gaussian_blur", "adjust_brightness_contrast", "apply_bias_field",
            "sliding_window_inference", "resize", "pad_to", "center_crop_or_pad", "random_crop_or_pad",
            "foreground_bbox", "crop_to_foreground"]
+
+from kernels.pooling import max_pool_with_argmax, max_unpool  # noqa: E402
+
+__all__ += ["max_pool_with_argmax", "max_unpool"]
