@@ -3,3 +3,12 @@
 from data_pipelines.phantoms import PhantomConfig, PhantomSource, make_phantom
 
 __all__ = ["PhantomConfig", "PhantomSource", "make_phantom"]
+
+# Readers, geometry and patient-level splits (light imports). TFDS builders: import
+# data_pipelines.tfds_builders; grain loaders: data_pipelines.loader; EHR tables: data_pipelines.clinical.
+from data_pipelines.phantoms import clinical_record, clinical_table  # noqa: E402
+from data_pipelines.readers import ImageMeta, read_image, read_label  # noqa: E402
+from data_pipelines.splits import patient_kfold, patient_split, site_split, train_val_test_split  # noqa: E402
+
+__all__ += ["clinical_record", "clinical_table", "ImageMeta", "read_image", "read_label", "patient_kfold",
+            "patient_split", "site_split", "train_val_test_split"]

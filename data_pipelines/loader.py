@@ -1,0 +1,159 @@
+"""grain input pipelines: deterministic, resumable, multi-worker, sharded per host.
+
+``make_loader(source, batch_size, seed=...)`` returns a ``grain.DataLoader`` over any random-access
+source (``len`` + ``[i]``): a TFDS ``data_source`` over array_record, ``PhantomSource``, or
+``ArraysSource`` over the in-memory arrays of ``datasets.load_dataset``. Batches are dicts of numpy
+arrays (``image [B, *S, C] float32``, ``label [B, *S] int32``, other array fields as stored; text
+fields become ``str`` and are dropped from batches unless ``keep_text=True``).
+
+Determinism and resumption: the order depends only on ``seed`` (and the shard); the iterator's
+state is a small JSON document (``iterator_state`` / ``restore_iterator``), which the trainer can
+store beside an Orbax checkpoint (``grain.PyGrainCheckpointSave(iterator)`` does the same inside
+an Orbax ``Composite``). Restoring it continues with exactly the batch that would have come next.
+
+Sharding: by default each JAX process reads ``1 / jax.process_count()`` of every epoch
+(``shard_index = jax.process_index()``), so multi-host training needs no other change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Mapping
+
+import grain.python as grain
+import numpy as np
+
+__all__ = ["ArraysSource", "make_loader", "make_map_dataset", "iterator_state", "restore_iterator", "to_batch_dict"]
+
+
+class ArraysSource:
+    """Random-access view of a dict of equal-length arrays/lists (``load_dataset`` output)."""
+
+    def __init__(self, arrays: Mapping[str, object]):
+        if "image" not in arrays:
+            raise ValueError(f"arrays need an 'image' field; got {sorted(arrays)}")
+        n = len(arrays["image"])
+        for k, v in arrays.items():
+            if len(v) != n:
+                raise ValueError(f"arrays[{k!r}] has {len(v)} entries but 'image' has {n}")
+        self._arrays = dict(arrays)
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        return {k: v[int(i)] for k, v in self._arrays.items()}
+
+    def __repr__(self):
+        return f"ArraysSource(n={self._n}, fields={sorted(self._arrays)})"
+
+
+def to_batch_dict(record: Mapping, keep_text: bool = False) -> dict:
+    """One stored record -> numpy fields in the batch conventions (image float32, label int32)."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, bytes):
+            v = v.decode("utf-8")
+        if isinstance(v, str):
+            if keep_text:
+                out[k] = v
+            continue
+        a = np.asarray(v)
+        if k == "image":
+            a = a.astype(np.float32) if a.dtype != np.uint8 else a.astype(np.float32) / 255.0
+        elif k in ("label", "instances"):
+            a = a.astype(np.int32)
+        out[k] = a
+    return out
+
+
+class _ToBatchDict(grain.MapTransform):
+    def __init__(self, keep_text: bool, transform: Callable | None):
+        self.keep_text = keep_text
+        self.transform = transform
+
+    def map(self, record):
+        out = to_batch_dict(record, self.keep_text)
+        return self.transform(out) if self.transform is not None else out
+
+
+def _shard(shard_index, shard_count, drop_remainder):
+    if shard_index is None and shard_count is None:
+        import jax
+
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+    if shard_index is None or shard_count is None:
+        raise ValueError("give both shard_index and shard_count, or neither (then JAX's process index/count)")
+    if not 0 <= int(shard_index) < int(shard_count):
+        raise ValueError(f"shard_index must be in [0, shard_count={shard_count}), got {shard_index}")
+    return grain.ShardOptions(shard_index=int(shard_index), shard_count=int(shard_count),
+                              drop_remainder=drop_remainder)
+
+
+def make_loader(source, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
+                worker_count: int = 0, shard_index: int | None = None, shard_count: int | None = None,
+                drop_remainder: bool = True, transform: Callable | None = None, keep_text: bool = False,
+                worker_buffer_size: int = 1) -> grain.DataLoader:
+    """A ``grain.DataLoader`` yielding batch dicts; ``num_epochs=None`` repeats forever.
+
+    ``worker_count`` > 0 decodes in that many worker processes (``transform`` must then be
+    picklable); 0 runs in the calling thread. ``transform(sample_dict) -> sample_dict`` runs per
+    sample before batching (e.g. a numpy crop or normalisation).
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(source)
+    if n < 1:
+        raise ValueError("source is empty")
+    if int(worker_count) < 0:
+        raise ValueError(f"worker_count must be >= 0, got {worker_count}")
+    shard = _shard(shard_index, shard_count, drop_remainder)
+    if n // shard.shard_count < (int(batch_size) if drop_remainder else 1):
+        raise ValueError(f"{n} records over {shard.shard_count} shards give fewer than batch_size={batch_size} "
+                         f"per shard")
+    sampler = grain.IndexSampler(num_records=n, shard_options=shard, shuffle=shuffle, num_epochs=num_epochs,
+                                 seed=int(seed))
+    ops = [_ToBatchDict(keep_text, transform), grain.Batch(batch_size=int(batch_size), drop_remainder=drop_remainder)]
+    return grain.DataLoader(data_source=source, sampler=sampler, operations=ops, worker_count=int(worker_count),
+                            worker_buffer_size=int(worker_buffer_size))
+
+
+def make_map_dataset(source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                     shard_index: int | None = None, shard_count: int | None = None,
+                     drop_remainder: bool = True, keep_text: bool = False) -> grain.MapDataset:
+    """The same pipeline as a ``grain.MapDataset`` (one epoch, random access by batch index)."""
+    shard = _shard(shard_index, shard_count, drop_remainder)
+    ds = grain.MapDataset.source(source)
+    ds = ds[shard.shard_index::shard.shard_count]
+    if shuffle:
+        ds = ds.shuffle(seed=int(seed))
+    ds = ds.map(lambda r: to_batch_dict(r, keep_text))
+    return ds.batch(int(batch_size), drop_remainder=drop_remainder)
+
+
+def iterator_state(iterator) -> str:
+    """The iterator's position as a JSON string (grain ``DataLoader`` or ``IterDataset`` iterators)."""
+    state = iterator.get_state()
+    if isinstance(state, bytes):
+        state = state.decode("utf-8")
+    if isinstance(state, str):
+        json.loads(state)  # fail here, not at restore time, if it is not JSON
+        return state
+    return json.dumps(state)
+
+
+def restore_iterator(loader, state: str):
+    """A new iterator of ``loader`` positioned at ``state`` (from ``iterator_state``)."""
+    if not isinstance(state, str):
+        raise ValueError(f"state must be the JSON string from iterator_state, got {type(state).__name__}")
+    try:
+        parsed = json.loads(state)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"state is not valid JSON ({e})") from e
+    it = iter(loader)
+    if isinstance(loader, grain.DataLoader):
+        it.set_state(state.encode("utf-8"))
+    else:
+        it.set_state(parsed)
+    return it
