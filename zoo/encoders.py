@@ -209,20 +209,22 @@ class VGG(nn.Module):
         return outs
 
 
-def _resnet(name):
-    blocks, bottleneck = RESNET_CONFIGS[name]
+def _resnet(arch):
+    blocks, bottleneck = RESNET_CONFIGS[arch]
 
-    def make(features: int = 64, norm: str = "batch", output_stride: int = 32, dtype: Any = None) -> ResNet:
+    def make(features: int = 64, norm: str = "batch", output_stride: int = 32, dtype: Any = None,
+             name: str | None = None) -> ResNet:
         return ResNet(blocks=blocks, bottleneck=bottleneck, features=features, norm=norm,
-                      output_stride=output_stride, dtype=dtype, name_=name)
+                      output_stride=output_stride, dtype=dtype, name_=arch, name=name)
 
     return make
 
 
-def _vgg(name):
-    def make(features: int = 64, norm: str = "batch", output_stride: int = 32, dtype: Any = None) -> VGG:
-        return VGG(convs=VGG_CONFIGS[name], features=features, norm=norm, output_stride=output_stride,
-                   dtype=dtype, name_=name)
+def _vgg(arch):
+    def make(features: int = 64, norm: str = "batch", output_stride: int = 32, dtype: Any = None,
+             name: str | None = None) -> VGG:
+        return VGG(convs=VGG_CONFIGS[arch], features=features, norm=norm, output_stride=output_stride,
+                   dtype=dtype, name_=arch, name=name)
 
     return make
 
@@ -234,17 +236,18 @@ def list_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
-def get_encoder(name: str, **cfg) -> nn.Module:
-    """Backbone ``name`` (``resnet18|resnet34|resnet50|vgg11|vgg16``).
+def get_encoder(arch: str, /, **cfg) -> nn.Module:
+    """Backbone ``arch`` (``resnet18|resnet34|resnet50|vgg11|vgg16``).
 
     ``cfg``: ``features`` (base width, default 64), ``norm`` (default ``batch``), ``output_stride``
-    (32, or 16/8 for ResNets), ``dtype``. The module's ``__call__(x, train=False)`` returns the list
+    (32, or 16/8 for ResNets), ``dtype``, and ``name`` (the Flax submodule name, when built inside
+    a parent's ``@nn.compact`` method). The module's ``__call__(x, train=False)`` returns the list
     of five feature maps at strides 2, 4, 8, 16, 32 (capped at ``output_stride``).
     """
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; expected one of {list_encoders()}")
-    unknown = sorted(set(cfg) - {"features", "norm", "output_stride", "dtype"})
+    if arch not in ENCODERS:
+        raise ValueError(f"unknown encoder {arch!r}; expected one of {list_encoders()}")
+    unknown = sorted(set(cfg) - {"features", "norm", "output_stride", "dtype", "name"})
     if unknown:
-        raise ValueError(f"encoder {name!r} got unknown argument(s) {unknown}; "
-                         "it accepts: features, norm, output_stride, dtype")
-    return ENCODERS[name](**cfg)
+        raise ValueError(f"encoder {arch!r} got unknown argument(s) {unknown}; "
+                         "it accepts: features, norm, output_stride, dtype, name")
+    return ENCODERS[arch](**cfg)

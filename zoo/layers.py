@@ -146,3 +146,32 @@ def check_input(name: str, x, spatial_dims: int, in_channels: int, divisor: int 
     if bad:
         raise ValueError(f"{name}: spatial sizes {tuple(x.shape[1:-1])} must be divisible by {divisor} "
                          f"(the model downsamples by that factor)")
+
+
+def upsample_linear(x, spatial_shape):
+    """Bilinear (2D) / trilinear (3D) resize of ``x: [B, *S, C]`` to ``[B, *spatial_shape, C]``, same dtype."""
+    spatial_shape = tuple(int(s) for s in spatial_shape)
+    if tuple(x.shape[1:-1]) == spatial_shape:
+        return x
+    return jax.image.resize(x, (x.shape[0],) + spatial_shape + (x.shape[-1],), method="linear").astype(x.dtype)
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate (Oktay et al. 2018): ``skip * sigmoid(psi(relu(Wx skip + Wg gate)))``.
+
+    ``skip: [B, *S, Cs]`` and ``gate: [B, *S, Cg]`` (the decoder path, already upsampled to ``S``);
+    returns ``skip`` scaled by a per-voxel coefficient in (0, 1).
+    """
+
+    features: int
+    norm: str = "instance"
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, skip, gate, train: bool = False):
+        theta = Norm(self.norm, dtype=self.dtype, name="norm_x")(Conv(self.features, 1, dtype=self.dtype,
+                                                                      name="w_x")(skip), train)
+        phi = Norm(self.norm, dtype=self.dtype, name="norm_g")(Conv(self.features, 1, dtype=self.dtype,
+                                                                    name="w_g")(gate), train)
+        psi = Conv(1, 1, dtype=self.dtype, name="psi")(nn.relu(theta + phi))
+        return skip * nn.sigmoid(psi)

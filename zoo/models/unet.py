@@ -28,6 +28,10 @@ class UNet(nn.Module):
       dropout: dropout rate at the bottleneck.
       skip_connections: ``False`` is the study's ablation (decoder sees only the upsampled path).
       max_features: cap on channels per level.
+      attention: additive attention gates on the skips (Attention U-Net, Oktay 2018).
+      deep_supervision: number of extra 1^D heads on the coarser decoder levels; in training
+        their logits, resized to full resolution, are ``sow``n into the ``aux_logits`` collection
+        (finest first), which ``zoo.tasks.SegmentationTask`` adds to the loss.
       dtype: compute dtype (params stay float32).
     """
 
@@ -40,14 +44,27 @@ class UNet(nn.Module):
     dropout: float = 0.0
     skip_connections: bool = True
     max_features: int = 320
+    attention: bool = False
+    deep_supervision: int = 0
     dtype: Any = None
+    name_: str = "unet"
 
     def __post_init__(self):
-        layers.check_common("unet", self.spatial_dims, self.in_channels, self.num_classes, self.norm)
+        n = self.name_
+        layers.check_common(n, self.spatial_dims, self.in_channels, self.num_classes, self.norm)
         if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"unet: depth must be a positive int, got {self.depth!r}")
+            raise ValueError(f"{n}: depth must be a positive int, got {self.depth!r}")
         if not isinstance(self.features, int) or self.features < 1:
-            raise ValueError(f"unet: features must be a positive int, got {self.features!r}")
+            raise ValueError(f"{n}: features must be a positive int, got {self.features!r}")
+        if not isinstance(self.max_features, int) or self.max_features < 1:
+            raise ValueError(f"{n}: max_features must be a positive int, got {self.max_features!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{n}: dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.deep_supervision, int) or not 0 <= self.deep_supervision <= self.depth - 2:
+            raise ValueError(f"{n}: deep_supervision must be an int in [0, depth - 2] = [0, {self.depth - 2}] "
+                             f"(one head per decoder level below the top), got {self.deep_supervision!r}")
+        if self.attention and not self.skip_connections:
+            raise ValueError(f"{n}: attention=True gates the skip connections; it needs skip_connections=True")
         super().__post_init__()
 
     def level_features(self):
@@ -55,7 +72,8 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        layers.check_input("unet", x, self.spatial_dims, self.in_channels, 2 ** (self.depth - 1))
+        layers.check_input(self.name_, x, self.spatial_dims, self.in_channels, 2 ** (self.depth - 1))
+        full = x.shape[1:-1]
         feats = self.level_features()
         x = x.astype(self.dtype or jnp.float32)
         skips = []
@@ -67,8 +85,17 @@ class UNet(nn.Module):
         for i in reversed(range(self.depth - 1)):
             x = layers.ConvTranspose(feats[i], strides=2, dtype=self.dtype, name=f"up{i}")(x)
             if self.skip_connections:
-                x = jnp.concatenate([x, skips[i]], axis=-1)
+                skip = skips[i]
+                if self.attention:
+                    skip = layers.AttentionGate(max(feats[i] // 2, 1), norm=self.norm, dtype=self.dtype,
+                                                name=f"gate{i}")(skip, x, train)
+                x = jnp.concatenate([x, skip], axis=-1)
             x = layers.ConvBlock(feats[i], norm=self.norm, dtype=self.dtype, name=f"dec{i}")(x, train)
+            if 1 <= i <= self.deep_supervision:
+                aux = layers.Conv(self.num_classes, 1, dtype=self.dtype, name=f"ds_head{i}")(x)
+                aux = layers.upsample_linear(aux, full).astype(jnp.float32)
+                if not self.is_initializing():  # init must not leave stale logits in the collection
+                    self.sow("aux_logits", f"ds{i}", aux)
         logits = layers.Conv(self.num_classes, 1, dtype=self.dtype, name="head")(x)
         return logits.astype(jnp.float32)
 
@@ -83,5 +110,5 @@ CARD = ModelCard(
 
 
 @register("unet", card=CARD, summary=CARD.summary)
-def unet(**cfg) -> UNet:
-    return UNet(**cfg)
+def unet(spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, dtype: Any = None, **cfg) -> UNet:
+    return UNet(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, dtype=dtype, **cfg)
