@@ -8,7 +8,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture(autouse=True)
+def _strict_dtype_promotion(request):
+    """Strict dtype promotion (equinox style) catches silent float64/float32 and int/float mixing in our code.
+
+    Optax's own update rules mix int32 step counts with float32 (``decay ** count``), so tests that run an
+    optax optimiser in-process mark themselves ``@pytest.mark.standard_promotion``.
+    """
+    if request.node.get_closest_marker("standard_promotion"):
+        yield
+        return
+    with jax.numpy_dtype_promotion("strict"):
+        yield
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
