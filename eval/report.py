@@ -1,0 +1,441 @@
+"""Evaluate trained checkpoints and write the study's tables: ``python -m eval.report --workdir DIR ...``.
+
+For each work directory (a ``zoo.train`` run) the model is restored with
+``zoo.load_pretrained``, its data set is rebuilt from the saved config and the chosen split is
+predicted batch by batch (nothing but per-case numbers is kept). Outputs in ``--out``:
+
+* ``report.md``: Table 1 in the study's layout (rows = models, one column per data set,
+  cells ``Dice / Jaccard / Accuracy / Sensitivity / Specificity``), Table 2 with bootstrap
+  95% CIs for every metric, Table 3 per structure;
+* ``report.csv``: long form ``model, dataset, structure, metric, estimate, ci_low, ci_high, n``;
+* ``report.json``: the same plus every per-case value and the pooled confusion matrices;
+* ``boxplot_<dataset>.png`` (per-case Dice per model) and ``overlay_<model>.png`` (best and
+  worst case: image, target contour green, prediction contour red).
+
+A case's value of a metric is the NaN-mean over its structures: the BraTS regions WT/TC/ET
+for the brain data (labels 1 necrosis, 2 oedema, 3 enhancing), else the foreground classes.
+Distances are in voxels (or ``--spacing``); a case with exactly one of prediction and target
+empty gets the image diagonal as its distance so means stay finite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+from eval import metrics as M
+from eval.bootstrap import bootstrap_ci
+from eval.streaming import HistogramAUC, SegmentationAccumulator
+
+__all__ = ["ModelEval", "evaluate_workdir", "evaluate_arrays", "build_tables", "write_report", "main",
+           "STUDY_METRICS", "DEFAULT_METRICS", "structures_for"]
+
+STUDY_METRICS = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
+DEFAULT_METRICS = STUDY_METRICS + ("precision", "volume_similarity", "hd95", "assd", "surface_dice")
+BRAIN_CLASSES = ("necrosis", "oedema", "enhancing")
+
+
+@dataclasses.dataclass
+class ModelEval:
+    """What one checkpoint's evaluation on one split produced."""
+
+    label: str
+    model: str
+    dataset: str
+    split: str
+    workdir: str
+    acc: SegmentationAccumulator
+    auc: HistogramAUC | None
+    step: int = 0
+
+    def per_case(self, metric: str) -> np.ndarray:
+        return self.acc.per_case(metric)
+
+
+def structures_for(class_names) -> dict | None:
+    """BraTS regions for brain label maps (0 background, 1 NCR, 2 ED, 3 ET), else ``None`` (classes)."""
+    names = tuple(str(c).lower() for c in class_names)
+    if len(names) == 4 and names[1:] == BRAIN_CLASSES:
+        return dict(M.BRATS_REGIONS)
+    return None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def make_predict_fn(model, variables):
+    """Jitted ``images [B, *S, C] -> logits [B, *S, K]`` (float32, eval mode)."""
+    import jax
+
+    return jax.jit(lambda x: model.apply(variables, x, train=False))
+
+
+def predict_batches(predict_fn, images: np.ndarray, batch_size: int):
+    """Yield ``(start, logits)`` per batch; the last batch is padded to ``batch_size`` (one compile)."""
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        logits = np.asarray(predict_fn(chunk), np.float32)
+        yield start, logits[:len(logits) - pad]
+
+
+def evaluate_arrays(predict_fn, arrays: dict, num_classes: int, class_names, *, metrics=DEFAULT_METRICS,
+                    batch_size: int = 8, spacing=None, with_auc: bool = True,
+                    structures: dict | None = None) -> tuple[SegmentationAccumulator, HistogramAUC | None]:
+    """Stream ``arrays['image']`` through ``predict_fn`` and accumulate per-case metrics (and voxel AUC)."""
+    images, labels = arrays["image"], arrays["label"]
+    if len(images) != len(labels):
+        raise ValueError(f"arrays: {len(images)} images but {len(labels)} label maps")
+    if len(images) == 0:
+        raise ValueError("arrays: the split has no cases")
+    shape = labels.shape[1:]
+    from eval.surface import check_spacing
+
+    sp = check_spacing(spacing, len(shape))
+    diagonal = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp))))
+    if structures is None:
+        structures = structures_for(class_names)
+    acc = SegmentationAccumulator(num_classes, metrics, structures, class_names=class_names, spacing=spacing,
+                                  one_empty_distance=diagonal)
+    auc = HistogramAUC(num_classes) if with_auc else None
+    ids = arrays.get("patient_id")
+    for start, logits in predict_batches(predict_fn, images, batch_size):
+        n = len(logits)
+        target = labels[start:start + n]
+        case_ids = [str(i) for i in ids[start:start + n]] if ids is not None else list(range(start, start + n))
+        acc.update(logits.argmax(-1), target, case_ids)
+        if auc is not None:
+            auc.update(np.clip(_softmax(logits), 0.0, 1.0), target)
+    return acc, auc
+
+
+def _load_split(config, split: str, data_overrides: dict | None = None):
+    from data_pipelines.datasets import load_dataset
+
+    data_cfg = config.data
+    if data_overrides:
+        from zoo.configs import apply_overrides
+
+        config = apply_overrides(config, {f"data.{k}" if not k.startswith("data.") else k: v
+                                          for k, v in data_overrides.items()})
+        data_cfg = config.data
+    train, val, info = load_dataset(data_cfg)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train or val, got {split!r}")
+    return (train if split == "train" else val), info
+
+
+def evaluate_workdir(workdir: str, split: str = "val", *, metrics=DEFAULT_METRICS, batch_size: int = 8,
+                     spacing=None, label: str | None = None, data_overrides: dict | None = None,
+                     with_auc: bool = True, keep_arrays: bool = False):
+    """Restore ``workdir``'s checkpoint and evaluate it on ``split``; returns ``(ModelEval, arrays, pretrained)``.
+
+    ``data_overrides`` (``{"seed": "7", ...}``, fields of the config's ``data`` section) selects
+    another data set, e.g. an external validation split.
+    """
+    from zoo import load_pretrained
+
+    pre = load_pretrained(workdir)
+    config = pre.config
+    arrays, info = _load_split(config, split, data_overrides)
+    predict_fn = make_predict_fn(pre.model, pre.variables)
+    acc, auc = evaluate_arrays(predict_fn, arrays, info.num_classes, info.class_names, metrics=metrics,
+                               batch_size=batch_size, spacing=spacing, with_auc=with_auc)
+    label = label or f"{pre.meta['model']} ({os.path.basename(os.path.normpath(workdir))})"
+    ev = ModelEval(label=label, model=pre.meta["model"], dataset=info.name, split=split,
+                   workdir=os.path.abspath(workdir), acc=acc, auc=auc, step=pre.step)
+    return ev, (arrays if keep_arrays else None), (pre, predict_fn)
+
+
+# --------------------------------------------------------------------------- tables
+
+def build_tables(evals: list[ModelEval], *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Long-form rows: one per model × data set × structure (``mean`` = the case value) × metric."""
+    rows = []
+    for ev in evals:
+        structs = ["mean"] + list(ev.acc.structures)
+        for s in structs:
+            for m in ev.acc.metrics:
+                vals = ev.acc.per_case(m, None if s == "mean" else s)
+                ci = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+                rows.append({"model": ev.label, "dataset": ev.dataset, "split": ev.split, "structure": s,
+                             "metric": m, "estimate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
+                             "n": ci.n})
+        if ev.auc is not None:
+            fg = range(1, ev.acc.num_classes) if ev.acc.num_classes > 1 else range(1)
+            for name, vals in (("auc_roc", ev.auc.auc_roc()), ("auprc", ev.auc.auprc())):
+                for k in fg:  # pooled over voxels of the split: no case bootstrap
+                    rows.append({"model": ev.label, "dataset": ev.dataset, "split": ev.split,
+                                 "structure": f"voxel:{ev.acc.class_names[k]}", "metric": name,
+                                 "estimate": float(vals[k]), "ci_low": float("nan"), "ci_high": float("nan"),
+                                 "n": int(ev.auc.pos[k].sum() + ev.auc.neg[k].sum())})
+    return rows
+
+
+def _f(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _lookup(rows, model, dataset, structure, metric):
+    for r in rows:
+        if (r["model"], r["dataset"], r["structure"], r["metric"]) == (model, dataset, structure, metric):
+            return r
+    return None
+
+
+def markdown(rows: list[dict], title: str = "Evaluation report") -> str:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    split = rows[0]["split"] if rows else "val"
+    out = [f"# {title}", "", f"Split: `{split}`. Case values are NaN-means over structures; 95% CIs are "
+           "percentile bootstraps over cases.", "",
+           "## Table 1: Dice / Jaccard / Accuracy / Sensitivity / Specificity (study layout)", "",
+           "| model | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for mdl in models:
+        cells = []
+        for ds in datasets:
+            vals = [_lookup(rows, mdl, ds, "mean", m) for m in STUDY_METRICS]
+            cells.append(" / ".join(_f(v["estimate"]) if v else "–" for v in vals))
+        out.append(f"| {mdl} | " + " | ".join(cells) + " |")
+    metrics = list(dict.fromkeys(r["metric"] for r in rows if r["structure"] == "mean"))
+    out += ["", "## Table 2: every metric with bootstrap 95% CI", "",
+            "| model | data set | n | " + " | ".join(metrics) + " |", "|---|---|---:|" + "---|" * len(metrics)]
+    for mdl in models:
+        for ds in datasets:
+            rs = [_lookup(rows, mdl, ds, "mean", m) for m in metrics]
+            if not any(rs):
+                continue
+            n = max(r["n"] for r in rs if r)
+            cells = [f"{_f(r['estimate'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if r else "–" for r in rs]
+            out.append(f"| {mdl} | {ds} | {n} | " + " | ".join(cells) + " |")
+    out += ["", "## Table 3: per structure (mean over cases where defined)", "",
+            "| model | data set | structure | n | " + " | ".join(metrics) + " |",
+            "|---|---|---|---:|" + "---|" * len(metrics)]
+    for mdl in models:
+        for ds in datasets:
+            structs = [s for s in dict.fromkeys(r["structure"] for r in rows if r["model"] == mdl
+                                                and r["dataset"] == ds) if s != "mean"
+                       and not s.startswith("voxel:")]
+            for s in structs:
+                rs = [_lookup(rows, mdl, ds, s, m) for m in metrics]
+                n = max((r["n"] for r in rs if r), default=0)
+                out.append(f"| {mdl} | {ds} | {s} | {n} | " + " | ".join(_f(r["estimate"]) if r else "–"
+                                                                     for r in rs) + " |")
+    auc_rows = [r for r in rows if r["structure"].startswith("voxel:")]
+    if auc_rows:
+        out += ["", "## Table 4: voxel-wise AUC-ROC / AUPRC (pooled over the split)", "",
+                "| model | data set | class | AUC-ROC | AUPRC |", "|---|---|---|---:|---:|"]
+        for mdl in models:
+            for ds in datasets:
+                classes = list(dict.fromkeys(r["structure"] for r in auc_rows if r["model"] == mdl
+                                             and r["dataset"] == ds))
+                for c in classes:
+                    a = _lookup(rows, mdl, ds, c, "auc_roc")
+                    p = _lookup(rows, mdl, ds, c, "auprc")
+                    out.append(f"| {mdl} | {ds} | {c[6:]} | {_f(a['estimate'])} | {_f(p['estimate'])} |")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("_")
+
+
+def boxplots(evals: list[ModelEval], out_dir: str, metric: str = "dice") -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ds in dict.fromkeys(ev.dataset for ev in evals):
+        group = [ev for ev in evals if ev.dataset == ds]
+        data = [ev.per_case(metric)[np.isfinite(ev.per_case(metric))] for ev in group]
+        fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(group), 3.6))
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(group) + 1), [ev.label for ev in group], rotation=15, fontsize=7)
+        ax.set_ylabel(f"per-case {metric}")
+        ax.set_title(f"{ds} ({group[0].split})")
+        ax.set_ylim(-0.02, 1.02) if metric in M.CONFUSION_METRICS else None
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"boxplot_{_safe(ds)}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _slice2d(a: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """2D view of a spatial array: itself, or the axial slice with the most target foreground."""
+    if a.ndim == 2:
+        return a
+    k = int(np.argmax(fg.reshape(fg.shape[0], -1).sum(1)))
+    return a[k]
+
+
+def overlay(ev: ModelEval, arrays: dict, predict_fn, out_dir: str, metric: str = "dice", k: int = 1) -> str:
+    """Best and worst ``k`` cases by ``metric``: image channel 0 with target (green) and prediction (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vals = ev.per_case(metric)
+    order = np.argsort(np.where(np.isfinite(vals), vals, np.inf))
+    finite = order[np.isfinite(vals[order])]
+    picks = [("worst", int(i)) for i in finite[:k]] + [("best", int(i)) for i in finite[::-1][:k]]
+    fig, axes = plt.subplots(1, max(len(picks), 1), figsize=(3.2 * max(len(picks), 1), 3.4), squeeze=False)
+    for ax, (tag, i) in zip(axes[0], picks):
+        img = arrays["image"][i:i + 1]
+        pred = np.asarray(predict_fn(img)).argmax(-1)[0]
+        tgt = arrays["label"][i]
+        fg_t, fg_p = tgt > 0, pred > 0
+        ax.imshow(_slice2d(img[0, ..., 0], fg_t), cmap="gray")
+        for mask, color in ((fg_t, "lime"), (fg_p, "red")):
+            m2 = _slice2d(mask, fg_t).astype(float)
+            if m2.any() and not m2.all():
+                ax.contour(m2, levels=[0.5], colors=color, linewidths=1.0)
+        ax.set_title(f"{tag}: case {ev.acc.case_ids[i]}\n{metric}={vals[i]:.3f}", fontsize=8)
+        ax.axis("off")
+    for ax in axes[0][len(picks):]:
+        ax.axis("off")
+    fig.suptitle(f"{ev.label} on {ev.dataset} (green target, red prediction)", fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"overlay_{_safe(ev.label)}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- writing
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and not np.isfinite(x):
+        return None if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, seed: int = 0,
+                 plot_inputs: dict | None = None, title: str = "Evaluation report") -> dict:
+    """Write ``report.md``/``.csv``/``.json`` and the plots; returns ``{"rows", "files"}``.
+
+    ``plot_inputs``: ``{label: (arrays, predict_fn)}`` for the best/worst overlays.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    rows = build_tables(evals, n_boot=n_boot, seed=seed)
+    files = {}
+    files["md"] = os.path.join(out_dir, "report.md")
+    with open(files["md"], "w") as f:
+        f.write(markdown(rows, title))
+    files["csv"] = os.path.join(out_dir, "report.csv")
+    with open(files["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    doc = {"rows": rows, "models": []}
+    for ev in evals:
+        doc["models"].append({
+            "label": ev.label, "model": ev.model, "dataset": ev.dataset, "split": ev.split,
+            "workdir": ev.workdir, "step": ev.step, "metrics": list(ev.acc.metrics),
+            "structures": {k: list(v) for k, v in ev.acc.structures.items()},
+            "case_ids": [str(c) for c in ev.acc.case_ids],
+            "per_case": ev.acc.values.tolist(), "volumes": ev.acc.volumes.tolist(),
+            "summary": ev.acc.summary()})
+    files["json"] = os.path.join(out_dir, "report.json")
+    with open(files["json"], "w") as f:
+        json.dump(_nan_to_none(doc), f, indent=1, default=_json_default)
+    files["png"] = boxplots(evals, out_dir)
+    for ev in evals:
+        if plot_inputs and ev.label in plot_inputs:
+            arrays, predict_fn = plot_inputs[ev.label]
+            files["png"].append(overlay(ev, arrays, predict_fn, out_dir))
+    return {"rows": rows, "files": files}
+
+
+def _parse_kv(items) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ValueError(f"--external expects FIELD=VALUE (a data config field), got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", action="append", required=True, help="a zoo.train work directory (repeatable)")
+    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--out", default="", help="output folder (default: <first workdir>/report)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
+    p.add_argument("--spacing", default="", help="voxel spacing, e.g. 1,1 or 1.0,0.5,0.5 (default 1 per axis)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--n_boot", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_auc", action="store_true", help="skip voxel-wise AUC-ROC / AUPRC")
+    p.add_argument("--external", action="append", default=None,
+                   help="FIELD=VALUE override of the data config for an external split (repeatable); "
+                        "each model is then also evaluated there")
+    args = p.parse_args(argv)
+    try:
+        metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        unknown = [m for m in metrics if m not in M.METRICS]
+        if unknown:
+            raise ValueError(f"--metrics: unknown {unknown}; expected some of {sorted(M.METRICS)}")
+        spacing = tuple(float(s) for s in args.spacing.split(",")) if args.spacing else None
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+        external = _parse_kv(args.external)
+        out = args.out or os.path.join(args.workdir[0], "report")
+        evals, plot_inputs = [], {}
+        for wd in args.workdir:
+            ev, arrays, (pre, fn) = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
+                                                     spacing=spacing, with_auc=not args.no_auc, keep_arrays=True)
+            evals.append(ev)
+            plot_inputs[ev.label] = (arrays, fn)
+            if external:
+                ex, ex_arrays, _ = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
+                                                    spacing=spacing, with_auc=not args.no_auc,
+                                                    data_overrides=external, keep_arrays=False)
+                ex.dataset = f"{ex.dataset} [external: {', '.join(f'{k}={v}' for k, v in external.items())}]"
+                evals.append(ex)
+            print(f"evaluated {ev.label}: {len(ev.acc)} cases, mean Dice "
+                  f"{np.nanmean(ev.per_case('dice')) if 'dice' in metrics else float('nan'):.4f}", flush=True)
+        res = write_report(evals, out, n_boot=args.n_boot, seed=args.seed, plot_inputs=plot_inputs)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(open(res["files"]["md"]).read())
+    print(f"wrote {res['files']['md']}, {res['files']['csv']}, {res['files']['json']} and "
+          f"{len(res['files']['png'])} PNG file(s) in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
