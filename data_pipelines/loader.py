@@ -94,12 +94,13 @@ def _shard(shard_index, shard_count, drop_remainder):
 def make_loader(source, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                 worker_count: int = 0, shard_index: int | None = None, shard_count: int | None = None,
                 drop_remainder: bool = True, transform: Callable | None = None, keep_text: bool = False,
-                worker_buffer_size: int = 1) -> grain.DataLoader:
+                worker_buffer_size: int = 1, read_threads: int = 2, prefetch: int = 64) -> grain.DataLoader:
     """A ``grain.DataLoader`` yielding batch dicts; ``num_epochs=None`` repeats forever.
 
     ``worker_count`` > 0 decodes in that many worker processes (``transform`` must then be
-    picklable); 0 runs in the calling thread. ``transform(sample_dict) -> sample_dict`` runs per
-    sample before batching (e.g. a numpy crop or normalisation).
+    picklable); 0 runs in the calling process. ``transform(sample_dict) -> sample_dict`` runs per
+    sample before batching (e.g. a numpy crop or normalisation). ``read_threads``/``prefetch``: grain's
+    record-reading threads and buffer (grain's default of 16 threads thrashes a 2-core machine).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,8 +116,20 @@ def make_loader(source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
     sampler = grain.IndexSampler(num_records=n, shard_options=shard, shuffle=shuffle, num_epochs=num_epochs,
                                  seed=int(seed))
     ops = [_ToBatchDict(keep_text, transform), grain.Batch(batch_size=int(batch_size), drop_remainder=drop_remainder)]
+    if int(worker_count) > 0:
+        _absl_flags_parsed()
     return grain.DataLoader(data_source=source, sampler=sampler, operations=ops, worker_count=int(worker_count),
-                            worker_buffer_size=int(worker_buffer_size))
+                            worker_buffer_size=int(worker_buffer_size),
+                            read_options=grain.ReadOptions(num_threads=int(read_threads),
+                                                           prefetch_buffer_size=int(prefetch)))
+
+
+def _absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app they are unparsed (defaults are fine)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def make_map_dataset(source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
