@@ -594,12 +594,14 @@ def load_luna16(cfg):
     train_ids, val_ids = _split_cases(ids, cfg)
     window = tuple(cfg.get("hu_window", HU_WINDOW))
     ratio = float(cfg.get("empty_slice_ratio", 0.5))
-    per_case = {}
-    for i, case in enumerate(cases):
+    seed = int(cfg.get("seed", 0))
+    cache_dir = _cache_dir(cfg)
+
+    def make(case):
         hu, lab, inst, _ = read_ct_case(case)
         img = hu_window(hu, window)[..., None]
         if nd == 2:
-            idx = select_slices(lab, hu > -500, ratio, [int(cfg.get("seed", 0)), i], 2)
+            idx = select_slices(lab, hu > -500, ratio, [seed, _stable_int(case["patient_id"])], 2)
             im, lb, pid = _slices_to_arrays(img, lab, idx, size, case["patient_id"])
             _, ins, _ = _slices_to_arrays(img, inst, idx, size, case["patient_id"])
         else:
@@ -607,8 +609,18 @@ def load_luna16(cfg):
             lb = geometry.resize(lab, size, is_label=True)[None]
             ins = geometry.resize(inst, size, is_label=True)[None]
             pid = [case["patient_id"]]
-        per_case[case["patient_id"]] = {"image": im.astype(np.float32), "label": lb.astype(np.int32),
-                                        "instances": ins.astype(np.int32), "patient_id": pid}
+        return {"image": im.astype(np.float32), "label": lb.astype(np.int32), "instances": ins.astype(np.int32),
+                "patient_id": pid}
+
+    per_case = {}
+    for case in cases:
+        files = [case["image"]] + ([case["label"]] if case["label"] else [])
+        if case["image"].lower().endswith(".mhd"):
+            files.append(case["image"][:-4] + ".raw")
+        files = [f for f in files if os.path.exists(f)]
+        params = {"loader": "luna16/v1", "size": size, "nd": nd, "ratio": ratio, "window": window, "seed": seed,
+                  "nodules": [(np.asarray(c).tolist(), d) for c, d in (case["nodules"] or [])]}
+        per_case[case["patient_id"]] = _cached_case(cache_dir, files, params, lambda c=case: make(c))
     train = _stack([per_case[p] for p in train_ids])
     val = _stack([per_case[p] for p in val_ids])
     return train, val, _info("luna16", 2, ("CT",), ("background", "nodule"), nd)

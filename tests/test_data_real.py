@@ -1,0 +1,156 @@
+"""Real data sets through ``datasets.load_dataset``: BraTS naming schemes and label mapping, slices,
+patient-level split, caching, and the 2D image/mask folders (ISIC/PH2, CXR, EM), CT."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import nibabel as nib
+import numpy as np
+import pytest
+
+from data_pipelines import real
+from data_pipelines.datasets import DATASETS, load_dataset
+
+
+def _cfg(name, data_dir, tmp_path, **kw):
+    c = ml_collections.ConfigDict({"name": name, "kind": "brain", "data_dir": str(data_dir), "spatial_dims": 2,
+                                   "image_size": (32, 32), "channels": 0, "num_train": 0, "num_val": 0,
+                                   "val_fraction": 0.25, "seed": 0, "cache_dir": str(tmp_path / "cache")})
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def test_real_datasets_are_registered():
+    assert {"phantoms", "brats", "isic", "luna16", "folder"} <= set(DATASETS)
+
+
+NAMING = {
+    "2021": ["{c}_flair.nii.gz", "{c}_t1.nii.gz", "{c}_t1ce.nii.gz", "{c}_t2.nii.gz", "{c}_seg.nii.gz"],
+    "2023": ["{c}-t2f.nii.gz", "{c}-t1n.nii.gz", "{c}-t1c.nii.gz", "{c}-t2w.nii.gz", "{c}-seg.nii.gz"],
+    "deepmedic": ["Flair_subtrMeanDivStd.nii.gz", "T1_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz",
+                  "T2_subtrMeanDivStd.nii.gz", "OTMultiClass.nii.gz", "brainmask.nii.gz"],
+    "smir2015": ["VSD.Brain.XX.O.MR_Flair.54512/VSD.Brain.XX.O.MR_Flair.54512.mha",
+                 "VSD.Brain.XX.O.MR_T1.54513/VSD.Brain.XX.O.MR_T1.54513.mha",
+                 "VSD.Brain.XX.O.MR_T1c.54514/VSD.Brain.XX.O.MR_T1c.54514.mha",
+                 "VSD.Brain.XX.O.MR_T2.54515/VSD.Brain.XX.O.MR_T2.54515.mha",
+                 "VSD.Brain_3more.XX.O.OT.54517/VSD.Brain_3more.XX.O.OT.54517.mha"],
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(NAMING))
+def test_brats_naming_schemes_are_recognised(tmp_path, scheme):
+    case = "BraTS-GLI-00001-000" if scheme == "2023" else "Brats18_CBICA_AAA_1"
+    for rel in NAMING[scheme]:
+        p = tmp_path / case / rel.format(c=case)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    cases = real.find_brats_cases(str(tmp_path))
+    assert len(cases) == 1 and cases[0].patient_id == case
+    want = {"FLAIR", "T1", "T1c", "T2", "label"} | ({"brainmask"} if scheme == "deepmedic" else set())
+    assert set(cases[0].files) == want
+    assert real.available_modalities(cases) == ("FLAIR", "T1", "T1c", "T2")
+
+
+def test_brats_label_mapping_and_regions():
+    raw = np.array([0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(real.map_brats_labels(raw), [0, 1, 2, 1, 3])
+    np.testing.assert_array_equal(real.map_brats_labels(np.array([0, 1, 2, 3]), real.BRATS2023_LABEL_MAP),
+                                  [0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"seg\.nii: label values \[5\] outside"):
+        real.map_brats_labels(np.array([0, 5]), path="seg.nii")
+    reg = real.brats_regions(real.map_brats_labels(raw))
+    np.testing.assert_array_equal(reg, [[0, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+
+
+def _synthetic_brats(root, n=3, shape=(16, 16, 10)):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        name = f"BraTS2021_{i:05d}"
+        d = root / name
+        d.mkdir(parents=True)
+        brain = np.zeros(shape, bool)
+        brain[2:14, 2:14, 1:9] = True
+        for m in ("flair", "t1ce"):
+            img = np.where(brain, rng.normal(size=shape), -3.0).astype(np.float32)
+            nib.save(nib.Nifti1Image(img, np.eye(4)), str(d / f"{name}_{m}.nii.gz"))
+        seg = np.zeros(shape, np.float32)
+        seg[5:10, 5:10, 3:6] = 2
+        seg[6:9, 6:9, 4] = 4
+        seg[7, 7, 4] = 1
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), str(d / f"{name}_seg.nii.gz"))
+
+
+def test_brats_loader_slices_split_by_patient_and_caches(tmp_path):
+    _synthetic_brats(tmp_path / "data")
+    cfg = _cfg("brats", tmp_path / "data", tmp_path, empty_slice_ratio=1.0, val_fraction=0.34, brats_regions=True)
+    train, val, info = load_dataset(cfg)
+    assert info.channel_names == ("FLAIR", "T1c") and info.num_classes == 4
+    assert train["image"].shape[1:] == (32, 32, 2) and train["label"].dtype == np.int32
+    assert not set(train["patient_id"]) & set(val["patient_id"])
+    assert len(set(train["patient_id"])) == 2 and len(set(val["patient_id"])) == 1
+    # 3 tumour slices per case + as many brain slices without tumour.
+    assert len(train["image"]) == 2 * 6 and len(val["image"]) == 6
+    assert int((train["label"] > 0).any(axis=(1, 2)).sum()) == 2 * 3
+    assert set(np.unique(train["label"])) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(train["regions"][..., 0], train["label"] > 0)
+    assert len(os.listdir(tmp_path / "cache")) == 3
+    again, _, _ = load_dataset(cfg)  # from the cache: identical
+    np.testing.assert_array_equal(again["image"], train["image"])
+    one, _, info1 = load_dataset(_cfg("brats", tmp_path / "data", tmp_path, channels=1))
+    assert one["image"].shape[-1] == 1 and info1.channel_names == ("FLAIR",)
+    with pytest.raises(ValueError, match="data.channels=3"):
+        load_dataset(_cfg("brats", tmp_path / "data", tmp_path, channels=3))
+
+
+def test_brats_3d_volumes(tmp_path):
+    _synthetic_brats(tmp_path / "data", n=2)
+    train, val, info = load_dataset(_cfg("brats", tmp_path / "data", tmp_path, spatial_dims=3,
+                                         image_size=(8, 8, 8), val_fraction=0.5))
+    assert train["image"].shape == (1, 8, 8, 8, 2) and val["label"].shape == (1, 8, 8, 8)
+    assert info.spatial_dims == 3
+
+
+def test_brats_real_samples(shared_data, tmp_path):
+    cfg = _cfg("brats", shared_data / "brats", tmp_path, cache_dir=None)  # default cache: fast after first use
+    del cfg["cache_dir"]
+    train, val, info = load_dataset(cfg)
+    assert info.channel_names == ("FLAIR", "T1c")
+    assert len(set(train["patient_id"])) == 3 and len(set(val["patient_id"])) == 1
+    assert set(np.unique(train["label"])) == {0, 1, 2, 3}
+    assert np.all(np.isfinite(train["image"])) and train["image"].shape[1:] == (32, 32, 2)
+
+
+@pytest.mark.parametrize("name,folder,channels,kw", [
+    ("isic", "isic_like", 3, {}),
+    ("folder", "cxr", 1, {}),
+    ("folder", "em", 1, {"mask_foreground": "zero"}),
+])
+def test_image_mask_folders(shared_data, tmp_path, name, folder, channels, kw):
+    train, val, info = load_dataset(_cfg(name, shared_data / folder, tmp_path, **kw))
+    assert train["image"].shape[1:] == (32, 32, channels) and info.num_classes == 2
+    assert 0.0 <= train["image"].min() and train["image"].max() <= 1.0
+    assert set(np.unique(train["label"])) == {0, 1}
+    assert not set(train["patient_id"]) & set(val["patient_id"])
+    if folder == "cxr":  # 40 images of 35 patients: the split follows metadata.csv's patientid
+        assert len(set(train["patient_id"])) + len(set(val["patient_id"])) == 35
+    if folder == "em":  # membranes (0 in the file) are the foreground: about 22 % of pixels
+        assert 0.1 < train["label"].mean() < 0.35
+
+
+def test_luna16_loader_on_labelled_ct(shared_data, tmp_path):
+    train, val, info = load_dataset(_cfg("luna16", shared_data / "lung_ct", tmp_path, val_fraction=0.5))
+    assert info.channel_names == ("CT",) and train["image"].shape[1:] == (32, 32, 1)
+    assert {*train["patient_id"], *val["patient_id"]} == {"lung1", "lung2"}
+    assert train["label"].any() and val["label"].any()
+
+
+def test_missing_or_empty_data_dir(tmp_path):
+    with pytest.raises(ValueError, match="needs --data_dir"):
+        load_dataset(_cfg("brats", "", tmp_path))
+    with pytest.raises(ValueError, match="no BraTS cases found"):
+        load_dataset(_cfg("brats", tmp_path, tmp_path))
+    with pytest.raises(ValueError, match="no image/mask pairs"):
+        load_dataset(_cfg("folder", tmp_path, tmp_path))
