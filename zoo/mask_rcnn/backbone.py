@@ -1,0 +1,95 @@
+"""ResNet-FPN backbone: an encoder giving strides 2..32, then a feature pyramid P2..P5.
+
+The encoder follows the zoo's encoder interface (``__call__(x, train)`` → feature maps at
+strides 2, 4, 8, 16, 32). ``encoder="tiny"`` is a small ResNet-18-shaped network defined here
+(one basic block per stage by default) so tests and CPU runs are fast; any other name is taken
+from ``zoo.encoders.get_encoder`` (``resnet18/34/50``) when that module is present.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from zoo.layers import Conv, Norm
+
+__all__ = ["TinyResNet", "FPN", "make_encoder"]
+
+
+class BasicBlock(nn.Module):
+    features: int
+    strides: int = 1
+    norm: str = "group"
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = Conv(self.features, 3, strides=self.strides, use_bias=False, dtype=self.dtype)(x)
+        y = nn.relu(Norm(self.norm, dtype=self.dtype)(y, train))
+        y = Conv(self.features, 3, use_bias=False, dtype=self.dtype)(y)
+        y = Norm(self.norm, dtype=self.dtype)(y, train)
+        if self.strides != 1 or x.shape[-1] != self.features:
+            x = Conv(self.features, 1, strides=self.strides, use_bias=False, dtype=self.dtype)(x)
+            x = Norm(self.norm, dtype=self.dtype)(x, train)
+        return nn.relu(x + y)
+
+
+class TinyResNet(nn.Module):
+    """ResNet with basic blocks: stem (stride 2) + four stages (strides 4, 8, 16, 32).
+
+    ``x: [B, H, W, C]`` → ``[f2, f4, f8, f16, f32]``; widths ``width * (1, 2, 4, 8)``.
+    ``blocks=(2, 2, 2, 2), width=64`` is ResNet-18 without the stem max-pool.
+    """
+
+    width: int = 16
+    blocks: Sequence[int] = (1, 1, 1, 1)
+    norm: str = "group"
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = Conv(self.width, 3, strides=2, use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(Norm(self.norm, dtype=self.dtype)(x, train))
+        feats = [x]
+        for stage, n in enumerate(self.blocks):
+            for i in range(n):
+                x = BasicBlock(self.width * 2 ** stage, strides=2 if i == 0 else 1, norm=self.norm,
+                               dtype=self.dtype)(x, train)
+            feats.append(x)
+        return feats
+
+
+def make_encoder(name: str, width: int, norm: str, dtype, kwargs: dict | None = None):
+    """The backbone encoder by name: ``tiny`` here, others from ``zoo.encoders``."""
+    if name == "tiny":
+        return TinyResNet(width=width, norm=norm, dtype=dtype, **(kwargs or {}))
+    try:
+        from zoo.encoders import get_encoder
+    except ImportError:
+        raise ValueError(f"mask_rcnn: encoder {name!r} needs zoo.encoders (not available yet); "
+                         f"use encoder='tiny'") from None
+    return get_encoder(name, **(kwargs or {}))
+
+
+class FPN(nn.Module):
+    """Feature pyramid (Lin et al. 2017): lateral 1×1, nearest top-down upsampling, 3×3 output convs.
+
+    Takes encoder features at strides 4..32 (``[f4, f8, f16, f32]``) → ``[P2, P3, P4, P5]``,
+    each ``[B, h_l, w_l, channels]``.
+    """
+
+    channels: int = 64
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, feats):
+        lat = [Conv(self.channels, 1, dtype=self.dtype)(f) for f in feats]
+        out = [lat[-1]]
+        for f in reversed(lat[:-1]):
+            up = out[0]
+            for axis, size in ((1, f.shape[1]), (2, f.shape[2])):
+                up = jnp.repeat(up, size // up.shape[axis], axis=axis)
+            out.insert(0, f + up)
+        return [Conv(self.channels, 3, dtype=self.dtype)(p).astype(jnp.float32) for p in out]
