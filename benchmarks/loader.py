@@ -1,0 +1,104 @@
+"""Input-pipeline throughput (samples/s) against the smoke train step's consumption.
+
+    python -m benchmarks.loader [--data_dir ../shared/data/brats] [--workers 0 2] [--seconds 3]
+
+Measures, in one process and one run (so ratios are comparable):
+  * ``batch_at_step``: the trainer's in-memory batch slicing (zoo.train),
+  * grain ``make_loader`` over the same arrays (``ArraysSource``),
+  * grain ``make_loader`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
+  * the smoke U-Net train step (batch 8, the data's image size and channels): samples/s it consumes.
+Each loader is timed for ``--seconds`` after one warm-up batch; the train step with
+``benchmarks.common.time_calls``. The last line is a JSON summary with every ratio to the train step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+
+def _rate(next_batch, batch_size: int, seconds: float) -> float:
+    next_batch()  # warm-up (thread start, first decode)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        next_batch()
+        n += 1
+    return n * batch_size / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_dir", default="", help="BraTS folder (default: brain phantoms)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--workers", type=int, nargs="*", default=[0])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--no_train", action="store_true", help="skip the train-step measurement")
+    args = p.parse_args(argv)
+
+    import jax
+
+    from data_pipelines import loader
+    from data_pipelines.datasets import load_dataset
+    from data_pipelines.tfds_builders import PhantomsConfig, load, prepare
+    from zoo.configs import smoke
+    from zoo.train import batch_at_step
+
+    cfg = smoke.get_config()
+    if args.data_dir:
+        cfg.data.name, cfg.data.data_dir = "brats", args.data_dir
+    t0 = time.perf_counter()
+    train, _, info = load_dataset(cfg.data)
+    load_s = time.perf_counter() - t0
+    bs = args.batch_size
+    results = {"dataset": info.name, "num_train": int(len(train["image"])), "image_shape": list(train["image"].shape[1:]),
+               "batch_size": bs, "load_dataset_s": round(load_s, 2), "backend": jax.default_backend()}
+
+    step = [0]
+
+    def trainer_batch():
+        batch_at_step(train, step[0], bs, 0)
+        step[0] += 1
+
+    results["batch_at_step_samples_s"] = _rate(trainer_batch, bs, args.seconds)
+    arrays_src = loader.ArraysSource({k: v for k, v in train.items() if k != "patient_id"})
+    for w in args.workers:
+        it = iter(loader.make_loader(arrays_src, bs, seed=0, worker_count=w))
+        results[f"grain_arrays_w{w}_samples_s"] = _rate(lambda: next(it), bs, args.seconds)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        size = tuple(int(s) for s in cfg.data.image_size)
+        b = prepare("phantoms", tmp, config=PhantomsConfig(name="bench", shape=size, num_train=64, num_val=8))
+        src = load(b, "train")
+        for w in args.workers:
+            it = iter(loader.make_loader(src, bs, seed=0, worker_count=w))
+            results[f"grain_array_record_w{w}_samples_s"] = _rate(lambda: next(it), bs, args.seconds)
+
+    if not args.no_train:
+        from benchmarks.common import build_jax_steps, time_calls
+        from zoo.train import build_model
+
+        model = build_model(cfg, info)
+        batch = batch_at_step(train, 0, bs, 0)
+        batch = {k: batch[k] for k in ("image", "label")}
+        steps = build_jax_steps(model, "segmentation", batch, loss=cfg.train.loss)
+        timing = time_calls(steps.train, warmup=2, repeats=5, number=3)
+        results["train_step_s"] = timing["median_s"]
+        results["train_samples_s"] = bs / timing["median_s"]
+        for k in [k for k in results if k.endswith("_samples_s") and k != "train_samples_s"]:
+            results[k.replace("_samples_s", "_over_train")] = round(results[k] / results["train_samples_s"], 1)
+    for k, v in list(results.items()):
+        if isinstance(v, float):
+            results[k] = round(v, 3) if v < 100 else round(v, 1)
+        print(f"{k}: {results[k]}")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    raise SystemExit(main())
