@@ -341,6 +341,10 @@ def load_brats(cfg):
 _MASK_SUFFIXES = ("_segmentation", "_Segmentation", "_mask", "_lesion", "_label", "_seg")
 
 
+def _lossy(path: str) -> bool:
+    return path.lower().endswith((".jpg", ".jpeg"))
+
+
 def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
     """``(id, image_path, mask_path)`` for 2D pairs, sorted by id.
 
@@ -367,8 +371,12 @@ def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
                 base = stem[: -len(suf)]
                 images = [p for p in stems[base] if not p.lower().endswith(".jpg") or len(stems[base]) == 1]
                 img = sorted(images, key=lambda p: (os.path.dirname(p) != os.path.dirname(path), p))[0]
-                if base in pairs and pairs[base][1] != img:
-                    raise ValueError(f"{data_dir}: two masks for image id {base!r}")
+                if base in pairs:
+                    if pairs[base][1] != img:
+                        raise ValueError(f"{data_dir}: two images for id {base!r}: {pairs[base][1]}, {img}")
+                    # Several masks (PH2 mirrors add lossy .jpg copies): keep the lossless one.
+                    if _lossy(path) or not _lossy(pairs[base][2]):
+                        break
                 pairs[base] = (base, img, path)
                 break
     if not pairs:  # parallel folders

@@ -154,3 +154,25 @@ def test_missing_or_empty_data_dir(tmp_path):
         load_dataset(_cfg("brats", tmp_path, tmp_path))
     with pytest.raises(ValueError, match="no image/mask pairs"):
         load_dataset(_cfg("folder", tmp_path, tmp_path))
+
+
+def test_pairs_prefer_lossless_masks_and_find_isic_and_ph2_layouts(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((6, 6, 3), np.uint8)
+    mask = np.zeros((6, 6), np.uint8)
+    mask[2:4, 2:4] = 255
+    d = tmp_path / "IMD002"
+    (d / "IMD002_Dermoscopic_Image").mkdir(parents=True)
+    (d / "IMD002_lesion").mkdir()
+    Image.fromarray(img).save(d / "IMD002_Dermoscopic_Image" / "IMD002.bmp")
+    Image.fromarray(mask).save(d / "IMD002_lesion" / "IMD002_lesion.bmp")
+    Image.fromarray(mask).save(d / "IMD002_lesion" / "IMD002_lesion.jpg")
+    (tmp_path / "isic").mkdir()
+    Image.fromarray(img).save(tmp_path / "isic" / "ISIC_0000001.jpg")
+    Image.fromarray(mask).save(tmp_path / "isic" / "ISIC_0000001_Segmentation.png")
+    Image.fromarray(img).save(tmp_path / "isic" / "ISIC_0000001_superpixels.png")
+    pairs = real.find_image_mask_pairs(str(tmp_path))
+    assert [(i, os.path.basename(a), os.path.basename(b)) for i, a, b in pairs] == [
+        ("IMD002", "IMD002.bmp", "IMD002_lesion.bmp"),
+        ("ISIC_0000001", "ISIC_0000001.jpg", "ISIC_0000001_Segmentation.png")]
