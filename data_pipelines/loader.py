@@ -7,9 +7,11 @@ arrays (``image [B, *S, C] float32``, ``label [B, *S] int32``, other array field
 fields become ``str`` and are dropped from batches unless ``keep_text=True``).
 
 Determinism and resumption: the order depends only on ``seed`` (and the shard); the iterator's
-state is a small JSON document (``iterator_state`` / ``restore_iterator``), which the trainer can
-store beside an Orbax checkpoint (``grain.PyGrainCheckpointSave(iterator)`` does the same inside
-an Orbax ``Composite``). Restoring it continues with exactly the batch that would have come next.
+state is a small JSON document (``iterator_state`` / ``restore_iterator``). Into an Orbax checkpoint
+it goes either as a string inside a JSON item (``zoo.checkpoint.CheckpointIO``'s ``meta``) or as its
+own item: ``orbax_item_handler()`` for the manager and ``orbax_save_args(it)`` /
+``orbax_restore_args(it)`` inside ``ocp.args.Composite``. Restoring continues with exactly the batch
+that would have come next.
 
 Sharding: by default each JAX process reads ``1 / jax.process_count()`` of every epoch
 (``shard_index = jax.process_index()``), so multi-host training needs no other change.
@@ -23,7 +25,8 @@ from typing import Callable, Mapping
 import grain.python as grain
 import numpy as np
 
-__all__ = ["ArraysSource", "make_loader", "make_map_dataset", "iterator_state", "restore_iterator", "to_batch_dict"]
+__all__ = ["ArraysSource", "make_loader", "make_map_dataset", "iterator_state", "restore_iterator", "to_batch_dict",
+           "orbax_item_handler", "orbax_save_args", "orbax_restore_args"]
 
 
 class ArraysSource:
@@ -170,3 +173,19 @@ def restore_iterator(loader, state: str):
     else:
         it.set_state(parsed)
     return it
+
+
+def orbax_item_handler():
+    """Handler for a data-iterator item of an ``ocp.CheckpointManager`` (one JSON file per process)."""
+    return grain.PyGrainCheckpointHandler()
+
+
+def orbax_save_args(iterator):
+    """``ocp.args.Composite(..., data=orbax_save_args(it))`` saves the iterator position."""
+    return grain.PyGrainCheckpointSave(iterator)
+
+
+def orbax_restore_args(iterator):
+    """``ocp.args.Composite(..., data=orbax_restore_args(it))`` moves ``it`` (a fresh iterator of the
+    same loader) to the saved position."""
+    return grain.PyGrainCheckpointRestore(iterator)

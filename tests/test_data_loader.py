@@ -104,3 +104,25 @@ def test_bad_arguments(kwargs, msg):
 def test_arrays_source_checks_lengths():
     with pytest.raises(ValueError, match=r"arrays\['label'\] has 3 entries but 'image' has 4"):
         loader.ArraysSource({"image": np.zeros((4, 2, 2, 1)), "label": np.zeros((3, 2, 2))})
+
+
+def test_iterator_state_in_an_orbax_checkpoint(tmp_path):
+    import orbax.checkpoint as ocp
+
+    src = loader.ArraysSource(_arrays(12))
+    ld = loader.make_loader(src, 3, seed=0, shard_index=0, shard_count=1)
+    it = iter(ld)
+    _take(it, 2)
+    mngr = ocp.CheckpointManager(str(tmp_path), item_names=("data", "meta"),
+                                 item_handlers={"data": loader.orbax_item_handler(), "meta": ocp.JsonCheckpointHandler()})
+    mngr.save(2, args=ocp.args.Composite(data=loader.orbax_save_args(it),
+                                         meta=ocp.args.JsonSave({"data_iterator": loader.iterator_state(it)})))
+    mngr.wait_until_finished()
+    expected = next(it)["outcome"].tolist()
+    it2 = iter(ld)
+    mngr.restore(2, args=ocp.args.Composite(data=loader.orbax_restore_args(it2)))
+    assert next(it2)["outcome"].tolist() == expected
+    meta = mngr.restore(2, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    it3 = loader.restore_iterator(ld, meta["data_iterator"])
+    assert next(it3)["outcome"].tolist() == expected
+    mngr.close()
