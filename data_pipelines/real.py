@@ -4,7 +4,8 @@
 section of a training config (``data_dir``, ``spatial_dims``, ``image_size``, ``channels``,
 ``val_fraction``, ``seed``; optional extras read with ``cfg.get``) and return ``(train, val, info)``
 like the phantoms: ``image [N, *S, C] float32``, ``label [N, *S] int32``, ``instances``, ``patient_id``.
-The train/val split is by patient (``data_pipelines.splits.patient_split``).
+The train/val split is by patient (``data_pipelines.splits.patient_split``). Volumes are reoriented
+to LPS (``geometry.reorient``), so 2D slices are axial ``image[:, :, z]``.
 
 BraTS labels are mapped to the phantoms' four classes::
 
@@ -51,6 +52,7 @@ BRATS_LABEL_MAP = {0: 0, 1: 1, 2: 2, 3: 1, 4: 3}
 BRATS2023_LABEL_MAP = {0: 0, 1: 1, 2: 2, 3: 3}
 BRATS_CLASS_NAMES = ("background", "necrosis/non-enhancing", "oedema", "enhancing")
 HU_WINDOW = (-1000.0, 400.0)  # the lung phantoms' window
+CANONICAL = "LPS"  # volumes are reoriented to this (array axes point to patient left, posterior, superior)
 
 
 def _is_volume(name: str) -> bool:
@@ -167,7 +169,18 @@ def read_brats_case(case: BratsCase, modalities: Sequence[str], label_map: dict 
         raise ValueError(f"case {case.patient_id}: image contains NaN or Inf")
     label = map_brats_labels(results["label"][0], label_map, case.files["label"])
     mask = results["brainmask"][0][..., 0] > 0.5 if "brainmask" in results else None
-    return image, label, meta0, mask
+    # Canonical orientation, so axis 2 runs inferior -> superior and axial slices are image[:, :, z].
+    image, meta, label, mask = _to_canonical(image, meta0, label, mask)
+    return image, label, meta, mask
+
+
+def _to_canonical(image, meta, label, mask=None, target: str = CANONICAL):
+    if geometry.orientation_code(meta) == target:
+        return image, meta, label, mask
+    image2, meta2 = geometry.reorient(image, meta, target)
+    label2, _ = geometry.reorient(label, meta, target, is_label=True)
+    mask2 = None if mask is None else geometry.reorient(mask, meta, target, is_label=True)[0]
+    return image2, meta2, label2, mask2
 
 
 def select_slices(label: np.ndarray, foreground: np.ndarray, empty_ratio: float, seed, axis: int = 2,
@@ -325,7 +338,7 @@ def load_brats(cfg):
         keys = list(mods) + ["label"]
         files = [case.files[k] for k in keys if k in case.files]
         complete = len(files) == len(keys)
-        params = {"loader": "brats/v1", "mods": mods, "size": size, "nd": nd, "ratio": ratio,
+        params = {"loader": "brats/v2", "mods": mods, "size": size, "nd": nd, "ratio": ratio,
                   "max": max_slices, "seed": seed}
         item = _cached_case(cache_dir if complete else None, files, params, lambda c=case: make(c))
         if want_regions:
@@ -582,6 +595,8 @@ def read_ct_case(case: dict, spacing=None):
     else:
         lab, inst = nodule_mask(img.shape[:3], meta, case["nodules"])
     hu = img[..., 0].astype(np.float32)
+    hu4, meta, lab, inst = _to_canonical(hu[..., None], meta, lab, inst)
+    hu = hu4[..., 0]
     if spacing is not None:
         hu4, meta2 = geometry.resample_to_spacing(hu[..., None], meta, spacing)
         lab, _ = geometry.resample_to_spacing(lab, meta, spacing, is_label=True)
@@ -626,7 +641,7 @@ def load_luna16(cfg):
         if case["image"].lower().endswith(".mhd"):
             files.append(case["image"][:-4] + ".raw")
         files = [f for f in files if os.path.exists(f)]
-        params = {"loader": "luna16/v1", "size": size, "nd": nd, "ratio": ratio, "window": window, "seed": seed,
+        params = {"loader": "luna16/v2", "size": size, "nd": nd, "ratio": ratio, "window": window, "seed": seed,
                   "nodules": [(np.asarray(c).tolist(), d) for c, d in (case["nodules"] or [])]}
         per_case[case["patient_id"]] = _cached_case(cache_dir, files, params, lambda c=case: make(c))
     train = _stack([per_case[p] for p in train_ids])

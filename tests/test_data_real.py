@@ -176,3 +176,29 @@ def test_pairs_prefer_lossless_masks_and_find_isic_and_ph2_layouts(tmp_path):
     assert [(i, os.path.basename(a), os.path.basename(b)) for i, a, b in pairs] == [
         ("IMD002", "IMD002.bmp", "IMD002_lesion.bmp"),
         ("ISIC_0000001", "ISIC_0000001.jpg", "ISIC_0000001_Segmentation.png")]
+
+
+def test_brats_cases_are_reoriented_to_lps(tmp_path):
+    """The same head stored RAS (identity affine) and LPS (x, y flipped) reads back identically."""
+    rng = np.random.default_rng(1)
+    vol = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    seg = np.zeros((6, 5, 4), np.float32)
+    seg[0, 1, 2] = 4
+    lps_affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps_affine[:3, 3] = (5.0, 4.0, 0.0)
+    for name, affine, flip in (("ras", np.eye(4), False), ("lps", lps_affine, True)):
+        d = tmp_path / name
+        d.mkdir()
+        f = (lambda a: a[::-1, ::-1]) if flip else (lambda a: a)
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(f(vol)), affine), str(d / f"{name}_flair.nii.gz"))
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(f(seg)), affine), str(d / f"{name}_seg.nii.gz"))
+    cases = {c.patient_id: c for c in real.find_brats_cases(str(tmp_path))}
+    a_img, a_lab, a_meta, _ = real.read_brats_case(cases["ras"], ("FLAIR",))
+    b_img, b_lab, b_meta, _ = real.read_brats_case(cases["lps"], ("FLAIR",))
+    from data_pipelines import geometry
+
+    assert geometry.orientation_code(a_meta) == geometry.orientation_code(b_meta) == "LPS"
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    np.testing.assert_allclose(a_meta.origin, b_meta.origin)
+    assert a_lab[5, 3, 2] == 3  # RAS index (0, 1, 2) is LPS index (5, 3, 2)
