@@ -192,6 +192,8 @@ def select_slices(label: np.ndarray, foreground: np.ndarray, empty_ratio: float,
     has_fg = np.any(foreground, axis=other_axes)
     tumour = np.flatnonzero(has_lab)
     others = np.flatnonzero(has_fg & ~has_lab)
+    if not len(others) and not len(tumour):  # nothing to anchor on (e.g. a scan without body above -500 HU)
+        others = np.flatnonzero(~has_lab)
     n_extra = min(len(others), int(round(empty_ratio * max(len(tumour), 1))))
     rng = np.random.default_rng(seed)
     extra = rng.choice(others, n_extra, replace=False) if n_extra else np.zeros(0, np.int64)

@@ -257,3 +257,18 @@ def test_bad_isic_mask_and_luna_annotations(tmp_path):
     with pytest.raises(ValueError, match=r"annotations\.csv: line 3: non-numeric"):
         tb.prepare("luna16", str(tmp_path / "o2"), manual_dir=str(luna), config="3d")
     assert _files_under(tmp_path / "o2") == []
+
+
+def test_luna16_2d_slices_carry_2d_boxes(tmp_path):
+    manual = tmp_path / "manual"
+    _write_luna(str(manual))
+    b = tb.prepare("luna16", str(tmp_path / "out"), manual_dir=str(manual), config="2d")
+    s0 = tb.load(b, "subset0")
+    zs = sorted(int(s0[i]["slice_index"]) for i in range(len(s0)))
+    assert zs == [8, 9, 10, 11, 12]  # 8 mm sphere at z index 10, 2 mm slices
+    for i in range(len(s0)):
+        ex = s0[i]
+        assert ex["image"].shape == (40, 40, 1) and ex["boxes"].shape == (1, 4)
+        y1, x1, y2, x2 = ex["boxes"][0]
+        assert ex["label"][int(y1):int(y2), int(x1):int(x2)].sum() == ex["label"].sum() > 0
+    assert len(tb.load(b, "subset1")) == 1  # a scan without nodules still yields a slice
