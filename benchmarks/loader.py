@@ -4,7 +4,8 @@
 
 Measures, in one process and one run (so ratios are comparable):
   * ``batch_at_step``: the trainer's in-memory batch slicing (zoo.train),
-  * grain ``make_loader`` over the same arrays (``ArraysSource``),
+  * grain ``make_array_loader`` (whole batches gathered with one index) over the same arrays,
+  * grain ``make_loader`` over the same arrays (``ArraysSource``, per-record pipeline),
   * grain ``make_loader`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
   * the smoke U-Net train step (batch 8, the data's image size and channels): samples/s it consumes.
 Each loader is timed for ``--seconds`` after one warm-up batch; the train step with
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
         step[0] += 1
 
     results["batch_at_step_samples_s"] = _rate(trainer_batch, bs, args.seconds)
+    it_b = iter(loader.make_array_loader(train, bs, seed=0))
+    results["grain_array_batches_samples_s"] = _rate(lambda: next(it_b), bs, args.seconds)
     arrays_src = loader.ArraysSource({k: v for k, v in train.items() if k != "patient_id"})
     for w in args.workers:
         it = iter(loader.make_loader(arrays_src, bs, seed=0, worker_count=w))

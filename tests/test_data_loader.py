@@ -126,3 +126,22 @@ def test_iterator_state_in_an_orbax_checkpoint(tmp_path):
     it3 = loader.restore_iterator(ld, meta["data_iterator"])
     assert next(it3)["outcome"].tolist() == expected
     mngr.close()
+
+
+def test_array_loader_batches_resume_and_shard():
+    arrays = _arrays(10)
+    ds = loader.make_array_loader(arrays, 4, seed=1, shard_index=0, shard_count=1)
+    it = iter(ds)
+    first = [next(it)["outcome"].tolist() for _ in range(5)]
+    flat = sum(first, [])
+    assert sorted(flat[:10]) == list(range(10)) and flat[:10] != flat[10:20]  # epochs reshuffle
+    state = loader.iterator_state(it)
+    nxt = next(it)
+    assert nxt["image"].dtype == np.float32 and nxt["label"].dtype == np.int32 and "patient_id" not in nxt
+    again = loader.restore_iterator(loader.make_array_loader(arrays, 4, seed=1, shard_index=0, shard_count=1), state)
+    assert next(again)["outcome"].tolist() == nxt["outcome"].tolist()
+    halves = [sum((b["outcome"].tolist() for b in loader.make_array_loader(
+        arrays, 5, seed=0, num_epochs=1, shard_index=h, shard_count=2)), []) for h in range(2)]
+    assert sorted(halves[0] + halves[1]) == list(range(10)) and not set(halves[0]) & set(halves[1])
+    with pytest.raises(ValueError, match="fewer than batch_size=6"):
+        loader.make_array_loader(arrays, 6, shard_index=0, shard_count=2)
