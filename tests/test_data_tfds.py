@@ -51,7 +51,8 @@ def test_phantoms_builder_round_trip(tmp_path):
 
 
 def test_phantoms_registered_config_via_data_source(tmp_path):
-    tb.prepare("phantoms", str(tmp_path), config="lung_2d")
+    # Plain TFDS calls (no file_format given): the builders default to array_record, not tfrecord.
+    tfds.builder("phantoms", config="lung_2d", data_dir=str(tmp_path)).download_and_prepare()
     src = tfds.data_source("phantoms/lung_2d", data_dir=str(tmp_path), split="train")
     assert len(src) == 64 and src[3]["image"].shape == (64, 64, 1)
     assert any(files.endswith(".array_record-00000-of-00001") for files in _files_under(tmp_path))

@@ -13,9 +13,16 @@ import shutil
 import numpy as np
 import tensorflow_datasets as tfds
 
-__all__ = ["volume", "scalar", "geometry_features", "prepare", "load", "FILE_FORMAT"]
+__all__ = ["volume", "scalar", "geometry_features", "prepare", "load", "FILE_FORMAT", "ArrayRecordByDefault"]
 
 FILE_FORMAT = "array_record"
+
+
+class ArrayRecordByDefault:
+    """Mixin: write array_record unless told otherwise (TFDS's default, tfrecord, needs TensorFlow)."""
+
+    def __init__(self, *args, file_format=None, **kwargs):
+        super().__init__(*args, file_format=file_format or FILE_FORMAT, **kwargs)
 
 
 def volume(ndim: int, dtype, last: int | None = None):

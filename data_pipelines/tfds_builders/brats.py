@@ -39,7 +39,7 @@ class BratsConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-class Brats(tfds.core.GeneratorBasedBuilder):
+class Brats(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     """BraTS multi-modal MRI + glioma labels, read from ``manual_dir``."""
 
     name = "brats"

@@ -29,7 +29,7 @@ class IsicConfig(tfds.core.BuilderConfig):
     size: int | None = 256
 
 
-class Isic(tfds.core.GeneratorBasedBuilder):
+class Isic(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     """Skin-lesion dermoscopy segmentation, read from ``manual_dir``."""
 
     name = "isic"

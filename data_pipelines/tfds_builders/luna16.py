@@ -48,7 +48,7 @@ def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
     return out
 
 
-class Luna16(tfds.core.GeneratorBasedBuilder):
+class Luna16(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     """LUNA16 lung nodule CT, read from ``manual_dir``."""
 
     name = "luna16"

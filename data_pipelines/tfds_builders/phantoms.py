@@ -39,7 +39,7 @@ def _configs():
     return out
 
 
-class Phantoms(tfds.core.GeneratorBasedBuilder):
+class Phantoms(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     """Synthetic brain / skin / lung phantoms with clinical covariates."""
 
     name = "phantoms"
