@@ -1,4 +1,4 @@
-"""Patient-level k-fold cross-validation: ``python -m zoo.cv --config=NAME --folds=K [--ensemble] [--config.a.b=v ...]``.
+"""Patient-level k-fold cross-validation: ``python -m zoo.cv --config=NAME --folds=K [--ensemble] [--config.x=v]``.
 
 The training split of ``config.data`` is divided into ``K`` folds by patient (every case of a
 patient lands in the same fold, so no patient is in both training and validation). Fold ``i``

@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = ["AXES", "DEFAULT_RULES", "parse_mesh_shape", "resolve_mesh_shape", "make_mesh", "batch_sharding",
-           "replicated", "check_batch", "path_name", "partition_spec", "tree_shardings"]
+           "replicated", "check_batch", "path_name", "partition_spec", "tree_shardings", "put_global"]
 
 AXES = ("data", "model")
 
@@ -139,3 +139,16 @@ def tree_shardings(mesh: Mesh, tree: Any, rules=DEFAULT_RULES, min_size: int = D
         return NamedSharding(mesh, partition_spec(path_name(path), leaf.shape, shape, rules, min_size))
 
     return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def put_global(tree, shardings):
+    """Host values (identical on every process) → global ``jax.Array``s with ``shardings``.
+
+    Each process materialises only the shards its own devices hold; works single- and multi-host.
+    """
+
+    def one(x, s):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+
+    return jax.tree.map(one, tree, shardings)

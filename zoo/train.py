@@ -1,4 +1,4 @@
-"""Training entry point: ``python -m zoo.train --config=NAME --workdir=DIR [--mesh=DATA,MODEL] [--config.a.b=value ...]``.
+"""Training entry point: ``python -m zoo.train --config=NAME --workdir=DIR [--mesh=D,M] [--config.a.b=value ...]``.
 
 ``main`` parses flags and calls :func:`train_and_evaluate`; everything else is importable
 (flax examples style). Bad input (unknown model, config field or dataset, missing data
@@ -394,7 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     abstract = jax.eval_shape(init_fn, jax.random.key(0))
     state_sh = sharding.tree_shardings(mesh, abstract, min_size=int(config.mesh.get("shard_min_size", 0)))
     data_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    state = jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(int(config.seed)))
+    # Initialise on one device (a small, fast-compiling program), then lay the values out on the mesh.
+    state = sharding.put_global(jax.device_get(jax.jit(init_fn)(jax.random.key(int(config.seed)))), state_sh)
 
     keep = int(config.train.keep_checkpoints)
     ckpt = CheckpointIO(os.path.join(workdir, "checkpoints"), max_to_keep=keep)

@@ -1,0 +1,163 @@
+"""``python -m zoo.train`` / ``zoo.cv`` / ``zoo.hparam`` entry points, optimisers and schedules, the
+augmentation hook, and vmapped hyperparameter trials == separate runs."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from zoo import cv, hparam, optim, train
+from zoo.configs import apply_overrides, load_config
+
+TINY = {"data.image_size": "(16,16)", "data.num_train": "12", "data.num_val": "4", "model.kwargs.features": "4",
+        "model.kwargs.depth": "2", "train.batch_size": "4", "train.steps": "3", "train.log_every": "1",
+        "train.eval_every": "1000", "train.checkpoint_every": "1000", "train.warmup_steps": "0"}
+TINY_ARGS = [f"--config.{k}={v}" for k, v in TINY.items()]
+
+CLI_ERRORS = [  # (argv, fragment of the one-line error)
+    (["--model=unett"], "unknown model 'unett'; did you mean 'unet'"),
+    (["--config.train.stepz=3"], "unknown config field 'train.stepz'; did you mean steps"),
+    (["--config=smok"], "unknown config 'smok'"),
+    (["--dataset=brats", "--data_dir=/no/such/dir"], "data_dir '/no/such/dir' does not exist"),
+    (["--mesh=3,1"], "mesh shape (3, 1) needs 3 devices; 1 are available"),
+    (["--mesh=1,1", "--config.train.batch_size=3", "--config.train.grad_accum=2"], "grad_accum=2 must divide"),
+    (["--mesh=x"], "mesh shape must be DATA,MODEL integers"),
+    (["--config.train.loss=dicee"], "unknown loss 'dicee'"),
+    (["--config.train.optimizer=adamax"], "unknown train.optimizer 'adamax'"),
+    (["--num_processes=2"], "need --coordinator"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", CLI_ERRORS)
+def test_cli_bad_input_is_one_line_exit_2(argv, fragment, tmp_path, capsys):
+    code = train.main(["--config=smoke", f"--workdir={tmp_path / 'w'}", "--no_progress", *TINY_ARGS, *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+
+def test_cv_cli_prints_per_fold_and_aggregate_table(tmp_path, capsys):
+    code = cv.main(["--config=smoke", "--folds=3", f"--workdir={tmp_path}", "--no_progress", *TINY_ARGS,
+                    "--config.train.steps=2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if re.match(r"\| [0-9] \|", line)]
+    assert len(rows) == 3
+    assert re.search(r"\*\*mean ± std\*\*.*\*\*[0-9.]+ ± [0-9.]+\*\*", out)
+    for i in range(3):  # per-fold checkpoints (latest and best) and metrics
+        assert (tmp_path / f"fold{i}" / "checkpoints" / "2").is_dir()
+        assert (tmp_path / f"fold{i}" / "best").is_dir()
+        assert (tmp_path / f"fold{i}" / "metrics.jsonl").exists()
+    assert (tmp_path / "cv.json").exists()
+
+
+def test_patient_folds_are_disjoint_by_patient():
+    ids = [f"p{i // 2}" for i in range(20)]  # two cases per patient
+    folds = cv.patient_folds(ids, 4, seed=1)
+    seen = np.concatenate([va for _, va in folds])
+    assert sorted(seen.tolist()) == list(range(20))
+    for tr, va in folds:
+        assert not {ids[i] for i in tr} & {ids[i] for i in va}
+    with pytest.raises(ValueError, match="folds=11 is more than the 10 patients"):
+        cv.patient_folds(ids, 11)
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        cv.patient_folds(ids, 1)
+
+
+def _cfg(**extra):
+    return apply_overrides(load_config("smoke"), {**TINY, **extra})
+
+
+def test_vmapped_trials_match_separate_runs():
+    base = _cfg(**{"train.schedule": "constant"})
+    vm = hparam.run_group(base, seeds=[0, 1, 1], learning_rates=[3e-3, 3e-3, 1e-3], log_every=1)
+    # Trial 2 alone, at its own base learning rate (so without the per-trial update scale).
+    alone_cfg = _cfg(**{"train.schedule": "constant", "train.learning_rate": "1e-3"})
+    alone_cfg.seed = 1
+    alone = hparam.run_group(alone_cfg, seeds=[1], learning_rates=[1e-3], log_every=1)[0]
+    np.testing.assert_allclose([v for _, v in vm[2]["losses"]], [v for _, v in alone["losses"]], atol=1e-5, rtol=0)
+    assert abs(vm[2]["mean_dice"] - alone["mean_dice"]) < 1e-4
+    assert vm[0]["losses"][-1][1] != vm[1]["losses"][-1][1]  # seeds differ
+    assert vm[1]["losses"][-1][1] != vm[2]["losses"][-1][1]  # learning rates differ
+
+
+def test_hparam_grid_groups_and_results_table(tmp_path):
+    trials = hparam.make_trials({"seed": [0, 1], "train.learning_rate": [1e-3, 3e-3],
+                                 "model.kwargs.features": [4, 8]})
+    assert len(trials) == 8
+    groups = hparam.group_trials(trials)
+    assert sorted(len(g) for g in groups) == [4, 4]  # one vmapped computation per model size
+    rnd = hparam.make_trials({"train.learning_rate": ("loguniform", 1e-4, 1e-2)}, "random", 5, seed=3)
+    assert len(rnd) == 5 and all(1e-4 <= t["train.learning_rate"] <= 1e-2 for t in rnd)
+    with pytest.raises(ValueError, match="unknown config field 'train.lr'"):
+        hparam.search(_cfg(), {"train.lr": [1.0]}, str(tmp_path))
+    rows = hparam.search(_cfg(**{"train.steps": "2"}), {"seed": [0, 1], "train.learning_rate": [1e-3, 3e-3]},
+                         str(tmp_path))
+    assert len(rows) == 4 and all(r["group_size"] == 4 for r in rows)
+    dice = [r["mean_dice"] for r in rows]
+    assert dice == sorted(dice, reverse=True)
+    assert (tmp_path / "results.csv").read_text().count("\n") == 5
+
+
+SCHEDULE_CASES = [  # (schedule, warmup, step, expected lr for lr=1, steps=10)
+    ("constant", 0, 7, 1.0),
+    ("cosine", 0, 5, 0.5),
+    ("poly", 0, 5, 0.5 ** 0.9),
+    ("poly", 2, 1, 0.5),            # linear warm-up
+    ("poly", 2, 6, 0.5 ** 0.9),     # after warm-up: decay over the remaining 8 steps
+    ("warmup_cosine", 2, 1, 0.5),
+    ("warmup_cosine", 2, 10, 0.0),
+]
+
+
+@pytest.mark.parametrize("name,warmup,step,expected", SCHEDULE_CASES)
+def test_schedules(name, warmup, step, expected):
+    cfg = ml_collections.ConfigDict({"learning_rate": 1.0, "steps": 10, "warmup_steps": warmup, "schedule": name})
+    assert float(optim.make_schedule(cfg)(step)) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_optimizers_reduce_a_quadratic_and_clip(name):
+    cfg = ml_collections.ConfigDict({"learning_rate": 0.05, "steps": 50, "warmup_steps": 0, "schedule": "constant",
+                                     "optimizer": name, "weight_decay": 1e-4, "grad_clip": 1.0})
+    tx, _ = optim.make_optimizer(cfg)
+    params = {"w": jnp.full((3,), 5.0)}
+    state = tx.init(params)
+    for _ in range(50):
+        g = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
+        upd, state = tx.update(g, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, upd)
+        assert float(jnp.linalg.norm(upd["w"])) <= 0.05 * 1e3  # finite, bounded
+    assert float(jnp.sum(params["w"] ** 2)) < 75.0 * 0.5
+
+
+def test_augmentation_hook_in_train_step():
+    from data_pipelines.datasets import load_dataset
+    from zoo.tasks import get_task
+
+    c = _cfg()
+    train_arrays, _, info = load_dataset(c.data)
+    model = train.build_model(c, info)
+    tx, _ = optim.make_optimizer(c.train)
+    state = train.create_train_state(model, tx, train_arrays["image"][:4], 0)
+    batch = train.batch_at_step(train_arrays, 0, 4, 0)
+    task = get_task("segmentation")
+
+    def loss_with(spec, enabled=True):
+        c.augment.enabled = enabled
+        c.augment.spec = ml_collections.ConfigDict(spec)
+        fn = train.make_augment_fn(c)
+        step = jax.jit(train.make_train_step(model, tx, task, "dice_ce", augment_fn=fn))
+        return float(step(state, batch)[1]["loss"])
+
+    plain = loss_with({}, enabled=False)
+    assert loss_with({}) == plain  # the empty pipeline is the identity
+    flipped = loss_with({"flip": {"p": 1.0, "axes": (0,)}})
+    assert np.isfinite(flipped) and flipped != plain
+    with pytest.raises(ValueError):
+        loss_with({"no_such_transform": {}})
