@@ -93,30 +93,36 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
         raise ValueError(f"target_class must be in [0, {k - 1}], got {target_class}")
     if len(act_shape.shape) != images.ndim:
         raise ValueError(f"layer {layer!r} output {act_shape.shape} is not a feature map [B, *S', C']")
-    if region is None:
-        logits, _ = _apply_with_layer(model, variables, images, layer, None)
-        region = jnp.argmax(logits, -1) == target_class
-        has = jnp.any(region.reshape(region.shape[0], -1), axis=1)
-        region = jnp.where(has.reshape((-1,) + (1,) * len(spatial)), region, True)
-    region = jnp.asarray(region)
-    if region.shape != images.shape[:-1]:
-        raise ValueError(f"region must be [B, *S] = {images.shape[:-1]}, got {region.shape}")
-    region = region.astype(jnp.float32)
+    if region is not None:
+        region = jnp.asarray(region)
+        if region.shape != images.shape[:-1]:
+            raise ValueError(f"region must be [B, *S] = {images.shape[:-1]}, got {region.shape}")
+    c = int(target_class)
 
-    def score(eps):
-        logits, act = _apply_with_layer(model, variables, images, layer, eps)
-        return jnp.sum(logits[..., target_class] * region), act
+    def core(variables, images, region):
+        if region is None:  # the voxels predicted as c; the whole image where there are none
+            logits, _ = _apply_with_layer(model, variables, images, layer, None)
+            region = jnp.argmax(logits, -1) == c
+            has = jnp.any(region.reshape(region.shape[0], -1), axis=1)
+            region = jnp.where(has.reshape((-1,) + (1,) * len(spatial)), region, True)
+        region = region.astype(jnp.float32)
 
-    eps0 = jnp.zeros(act_shape.shape, act_shape.dtype)
-    grads, act = jax.grad(score, has_aux=True)(eps0)
-    axes = tuple(range(1, act.ndim - 1))
-    weights = jnp.mean(grads.astype(jnp.float32), axis=axes, keepdims=True)
-    cam = jax.nn.relu(jnp.sum(weights * act.astype(jnp.float32), axis=-1))
-    if cam.shape[1:] != spatial:
-        cam = jax.image.resize(cam, (cam.shape[0], *spatial), "linear")
-    if normalize:
-        peak = jnp.max(cam.reshape(cam.shape[0], -1), axis=1).reshape((-1,) + (1,) * len(spatial))
-        cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
+        def score(eps):
+            logits, act = _apply_with_layer(model, variables, images, layer, eps)
+            return jnp.sum(logits[..., c] * region), act
+
+        grads, act = jax.grad(score, has_aux=True)(jnp.zeros(act_shape.shape, act_shape.dtype))
+        axes = tuple(range(1, act.ndim - 1))
+        weights = jnp.mean(grads.astype(jnp.float32), axis=axes, keepdims=True)
+        cam = jax.nn.relu(jnp.sum(weights * act.astype(jnp.float32), axis=-1))
+        if cam.shape[1:] != spatial:
+            cam = jax.image.resize(cam, (cam.shape[0], *spatial), "linear")
+        if normalize:
+            peak = jnp.max(cam.reshape(cam.shape[0], -1), axis=1).reshape((-1,) + (1,) * len(spatial))
+            cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
+        return cam
+
+    cam = jax.jit(core)(variables, images, region)  # one compile instead of op-by-op dispatch
     return np.asarray(cam)
 
 

@@ -46,7 +46,10 @@ def test_gradcam_on_registered_unet_and_overlay(tmp_path):
 
     model = create_model("unet", spatial_dims=2, in_channels=1, num_classes=2, features=4, depth=2)
     x = jax.random.normal(jax.random.key(0), (1, 8, 8, 1), jnp.float32)
-    v = model.init(jax.random.key(1), x, train=False)
+    # Random parameters of the right shapes without compiling ``init`` (slow to compile on CPU).
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(1), x, train=False))
+    v = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape), s.dtype), shapes)
     cam = interpret.gradcam(model, v, x, layer="enc1", target_class=1)
     assert cam.shape == (1, 8, 8) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6
     path = interpret.gradcam_overlay(np.asarray(x[0]), cam[0], str(tmp_path / "cam.png"))
