@@ -135,38 +135,59 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+class _EpochBatches:
+    """Batch number -> sample indices: a seeded permutation per epoch (numpy, cached), as ``zoo.train``."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seed: int, shuffle: bool, drop_remainder: bool):
+        self.ids, self.bs, self.seed, self.shuffle = ids, batch_size, seed, shuffle
+        n = len(ids)
+        self.per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            if len(self._cache) > 2:
+                self._cache.clear()
+            order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.ids)) if self.shuffle
+                     else np.arange(len(self.ids)))
+            self._cache[epoch] = self.ids[order]
+        return self._cache[epoch]
+
+    def __call__(self, b: int) -> np.ndarray:
+        epoch, i = divmod(int(b), self.per_epoch)
+        return self.perm(epoch)[i * self.bs:(i + 1) * self.bs]
+
+
 def make_array_loader(arrays: Mapping[str, object], batch_size: int, *, seed: int = 0, shuffle: bool = True,
                       num_epochs: int | None = None, shard_index: int | None = None, shard_count: int | None = None,
                       drop_remainder: bool = True, keep_text: bool = False, prefetch_threads: int = 0):
     """A grain ``IterDataset`` over in-memory arrays that gathers whole batches with one fancy index.
 
-    The same determinism, epoch reshuffling, per-host sharding and JSON-resumable state as
-    ``make_loader``, without grain's per-record overhead (in-memory data needs no decoding), so it
+    The same determinism (a seeded permutation per epoch), per-host sharding and JSON-resumable
+    state as ``make_loader``, without grain's per-record (and per-record shuffle) overhead, so it
     keeps up with any train step. ``iter(...)`` gives the iterator; ``num_epochs=None`` repeats.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_epochs is not None and int(num_epochs) < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     src = ArraysSource(arrays)
     shard = _shard(shard_index, shard_count, drop_remainder)
-    n = len(src)
-    per_shard = len(range(shard.shard_index, n, shard.shard_count))
-    if per_shard < (int(batch_size) if drop_remainder else 1):
-        raise ValueError(f"{n} records over {shard.shard_count} shards give fewer than batch_size={batch_size} "
-                         f"per shard")
+    ids = np.arange(shard.shard_index, len(src), shard.shard_count, dtype=np.int64)
+    if len(ids) < (int(batch_size) if drop_remainder else 1):
+        raise ValueError(f"{len(src)} records over {shard.shard_count} shards give fewer than "
+                         f"batch_size={batch_size} per shard")
     fields = {}
     for k, v in src._arrays.items():
         if isinstance(v, np.ndarray):
             fields[k] = v
         elif keep_text:
             fields[k] = np.asarray(v)
-    idx = grain.MapDataset.range(n)[shard.shard_index::shard.shard_count]
-    if shuffle:
-        idx = idx.shuffle(seed=int(seed))
-    idx = idx.repeat(num_epochs)
-    batches = idx.batch(int(batch_size), drop_remainder=drop_remainder)
+    batches = _EpochBatches(ids, int(batch_size), int(seed), shuffle, drop_remainder)
+    total = batches.per_epoch * (int(num_epochs) if num_epochs is not None else 2 ** 40)
 
-    def gather(ix):
-        ix = np.asarray(ix, np.int64)
+    def gather(b):
+        ix = batches(b)
         out = {k: v[ix] for k, v in fields.items()}
         for k in ("label", "instances"):
             if k in out:
@@ -175,8 +196,9 @@ def make_array_loader(arrays: Mapping[str, object], batch_size: int, *, seed: in
             out["image"] = out["image"].astype(np.float32, copy=False)
         return out
 
-    return batches.map(gather).to_iter_dataset(grain.ReadOptions(num_threads=int(prefetch_threads),
-                                                                 prefetch_buffer_size=max(int(prefetch_threads), 1)))
+    ds = grain.MapDataset.range(total).map(gather)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=int(prefetch_threads),
+                                                prefetch_buffer_size=max(int(prefetch_threads), 1)))
 
 
 def make_map_dataset(source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
