@@ -165,18 +165,24 @@ def warp(image, label=None, *, matrix=None, displacement=None):
     (output voxel -> input voxel) or None for the identity, ``displacement [D, *S]`` in input-voxel units
     or None. Returns ``(image, label)`` with the input shapes and dtypes.
     """
-    d = check_sample(image, label)
-    spatial = tuple(image.shape[:-1])
-    image = jnp.asarray(image)
-    if matrix is None:
-        coords = identity_grid(spatial)
-    else:
-        coords = affine_coordinates(matrix, spatial)
+    check_sample(image, label)
+    spatial = tuple(np.shape(image)[:-1])
+    if matrix is not None:
+        matrix = _check_matrix(matrix, len(spatial))
     if displacement is not None:
-        coords = coords + _check_displacement(displacement, spatial)
-    del d
+        displacement = _check_displacement(displacement, spatial)
+    return _warp(jnp.asarray(image), None if label is None else jnp.asarray(label), matrix, displacement)
+
+
+@jax.jit
+def _warp(image, label, matrix, displacement):
+    # One compiled program per shape (eager op-by-op dispatch would compile dozens of small ones).
+    spatial = tuple(image.shape[:-1])
+    coords = identity_grid(spatial) if matrix is None else affine_coordinates(matrix, spatial)
+    if displacement is not None:
+        coords = coords + displacement
     out_image = map_linear(image, coords).astype(image.dtype)
-    out_label = None if label is None else map_nearest(jnp.asarray(label), coords)
+    out_label = None if label is None else map_nearest(label, coords)
     return out_image, out_label
 
 
@@ -305,9 +311,16 @@ def elastic_displacement(key, spatial: Sequence[int], *, alpha, sigma, control: 
 
     ``alpha`` may be traced (e.g. zeroed by a probability draw); ``sigma``/``control`` are static.
     """
+    spatial = tuple(int(n) for n in spatial)
     shape = noise_shape(spatial, sigma, control, truncate)
+    return _elastic_displacement(key, jnp.asarray(alpha, jnp.float32), spatial, float(sigma), control,
+                                 float(truncate), shape)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _elastic_displacement(key, alpha, spatial, sigma, control, truncate, shape):
     noise = jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
-    return jnp.asarray(alpha, jnp.float32) * smooth_noise(noise, spatial, sigma, control, truncate)
+    return alpha * smooth_noise(noise, spatial, sigma, control, truncate)
 
 
 def elastic_deform(key, image, label=None, *, alpha, sigma, control: str = "bspline", matrix=None):
