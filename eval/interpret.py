@@ -9,9 +9,8 @@ grid and scaled to ``[0, 1]`` per case. The layer is found by its module path (`
 whose gradient is ``dScore/dA``, so models need no changes.
 
 **SHAP** for the covariates (age, sex, comorbidities…) of an outcome model: any
-``f(X [N, F]) -> [N]`` is explained with the ``shap`` library (exact Shapley values against
-an independent masker for up to ``exact_max_features`` features, the permutation explainer
-above that); ``shap_importance_plot`` draws the mean |SHAP| bar chart.
+``f(X [N, F]) -> [N]`` is explained with the ``shap`` library against an independent masker
+(permutation explainer by default, exact Shapley values on request); ``shap_importance_plot`` draws the mean |SHAP| bar chart.
 """
 
 from __future__ import annotations
@@ -154,13 +153,17 @@ def gradcam_overlay(image, cam, path: str, *, title: str = "Grad-CAM", mask=None
     return path
 
 
-def shap_tabular(predict_fn, background, X, *, feature_names=None, exact_max_features: int = 10,
-                 max_background: int = 100, seed: int = 0):
+def shap_tabular(predict_fn, background, X, *, feature_names=None, algorithm: str = "permutation",
+                 max_background: int = 100, max_evals: int | None = None, seed: int = 0):
     """SHAP values of ``predict_fn(X [N, F]) -> [N]`` for the rows of ``X`` (a ``shap.Explanation``).
 
     ``background`` ``[M, F]`` is the reference population (e.g. training covariates); values
-    satisfy ``base_values + values.sum(-1) == predict_fn(X)``.
+    satisfy ``base_values + values.sum(-1) == predict_fn(X)``. ``algorithm``: ``permutation``
+    (antithetic permutations; exact for additive models, additivity always holds) or
+    ``exact`` (all coalitions; its numba kernels take ~15 s CPU to compile once per process).
     """
+    if algorithm not in ("permutation", "exact"):
+        raise ValueError(f"algorithm must be permutation or exact, got {algorithm!r}")
     import shap
 
     bg = np.asarray(background, np.float64)
@@ -172,15 +175,14 @@ def shap_tabular(predict_fn, background, X, *, feature_names=None, exact_max_fea
     if feature_names is not None and len(feature_names) != x.shape[1]:
         raise ValueError(f"feature_names has {len(feature_names)} names for {x.shape[1]} features")
     masker = shap.maskers.Independent(bg, max_samples=max_background)
-    algorithm = "exact" if x.shape[1] <= exact_max_features else "permutation"
 
     def f(z):
         out = np.asarray(predict_fn(np.asarray(z, np.float64)), np.float64)
         return out.reshape(len(z))
 
     explainer = shap.Explainer(f, masker, algorithm=algorithm, feature_names=feature_names, seed=seed)
-    kwargs = {} if algorithm == "exact" else {"max_evals": max(2 * x.shape[1] + 1, 500)}
-    return explainer(x, **kwargs)
+    kwargs = {} if algorithm == "exact" else {"max_evals": max_evals or max(2 * x.shape[1] + 1, 500)}
+    return explainer(x, silent=True, **kwargs)
 
 
 def shap_importance_plot(explanation, path: str, *, title: str = "mean |SHAP|") -> str:

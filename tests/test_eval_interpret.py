@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# shap's numba kernels take ~15 s of CPU to compile per process; on these tiny inputs the
+# pure-Python fallback is instant. Must be set before numba is first imported.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
