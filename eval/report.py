@@ -53,6 +53,7 @@ class ModelEval:
     acc: SegmentationAccumulator
     auc: HistogramAUC | None
     step: int = 0
+    external: bool = False
 
     def per_case(self, metric: str) -> np.ndarray:
         return self.acc.per_case(metric)
@@ -341,24 +342,45 @@ def _nan_to_none(x):
     return x
 
 
+def external_section(pairs, *, n_boot: int = 2000, seed: int = 0, min_n: int = 10) -> tuple[str, list]:
+    """Markdown and records comparing each model's internal and external per-case Dice."""
+    from eval.analysis import external_validation
+
+    recs = []
+    lines = ["", "## External validation (per-case Dice, external - internal)", "",
+             "| model | internal [95% CI] | external [95% CI] | delta [95% CI] | flag |", "|---|---|---|---|---|"]
+    for internal, external in pairs:
+        r = external_validation(internal.per_case("dice"), external.per_case("dice"), min_n=min_n,
+                                n_boot=n_boot, seed=seed)
+        recs.append({"model": internal.label, "external_dataset": external.dataset, **r})
+        cell = [f"{_f(d['estimate'])} [{_f(d['low'])}, {_f(d['high'])}]" for d in
+                (r["internal"], r["external"], r["delta"])]
+        flag = f"small (n < {min_n})" if r["small"] else ""
+        lines.append(f"| {internal.label} | " + " | ".join(cell) + f" | {flag} |")
+    return "\n".join(lines) + "\n", recs
+
+
 def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, seed: int = 0,
-                 plot_inputs: dict | None = None, title: str = "Evaluation report") -> dict:
+                 plot_inputs: dict | None = None, title: str = "Evaluation report",
+                 external_pairs=None) -> dict:
     """Write ``report.md``/``.csv``/``.json`` and the plots; returns ``{"rows", "files"}``.
 
-    ``plot_inputs``: ``{label: (arrays, predict_fn)}`` for the best/worst overlays.
+    ``plot_inputs``: ``{label: (arrays, predict_fn)}`` for the best/worst overlays;
+    ``external_pairs``: ``[(internal ModelEval, external ModelEval)]`` for the external-validation table.
     """
     os.makedirs(out_dir, exist_ok=True)
     rows = build_tables(evals, n_boot=n_boot, seed=seed)
+    ext_md, ext_recs = external_section(external_pairs, n_boot=n_boot, seed=seed) if external_pairs else ("", [])
     files = {}
     files["md"] = os.path.join(out_dir, "report.md")
     with open(files["md"], "w") as f:
-        f.write(markdown(rows, title))
+        f.write(markdown(rows, title) + ext_md)
     files["csv"] = os.path.join(out_dir, "report.csv")
     with open(files["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    doc = {"rows": rows, "models": []}
+    doc = {"rows": rows, "models": [], "external_validation": ext_recs}
     for ev in evals:
         doc["models"].append({
             "label": ev.label, "model": ev.model, "dataset": ev.dataset, "split": ev.split,
@@ -372,7 +394,7 @@ def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, se
         json.dump(_nan_to_none(doc), f, indent=1, default=_json_default)
     files["png"] = boxplots(evals, out_dir)
     for ev in evals:
-        if plot_inputs and ev.label in plot_inputs:
+        if plot_inputs and ev.label in plot_inputs and not ev.external:
             arrays, predict_fn = plot_inputs[ev.label]
             files["png"].append(overlay(ev, arrays, predict_fn, out_dir))
     return {"rows": rows, "files": files}
@@ -413,10 +435,12 @@ def main(argv=None) -> int:
             raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
         external = _parse_kv(args.external)
         out = args.out or os.path.join(args.workdir[0], "report")
-        evals, plot_inputs = [], {}
+        evals, plot_inputs, pairs = [], {}, []
         for wd in args.workdir:
             ev, arrays, (pre, fn) = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
                                                      spacing=spacing, with_auc=not args.no_auc, keep_arrays=True)
+            if ev.label in plot_inputs:  # two work directories with the same name
+                ev.label = f"{ev.label} #{len(evals) + 1}"
             evals.append(ev)
             plot_inputs[ev.label] = (arrays, fn)
             if external:
@@ -424,10 +448,13 @@ def main(argv=None) -> int:
                                                     spacing=spacing, with_auc=not args.no_auc,
                                                     data_overrides=external, keep_arrays=False)
                 ex.dataset = f"{ex.dataset} [external: {', '.join(f'{k}={v}' for k, v in external.items())}]"
+                ex.label, ex.external = ev.label, True
                 evals.append(ex)
+                pairs.append((ev, ex))
             print(f"evaluated {ev.label}: {len(ev.acc)} cases, mean Dice "
                   f"{np.nanmean(ev.per_case('dice')) if 'dice' in metrics else float('nan'):.4f}", flush=True)
-        res = write_report(evals, out, n_boot=args.n_boot, seed=args.seed, plot_inputs=plot_inputs)
+        res = write_report(evals, out, n_boot=args.n_boot, seed=args.seed, plot_inputs=plot_inputs,
+                           external_pairs=pairs)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -73,8 +73,11 @@ def test_report_numbers_equal_metric_functions(smoke_workdir, tmp_path):
     per_case = np.asarray(doc["models"][0]["per_case"], dtype=float)  # [N, structures, metrics]
     j = doc["models"][0]["metrics"].index("dice")
     assert np.allclose(np.nanmean(per_case[:, :, j], axis=1), want["dice"], equal_nan=True)
-    # The external split is a second data set column for the same model.
+    # The external split is a second data set column for the same model, compared with CIs.
     assert any("external" in r["dataset"] for r in doc["rows"])
+    ext = doc["external_validation"][0]
+    assert ext["internal"]["estimate"] == pytest.approx(float(np.nanmean(want["dice"])), abs=1e-9)
+    assert ext["small"] is True and "External validation" in md  # 6 cases < min_n
 
 
 def test_report_cli_bad_input(tmp_path, capsys):
