@@ -48,7 +48,7 @@ def test_roi_align_matches_reference_value_and_grad(h, w, c, out, ratio, scale, 
 
 def test_roi_align_constant_map_and_bad_input():
     feats = jnp.full((8, 8, 1), 3.0)
-    got = kernels.roi_align(feats, jnp.array([[1.0, 1.0, 6.0, 7.0]]), 4, 2)
+    got = jax.jit(lambda f, b: kernels.roi_align(f, b, 4, 2))(feats, jnp.array([[1.0, 1.0, 6.0, 7.0]]))
     np.testing.assert_allclose(np.asarray(got), 3.0, rtol=1e-6)
     with pytest.raises(ValueError, match="sampling_ratio"):
         kernels.roi_align(feats, jnp.zeros((1, 4)), 4, 0)
@@ -92,7 +92,7 @@ def test_nms_vmaps_and_respects_valid_mask():
     b = np.stack([_random_boxes(rng, 20) for _ in range(3)])
     s = rng.uniform(size=(3, 20)).astype(np.float32)
     v = rng.uniform(size=(3, 20)) > 0.3
-    idx, valid = jax.vmap(lambda b, s, v: kernels.nms(b, s, 0.5, 8, valid=v))(b, s, v)
+    idx, valid = jax.jit(jax.vmap(lambda b, s, v: kernels.nms(b, s, 0.5, 8, valid=v)))(b, s, v)
     for i in range(3):
         ref = nms_np(b[i], np.where(v[i], s[i], -np.inf), 0.5, 8)
         np.testing.assert_array_equal(np.asarray(idx[i])[np.asarray(valid[i])], ref)
@@ -101,12 +101,18 @@ def test_nms_vmaps_and_respects_valid_mask():
 def test_box_iou_encode_decode_clip_anchors():
     rng = np.random.default_rng(6)
     a, b = _random_boxes(rng, 7), _random_boxes(rng, 5)
-    np.testing.assert_allclose(np.asarray(box_ops.box_iou(a, b)), box_ops.box_iou_np(a, b), rtol=1e-5, atol=1e-6)
-    d = box_ops.encode_boxes(a[:5], b)
-    np.testing.assert_allclose(np.asarray(box_ops.decode_boxes(a[:5], d)), b, rtol=1e-4, atol=1e-4)
-    d2 = box_ops.encode_boxes(a[:5], b, (10.0, 10.0, 5.0, 5.0))
+    np.testing.assert_allclose(np.asarray(jax.jit(box_ops.box_iou)(a, b)), box_ops.box_iou_np(a, b), rtol=1e-5,
+                               atol=1e-6)
+
+    @jax.jit
+    def roundtrip(a, b):
+        d = box_ops.encode_boxes(a, b)
+        return d, box_ops.decode_boxes(a, d), box_ops.encode_boxes(a, b, (10.0, 10.0, 5.0, 5.0))
+
+    d, back, d2 = roundtrip(a[:5], b)
+    np.testing.assert_allclose(np.asarray(back), b, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(d2), np.asarray(d) * np.array([10, 10, 5, 5]), rtol=1e-5, atol=1e-5)
-    clipped = np.asarray(box_ops.clip_boxes(jnp.array([[-3.0, 5.0, 40.0, 70.0]]), 32, 64))
+    clipped = np.asarray(jax.jit(lambda x: box_ops.clip_boxes(x, 32, 64))(jnp.array([[-3.0, 5.0, 40.0, 70.0]])))
     np.testing.assert_allclose(clipped, [[0.0, 5.0, 32.0, 64.0]])
     anchors = box_ops.make_anchors((2, 3), 8, (16,), (0.5, 1.0, 2.0))
     assert anchors.shape == (2 * 3 * 3, 4)

@@ -2,8 +2,9 @@
 
 The encoder follows the zoo's encoder interface (``__call__(x, train)`` → feature maps at
 strides 2, 4, 8, 16, 32). ``encoder="tiny"`` is a small ResNet-18-shaped network defined here
-(one basic block per stage by default) so tests and CPU runs are fast; any other name is taken
-from ``zoo.encoders.get_encoder`` (``resnet18/34/50``) when that module is present.
+(one basic block per stage by default) so tests and CPU runs are fast; any other name
+(``resnet18/34/50``, ``vgg11/16``) comes from ``zoo.encoders.get_encoder`` with
+``features=encoder_width``, ``norm`` and ``dtype`` (``encoder_kwargs`` override them).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def make_encoder(name: str, width: int, norm: str, dtype, kwargs: dict | None = 
     except ImportError:
         raise ValueError(f"mask_rcnn: encoder {name!r} needs zoo.encoders (not available yet); "
                          f"use encoder='tiny'") from None
-    return get_encoder(name, **(kwargs or {}))
+    return get_encoder(name, **{"features": width, "norm": norm, "dtype": dtype, **(kwargs or {})})
 
 
 class FPN(nn.Module):

@@ -74,6 +74,7 @@ class MaskRCNN(nn.Module):
     sampling_ratio: int = 2
     canonical_box_size: float = 224.0
     canonical_level: int = 4
+    roi_levels: int = 4
     max_instances: int = 8
     detections_per_image: int = 16
     score_threshold: float = 0.05
@@ -95,10 +96,12 @@ class MaskRCNN(nn.Module):
             raise ValueError(f"mask_rcnn: aspect_ratios must be positive, got {tuple(self.aspect_ratios)}")
         for name in ("rpn_pre_nms_topk", "rpn_post_nms_topk_train", "rpn_post_nms_topk_test", "rpn_batch_per_image",
                      "roi_batch_per_image", "max_instances", "detections_per_image", "sampling_ratio",
-                     "box_pool", "mask_pool", "fpn_channels", "encoder_width"):
+                     "box_pool", "mask_pool", "fpn_channels", "encoder_width", "roi_levels"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"mask_rcnn: {name} must be a positive int, got {v!r}")
+        if self.roi_levels > len(STRIDES):
+            raise ValueError(f"mask_rcnn: roi_levels must be 1..{len(STRIDES)} (P2..P5), got {self.roi_levels}")
         if self.roi_batch_per_image > self.rpn_post_nms_topk_train + self.max_instances:
             raise ValueError(f"mask_rcnn: roi_batch_per_image={self.roi_batch_per_image} exceeds the candidates "
                              f"(rpn_post_nms_topk_train + max_instances = "
@@ -146,8 +149,9 @@ class MaskRCNN(nn.Module):
         return jax.vmap(one)(logits, deltas)
 
     def _pool(self, feats, boxes, size):
-        return multilevel_roi_align(feats, STRIDES, boxes, size, self.sampling_ratio, self.canonical_box_size,
-                                    self.canonical_level)
+        n = self.roi_levels
+        return multilevel_roi_align(feats[:n], STRIDES[:n], boxes, size, self.sampling_ratio,
+                                    self.canonical_box_size, self.canonical_level)
 
     def _box_head(self, feats, rois):
         b, r = rois.shape[:2]
@@ -211,13 +215,16 @@ class MaskRCNN(nn.Module):
 
         props, props_valid = self._proposals(anchors, logits, deltas, image_shape, self.rpn_post_nms_topk_train)
 
+        # roi_targets puts the (at most num_fg) foreground RoIs first: the mask head only sees those.
+        num_fg = max(1, int(self.roi_batch_per_image * self.roi_positive_fraction))
+
         def roi_one(k, p, pv, gb, gc, gv, gm):
             rois, valid, fg, cls, matched = roi_targets(k, p, pv, gb, gc, gv, self.roi_batch_per_image,
                                                         self.roi_positive_fraction, self.roi_fg_iou)
             box_t = encode_boxes(rois, gb[matched], BOX_WEIGHTS)
             m = 2 * self.mask_pool
-            crops = roi_align(jnp.moveaxis(gm, 0, -1).astype(jnp.float32), rois, m, 2)  # [R, m, m, M]
-            mask_t = jnp.take_along_axis(crops, matched[:, None, None, None], axis=-1)[..., 0] >= 0.5
+            crops = roi_align(jnp.moveaxis(gm, 0, -1).astype(jnp.float32), rois[:num_fg], m, 2)  # [F, m, m, M]
+            mask_t = jnp.take_along_axis(crops, matched[:num_fg, None, None, None], axis=-1)[..., 0] >= 0.5
             return rois, valid, fg, cls, box_t, mask_t
 
         rois, valid, fg, cls, box_t, mask_t = jax.vmap(roi_one)(
@@ -227,9 +234,10 @@ class MaskRCNN(nn.Module):
         n = b * self.roi_batch_per_image
         box_cls, box_reg = L.box_losses(cls_logits.reshape(n, -1), box_deltas.reshape(n, self.num_classes, 4),
                                         cls.reshape(n), valid.reshape(n), fg.reshape(n), box_t.reshape(n, 4))
-        mask_logits = self._mask_head(feats, rois)
-        mask = L.mask_loss(mask_logits.reshape((n,) + mask_logits.shape[2:]), cls.reshape(n), fg.reshape(n),
-                           mask_t.reshape((n,) + mask_t.shape[2:]))
+        mask_logits = self._mask_head(feats, rois[:, :num_fg])
+        nf = b * num_fg
+        mask = L.mask_loss(mask_logits.reshape((nf,) + mask_logits.shape[2:]), cls[:, :num_fg].reshape(nf),
+                           fg[:, :num_fg].reshape(nf), mask_t.reshape((nf,) + mask_t.shape[2:]))
         terms = {"rpn_cls": rpn_cls, "rpn_box": rpn_box, "box_cls": box_cls, "box_reg": box_reg, "mask": mask}
         terms["loss"] = sum(terms.values())
         terms["num_gt"] = gt_valid.sum().astype(jnp.float32) / b

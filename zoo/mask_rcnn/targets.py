@@ -83,7 +83,8 @@ def roi_targets(key, proposals, proposals_valid, gt_boxes, gt_classes, gt_valid,
     """Sample ``num_rois`` training RoIs from proposals + gt boxes for one image.
 
     Returns ``rois [R, 4]``, ``valid [R]``, ``foreground [R]``, ``classes [R]`` (0 = background)
-    and ``matched [R]`` (gt index of each RoI).
+    and ``matched [R]`` (gt index of each RoI). Foreground RoIs (at most
+    ``int(num_rois * positive_fraction)``) come first, so a fixed-size prefix holds all of them.
     """
     boxes = jnp.concatenate([proposals, gt_boxes], 0)
     ok = jnp.concatenate([proposals_valid, gt_valid], 0)
