@@ -124,15 +124,21 @@ def test_schedules(name, warmup, step, expected):
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_optimizers_reduce_a_quadratic_and_clip(name):
     cfg = ml_collections.ConfigDict({"learning_rate": 0.05, "steps": 50, "warmup_steps": 0, "schedule": "constant",
-                                     "optimizer": name, "weight_decay": 1e-4, "grad_clip": 1.0})
+                                     "optimizer": name, "weight_decay": 1e-4, "grad_clip": 1.0,
+                                     "momentum": 0.9})
     tx, _ = optim.make_optimizer(cfg)
     params = {"w": jnp.full((3,), 5.0)}
-    state = tx.init(params)
-    for _ in range(50):
+
+    @jax.jit
+    def step(params, state):
         g = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
         upd, state = tx.update(g, state, params)
-        params = jax.tree.map(lambda p, u: p + u, params, upd)
-        assert float(jnp.linalg.norm(upd["w"])) <= 0.05 * 1e3  # finite, bounded
+        return jax.tree.map(lambda p, u: p + u, params, upd), state, upd
+
+    state = tx.init(params)
+    for _ in range(50):
+        params, state, upd = step(params, state)
+        assert bool(jnp.all(jnp.isfinite(upd["w"])))
     assert float(jnp.sum(params["w"] ** 2)) < 75.0 * 0.5
 
 

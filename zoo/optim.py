@@ -9,6 +9,7 @@ by global norm first. Every optimiser here is linear in the learning rate (the u
 
 from __future__ import annotations
 
+import jax
 import optax
 
 __all__ = ["SCHEDULES", "OPTIMIZERS", "make_schedule", "make_optimizer"]
@@ -67,4 +68,15 @@ def make_optimizer(cfg):
     if name != "adamw" and wd > 0:  # coupled (L2-style) decay for the others
         chain.append(optax.add_decayed_weights(wd))
     chain.append(opt)
-    return optax.chain(*chain), sched
+    return _standard_promotion(optax.chain(*chain)), sched
+
+
+def _standard_promotion(tx):
+    """Run ``tx.update`` under standard dtype promotion: optax mixes Python floats with int32 step
+    counts (``1 - b1 ** count``), which ``jax_numpy_dtype_promotion="strict"`` (the test suite) rejects."""
+
+    def update(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.update(updates, state, params)
+
+    return optax.GradientTransformation(tx.init, update)

@@ -38,6 +38,8 @@ def parse_mesh_shape(value) -> tuple[int, int]:
         parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
         try:
             value = tuple(int(p) for p in parts)
+            if len(value) != 2:
+                raise ValueError
         except ValueError:
             raise ValueError(f"mesh shape must be DATA,MODEL integers, got {value!r}") from None
     try:
