@@ -1,0 +1,178 @@
+"""The zoo U-Net against MONAI's UNet in PyTorch, timed interleaved in the same run.
+
+    pip install -e ".[compare]"          # torch==2.13.0 (CPU wheel) + monai
+    python -m benchmarks.compare_torch --dims=2 [--lowerings=lax,cpu] [--quick]
+
+Theirs: ``monai.networks.nets.UNet(spatial_dims=D, in_channels=1, out_channels=2, channels=(16, 32, 64, 128,
+256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")``, ``Adam(1e-3)``,
+``DiceCELoss(softmax=True, to_onehot_y=True)``, float32, NCHW. Ours: the zoo ``unet`` with 16..256 features over
+five levels and batch norm (:data:`benchmarks.common.UNET_MONAI_LIKE`), Adam(1e-3), Dice+CE, channels-last, the
+train step built as ``zoo.train`` builds it (jit, donated state). The two networks are the same shape of
+computation (same widths, depth, strides, norm, input), not identical layers: MONAI uses residual units with
+strided 3x3 convolutions and 3x3 transposed convolutions, ours plain double-conv blocks with 2x2 transposed
+convolutions; both parameter counts are printed.
+
+Protocol: ``--rounds`` rounds; in each, every contender's train step and inference are timed back to back
+(``benchmarks.common.time_calls``), so load from other processes hits all of them alike. Reported: the median
+over rounds, and our/their ratio of rates (> 1: we are faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+__all__ = ["build_monai", "compare", "main"]
+
+MONAI_KW = dict(in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+                num_res_units=2, norm="batch")
+
+
+def _torch_available() -> str | None:
+    try:
+        import monai  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"{e.name or e}"
+    return None
+
+
+def build_monai(dims: int, data: dict):
+    """MONAI UNet, Adam, DiceCELoss; returns ``(train_fn, infer_fn, num_params)`` on ``data`` (channels-last numpy)."""
+    import numpy as np
+    import torch
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=dims, **MONAI_KW)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data["image"], -1, 1)))
+    y = torch.from_numpy(data["label"][:, None].astype(np.int64))
+
+    def train():
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def infer():
+        net.eval()
+        with torch.inference_mode():
+            return net(x)
+
+    return train, infer, int(sum(p.numel() for p in net.parameters()))
+
+
+def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, repeats: int = 2, number: int = 2,
+            warmup: int = 1, lowerings=("auto",), torch_threads: int | None = None) -> dict:
+    """Time MONAI and our U-Net (one entry per conv lowering) interleaved; return medians and ratios."""
+    import jax
+    import torch
+
+    from benchmarks import common
+    from kernels import conv
+
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    data = common.make_batch(batch, (size,) * dims, seed=0)
+    contenders = {}
+    compile_s = {}
+    for low in lowerings:
+        with conv.conv_lowering(low):
+            name = f"medzoo[{conv.resolve_conv_lowering()}]"
+            steps = common.build_jax_steps(common.build_model("unet", dims, "float32"), "segmentation", data)
+        contenders[name] = (steps.train, steps.infer, steps.num_params)
+        compile_s[name] = {"train": steps.compile_train_s, "infer": steps.compile_infer_s}
+    t0 = time.perf_counter()
+    contenders["monai"] = build_monai(dims, data)
+    compile_s["monai"] = {"build": time.perf_counter() - t0}
+    sync = {"monai": lambda out: out}
+    samples = {k: {"train": [], "infer": []} for k in contenders}
+    reps = dict(warmup=warmup, repeats=repeats, number=number)
+    for r in range(rounds):
+        for name, (train, infer, _) in contenders.items():
+            s = sync.get(name, jax.block_until_ready)
+            samples[name]["train"].append(common.time_calls(train, sync=s, **reps)["median_s"])
+            samples[name]["infer"].append(common.time_calls(infer, sync=s, **reps)["median_s"])
+        print(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} train {batch / v['train'][-1]:.2f} img/s infer {batch / v['infer'][-1]:.2f} img/s"
+            for k, v in samples.items()), flush=True)
+    out = {"dims": dims, "batch": batch, "size": size, "rounds": rounds, "env": common.env_info(),
+           "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "results": {}}
+    for name, (_, _, n_params) in contenders.items():
+        tr, inf = statistics.median(samples[name]["train"]), statistics.median(samples[name]["infer"])
+        out["results"][name] = {"params": n_params, "train_s": tr, "train_steps_per_s": 1 / tr,
+                                "infer_s": inf, "infer_images_per_s": batch / inf,
+                                "train_samples_s": samples[name]["train"], "infer_samples_s": samples[name]["infer"],
+                                "compile_s": compile_s[name]}
+    theirs = out["results"]["monai"]
+    for name, res in out["results"].items():
+        res["train_ratio_vs_monai"] = theirs["train_s"] / res["train_s"]
+        res["infer_ratio_vs_monai"] = theirs["infer_s"] / res["infer_s"]
+    return out
+
+
+def format_table(out: dict) -> str:
+    d = out["dims"]
+    lines = [f"U-Net {d}D, batch {out['batch']} x {'x'.join([str(out['size'])] * d)}, float32, "
+             f"{out['env']['device_kind']}, jax {out['env']['jax']}, torch {out['torch']} "
+             f"({out['torch_threads']} threads), median of {out['rounds']} interleaved rounds", "",
+             "| implementation | params | train steps/s | inference img/s | train ratio (ours/MONAI) | "
+             "inference ratio (ours/MONAI) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in out["results"].items():
+        lines.append(f"| {name} | {r['params']:,} | {r['train_steps_per_s']:.3f} | {r['infer_images_per_s']:.2f} | "
+                     f"{r['train_ratio_vs_monai']:.2f}x | {r['infer_ratio_vs_monai']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_torch", description=__doc__.splitlines()[0])
+    p.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    p.add_argument("--batch", type=int, default=None, help="default 8 (2D) / 2 (3D); quick 4 / 1")
+    p.add_argument("--size", type=int, default=None, help="spatial side; default 128 (2D) / 64 (3D); quick 64 / 32")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--number", type=int, default=2)
+    p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    missing = _torch_available()
+    if missing:
+        print(f"skipped: PyTorch/MONAI not installed ({missing} missing); "
+              f"install them with: pip install -e \".[compare]\"", flush=True)
+        return 0
+    lowerings = [v.strip() for v in args.lowerings.split(",") if v.strip()]
+    bad = [v for v in lowerings if v not in ("auto", "lax", "cpu")]
+    if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1:
+        print(f"error: --lowerings must be from auto,lax,cpu (got {args.lowerings!r}) and "
+              f"--rounds/--repeats/--number >= 1", file=sys.stderr)
+        return 2
+    quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
+    batch = args.batch or quick[args.dims][0]
+    size = args.size or quick[args.dims][1]
+    if batch < 1 or size < 16 or size % 16:
+        print(f"error: --batch must be >= 1 and --size a multiple of 16 (four 2x poolings); got {batch}, {size}",
+              file=sys.stderr)
+        return 2
+    out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
+                  repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
+                  lowerings=lowerings)
+    print("\n" + format_table(out))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2, default=float)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""benchmarks/: the throughput code path on tiny shapes, so it cannot rot (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import common, throughput
+
+TINY = json.dumps({"unet": {"features": 2, "depth": 2, "norm": "batch"}})
+
+
+def test_throughput_cli_writes_json_markdown_png(tmp_path):
+    out = tmp_path / "bench"
+    rc = throughput.main(["--models=unet", "--dims=2", "--size=8", "--batch=2", "--repeats=1", "--number=1",
+                          "--warmup=0", "--devices=1", "--inprocess", f"--model_kwargs={TINY}", f"--out={out}"])
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    (r,) = data["results"]
+    assert r["status"] == "ok", r.get("traceback")
+    assert r["model"] == "unet" and r["dims"] == 2 and r["batch"] == 2
+    for key in ("compile_train_s", "compile_infer_s", "train_steps_per_s", "infer_images_per_s", "peak_bytes"):
+        assert r[key] > 0, key
+    assert r["infer_voxels_per_s"] == pytest.approx(r["infer_images_per_s"] * 64)
+    assert np.isfinite(r["final_loss"])
+    assert r["num_params"] > 0 and r["env"]["jax"] and r["env"]["device_kind"]
+    md = (out / "results.md").read_text()
+    assert "| unet | 2D | float32 | 1 | 2 × 8×8 |" in md and r["env"]["device_kind"] in md
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failing_model_is_a_row_not_a_crash(tmp_path):
+    bad = json.dumps({"unet": {"depth": 0}})
+    rc = throughput.main(["--models=unet", "--dims=2", "--size=8", "--batch=1", "--devices=1", "--inprocess",
+                          f"--model_kwargs={bad}", f"--out={tmp_path}"])
+    assert rc == 0
+    (r,) = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert r["status"] == "error" and "depth" in r["error"]
+    assert "error: ValueError" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--models=nonexistent"], "unknown"), (["--dims=4"], "dims"), (["--dtype=float64"], "dtype"),
+    (["--batch=0"], "batch"), (["--model_kwargs=[1]"], "model_kwargs"),
+])
+def test_bad_cli_arguments_exit_2(argv, match, capsys, tmp_path):
+    assert throughput.main(argv + [f"--out={tmp_path}"]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_plan_and_scaling_summary():
+    reps = {"repeats": 1, "number": 1, "warmup": 0}
+    cases = throughput.plan_cases(["unet", "fcn"], [2, 3], ["float32"], [1, 2, 4], {2: 16, 3: 8}, {2: 4, 3: 2}, reps)
+    assert [(c["model"], c["dims"], c["devices"]) for c in cases if c["kind"] == "throughput"] == \
+        [("unet", 2, 1), ("unet", 3, 1), ("fcn", 2, 1), ("fcn", 3, 1)]
+    scaling = [c for c in cases if c["kind"] == "scaling"]
+    assert [(c["devices"], c["batch"]) for c in scaling] == [(1, 2), (2, 4), (4, 8)]  # weak scaling, 2 per device
+    results = [dict(c, status="ok", train_images_per_s=ips) for c, ips in zip(scaling, (10.0, 15.0, 20.0))]
+    summary = throughput.scaling_summary(results)
+    assert [s["speedup"] for s in summary] == pytest.approx([1.0, 1.5, 2.0])
+    assert [s["efficiency"] for s in summary] == pytest.approx([1.0, 0.75, 0.5])
+
+
+def test_scaling_subprocess_on_two_fake_devices(tmp_path):
+    """The scaling path: a subprocess with XLA_FLAGS faking 2 CPU devices, batch sharded over them."""
+    case = dict(model="unet", dims=2, dtype="float32", devices=2, size=8, batch=2, kind="scaling",
+                model_kwargs={"features": 2, "depth": 2, "norm": "none"}, repeats=1, number=1, warmup=0)
+    r = throughput._run_subprocess(case, timeout=120)
+    assert r["status"] == "ok", r.get("error")
+    assert r["env"]["num_devices"] == 2 and r["train_images_per_s"] > 0
+
+
+def test_time_calls_and_memory():
+    calls = []
+    t = common.time_calls(lambda: calls.append(1) or np.zeros(1), warmup=2, repeats=3, number=2, sync=lambda x: x)
+    assert len(calls) == 2 + 3 * 2 and len(t["samples_s"]) == 3 and t["min_s"] <= t["median_s"]
+    with pytest.raises(ValueError, match="repeats"):
+        common.time_calls(lambda: None, repeats=0)
+    mem = common.peak_memory()
+    assert mem["peak_bytes"] > 1 << 20 and mem["source"]
+
+
+def test_make_batch_has_foreground_and_background():
+    b = common.make_batch(3, (16, 16), num_classes=2, seed=1)
+    assert b["image"].shape == (3, 16, 16, 1) and b["image"].dtype == np.float32
+    assert b["label"].dtype == np.int32 and set(np.unique(b["label"])) == {0, 1}
+
+
+def test_compare_torch_skips_or_validates(capsys):
+    from benchmarks import compare_torch
+
+    if compare_torch._torch_available():
+        assert compare_torch.main(["--quick"]) == 0
+        assert "skipped: PyTorch/MONAI not installed" in capsys.readouterr().out
+    else:
+        assert compare_torch.main(["--lowerings=gpu"]) == 2
+        assert "--lowerings" in capsys.readouterr().err
+        assert compare_torch.main(["--size=20"]) == 2
