@@ -101,10 +101,11 @@ def _ratio(num: float, den: float, empty_value: float) -> float:
 
 # --------------------------------------------------------------------------- confusion metrics (numpy)
 
-def dice(pred, target, *, spacing=None, empty_value: float = float("nan"), threshold: float = 0.5) -> float:
+def dice(pred, target, empty_value: float = float("nan"), *, spacing=None, threshold: float = 0.5) -> float:
     """Dice ``2TP / (2TP + FP + FN)`` of two binary masks ``[*S]``; both empty → ``empty_value``.
 
     ``spacing`` is accepted for a uniform signature; overlap ratios do not depend on it.
+    (``empty_value`` stays positional-or-keyword: the original signature was ``dice(pred, target, empty_value)``.)
     """
     tp, fp, fn, _ = confusion_counts(pred, target, threshold=threshold)
     return _ratio(2 * tp, 2 * tp + fp + fn, empty_value)

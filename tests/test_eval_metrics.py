@@ -94,6 +94,8 @@ def test_probabilities_are_thresholded_and_empty_value_applies():
     prob = np.where(p, 0.8, 0.2).astype(np.float32)
     assert M.dice(prob, t) == M.dice(p, t)
     assert M.dice(np.zeros((3, 3)), np.zeros((3, 3)), empty_value=1.0) == 1.0
+    assert M.dice(np.zeros((3, 3)), np.zeros((3, 3)), 1.0) == 1.0  # the original positional signature
+    assert math.isnan(M.dice(np.zeros((3, 3)), np.zeros((3, 3))))
     assert float(M.dice_jax(jnp.zeros((3, 3)), jnp.zeros((3, 3)), empty_value=1.0)) == 1.0
     assert M.sensitivity(np.ones((3, 3)), np.zeros((3, 3)), empty_value=0.0) == 0.0
 

@@ -44,6 +44,7 @@ def _expected_case_values(wd):
     return {m: np.asarray(v) for m, v in out.items()}, info
 
 
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_report_numbers_equal_metric_functions(smoke_workdir, tmp_path):
     out = tmp_path / "rep"
     rc = report.main(["--workdir", smoke_workdir, "--out", str(out), "--n_boot", "200",
