@@ -139,20 +139,27 @@ def _load_split(config, split: str, data_overrides: dict | None = None):
 
 def evaluate_workdir(workdir: str, split: str = "val", *, metrics=DEFAULT_METRICS, batch_size: int = 8,
                      spacing=None, label: str | None = None, data_overrides: dict | None = None,
-                     with_auc: bool = True, keep_arrays: bool = False):
+                     with_auc: bool = True, keep_arrays: bool = False, structures: str = "auto"):
     """Restore ``workdir``'s checkpoint and evaluate it on ``split``; returns ``(ModelEval, arrays, pretrained)``.
 
     ``data_overrides`` (``{"seed": "7", ...}``, fields of the config's ``data`` section) selects
-    another data set, e.g. an external validation split.
+    another data set, e.g. an external validation split. ``structures``: ``auto`` (BraTS
+    regions for brain label maps, else foreground classes), ``classes`` or ``regions``.
     """
+    if structures not in ("auto", "classes", "regions"):
+        raise ValueError(f"structures must be auto, classes or regions, got {structures!r}")
     from zoo import load_pretrained
 
     pre = load_pretrained(workdir)
     config = pre.config
     arrays, info = _load_split(config, split, data_overrides)
     predict_fn = make_predict_fn(pre.model, pre.variables)
+    if structures == "regions" and info.num_classes != 4:
+        raise ValueError(f"structures=regions needs BraTS label maps (4 classes); {info.name} has {info.num_classes}")
+    struct = {"auto": None, "regions": dict(M.BRATS_REGIONS),
+              "classes": {info.class_names[k]: (k,) for k in range(1, info.num_classes)} or None}[structures]
     acc, auc = evaluate_arrays(predict_fn, arrays, info.num_classes, info.class_names, metrics=metrics,
-                               batch_size=batch_size, spacing=spacing, with_auc=with_auc)
+                               batch_size=batch_size, spacing=spacing, with_auc=with_auc, structures=struct)
     label = label or f"{pre.meta['model']} ({os.path.basename(os.path.normpath(workdir))})"
     ev = ModelEval(label=label, model=pre.meta["model"], dataset=info.name, split=split,
                    workdir=os.path.abspath(workdir), acc=acc, auc=auc, step=pre.step)
@@ -421,6 +428,8 @@ def main(argv=None) -> int:
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_auc", action="store_true", help="skip voxel-wise AUC-ROC / AUPRC")
+    p.add_argument("--structures", default="auto", choices=("auto", "classes", "regions"),
+                   help="auto: BraTS regions WT/TC/ET for brain label maps, else foreground classes")
     p.add_argument("--external", action="append", default=None,
                    help="FIELD=VALUE override of the data config for an external split (repeatable); "
                         "each model is then also evaluated there")
@@ -438,7 +447,8 @@ def main(argv=None) -> int:
         evals, plot_inputs, pairs = [], {}, []
         for wd in args.workdir:
             ev, arrays, (pre, fn) = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
-                                                     spacing=spacing, with_auc=not args.no_auc, keep_arrays=True)
+                                                     spacing=spacing, with_auc=not args.no_auc, keep_arrays=True,
+                                                     structures=args.structures)
             if ev.label in plot_inputs:  # two work directories with the same name
                 ev.label = f"{ev.label} #{len(evals) + 1}"
             evals.append(ev)
@@ -446,7 +456,8 @@ def main(argv=None) -> int:
             if external:
                 ex, ex_arrays, _ = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
                                                     spacing=spacing, with_auc=not args.no_auc,
-                                                    data_overrides=external, keep_arrays=False)
+                                                    data_overrides=external, keep_arrays=False,
+                                                    structures=args.structures)
                 ex.dataset = f"{ex.dataset} [external: {', '.join(f'{k}={v}' for k, v in external.items())}]"
                 ex.label, ex.external = ev.label, True
                 evals.append(ex)
