@@ -20,6 +20,7 @@ checkpoint repeats the uninterrupted run bit for bit. SIGTERM saves a checkpoint
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
 import functools
@@ -362,6 +363,50 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    model: Any
+    task: Any
+    schedule: Any
+    state_sh: Any
+    init: Callable
+    step: Callable
+    predict: Callable
+
+
+_PROGRAMS: "collections.OrderedDict[str, _Programs]" = collections.OrderedDict()
+
+
+def _programs(config, info, image_shape, mesh) -> _Programs:
+    """Model, optimiser and jitted init/step/predict for a run, memoised on everything they depend on,
+    so runs that differ only in data or work directory (the folds of ``zoo.cv``) compile once."""
+    key = json.dumps({"model": config.model.to_dict(), "train": config.train.to_dict(),
+                      "augment": config.get("augment", ml_collections.ConfigDict()).to_dict(),
+                      "shard_min_size": config.mesh.get("shard_min_size", 0), "info": dataclasses.asdict(info),
+                      "image_shape": list(image_shape), "mesh": [int(v) for v in mesh.shape.values()],
+                      "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True, default=str)
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
+    task = get_task(get_spec(config.model.name).task)
+    model = build_model(config, info)
+    tx, schedule = optim.make_optimizer(config.train)
+    init_fn = make_init_fn(model, tx, image_shape)
+    state_sh = sharding.tree_shardings(mesh, jax.eval_shape(init_fn, jax.random.key(0)),
+                                       min_size=int(config.mesh.get("shard_min_size", 0)))
+    data_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    step = jax.jit(make_train_step(model, tx, task, config.train.loss,
+                                   grad_accum=int(config.train.get("grad_accum", 1)),
+                                   augment_fn=make_augment_fn(config)),
+                   in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
+    prog = _Programs(model=model, task=task, schedule=schedule, state_sh=state_sh, init=jax.jit(init_fn),
+                     step=step, predict=jax.jit(functools.partial(task.predict, model)))
+    _PROGRAMS[key] = prog
+    while len(_PROGRAMS) > 4:
+        _PROGRAMS.popitem(last=False)
+    return prog
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True, *,
                        data=None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate on validation.
@@ -372,12 +417,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     """
     mesh = setup_mesh(config)  # bad mesh/batch: fail before loading or compiling anything
     spec = get_spec(config.model.name)
-    task = get_task(spec.task)
-    augment_fn = make_augment_fn(config)
+    make_augment_fn(config)  # a bad augmentation spec fails here, before any data is loaded
     train_arrays, val_arrays, info = load_dataset(config.data) if data is None else data
-    model = build_model(config, info)
-    tx, schedule = optim.make_optimizer(config.train)
     bs = int(config.train.batch_size)
+    image_shape = (bs, *train_arrays["image"].shape[1:])
+    prog = _programs(config, info, image_shape, mesh)
+    model, task, schedule, state_sh = prog.model, prog.task, prog.schedule, prog.state_sh
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
 
@@ -389,13 +434,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(meta, f, indent=2, default=str)
 
-    image_shape = (bs, *train_arrays["image"].shape[1:])
-    init_fn = make_init_fn(model, tx, image_shape)
-    abstract = jax.eval_shape(init_fn, jax.random.key(0))
-    state_sh = sharding.tree_shardings(mesh, abstract, min_size=int(config.mesh.get("shard_min_size", 0)))
-    data_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    data_sh = sharding.batch_sharding(mesh)
     # Initialise on one device (a small, fast-compiling program), then lay the values out on the mesh.
-    state = sharding.put_global(jax.device_get(jax.jit(init_fn)(jax.random.key(int(config.seed)))), state_sh)
+    state = sharding.put_global(jax.device_get(prog.init(jax.random.key(int(config.seed)))), state_sh)
 
     keep = int(config.train.keep_checkpoints)
     ckpt = CheckpointIO(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
@@ -409,10 +450,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         if is_main:
             print(f"resumed from step {int(state.step)}", flush=True)
 
-    step_fn = jax.jit(make_train_step(model, tx, task, config.train.loss,
-                                      grad_accum=int(config.train.get("grad_accum", 1)), augment_fn=augment_fn),
-                      in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
-    predict_fn = jax.jit(functools.partial(task.predict, model))
+    step_fn, predict_fn = prog.step, prog.predict
     log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", True)))
     total = int(config.train.steps)
     start = int(state.step)
