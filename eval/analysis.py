@@ -129,11 +129,14 @@ def foreground_fraction(target) -> float:
 
 
 def worst_cases(case_ids, values, *, metric: str = "dice", volumes=None, extra: dict | None = None,
-                k: int = 5, small_size: int = 50) -> list[dict]:
+                k: int = 5, small_size: int = 50, ndim: int = 3) -> list[dict]:
     """The ``k`` lowest cases by ``values[metric]`` with the reasons that explain them.
 
-    ``values``: ``{metric: [N]}``; ``volumes``: ``[N, 2]`` target and predicted voxel counts;
-    ``extra``: more ``{name: [N]}`` columns to show (e.g. ``n_lesions``, ``hd95``).
+    ``values``: ``{metric: [N]}`` (an ``hd95`` entry enables the outlier reason: HD95 above twice
+    the structure's size ``target_voxels ** (1 / ndim)``); ``volumes``: ``[N, 2]`` target and
+    predicted voxel counts; ``extra``: more ``{name: [N]}`` columns to show (e.g. ``n_lesions``).
+    Reasons: false positive on an empty target, missed structure, under-/over-segmentation
+    (volume ratio < 0.5 or > 2), small structure (< ``small_size`` voxels), boundary outlier.
     """
     if metric not in values:
         raise ValueError(f"metric {metric!r} not in values ({sorted(values)})")
@@ -162,7 +165,7 @@ def worst_cases(case_ids, values, *, metric: str = "dice", volumes=None, extra: 
                     reasons.append(f"small structure ({tv} voxels)")
         hd = values.get("hd95")
         if hd is not None and np.isfinite(hd[i]) and vol is not None and vol[i, 0] > 0:
-            scale = float(vol[i, 0]) ** (1.0 / 3.0)
+            scale = float(vol[i, 0]) ** (1.0 / ndim)
             if hd[i] > 2 * scale:
                 reasons.append(f"boundary/outlier error: HD95 {hd[i]:.1f} voxels")
         if not reasons:
@@ -287,7 +290,7 @@ def analyse_workdir(workdir: str, split: str = "val", *, spacing=None, batch_siz
                           len(IMBALANCE_EDGES) - 2)]
     imb_rows = stratify(case_dice, imb_labels, min_n=min_n, n_boot=n_boot)
     worst = worst_cases(ids, {"dice": case_dice, "hd95": np.asarray(case_hd)}, volumes=np.asarray(vols),
-                        extra={"n_lesions": n_les}, k=k)
+                        extra={"n_lesions": n_les}, k=k, ndim=arrays["label"].ndim - 1)
     result = {"workdir": os.path.abspath(workdir), "dataset": info.name, "split": split,
               "num_cases": len(ids), "size_edges_voxels": edges, "lesion_dice_by_size": size_rows,
               "lesion_detection_by_size": det_rows, "dice_by_foreground_fraction": imb_rows,
