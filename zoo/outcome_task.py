@@ -66,6 +66,8 @@ class OutcomeTask:
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "ce"):
+        if loss_name not in OUTCOME_LOSSES:
+            raise ValueError(f"loss_name must be one of {OUTCOME_LOSSES} for the outcome task, got {loss_name!r}")
         if "outcome" not in batch:
             raise ValueError(f"batch has no 'outcome' [B] int32 (keys: {sorted(batch)})")
         image, cov = _inputs(model, batch)

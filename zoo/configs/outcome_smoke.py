@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.spatial_dims = 2
     c.data.image_size = (32, 32)
     c.data.channels = 0               # 0: all the kind provides
-    c.data.num_patients = 240
+    c.data.num_patients = 400
     c.data.val_fraction = 0.25
     c.data.noise_sd = 0.5
     c.data.seed = 0
@@ -28,9 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.name = "outcome_net"
     c.model.kwargs = ml_collections.ConfigDict({
         "encoder": "unet",
-        "encoder_kwargs": {"features": 8, "depth": 4, "norm": "instance"},
+        "encoder_kwargs": {"features": 8, "depth": 3, "norm": "none"},  # per-sample norms would erase area
         "fusion": "concat",           # concat | gated | film
         "pool": "avg",
+        "pool_levels": 3,             # pool every level: the stride-1 level sees tumour area directly
         "embed_dim": 32,
         "head_hidden": 32,
         "dropout": 0.1,
@@ -42,10 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.outcome.baseline = True         # scikit-learn logistic regression on covariates + tumour volume
     # Transfer learning: pretrain a U-Net with the same encoder layout on the training images'
     # tumour segmentation for this many steps, then copy its encoder into the outcome net (0: off).
-    c.outcome.pretrain_unet_steps = 0
+    c.outcome.pretrain_unet_steps = 100
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 150
+    c.train.steps = 200
     c.train.batch_size = 16
     c.train.optimizer = "adam"
     c.train.learning_rate = 3e-3

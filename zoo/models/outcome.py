@@ -76,6 +76,7 @@ def _external_encoder(name: str, cfg: dict, dtype):
     cfg = dict(cfg)
     if dtype is not None:
         cfg.setdefault("dtype", dtype)
+    cfg.setdefault("name", "encoder")  # same param path as the built-in encoder
     return get_encoder(name, **cfg)
 
 
