@@ -139,15 +139,18 @@ def build_jax_steps(model, task_name: str, batch: dict, *, learning_rate: float 
     Records ``compile_train_s`` / ``compile_infer_s`` (lower + compile) and the compiled cost analysis FLOPs.
     """
     import jax
-    import optax
+    import ml_collections
 
-    from zoo import sharding
+    from zoo import optim, sharding
     from zoo.tasks import get_task
     from zoo.train import create_train_state, make_train_step
 
     mesh = mesh or sharding.make_mesh((-1, 1))
     repl, data_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    tx = optax.adam(learning_rate)
+    # The trainer's own optimiser factory (constant-lr Adam), as zoo.train builds it.
+    tx, _ = optim.make_optimizer(ml_collections.ConfigDict(
+        {"optimizer": "adam", "learning_rate": learning_rate, "schedule": "constant", "steps": 1,
+         "warmup_steps": 0, "grad_clip": 0.0, "weight_decay": 0.0}))
     state = create_train_state(model, tx, batch["image"], seed)
     state = jax.device_put(state, repl)
     batch = jax.device_put(batch, data_sh)

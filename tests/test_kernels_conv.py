@@ -89,6 +89,25 @@ def test_conv_transpose_cpu_lowering_matches_reference(xs, ws, strides):
 
 
 @pytest.mark.parametrize("op,xs,ws,strides", [
+    ("conv", (2, 8, 8, 3), (3, 3, 3, 4), 2),
+    ("conv", (1, 5, 6, 7, 3), (3, 3, 3, 3, 4), 2),
+    ("conv", (1, 5, 6, 7, 3), (3, 3, 3, 3, 4), 1),
+    ("transpose", (2, 5, 6, 3), (2, 2, 3, 4), 2),
+    ("transpose", (1, 3, 4, 5, 3), (3, 3, 3, 3, 4), 2),
+])
+def test_public_ops_under_cpu_lowering_match_reference(op, xs, ws, strides):
+    """What the zoo calls: conv_nd / conv_transpose_nd with the per-case CPU choices (incl. the custom VJP)."""
+    x, w = _rand(xs, 7), _rand(ws, 8)
+    if op == "conv":
+        fast, ref = (lambda x, w: conv.conv_nd(x, w, strides)), (lambda x, w: conv.conv_nd_reference(x, w, strides))
+    else:
+        fast = lambda x, w: conv.conv_transpose_nd(x, w, strides)  # noqa: E731
+        ref = lambda x, w: conv.conv_transpose_nd_reference(x, w, strides)  # noqa: E731
+    with conv.conv_lowering("cpu"):
+        _compare(fast, ref, x, w, 9, jnp.float32)
+
+
+@pytest.mark.parametrize("op,xs,ws,strides", [
     ("conv", (1, 7, 9, 3), (3, 3, 3, 4), 2),
     ("conv", (1, 5, 6, 7, 3), (3, 3, 3, 3, 4), 2),
     ("transpose", (1, 3, 4, 5, 3), (2, 2, 2, 3, 4), 2),
@@ -114,12 +133,11 @@ def test_lowering_selection_and_override(monkeypatch):
     assert conv.resolve_conv_lowering() == "lax"
     with conv.conv_lowering("cpu"):  # the explicit override beats the environment
         assert conv.resolve_conv_lowering() == "cpu"
-        jaxpr_cpu = str(jax.make_jaxpr(lambda x, w: conv.conv_nd(x, w, 2))(x, w))
+        jaxpr_cpu = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose_nd(x, w, 2))(x, w))
     assert conv.resolve_conv_lowering() == "lax"
-    jaxpr_lax = str(jax.make_jaxpr(lambda x, w: conv.conv_nd(x, w, 2))(x, w))
-    # The reference keeps the strided conv; the CPU lowering turns it into space-to-depth + stride-1 conv.
-    assert "window_strides=(2, 2)" in jaxpr_lax
-    assert "window_strides=(2, 2)" not in jaxpr_cpu and "transpose" in jaxpr_cpu
+    jaxpr_lax = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose_nd(x, w, 2))(x, w))
+    # The CPU lowering wraps the transposed conv in a custom VJP (lax forward, phase-form backward).
+    assert "custom_vjp" in jaxpr_cpu and "custom_vjp" not in jaxpr_lax
     monkeypatch.setenv(conv.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="MEDZOO_CONV_LOWERING"):
         conv.resolve_conv_lowering()
