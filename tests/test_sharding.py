@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -114,13 +115,15 @@ SCRIPT = textwrap.dedent("""
 def sharded_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharding") / "out.json"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT)
+               PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=os.path.join(tempfile.gettempdir(), "medzoo-test-jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out)], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh", ["8x1", "4x2"])
 def test_sharded_loss_and_grad_match_single_device(sharded_runs, mesh):
     ref, got = sharded_runs["single"], sharded_runs[mesh]
@@ -130,12 +133,14 @@ def test_sharded_loss_and_grad_match_single_device(sharded_runs, mesh):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_model_axis_actually_shards_params(sharded_runs):
     assert sharded_runs["single"]["model_sharded_leaves"] == 0
     assert sharded_runs["8x1"]["model_sharded_leaves"] == 0
     assert sharded_runs["4x2"]["model_sharded_leaves"] > 0
 
 
+@pytest.mark.slow
 def test_grad_accumulation_matches_full_batch(sharded_runs):
     # Cross-entropy is a mean over equal-sized micro-batches, so accumulation is exact up to rounding.
     a1, a2 = sharded_runs["ce_accum1"], sharded_runs["ce_accum2"]
@@ -144,6 +149,7 @@ def test_grad_accumulation_matches_full_batch(sharded_runs):
     assert abs(a1["grad_norm"] - a2["grad_norm"]) <= 1e-5
 
 
+@pytest.mark.slow
 def test_bf16_compute_close_to_float32(sharded_runs):
     f32, bf16 = sharded_runs["8x1"], sharded_runs["bf16"]
     assert np.isfinite(bf16["loss"]) and bf16["loss"] != f32["loss"]

@@ -7,14 +7,18 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The same tiny run as test_train_resume.py (so the single-process programs come from the shared cache).
 TINY = ["--config=smoke", "--no_progress", "--steps=3", "--config.data.image_size=(16,16)",
         "--config.data.num_train=16", "--config.data.num_val=4", "--config.model.kwargs.features=4",
-        "--config.model.kwargs.depth=2", "--config.train.batch_size=4", "--config.train.log_every=1",
-        "--config.train.eval_every=1000", "--config.train.checkpoint_every=1000"]
+        "--config.model.kwargs.depth=2", "--config.train.batch_size=4", "--config.train.schedule=constant",
+        "--config.train.warmup_steps=0", "--config.train.log_every=1", "--config.train.eval_every=1000000",
+        "--config.train.checkpoint_every=1000000"]
 
 
 def _free_port() -> int:
@@ -28,9 +32,11 @@ def _records(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+               JAX_COMPILATION_CACHE_DIR=os.path.join(tempfile.gettempdir(), "medzoo-test-jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     port = _free_port()
     multi = tmp_path / "multi"

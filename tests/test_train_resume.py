@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax.numpy as jnp
@@ -30,9 +31,11 @@ def _cmd(workdir, steps):
     return [sys.executable, "-m", "zoo.train", f"--workdir={workdir}", f"--steps={steps}", *TINY]
 
 
-def _env(cache_dir):
-    # A shared persistent compilation cache: the three runs compile identical programs once.
-    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+def _env():
+    # A persistent compilation cache shared by the runs here and in test_train_multihost.py (same tiny
+    # programs): identical programs compile once. Entries are keyed by program and jax version.
+    cache = os.path.join(tempfile.gettempdir(), "medzoo-test-jax-cache")
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=cache,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
@@ -46,9 +49,10 @@ def _train_losses(workdir) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow
 def test_sigterm_save_resume_is_bit_exact_and_ignores_partial_checkpoints(tmp_path):
     run = tmp_path / "run"
-    env = _env(tmp_path / "jax_cache")
+    env = _env()
     proc = subprocess.Popen(_cmd(run, 1_000_000), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
