@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -372,9 +371,8 @@ def main(argv=None) -> int:
     md = analysis_markdown(res)
     with open(os.path.join(out, "analysis.md"), "w") as f:
         f.write(md)
-    with warnings.catch_warnings():
-        with open(os.path.join(out, "analysis.json"), "w") as f:
-            json.dump(res, f, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    with open(os.path.join(out, "analysis.json"), "w") as f:
+        json.dump(res, f, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     print(md)
     return 0
 

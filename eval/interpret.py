@@ -10,7 +10,8 @@ whose gradient is ``dScore/dA``, so models need no changes.
 
 **SHAP** for the covariates (age, sex, comorbidities…) of an outcome model: any
 ``f(X [N, F]) -> [N]`` is explained with the ``shap`` library against an independent masker
-(permutation explainer by default, exact Shapley values on request); ``shap_importance_plot`` draws the mean |SHAP| bar chart.
+(permutation explainer by default, exact Shapley values on request); ``shap_importance_plot``
+draws the mean |SHAP| bar chart.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""End to end: a smoke checkpoint → eval.report / eval.analysis / eval.ablate outputs, checked against eval.metrics."""
+"""End to end: a smoke checkpoint → eval.report / analysis / ablate outputs, checked against eval.metrics."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
