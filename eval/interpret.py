@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["layer_names", "gradcam", "gradcam_overlay", "shap_tabular", "shap_importance_plot"]
+__all__ = ["layer_names", "gradcam", "gradcam_overlay", "shap_tabular", "shap_importance_plot", "main"]
 
 
 def _path(module) -> str:
@@ -204,3 +204,50 @@ def shap_importance_plot(explanation, path: str, *, title: str = "mean |SHAP|") 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def main(argv=None) -> int:
+    """``python -m eval.interpret --workdir DIR [--layer NAME] [--target_class K] [--cases N] [--out DIR]``."""
+    import argparse
+    import os
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m eval.interpret", description="Seg-Grad-CAM overlays of a "
+                                "checkpoint on its validation cases.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--layer", default="", help="module path (default: the deepest encoder block); "
+                   "--list_layers shows them")
+    p.add_argument("--target_class", type=int, default=1)
+    p.add_argument("--cases", type=int, default=4)
+    p.add_argument("--out", default="", help="output folder (default: <workdir>/gradcam)")
+    p.add_argument("--list_layers", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        from data_pipelines.datasets import load_dataset
+        from zoo import load_pretrained
+
+        pre = load_pretrained(args.workdir)
+        _, val, info = load_dataset(pre.config.data)
+        images = val["image"][:max(args.cases, 1)]
+        names = layer_names(pre.model, pre.variables, images[:1])
+        if args.list_layers:
+            print("\n".join(names))
+            return 0
+        layer = args.layer or next((n for n in reversed(names) if n.startswith("enc") and "/" not in n), names[-1])
+        cam = gradcam(pre.model, pre.variables, images, layer=layer, target_class=args.target_class)
+        out = args.out or os.path.join(args.workdir, "gradcam")
+        os.makedirs(out, exist_ok=True)
+        cls = info.class_names[args.target_class]
+        for i in range(len(images)):
+            path = gradcam_overlay(images[i], cam[i], os.path.join(out, f"gradcam_{i}.png"),
+                                   title=f"Grad-CAM {layer} → {cls}, case {i}",
+                                   mask=val["label"][i] == args.target_class)
+            print(path)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

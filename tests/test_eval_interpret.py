@@ -81,3 +81,8 @@ def test_shap_linear_closed_form_and_additivity(tmp_path):
     assert (tmp_path / "shap.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="share F"):
         interpret.shap_tabular(logistic, bg, x[:, :3])
+
+
+def test_gradcam_cli_missing_workdir(tmp_path, capsys):
+    assert interpret.main(["--workdir", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
