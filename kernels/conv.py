@@ -345,10 +345,12 @@ def conv_transpose_nd(x, w, strides=2):
     """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
-    On XLA:CPU the forward pass is ``lax`` (faster there) and the backward pass the phase form (3.9x faster).
+    On XLA:CPU, 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the phase form;
+    3D: the phase form both ways.
     """
     if resolve_conv_lowering() == "cpu":
-        _check(x, w, 1)
+        if _check(x, w, 1) == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
+            return conv_transpose_nd_cpu(x, w, strides)
         return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides),
                                          lambda x, w: conv_transpose_nd_cpu(x, w, strides), x, w)
     return conv_transpose_nd_reference(x, w, strides)
