@@ -6,18 +6,21 @@ All models build their convolutions through :func:`conv_nd` and :func:`conv_tran
 * ``"lax"``: plain ``lax.conv_general_dilated`` / ``lax.conv_transpose``. This is the reference
   (:func:`conv_nd_reference`, :func:`conv_transpose_nd_reference`) and the choice on GPU/TPU,
   where cuDNN/XLA handle strided, transposed and 3D convolutions natively.
-* ``"cpu"``: the same maths rewritten for XLA:CPU, which has slow generic paths for strided
-  convolutions' gradients, lhs-dilated (transposed) convolutions and 3D convolutions
-  (measurements in ``docs/performance.md``):
+* ``"cpu"``: the same maths rewritten for XLA:CPU, which has slow generic paths for lhs-dilated
+  (transposed) convolutions, strided 3D convolutions' gradients and 3D convolutions in general
+  (measurements in ``docs/performance.md``). The building blocks, each tested against the reference:
 
-  - a strided convolution becomes space-to-depth of the padded input followed by a stride-1
-    convolution with a ``ceil(K / s)`` kernel on ``s**D * Cin`` channels (polyphase form);
-  - a transposed convolution becomes one stride-1 convolution producing all ``s**D`` output
-    phases as channels, followed by depth-to-space (no lhs dilation, no multiplications by zero);
-  - a stride-1 3D convolution becomes the sum over the depth taps of 2D convolutions on
-    ``(batch * depth)``-stacked slices.
+  - :func:`conv_nd_cpu`: a strided convolution becomes space-to-depth of the padded input followed by a
+    stride-1 convolution with a ``ceil(K / s)`` kernel on ``s**D * Cin`` channels (polyphase form); a
+    stride-1 3D convolution becomes the sum over the depth taps of 2D convolutions on
+    ``(batch * depth)``-stacked slices;
+  - :func:`conv_transpose_nd_cpu`: one stride-1 convolution producing all ``s**D`` output phases as
+    channels, then depth-to-space (no lhs dilation, no multiplications by inserted zeros).
 
-  Values and gradients equal the reference within float rounding (``tests/test_kernels_conv.py``).
+  What :func:`conv_nd` / :func:`conv_transpose_nd` use under ``"cpu"`` was chosen by measurement:
+  3D convolutions and 3D transposed convolutions take the rewritten forms both ways; 1D/2D strided
+  convolutions stay on ``lax`` (faster there both ways); 1D/2D transposed convolutions run ``lax``
+  forward and the phase form's VJP backward (a ``jax.custom_vjp``; exact, both are the same linear map).
 
 The lowering is ``"auto"`` by default: ``"cpu"`` when ``jax.default_backend() == "cpu"``, else
 ``"lax"``. Override with the environment variable ``MEDZOO_CONV_LOWERING=auto|lax|cpu`` or
@@ -30,7 +33,6 @@ Shapes: ``x: [B, *S, Cin]``, ``w: [*K, Cin / groups, Cout]`` (Flax's kernel layo
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Sequence
 
