@@ -88,6 +88,8 @@ def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, pro
         fold_dir = os.path.join(workdir, f"fold{i}")
         res = train_and_evaluate(config, fold_dir, progress=progress,
                                  data=(subset(train, tr), subset(train, va), info))
+        if res.get("preempted"):  # SIGTERM: this fold saved a checkpoint; rerunning resumes it
+            return {"preempted": True, "fold": i, "folds": rows}
         rows.append({"fold": i, "train_cases": int(len(tr)), "val_cases": int(len(va)),
                      "train_patients": len(set(train["patient_id"][j] for j in tr)),
                      "val_patients": len(set(train["patient_id"][j] for j in va)),
@@ -154,6 +156,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if result.get("preempted"):
+        print(f"preempted during fold {result['fold']}; rerun the same command to resume", flush=True)
+        return 143
     print(f"\n{folds}-fold patient-level cross-validation ({config.model.name}, {config.data.name}):")
     print(format_cv_table(result))
     return 0
