@@ -31,14 +31,26 @@ def _inputs(shape, channels=2, b=3, seed=0):
     return jax.random.normal(k1, (b, *shape, channels)), jax.random.normal(k2, (b, F))
 
 
+def _init(model, x, c, seed=1):
+    # One jitted init (eager Flax compiles every op separately, which is slow on 2 shared cores).
+    return jax.jit(model.init)(jax.random.key(seed), x, c)
+
+
+@pytest.fixture(scope="module")
+def model2d():
+    model = _model(2)
+    x, c = _inputs((16, 16))
+    return model, _init(model, x, c), x, c
+
+
 SHAPE_CASES = [
     # (spatial shape, num_classes, fusion, modalities, pool)
     ((16, 16), 2, "concat", "both", "avg"),
     ((8, 8, 8), 2, "gated", "both", "avgmax"),
     ((12, 10), 3, "film", "both", "avg"),          # odd sizes, K-class
-    ((8, 8, 8), 1, "concat", "both", "avg"),        # one binary logit
+    ((8, 8, 8), 1, "film", "both", "avg"),          # one binary logit
     ((16, 16), 2, "concat", "image", "avg"),
-    ((8, 8, 8), 2, "film", "ehr", "avg"),
+    ((8, 8, 8), 2, "concat", "ehr", "avg"),
 ]
 
 
@@ -46,8 +58,13 @@ SHAPE_CASES = [
 def test_logits_shape_2d_3d(shape, k, fusion, modalities, pool):
     model = _model(len(shape), num_classes=k, fusion=fusion, modalities=modalities, pool=pool)
     x, c = _inputs(shape)
-    variables = model.init(jax.random.key(1), x, c)
-    logits = model.apply(variables, x, c, train=False)
+
+    @jax.jit
+    def init_apply(key):
+        variables = model.init(key, x, c)
+        return variables, model.apply(variables, x, c, train=False)
+
+    variables, logits = init_apply(jax.random.key(1))
     assert logits.shape == (3, k) and logits.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(logits)))
     if modalities == "ehr":
@@ -56,28 +73,23 @@ def test_logits_shape_2d_3d(shape, k, fusion, modalities, pool):
         assert not any(name.startswith("ehr") for name in variables["params"])
 
 
-def test_fused_output_depends_on_both_inputs():
-    model = _model(2, dropout=0.0)
-    x, c = _inputs((16, 16))
-    v = model.init(jax.random.key(1), x, c)
-    base = model.apply(v, x, c)
-    assert not np.allclose(base, model.apply(v, x * 2.0 + 1.0, c))
-    assert not np.allclose(base, model.apply(v, x, c + 1.0))
+def test_fused_output_depends_on_both_inputs(model2d):
+    model, v, x, c = model2d
+    apply = jax.jit(model.apply)
+    base = apply(v, x, c)
+    assert not np.allclose(base, apply(v, x * 2.0 + 1.0, c))
+    assert not np.allclose(base, apply(v, x, c + 1.0))
 
 
 @pytest.mark.parametrize("cov_shape", [(3, F - 1), (3, F + 2), (3,), (2, F)])
-def test_covariate_shape_mismatch_raises(cov_shape):
-    model = _model(2)
-    x, c = _inputs((16, 16))
-    v = model.init(jax.random.key(1), x, c)
+def test_covariate_shape_mismatch_raises(cov_shape, model2d):
+    model, v, x, _ = model2d
     with pytest.raises(ValueError, match="covariates"):
         model.apply(v, x, jnp.zeros(cov_shape))
 
 
-def test_nan_covariates_raise_everywhere():
-    model = _model(2)
-    x, c = _inputs((16, 16))
-    v = model.init(jax.random.key(1), x, c)
+def test_nan_covariates_raise_everywhere(model2d):
+    model, v, x, c = model2d
     bad = np.asarray(c).copy()
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -116,20 +128,20 @@ def test_registry_and_task():
     task = get_task("outcome")
     model = _model(2)
     x, c = _inputs((16, 16), b=4)
-    v = model.init(jax.random.key(1), x, c)
+    v = _init(model, x, c)
     batch = {"image": x, "covariates": c, "outcome": jnp.array([0, 1, 1, 0], jnp.int32)}
-    loss, (state, metrics) = task.loss(model, v, batch, jax.random.key(2), True)
+    loss, (state, metrics) = jax.jit(lambda v, b: task.loss(model, v, b, jax.random.key(2), True))(v, batch)
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics["accuracy"]) <= 1.0
-    pred = task.predict(model, v, batch)
+    pred = jax.jit(lambda v, b: task.predict(model, v, b))(v, batch)
     assert pred.shape == (4,) and pred.dtype == jnp.int32
-    proba = task.predict_proba(model, v, batch)
+    proba = jax.jit(lambda v, b: task.predict_proba(model, v, b))(v, batch)
     np.testing.assert_allclose(np.asarray(proba).sum(-1), 1.0, rtol=1e-5)
     assert np.array_equal(np.asarray(pred), np.asarray(proba).argmax(-1))
     with pytest.raises(ValueError, match="covariates"):
         task.predict(model, v, x)  # the fused model cannot predict from images alone
     img_only = _model(2, modalities="image")
-    vi = img_only.init(jax.random.key(1), x, None)
-    assert task.predict(img_only, vi, x).shape == (4,)
+    vi = jax.jit(lambda k: img_only.init(k, x, None))(jax.random.key(1))
+    assert jax.jit(lambda v, im: task.predict(img_only, v, im))(vi, x).shape == (4,)
     with pytest.raises(ValueError, match="loss_name"):
         task.loss(model, v, batch, jax.random.key(2), False, "dice")
 
@@ -144,20 +156,28 @@ def test_binary_single_logit_loss_matches_sigmoid_bce():
     np.testing.assert_allclose(float(outcome_loss(z, y)), float(bce), rtol=1e-5)
 
 
-def test_transfer_unet_encoder_copies_and_checks():
-    x, c = _inputs((16, 16), channels=2)
-    model = _model(2)
-    params = model.init(jax.random.key(1), x, c)["params"]
-    unet = create_model("unet", spatial_dims=2, in_channels=2, num_classes=2, features=4, depth=2, norm="none")
-    up = unet.init(jax.random.key(5), x)["params"]
+def test_transfer_unet_encoder_copies_and_checks(model2d):
+    model, v, x, _ = model2d
+    params = v["params"]
+
+    def unet_params(features, seed):
+        # Shapes from eval_shape (no compile), values random: only structure and copying matter here.
+        unet = create_model("unet", spatial_dims=2, in_channels=2, num_classes=2, features=features, depth=2,
+                            norm="none")
+        shapes = jax.eval_shape(unet.init, jax.random.key(0), x)["params"]
+        rng = np.random.default_rng(seed)
+        return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+    up = unet_params(4, 5)
     new = transfer_unet_encoder(params, up)
+    assert sorted(new["encoder"]) == ["enc0", "enc1"]
     for a, b in zip(jax.tree.leaves(new["encoder"]), jax.tree.leaves({k: up[k] for k in new["encoder"]})):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.array_equal(np.asarray(new["head"]["kernel"]), np.asarray(params["head"]["kernel"]))
     assert not np.array_equal(np.asarray(params["encoder"]["enc0"]["Conv_0"]["kernel"]),
                               np.asarray(new["encoder"]["enc0"]["Conv_0"]["kernel"]))
-    wide = create_model("unet", spatial_dims=2, in_channels=2, num_classes=2, features=8, depth=2, norm="none")
     with pytest.raises(ValueError, match="does not match"):
-        transfer_unet_encoder(params, wide.init(jax.random.key(5), x)["params"])
+        transfer_unet_encoder(params, unet_params(8, 6))
 
 
 def test_external_encoder_when_available():
@@ -166,8 +186,8 @@ def test_external_encoder_when_available():
                          encoder="resnet18", encoder_kwargs={"features": 4, "norm": "group"}, pool_levels=2,
                          embed_dim=8, head_hidden=8)
     x, c = _inputs((32, 32), channels=1, b=2)
-    v = model.init(jax.random.key(0), x, c)
-    assert model.apply(v, x, c).shape == (2, 2)
+    out = jax.eval_shape(lambda k: model.apply(model.init(k, x, c), x, c), jax.random.key(0))
+    assert out.shape == (2, 2)
 
 
 def test_outcome_data_split_and_dependence():
@@ -227,7 +247,8 @@ def _tiny_config(**overrides):
     base = {"data.image_size": "16,16", "data.num_patients": "160", "model.kwargs.encoder_kwargs.features": "4",
             "model.kwargs.encoder_kwargs.depth": "2", "model.kwargs.encoder_kwargs.norm": "none",
             "model.kwargs.embed_dim": "16", "model.kwargs.head_hidden": "16", "train.steps": "60",
-            "train.eval_every": "30", "train.checkpoint_every": "30", "train.log_every": "30"}
+            "train.eval_every": "30", "train.checkpoint_every": "30", "train.log_every": "30",
+            "model.kwargs.pool_levels": "2", "outcome.pretrain_unet_steps": "0"}
     return apply_overrides(c, {**base, **overrides})
 
 
@@ -245,7 +266,9 @@ def test_short_training_beats_chance_and_writes_outputs(tmp_path):
     assert again["step"] == 60 and again["auc_roc"] == pytest.approx(net["auc_roc"], abs=1e-6)
 
 
-def test_cli_errors_exit_2(capsys):
-    assert main(["--config=outcome_smoke", "--config.model.kwargs.fusion=sum", "--workdir=/tmp/_never"]) == 2
+def test_cli_errors_exit_2(capsys, tmp_path):
+    small = ["--config.data.num_patients=40", "--config.data.image_size=8,8", f"--workdir={tmp_path}"]
+    assert main(["--config=outcome_smoke", "--config.model.kwargs.fusion=sum"] + small) == 2
     assert "fusion" in capsys.readouterr().err
-    assert main(["--config=outcome_smoke", "--config.outcome.variants=('both','text')"]) == 2
+    assert main(["--config=outcome_smoke", "--config.outcome.variants=('both','text')"] + small) == 2
+    assert "variants" in capsys.readouterr().err

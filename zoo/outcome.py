@@ -322,6 +322,8 @@ def run_outcome(config: ml_collections.ConfigDict, workdir: str | None) -> dict:
     if bad or not variants:
         raise ValueError(f"outcome.variants must be a non-empty subset of ('both', 'image', 'ehr'), got {variants}")
     train, val, info = load_outcome_data(config.data)
+    for v in variants:  # fail on a bad model config before any training (pretraining included)
+        build_outcome_model(config, info, v)
     if workdir:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
