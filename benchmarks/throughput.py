@@ -240,7 +240,8 @@ def plot_results(results: list[dict], meta: dict, path: str) -> None:
     scal = scaling_summary(results)
     ncols = 3 if scal else 2
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4.2))
-    labels = [f"{r['model']} {r['dims']}D {dict(float32='f32', bfloat16='bf16').get(r['dtype'], r['dtype'])}" for r in ok]
+    short = {"float32": "f32", "bfloat16": "bf16"}
+    labels = [f"{r['model']} {r['dims']}D {short.get(r['dtype'], r['dtype'])}" for r in ok]
     for ax, key, title in ((axes[0], "train_steps_per_s", "train steps/s"),
                            (axes[1], "infer_images_per_s", "inference images/s")):
         vals = [r.get(key) or 0.0 for r in ok]
