@@ -132,9 +132,8 @@ def test_registry_and_task():
     batch = {"image": x, "covariates": c, "outcome": jnp.array([0, 1, 1, 0], jnp.int32)}
     loss, (state, metrics) = jax.jit(lambda v, b: task.loss(model, v, b, jax.random.key(2), True))(v, batch)
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics["accuracy"]) <= 1.0
-    pred = jax.jit(lambda v, b: task.predict(model, v, b))(v, batch)
+    pred, proba = jax.jit(lambda v, b: (task.predict(model, v, b), task.predict_proba(model, v, b)))(v, batch)
     assert pred.shape == (4,) and pred.dtype == jnp.int32
-    proba = jax.jit(lambda v, b: task.predict_proba(model, v, b))(v, batch)
     np.testing.assert_allclose(np.asarray(proba).sum(-1), 1.0, rtol=1e-5)
     assert np.array_equal(np.asarray(pred), np.asarray(proba).argmax(-1))
     with pytest.raises(ValueError, match="covariates"):
