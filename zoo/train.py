@@ -407,6 +407,14 @@ def _programs(config, info, image_shape, mesh) -> _Programs:
     return prog
 
 
+def _sync(name: str) -> None:
+    """Multi-process: wait for every process at a coordination-service barrier (generous timeout)."""
+    if jax.process_count() > 1:
+        from jax._src import distributed
+
+        distributed.global_state.client.wait_at_barrier(f"medzoo_{name}", 30 * 60 * 1000)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True, *,
                        data=None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate on validation.
@@ -438,6 +446,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     # Initialise on one device (a small, fast-compiling program), then lay the values out on the mesh.
     state = sharding.put_global(jax.device_get(prog.init(jax.random.key(int(config.seed)))), state_sh)
 
+    _sync("init")
     keep = int(config.train.keep_checkpoints)
     ckpt = CheckpointIO(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
     best_ckpt = CheckpointIO(os.path.join(workdir, "best"), max_to_keep=int(config.train.get("keep_best", 1)),
@@ -451,6 +460,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
             print(f"resumed from step {int(state.step)}", flush=True)
 
     step_fn, predict_fn = prog.step, prog.predict
+    if jax.process_count() > 1:
+        # Compile ahead of time, then meet: the processes' compile times differ, and gloo gives a
+        # process only 30 s to join the first collective of a program.
+        step_fn = step_fn.lower(state, global_batch(train_arrays, int(state.step), bs, data_seed, data_sh)).compile()
+        images = val_arrays["image"]
+        predict_fn = predict_fn.lower(state.variables, np.zeros((bs, *images.shape[1:]), images.dtype)).compile()
+        _sync("compiled")
     log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", True)))
     total = int(config.train.steps)
     start = int(state.step)
@@ -477,6 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
                 log.write({"split": "train", **m})
             if done % int(config.train.eval_every) == 0 or done == total:
                 last_eval = evaluate(model, state.variables, val_arrays, info.num_classes, bs, task, predict_fn)
+                _sync(f"eval{done}")
                 log.write({"split": "val", "step": done, "mean_dice": last_eval["mean_dice"],
                            "dice_per_class": last_eval["dice_per_class"]})
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", val_dice=f"{last_eval['mean_dice']:.3f}")
