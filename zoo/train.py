@@ -425,7 +425,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     """
     mesh = setup_mesh(config)  # bad mesh/batch: fail before loading or compiling anything
     spec = get_spec(config.model.name)
-    make_augment_fn(config)  # a bad augmentation spec fails here, before any data is loaded
+    make_augment_fn(config)  # a bad augmentation spec, optimiser or loss fails here, before any data is loaded
+    optim.make_optimizer(config.train)
+    if spec.task == "segmentation":
+        from zoo import losses
+
+        losses.get_loss(config.train.loss)
     train_arrays, val_arrays, info = load_dataset(config.data) if data is None else data
     bs = int(config.train.batch_size)
     image_shape = (bs, *train_arrays["image"].shape[1:])
