@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
             line += f" | MONAI {r['monai_per_s']:.1f}"
         print(line)
     if a.json:
-        with open(a.json, "w") as f:
+        with open(a.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     else:
         print(json.dumps(result))

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     print("\n" + format_table(out))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+        with open(args.out, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2, default=float)
         print(f"wrote {args.out}")
     return 0

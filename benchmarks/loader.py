@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
 
 
 def _rate(next_batch, batch_size: int, seconds: float) -> float:

@@ -358,10 +358,10 @@ def main(argv=None) -> int:
                        "size": {f"{k}d": v for k, v in sizes.items()}, "batch": {f"{k}d": v for k, v in batches.items()},
                        **reps, "quick": bool(args.quick), "conv_lowering": args.conv_lowering or "default"},
             "total_wall_s": time.perf_counter() - t0}
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "results": results, "scaling": scaling_summary(results)}, f, indent=2, default=float)
     md = format_markdown(results, meta)
-    with open(os.path.join(out, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
         f.write(md)
     plot_results(results, meta, os.path.join(out, "results.png"))
     print("\n" + md)

@@ -148,7 +148,7 @@ def train_run(config: str, workdir: str, overrides: dict, *, steps: int | None =
     cmd += [f"--config.{k}={v}" for k, v in all_over.items()]
     t0 = time.time()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(log, "w") as f:
+    with open(log, "w", encoding="utf-8") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=root, timeout=timeout)
@@ -262,9 +262,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     md = ablation_markdown(rows, skipped, info, title=f"Ablations of {config}" + (" (quick)" if args.quick else ""))
-    with open(os.path.join(out, "ablation.md"), "w") as f:
+    with open(os.path.join(out, "ablation.md"), "w", encoding="utf-8") as f:
         f.write(md)
-    with open(os.path.join(out, "ablation.json"), "w") as f:
+    with open(os.path.join(out, "ablation.json"), "w", encoding="utf-8") as f:
         json.dump({"rows": rows, "skipped": skipped, "runs": info}, f, indent=1, default=str)
     good = [r for r in rows if "error" not in r]
     if good:

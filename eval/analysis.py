@@ -369,9 +369,9 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(args.workdir, "analysis")
     os.makedirs(out, exist_ok=True)
     md = analysis_markdown(res)
-    with open(os.path.join(out, "analysis.md"), "w") as f:
+    with open(os.path.join(out, "analysis.md"), "w", encoding="utf-8") as f:
         f.write(md)
-    with open(os.path.join(out, "analysis.json"), "w") as f:
+    with open(os.path.join(out, "analysis.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     print(md)
     return 0

@@ -380,7 +380,7 @@ def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, se
     ext_md, ext_recs = external_section(external_pairs, n_boot=n_boot, seed=seed) if external_pairs else ("", [])
     files = {}
     files["md"] = os.path.join(out_dir, "report.md")
-    with open(files["md"], "w") as f:
+    with open(files["md"], "w", encoding="utf-8") as f:
         f.write(markdown(rows, title) + ext_md)
     files["csv"] = os.path.join(out_dir, "report.csv")
     with open(files["csv"], "w", newline="") as f:
@@ -397,7 +397,7 @@ def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, se
             "per_case": ev.acc.values.tolist(), "volumes": ev.acc.volumes.tolist(),
             "summary": ev.acc.summary()})
     files["json"] = os.path.join(out_dir, "report.json")
-    with open(files["json"], "w") as f:
+    with open(files["json"], "w", encoding="utf-8") as f:
         json.dump(_nan_to_none(doc), f, indent=1, default=_json_default)
     files["png"] = boxplots(evals, out_dir)
     for ev in evals:
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(open(res["files"]["md"]).read())
+    print(open(res["files"]["md"], encoding="utf-8").read())
     print(f"wrote {res['files']['md']}, {res['files']['csv']}, {res['files']['json']} and "
           f"{len(res['files']['png'])} PNG file(s) in {out}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ def test_throughput_cli_writes_json_markdown_png(tmp_path):
     rc = throughput.main(["--models=unet", "--dims=2", "--size=8", "--batch=2", "--repeats=1", "--number=1",
                           "--warmup=0", "--devices=1", "--inprocess", f"--model_kwargs={TINY}", f"--out={out}"])
     assert rc == 0
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     (r,) = data["results"]
     assert r["status"] == "ok", r.get("traceback")
     assert r["model"] == "unet" and r["dims"] == 2 and r["batch"] == 2
@@ -27,7 +26,7 @@ def test_throughput_cli_writes_json_markdown_png(tmp_path):
     assert r["infer_voxels_per_s"] == pytest.approx(r["infer_images_per_s"] * 64)
     assert np.isfinite(r["final_loss"])
     assert r["num_params"] > 0 and r["env"]["jax"] and r["env"]["device_kind"]
-    md = (out / "results.md").read_text()
+    md = (out / "results.md").read_text(encoding="utf-8")
     assert "| unet | 2D | float32 | 1 | 2 × 8×8 |" in md and r["env"]["device_kind"] in md
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -37,9 +36,9 @@ def test_failing_model_is_a_row_not_a_crash(tmp_path):
     rc = throughput.main(["--models=unet", "--dims=2", "--size=8", "--batch=1", "--devices=1", "--inprocess",
                           f"--model_kwargs={bad}", f"--out={tmp_path}"])
     assert rc == 0
-    (r,) = json.loads((tmp_path / "results.json").read_text())["results"]
+    (r,) = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["results"]
     assert r["status"] == "error" and "depth" in r["error"]
-    assert "error: ValueError" in (tmp_path / "results.md").read_text()
+    assert "error: ValueError" in (tmp_path / "results.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -54,11 +54,11 @@ def test_report_numbers_equal_metric_functions(smoke_workdir, tmp_path):
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert any(p.startswith("boxplot_") for p in pngs) and any(p.startswith("overlay_") for p in pngs)
     want, info = _expected_case_values(smoke_workdir)
-    doc = json.loads((out / "report.json").read_text())
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     internal = [r for r in doc["rows"] if "external" not in r["dataset"]]
     assert {r["dataset"] for r in internal} == {info.name}
-    md = (out / "report.md").read_text()
-    with open(out / "report.csv") as f:
+    md = (out / "report.md").read_text(encoding="utf-8")
+    with open(out / "report.csv", encoding="utf-8") as f:
         csv_rows = list(csv.DictReader(f))
     table1 = []
     for m in report.STUDY_METRICS:
@@ -99,7 +99,7 @@ def test_analysis_cli_with_subgroups(smoke_workdir, tmp_path):
     out = tmp_path / "an"
     assert analysis.main(["--workdir", smoke_workdir, "--out", str(out), "--metadata", str(meta),
                           "--n_boot", "100"]) == 0
-    res = json.loads((out / "analysis.json").read_text())
+    res = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
     assert res["num_cases"] == len(ids)
     b = res["boundary_bands"]
     assert sum(b["voxels"]) == len(ids) * 32 * 32
@@ -107,7 +107,7 @@ def test_analysis_cli_with_subgroups(smoke_workdir, tmp_path):
     assert sorted(r["level"] for r in sites) == ["A", "B"] and all(r["small"] for r in sites)
     assert sum(r["n"] for r in sites) <= len(ids)
     assert len(res["worst_cases"]) == min(5, len(ids)) and all(w["reasons"] for w in res["worst_cases"])
-    assert "Worst cases" in (out / "analysis.md").read_text()
+    assert "Worst cases" in (out / "analysis.md").read_text(encoding="utf-8")
 
 
 def test_ablation_compare_same_run_gives_zero_delta(smoke_workdir):

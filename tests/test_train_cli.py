@@ -88,7 +88,7 @@ def test_hparam_grid_runs_trials_vmapped_and_matches_a_separate_run(tmp_path):
     assert len(rows) == 4 and all(r["group_size"] == 4 for r in rows)  # all four in one computation
     dice = [r["mean_dice"] for r in rows]
     assert dice == sorted(dice, reverse=True)
-    assert (tmp_path / "results.csv").read_text().count("\n") == 5
+    assert (tmp_path / "results.csv").read_text(encoding="utf-8").count("\n") == 5
     by = {(r["seed"], r["train.learning_rate"]): r for r in rows}
     assert len({r["final_loss"] for r in rows}) == 4  # seeds and learning rates both matter
     # The (seed 1, lr 1e-3) trial alone, at its own base learning rate (no per-trial update scale).

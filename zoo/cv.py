@@ -109,9 +109,9 @@ def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, pro
         fg = per_class[1:] if info.num_classes > 1 else per_class
         out["ensemble"] = {"num_cases": int(len(pred)), "dice_per_class": list(map(float, per_class)),
                            "mean_dice": float(np.nanmean(fg))}
-    with open(os.path.join(workdir, "cv.json"), "w") as f:
+    with open(os.path.join(workdir, "cv.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2)
-    with open(os.path.join(workdir, "cv.md"), "w") as f:
+    with open(os.path.join(workdir, "cv.md"), "w", encoding="utf-8") as f:
         f.write(format_cv_table(out) + "\n")
     return out
 

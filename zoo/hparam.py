@@ -178,7 +178,7 @@ def search(config, space: dict, workdir: str, mode: str = "grid", num_trials: in
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
+    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
         f.write(format_results(rows) + "\n")
     return rows
 

@@ -22,8 +22,6 @@ import datetime
 import functools
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -35,6 +33,7 @@ import numpy as np
 from data_pipelines import outcome_data
 from zoo import optim
 from zoo.checkpoint import CheckpointIO
+from zoo.provenance import run_info
 from zoo.configs import apply_overrides, load_config
 from zoo.outcome_task import OutcomeTask
 from zoo.registry import create_model, get_spec
@@ -232,7 +231,7 @@ def pretrain_unet_encoder(config, train: dict, info: dict, steps: int) -> dict:
 # ---------------------------------------------------------------------------------------- training
 
 def _log(path: str, record: dict) -> None:
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -292,19 +291,7 @@ def train_outcome_model(config, train: dict, val: dict, info: dict, modalities: 
 
 
 def _run_info(config) -> dict:
-    import flax
-    import optax
-    import sklearn
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except Exception:  # no git, not a checkout
-        rev = None
-    return {"seed": int(config.seed), "git_revision": rev, "python": platform.python_version(),
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "sklearn": sklearn.__version__, "numpy": np.__version__,
-            "devices": [str(d) for d in jax.devices()], "time": datetime.datetime.now().isoformat()}
+    return run_info(config.seed)
 
 
 def _json_default(o):
@@ -326,7 +313,7 @@ def run_outcome(config: ml_collections.ConfigDict, workdir: str | None) -> dict:
         build_outcome_model(config, info, v)
     if workdir:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             json.dump({"config": config.to_dict(), "data": info, "run": _run_info(config)}, f, indent=2,
                       default=_json_default)
     pretrained = None
@@ -344,7 +331,7 @@ def run_outcome(config: ml_collections.ConfigDict, workdir: str | None) -> dict:
     if config.outcome.get("baseline", True):
         results["models"].update(logistic_baselines(train, val, int(config.seed)))
     if workdir:
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        with open(os.path.join(workdir, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, default=_json_default)
     return results
 

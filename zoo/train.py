@@ -26,9 +26,7 @@ import datetime
 import functools
 import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -43,6 +41,7 @@ from data_pipelines.datasets import load_dataset
 from eval.metrics import dice_per_class_np
 from zoo import optim, sharding
 from zoo.checkpoint import CheckpointIO
+from zoo.provenance import run_info
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import create_model, get_spec
 from zoo.tasks import get_task
@@ -117,7 +116,8 @@ def make_augment_fn(config):
                          f"imported in this checkout ({e}); set --config.augment.enabled=False") from None
     spec = aug.get("spec", {})
     spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
-    return augment.make_pipeline(spec)
+    # An empty spec means "the default segmentation augmentation", not "no transform".
+    return augment.make_pipeline(spec or augment.default_segmentation_spec())
 
 
 def _augment_batch(augment_fn, key, batch):
@@ -267,20 +267,7 @@ def evaluate(model, variables, arrays: dict, num_classes: int, batch_size: int, 
 
 
 def _run_info(config) -> dict:
-    import flax
-    import optax
-    import orbax.checkpoint as ocp
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except Exception:  # no git, not a checkout
-        rev = None
-    return {"seed": int(config.seed), "git_revision": rev, "python": platform.python_version(),
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "orbax": getattr(ocp, "__version__", "?"), "numpy": np.__version__,
-            "process_count": jax.process_count(), "devices": [str(d) for d in jax.devices()],
-            "time": datetime.datetime.now().isoformat()}
+    return run_info(config.seed)
 
 
 class _Logger:
@@ -302,7 +289,7 @@ class _Logger:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for k, v in record.items():
@@ -444,7 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
             "data": dataclasses.asdict(info), "run": _run_info(config),
             "mesh": {k: int(v) for k, v in mesh.shape.items()}}
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, default=str)
 
     data_sh = sharding.batch_sharding(mesh)
@@ -531,7 +518,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
               "num_cases": last_eval["num_cases"], "best_step": best_step, "best_mean_dice": best_dice,
               "train_seconds": round(time.time() - t0, 2)}
     if is_main:
-        with open(os.path.join(workdir, "eval.json"), "w") as f:
+        with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return result
 

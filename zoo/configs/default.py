@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.augment = ml_collections.ConfigDict()
     c.augment.enabled = False
-    c.augment.spec = ml_collections.ConfigDict()  # kernels.augment.make_pipeline(spec), vmapped per sample
+    c.augment.spec = ml_collections.ConfigDict()  # kernels.augment.make_pipeline(spec); empty: the default spec
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 500
