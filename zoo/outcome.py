@@ -34,7 +34,7 @@ from data_pipelines import outcome_data
 from zoo import optim
 from zoo.checkpoint import CheckpointIO
 from zoo.provenance import run_info
-from zoo.configs import apply_overrides, load_config
+from zoo.configs import apply_overrides, load_config, split_overrides
 from zoo.outcome_task import OutcomeTask
 from zoo.registry import create_model, get_spec
 
@@ -352,12 +352,7 @@ def parse_args(argv):
     p.add_argument("--workdir", default="", help="output directory (default: workdirs/<config>-<time>)")
     p.add_argument("--steps", default=None, help="shortcut for --config.train.steps")
     known, rest = p.parse_known_args(argv)
-    overrides = {}
-    for arg in rest:
-        if not arg.startswith("--config.") or "=" not in arg:
-            p.error(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
-        key, value = arg[len("--config."):].split("=", 1)
-        overrides[key] = value
+    overrides = split_overrides(rest, p.error)
     if known.steps is not None:
         overrides.setdefault("train.steps", known.steps)
     return known, overrides

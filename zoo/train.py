@@ -42,7 +42,7 @@ from eval.metrics import dice_per_class_np
 from zoo import optim, sharding
 from zoo.checkpoint import CheckpointIO
 from zoo.provenance import run_info
-from zoo.configs import apply_overrides, load_config
+from zoo.configs import apply_overrides, load_config, split_overrides
 from zoo.registry import create_model, get_spec
 from zoo.tasks import get_task
 
@@ -563,12 +563,7 @@ def parse_args(argv):
     p.add_argument("--process_id", default=None, type=int, help="multi-host: this process's index")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     known, rest = p.parse_known_args(argv)
-    overrides = {}
-    for arg in rest:
-        if not arg.startswith("--config.") or "=" not in arg:
-            p.error(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
-        key, value = arg[len("--config."):].split("=", 1)
-        overrides[key] = value
+    overrides = split_overrides(rest, p.error)
     for flag, field in (("model", "model.name"), ("dataset", "data.name"), ("data_dir", "data.data_dir"),
                         ("mesh", "mesh.shape"), ("steps", "train.steps")):
         if getattr(known, flag) is not None:

@@ -14,7 +14,7 @@ import pkgutil
 
 import ml_collections
 
-__all__ = ["load_config", "apply_overrides", "list_configs"]
+__all__ = ["load_config", "apply_overrides", "list_configs", "split_overrides"]
 
 
 def list_configs() -> list[str]:
@@ -94,3 +94,15 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
             except (ValueError, TypeError) as e:
                 raise ValueError(f"bad value for config field {path!r}: {e}") from None
     return config
+
+
+def split_overrides(args, error) -> dict[str, str]:
+    """``["--config.a.b=v", ...]`` -> ``{"a.b": "v"}``; anything else is reported through ``error(msg)``
+    (an ``argparse`` parser's ``error``, which exits 2)."""
+    overrides = {}
+    for arg in args:
+        if not arg.startswith("--config.") or "=" not in arg:
+            error(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
+        key, value = arg[len("--config."):].split("=", 1)
+        overrides[key] = value
+    return overrides
