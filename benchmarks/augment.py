@@ -3,6 +3,7 @@
 
     python -m benchmarks.augment            # 2D 32 x 256^2 and 3D 2 x 128^3
     python -m benchmarks.augment --quick    # small shapes, one repeat (a smoke run)
+    python -m benchmarks.augment --train_step   # + cost of elastic+affine inside a U-Net train step
 
 Every case does the same work per sample: a random rotation (15 deg) and scale (0.85-1.15) about the
 centre, composed with an elastic field (alpha, sigma), linear resampling of a 1-channel image and
@@ -130,6 +131,30 @@ def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: f
     return result
 
 
+def train_step_overhead(d: int, size: int, batch: int, rounds: int, alpha: float, sigma: float,
+                        model_kwargs: dict | None = None) -> dict:
+    """Steps/s of the zoo U-Net train step with and without elastic+affine augmentation inside it
+    (``make_train_step(augment_fn=...)``, as ``--config.augment.enabled=true``), timed in interleaved
+    rounds in this process; ``overhead`` = plain steps/s / augmented steps/s - 1."""
+    from benchmarks import common
+
+    model = common.build_model("unet", d, "float32", kwargs=model_kwargs)
+    data = common.make_batch(batch, (size,) * d, seed=0)
+    sample_fn = augment.make_pipeline(_spec(alpha, sigma, "bspline"))
+    steps = {"plain": common.build_jax_steps(model, "segmentation", data),
+             "augmented": common.build_jax_steps(model, "segmentation", data, augment_fn=sample_fn)}
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, st in steps.items():
+            times[k].append(common.time_calls(st.train, warmup=1, repeats=3, number=1)["median_s"])
+    out = {"shape": [size] * d, "batch": batch, "model_kwargs": model_kwargs or {},
+           "compile_s": {k: st.compile_train_s for k, st in steps.items()}}
+    for k in steps:
+        out[f"{k}_steps_per_s"] = 1.0 / float(np.median(times[k]))
+    out["overhead"] = out["plain_steps_per_s"] / out["augmented_steps_per_s"] - 1.0
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes, one repeat")
@@ -142,6 +167,9 @@ def main(argv=None) -> dict:
     p.add_argument("--sigma", type=float, default=4.0)
     p.add_argument("--controls", default="bspline,gaussian", help="comma-separated elastic control modes")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--train_step", action="store_true",
+                   help="also time a U-Net train step with and without the augmentation inside it")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --train_step")
     a = p.parse_args(argv)
     quick = {"size2d": 64, "batch2d": 4, "size3d": 24, "batch3d": 1, "repeats": 1}
     full = {"size2d": 256, "batch2d": 32, "size3d": 128, "batch3d": 2, "repeats": 5}
@@ -157,6 +185,17 @@ def main(argv=None) -> dict:
               "jax": jax.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
               "2d": run_case(2, a.size2d, a.batch2d, a.repeats, a.alpha, a.sigma, controls),
               "3d": run_case(3, a.size3d, a.batch3d, a.repeats, a.alpha, a.sigma, controls)}
+    if a.train_step:
+        # The throughput benchmark's U-Net shapes (2D 8 x 128^2, 3D 2 x 64^3; --quick: tiny) and the
+        # smoke recipe's U-Net (features 8, depth 3, 8 x 32^2) where the network is cheapest.
+        cases = {"2d": (2, 64, 2, None), "3d": (3, 32, 1, None)} if a.quick else \
+            {"2d": (2, 128, 8, None), "3d": (3, 64, 2, None), "2d_smoke": (2, 32, 8, {"features": 8, "depth": 3})}
+        result["train_step"] = {k: train_step_overhead(d, s, b, a.rounds, a.alpha, a.sigma, kw)
+                                for k, (d, s, b, kw) in cases.items()}
+        for k, r in result["train_step"].items():
+            print(f"train step {k} {r['batch']}x{'x'.join(map(str, r['shape']))}: plain "
+                  f"{r['plain_steps_per_s']:.2f} steps/s, with elastic+affine {r['augmented_steps_per_s']:.2f} "
+                  f"steps/s -> augmentation adds {100 * r['overhead']:.0f}%")
     for case, unit in (("2d", "images/s"), ("3d", "volumes/s")):
         r = result[case]
         line = f"{case} {r['batch']}x{'x'.join(map(str, r['shape']))}: scipy {r['scipy_per_s']:.1f} {unit}"

@@ -19,11 +19,15 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["Timing", "time_calls", "peak_memory", "env_info", "make_batch", "build_model",
-           "JaxSteps", "build_jax_steps", "PEAK_TFLOPS", "UNET_MONAI_LIKE", "format_bytes", "eprint"]
+           "JaxSteps", "build_jax_steps", "PEAK_TFLOPS", "UNET_MONAI_LIKE", "RESIDUAL_UNET_MONAI", "format_bytes", "eprint"]
 
 # The zoo U-Net configured like MONAI's reference UNet(channels=(16, 32, 64, 128, 256), norm="batch"):
 # five levels starting at 16 features, batch norm (see benchmarks/compare_torch.py).
 UNET_MONAI_LIKE = {"features": 16, "depth": 5, "norm": "batch"}
+# MONAI's reference UNet itself, layer for layer (zoo.models.residual_unet).
+RESIDUAL_UNET_MONAI = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2,
+                       "norm": "batch"}
+BENCHMARK_KWARGS = {"unet": UNET_MONAI_LIKE, "residual_unet": RESIDUAL_UNET_MONAI}
 
 # Dense peak TFLOP/s by device kind and dtype, for model-FLOPs utilisation (None: unknown, no MFU).
 PEAK_TFLOPS = {
@@ -105,12 +109,13 @@ def make_batch(batch: int, spatial: tuple, in_channels: int = 1, num_classes: in
 
 
 def build_model(name: str, dims: int, dtype: str, in_channels: int = 1, num_classes: int = 2, kwargs=None):
-    """Registry model with the benchmark's kwargs (``unet``: :data:`UNET_MONAI_LIKE`)."""
+    """Registry model with the benchmark's kwargs (``unet``: :data:`UNET_MONAI_LIKE`, ``residual_unet``:
+    :data:`RESIDUAL_UNET_MONAI`) unless ``kwargs`` is given."""
     import jax.numpy as jnp
 
     from zoo.registry import create_model
 
-    kw = dict(UNET_MONAI_LIKE if name == "unet" and kwargs is None else (kwargs or {}))
+    kw = dict(BENCHMARK_KWARGS.get(name, {}) if kwargs is None else kwargs)
     if dtype != "float32":
         kw["dtype"] = getattr(jnp, dtype)
     return create_model(name, spatial_dims=dims, in_channels=in_channels, num_classes=num_classes, **kw)
@@ -132,11 +137,13 @@ class JaxSteps:
 
 
 def build_jax_steps(model, task_name: str, batch: dict, *, learning_rate: float = 1e-3, loss: str = "dice_ce",
-                    train: bool = True, mesh=None, seed: int = 0) -> JaxSteps:
+                    train: bool = True, mesh=None, seed: int = 0, augment_fn=None) -> JaxSteps:
     """Train/infer steps exactly as ``zoo.train`` builds them: ``create_train_state``, ``make_train_step``,
     ``jax.jit`` with batch sharding on the mesh's ``data`` axis and the state donated; Adam(lr).
 
     Records ``compile_train_s`` / ``compile_infer_s`` (lower + compile) and the compiled cost analysis FLOPs.
+    ``augment_fn`` (a per-sample ``kernels.augment.make_pipeline`` function) runs inside the train step,
+    as ``--config.augment.enabled=true`` does in ``zoo.train``.
     """
     import jax
     import ml_collections
@@ -168,7 +175,7 @@ def build_jax_steps(model, task_name: str, batch: dict, *, learning_rate: float 
     out["infer_flops"] = _flops(infer_compiled)
     if train:
         task = get_task(task_name)
-        step = make_train_step(model, tx, task, loss)
+        step = make_train_step(model, tx, task, loss, augment_fn=augment_fn)
         t0 = time.perf_counter()
         train_jit = jax.jit(step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=(0,))
         compiled = train_jit.lower(state, batch).compile()

@@ -5,12 +5,14 @@
 
 Theirs: ``monai.networks.nets.UNet(spatial_dims=D, in_channels=1, out_channels=2, channels=(16, 32, 64, 128,
 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")``, ``Adam(1e-3)``,
-``DiceCELoss(softmax=True, to_onehot_y=True)``, float32, NCHW. Ours: the zoo ``unet`` with 16..256 features over
-five levels and batch norm (:data:`benchmarks.common.UNET_MONAI_LIKE`), Adam(1e-3), Dice+CE, channels-last, the
-train step built as ``zoo.train`` builds it (jit, donated state). The two networks are the same shape of
-computation (same widths, depth, strides, norm, input), not identical layers: MONAI uses residual units with
-strided 3x3 convolutions and 3x3 transposed convolutions, ours plain double-conv blocks with 2x2 transposed
-convolutions; both parameter counts are printed.
+``DiceCELoss(softmax=True, to_onehot_y=True)``, float32, NCHW. Ours (``--models``, default both):
+
+- ``residual_unet``: the same network layer for layer (``zoo.models.residual_unet``, the same parameter count,
+  MONAI weights reproduce MONAI's outputs) - the like-for-like comparison;
+- ``unet``: the zoo's plain U-Net at the same widths/depth/norm (:data:`benchmarks.common.UNET_MONAI_LIKE`), which
+  keeps two 3x3 convolutions at full resolution and does ~4x the FLOPs.
+
+Both with Adam(1e-3), Dice+CE, channels-last, the train step built as ``zoo.train`` builds it (jit, donated state).
 
 Protocol: ``--rounds`` rounds; in each, every contender's train step and inference are timed back to back
 (``benchmarks.common.time_calls``), so load from other processes hits all of them alike. Reported: the median
@@ -72,8 +74,9 @@ def build_monai(dims: int, data: dict):
 
 
 def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, repeats: int = 2, number: int = 2,
-            warmup: int = 1, lowerings=("auto",), torch_threads: int | None = None) -> dict:
-    """Time MONAI and our U-Net (one entry per conv lowering) interleaved; return medians and ratios."""
+            warmup: int = 1, lowerings=("auto",), torch_threads: int | None = None,
+            models=("residual_unet", "unet")) -> dict:
+    """Time MONAI and our U-Nets (one entry per model and conv lowering) interleaved; return medians and ratios."""
     import jax
     import torch
 
@@ -84,12 +87,13 @@ def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, rep
     data = common.make_batch(batch, (size,) * dims, seed=0)
     contenders = {}
     compile_s = {}
-    for low in lowerings:
-        with conv.conv_lowering(low):
-            name = f"medzoo[{conv.resolve_conv_lowering()}]"
-            steps = common.build_jax_steps(common.build_model("unet", dims, "float32"), "segmentation", data)
-        contenders[name] = (steps.train, steps.infer, steps.num_params)
-        compile_s[name] = {"train": steps.compile_train_s, "infer": steps.compile_infer_s}
+    for model_name in models:
+        for low in lowerings:
+            with conv.conv_lowering(low):
+                name = f"{model_name}[{conv.resolve_conv_lowering()}]"
+                steps = common.build_jax_steps(common.build_model(model_name, dims, "float32"), "segmentation", data)
+            contenders[name] = (steps.train, steps.infer, steps.num_params)
+            compile_s[name] = {"train": steps.compile_train_s, "infer": steps.compile_infer_s}
     t0 = time.perf_counter()
     contenders["monai"] = build_monai(dims, data)
     compile_s["monai"] = {"build": time.perf_counter() - t0}
@@ -141,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--number", type=int, default=2)
     p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto)")
+    p.add_argument("--models", default="residual_unet,unet",
+                   help="zoo models to time against MONAI (residual_unet: the same network; unet: the plain U-Net)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None, help="write the result JSON here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -151,9 +157,11 @@ def main(argv=None) -> int:
         return 0
     lowerings = [v.strip() for v in args.lowerings.split(",") if v.strip()]
     bad = [v for v in lowerings if v not in ("auto", "lax", "cpu")]
-    if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1:
-        print(f"error: --lowerings must be from auto,lax,cpu (got {args.lowerings!r}) and "
-              f"--rounds/--repeats/--number >= 1", file=sys.stderr)
+    models = [v.strip() for v in args.models.split(",") if v.strip()]
+    if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1 or not models or \
+            any(m not in ("residual_unet", "unet") for m in models):
+        print(f"error: --lowerings must be from auto,lax,cpu (got {args.lowerings!r}), --models from "
+              f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1", file=sys.stderr)
         return 2
     quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
     batch = args.batch or quick[args.dims][0]
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
         return 2
     out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
                   repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
-                  lowerings=lowerings)
+                  lowerings=lowerings, models=models)
     print("\n" + format_table(out))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

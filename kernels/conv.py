@@ -174,12 +174,40 @@ def conv_nd_reference(x, w, strides=1, padding="SAME", dilation=1, feature_group
         dimension_numbers=_dimension_numbers(nd), feature_group_count=feature_group_count)
 
 
-def conv_transpose_nd_reference(x, w, strides=2):
+def _transpose_padding(w, strides, padding, nd: int):
+    """Low padding (of the stride-dilated input) per axis for an output of exactly ``S * strides``.
+
+    ``"SAME"``: ``lax.conv_transpose``'s choice. ``"torch"``: PyTorch's ``ConvTranspose(padding=(K-1)//2,
+    output_padding=s-1)`` alignment, as MONAI builds it (differs from SAME for odd K > s, e.g. K=3, s=2).
+    Explicit ``(low, high)`` pairs must satisfy ``low + high == K + s - 2``.
+    """
+    ks = w.shape[:nd]
+    total = [k + s - 2 for k, s in zip(ks, strides)]
+    if isinstance(padding, str):
+        if padding.upper() == "SAME":
+            return [k - 1 if s > k - 1 else -(-t // 2) for k, s, t in zip(ks, strides, total)]
+        if padding.lower() == "torch":
+            return [k - 1 - (k - 1) // 2 for k in ks]
+        raise ValueError(f"padding must be 'SAME', 'torch' or {nd} (low, high) pairs, got {padding!r}")
+    try:
+        pairs = [(int(lo), int(hi)) for lo, hi in padding]
+    except (TypeError, ValueError):
+        raise ValueError(f"padding must be 'SAME', 'torch' or {nd} (low, high) pairs, got {padding!r}") from None
+    if len(pairs) != nd or any(lo + hi != t or lo < 0 or hi < 0 for (lo, hi), t in zip(pairs, total)):
+        raise ValueError(f"padding pairs {pairs} must be {nd} non-negative (low, high) with low + high == "
+                         f"kernel + stride - 2 = {total} (output size input * stride)")
+    return [lo for lo, _ in pairs]
+
+
+def conv_transpose_nd_reference(x, w, strides=2, padding="SAME"):
     """Transposed convolution with the semantics of ``flax.linen.ConvTranspose(padding="SAME")``
-    (``lax.conv_transpose``, kernel not flipped): output size ``S * strides``, any kernel size."""
+    (``lax.conv_transpose``, kernel not flipped): output size ``S * strides``, any kernel size.
+    ``padding="torch"`` aligns the output as PyTorch/MONAI do (see :func:`_transpose_padding`)."""
     nd = _check(x, w, 1)
     strides = _tuple(strides, nd, "strides")
-    return lax.conv_transpose(x, w, strides=strides, padding="SAME",
+    lows = _transpose_padding(w, strides, padding, nd)
+    pads = [(lo, k + s - 2 - lo) for lo, k, s in zip(lows, w.shape[:nd], strides)]
+    return lax.conv_transpose(x, w, strides=strides, padding=pads,
                               dimension_numbers=_dimension_numbers(nd))
 
 
@@ -259,11 +287,10 @@ def conv_nd_cpu(x, w, strides=1, padding="SAME", dilation=1, feature_group_count
     return _conv_stride1(xs, wp, [(0, 0)] * nd, (1,) * nd, 1)
 
 
-def _transpose_phase_maps(k: int, s: int):
-    """For one axis of a SAME transposed conv (kernel ``k``, stride ``s``): ``(lo, index [T, s])`` such
-    that output ``s*m + p`` is ``sum_t x[m - lo + t] * w[index[t, p]]`` (``index = -1``: no tap)."""
-    pad_len = k + s - 2
-    a = k - 1 if s > k - 1 else -(-pad_len // 2)
+def _transpose_phase_maps(k: int, s: int, a: int):
+    """For one axis of a transposed conv (kernel ``k``, stride ``s``, low padding ``a`` of the dilated
+    input): ``(lo, index [T, s])`` such that output ``s*m + p`` is ``sum_t x[m - lo + t] * w[index[t, p]]``
+    (``index = -1``: no tap)."""
     taps = {}  # phase -> list of (offset into x, kernel index)
     for p in range(s):
         for kk in range(k):
@@ -278,13 +305,14 @@ def _transpose_phase_maps(k: int, s: int):
     return -omin, index
 
 
-def conv_transpose_nd_cpu(x, w, strides=2):
+def conv_transpose_nd_cpu(x, w, strides=2, padding="SAME"):
     """:func:`conv_transpose_nd_reference` as one stride-1 convolution producing every output phase
     as channels, then depth-to-space (no lhs-dilated convolution)."""
     nd = _check(x, w, 1)
     strides = _tuple(strides, nd, "strides")
     ci, co = w.shape[-2], w.shape[-1]
-    maps = [_transpose_phase_maps(w.shape[i], strides[i]) for i in range(nd)]
+    lows = _transpose_padding(w, strides, padding, nd)
+    maps = [_transpose_phase_maps(w.shape[i], strides[i], lows[i]) for i in range(nd)]
     # Combined kernel W[t.., ci, (p.., co)] = w[index_1[t1, p1], ..., ci, co].
     wk = lax.pad(w, lax.full((), 0, w.dtype), [(0, 1, 0)] * nd + [(0, 0, 0), (0, 0, 0)])
     for i, (_, idx) in enumerate(maps):
@@ -343,7 +371,7 @@ def conv_nd(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
     return conv_nd_reference(x, w, strides, padding, dilation, feature_group_count)
 
 
-def conv_transpose_nd(x, w, strides=2):
+def conv_transpose_nd(x, w, strides=2, padding="SAME"):
     """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
@@ -352,7 +380,7 @@ def conv_transpose_nd(x, w, strides=2):
     """
     if resolve_conv_lowering() == "cpu":
         if _check(x, w, 1) == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
-            return conv_transpose_nd_cpu(x, w, strides)
-        return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides),
-                                         lambda x, w: conv_transpose_nd_cpu(x, w, strides), x, w)
-    return conv_transpose_nd_reference(x, w, strides)
+            return conv_transpose_nd_cpu(x, w, strides, padding)
+        return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides, padding),
+                                         lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding), x, w)
+    return conv_transpose_nd_reference(x, w, strides, padding)

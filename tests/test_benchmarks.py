@@ -98,3 +98,5 @@ def test_compare_torch_skips_or_validates(capsys):
         assert compare_torch.main(["--lowerings=gpu"]) == 2
         assert "--lowerings" in capsys.readouterr().err
         assert compare_torch.main(["--size=20"]) == 2
+        assert compare_torch.main(["--models=segnet"]) == 2
+        assert "--models" in capsys.readouterr().err

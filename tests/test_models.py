@@ -29,6 +29,12 @@ SEG_MODELS = [n for n in zoo.list_models() if zoo.get_spec(n).task == "segmentat
 EXPECTED = {"cnn", "fcn", "unet", "attention_unet", "segnet", "deeplabv3plus"}
 MIN_SIZE = {"fcn": 32}  # others: 16
 TINY = {"features": 4}
+# Models configured by per-level widths rather than a base width (MONAI's ``channels``/``strides``).
+TINY_FOR = {"residual_unet": {"channels": (4, 8, 16), "strides": (2, 2)}}
+
+
+def tiny(name: str) -> dict:
+    return TINY_FOR.get(name, TINY)
 
 # Compiled training cases (the expensive part: one XLA compile each): per model, 2D with 4 input
 # channels / 4 classes in bfloat16 compute, and 3D with 1 channel / 2 classes in float32.
@@ -67,7 +73,7 @@ def test_model_trains(name, spatial_dims, in_channels, num_classes, dtype):
 
 def _train_case(name, spatial_dims, in_channels, num_classes, dtype):
     model = zoo.create_model(name, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                             dtype=None if dtype == "float32" else getattr(jnp, dtype), **TINY)
+                             dtype=None if dtype == "float32" else getattr(jnp, dtype), **tiny(name))
     size = MIN_SIZE.get(name, 16)
     batch = phantom_batch(spatial_dims, size, in_channels, num_classes)
     variables = dict(jax.jit(functools.partial(model.init, train=False))(keys(), batch["image"]))
@@ -104,7 +110,7 @@ def _train_case(name, spatial_dims, in_channels, num_classes, dtype):
 @pytest.mark.parametrize("name,spatial_dims,in_channels,num_classes", SHAPE_CASES)
 def test_model_shapes(name, spatial_dims, in_channels, num_classes):
     model = zoo.create_model(name, spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                             **TINY)
+                             **tiny(name))
     size = MIN_SIZE.get(name, 16)
     x = jax.ShapeDtypeStruct((2,) + (size,) * spatial_dims + (in_channels,), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(keys(), x, train=False), x)

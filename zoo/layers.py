@@ -50,11 +50,14 @@ class Conv(nn.Module):
 
 
 class ConvTranspose(nn.Module):
-    """Learned upsampling by ``strides`` (kernel size == strides), ``[B, *S, C] -> [B, *S*strides, features]``."""
+    """Learned upsampling by ``strides`` (kernel size == strides unless given),
+    ``[B, *S, C] -> [B, *S*strides, features]``; ``padding`` "SAME" (lax/Flax alignment) or "torch"
+    (PyTorch/MONAI ``padding=(K-1)//2, output_padding=s-1``; see ``kernels.conv``)."""
 
     features: int
     strides: int | Sequence[int] = 2
     kernel_size: int | Sequence[int] | None = None
+    padding: Any = "SAME"
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -67,7 +70,7 @@ class ConvTranspose(nn.Module):
         ks = _tuple(self.kernel_size, nd) if self.kernel_size is not None else st
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
-        y = conv_ops.conv_transpose_nd(x.astype(dtype), kernel.astype(dtype), st)
+        y = conv_ops.conv_transpose_nd(x.astype(dtype), kernel.astype(dtype), st, self.padding)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             y = y + bias.astype(dtype)

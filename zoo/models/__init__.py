@@ -3,4 +3,4 @@
 from zoo.models import unet  # noqa: F401
 from zoo.models import outcome  # noqa: F401
 from zoo.mask_rcnn import model as mask_rcnn  # noqa: F401  (registers "mask_rcnn")
-from zoo.models import cnn, fcn, segnet, attention_unet, deeplabv3plus  # noqa: F401,E402
+from zoo.models import cnn, fcn, segnet, attention_unet, deeplabv3plus, residual_unet  # noqa: F401,E402
