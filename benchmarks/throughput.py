@@ -31,6 +31,10 @@ __all__ = ["run_case", "plan_cases", "format_markdown", "scaling_summary", "plot
 
 DTYPES = ("float32", "bfloat16")
 DEFAULTS = {"size": {2: 128, 3: 64}, "batch": {2: 8, 3: 2}, "repeats": 5, "number": 2, "warmup": 2}
+# On a CPU host the default model set must finish in minutes: 3D at 32^3 and fewer timed calls (compile
+# time dominates there anyway); accelerators get DEFAULTS.
+CPU_DEFAULTS = {"size": {2: 128, 3: 32}, "batch": {2: 8, 3: 2}, "repeats": 3, "number": 1, "warmup": 1,
+                "scaling_batch": 2}
 QUICK = {"size": {2: 64, 3: 32}, "batch": {2: 4, 3: 1}, "repeats": 3, "number": 1, "warmup": 1}
 
 
@@ -95,7 +99,8 @@ def run_case(case: dict) -> dict:
                       compile_train_s=steps.compile_train_s)
         if not do_train:
             result["train_note"] = f"train step skipped (task {spec.task!r})"
-        reps = dict(warmup=int(case["warmup"]), repeats=int(case["repeats"]), number=int(case["number"]))
+        reps = dict(warmup=int(case["warmup"]), repeats=int(case["repeats"]), number=int(case["number"]),
+                    budget_s=case.get("budget_s"))
         kind = result["env"]["device_kind"]
         peak = next((v.get(case["dtype"]) for k, v in common.PEAK_TFLOPS.items() if kind.startswith(k)), None)
         vox = batch * int(np.prod(spatial))
@@ -103,7 +108,7 @@ def run_case(case: dict) -> dict:
             t = common.time_calls(steps.train, **reps)
             result.update(train_s=t["median_s"], train_samples_s=t["samples_s"], train_steps_per_s=1 / t["median_s"],
                           train_images_per_s=batch / t["median_s"], train_flops=steps.train_flops)
-            loss = float(steps.train())
+            loss = float(t["last"])
             if not math.isfinite(loss):
                 raise FloatingPointError(f"train loss is {loss}")
             result["final_loss"] = loss
@@ -270,18 +275,35 @@ def plot_results(results: list[dict], meta: dict, path: str) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 
+def _host_backend() -> str:
+    """The default JAX backend, asked without letting this (parent) process grab accelerator memory."""
+    user_set = "XLA_PYTHON_CLIENT_PREALLOCATE" in os.environ
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+
+    backend = jax.default_backend()
+    if not user_set:  # workers keep JAX's default allocator
+        os.environ.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)
+    return backend
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="all", help="'all' or comma-separated registry names")
     p.add_argument("--dims", default="2,3", help="spatial dims to run, e.g. 2 or 2,3")
     p.add_argument("--batch", default=None, help="batch size: N for both dims or '2D,3D' (default 8,2; quick 4,1)")
-    p.add_argument("--size", default=None, help="spatial side: N or '2D,3D' (default 128,64; quick 64,32)")
+    p.add_argument("--size", default=None,
+                   help="spatial side: N or '2D,3D' (default 128,64; on a CPU host 128,32; quick 64,32)")
     p.add_argument("--dtype", default="float32", help="comma-separated: float32,bfloat16")
     p.add_argument("--devices", default=None, help="device counts for the scaling runs (default 1,2,4,8; quick 1)")
-    p.add_argument("--scaling_batch", type=int, default=None, help="images per device in the scaling runs")
+    p.add_argument("--scaling_batch", type=int, default=None,
+                   help="images per device in the scaling runs (default half the 2D batch; 2 on a CPU host)")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per measurement (median)")
     p.add_argument("--number", type=int, default=None, help="calls per timed sample")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds per measurement: slow cases stop after >= 3 samples once it is spent "
+                        "(default 20; quick 10; 0 = no limit)")
     p.add_argument("--quick", action="store_true", help="small shapes, few repeats, one device")
     p.add_argument("--model_kwargs", default="{}", help='JSON {"model": {kwarg: value}} overriding model configs')
     p.add_argument("--conv_lowering", default=None, choices=("auto", "lax", "cpu"),
@@ -313,7 +335,7 @@ def main(argv=None) -> int:
         dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
         if not dtypes or any(d not in DTYPES for d in dtypes):
             raise ValueError(f"--dtype must be comma-separated values from {DTYPES}, got {args.dtype!r}")
-        base = QUICK if args.quick else DEFAULTS
+        base = QUICK if args.quick else (CPU_DEFAULTS if _host_backend() == "cpu" else DEFAULTS)
         devices = _int_list(args.devices or ("1" if args.quick else "1,2,4,8"), "devices")
         sizes = _per_dim(args.size, "size", base["size"])
         batches = _per_dim(args.batch, "batch", base["batch"])
@@ -333,9 +355,12 @@ def main(argv=None) -> int:
 
     out = args.out or os.path.join("workdirs", "benchmarks", f"throughput-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     os.makedirs(out, exist_ok=True)
-    cases = plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs, args.scaling_batch)
+    cases = plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs,
+                       args.scaling_batch or base.get("scaling_batch"))
+    budget = args.budget if args.budget is not None else (10.0 if args.quick else 20.0)
     for c in cases:
         c["conv_lowering"] = args.conv_lowering
+        c["budget_s"] = budget if budget > 0 else None
     t0 = time.perf_counter()
     results = []
     for i, case in enumerate(cases, 1):
@@ -356,7 +381,8 @@ def main(argv=None) -> int:
     meta = {"time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "env": env,
             "config": {"models": models, "dims": dims, "dtypes": dtypes, "devices": devices,
                        "size": {f"{k}d": v for k, v in sizes.items()}, "batch": {f"{k}d": v for k, v in batches.items()},
-                       **reps, "quick": bool(args.quick), "conv_lowering": args.conv_lowering or "default"},
+                       **reps, "budget_s": budget, "quick": bool(args.quick),
+                       "conv_lowering": args.conv_lowering or "default"},
             "total_wall_s": time.perf_counter() - t0}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "results": results, "scaling": scaling_summary(results)}, f, indent=2, default=float)

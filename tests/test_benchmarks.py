@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -78,6 +79,11 @@ def test_time_calls_and_memory():
     assert len(calls) == 2 + 3 * 2 and len(t["samples_s"]) == 3 and t["min_s"] <= t["median_s"]
     with pytest.raises(ValueError, match="repeats"):
         common.time_calls(lambda: None, repeats=0)
+    # A budget stops slow cases after min_repeats samples, with one warm-up and number=1.
+    slow = []
+    t = common.time_calls(lambda: slow.append(time.sleep(0.02)), warmup=3, repeats=50, number=4,
+                          sync=lambda x: x, budget_s=0.05)
+    assert len(t["samples_s"]) == 3 and t["number"] == 1 and len(slow) == 1 + 3
     mem = common.peak_memory()
     assert mem["peak_bytes"] > 1 << 20 and mem["source"]
 

@@ -285,3 +285,14 @@ def test_benchmark_quick_code_path(tmp_path):
     for case in ("2d", "3d"):
         r = result[case]
         assert r["jax_per_s"] > 0 and r["scipy_per_s"] > 0 and r["ratio_vs_scipy"] > 0
+
+
+def test_train_step_overhead_code_path():
+    """The --train_step path: the same U-Net step with and without augmentation inside the jit."""
+    from benchmarks import augment as bench
+
+    r = bench.train_step_overhead(2, 16, 2, rounds=1, alpha=5.0, sigma=2.0,
+                                  model_kwargs={"features": 2, "depth": 2, "norm": "none"})
+    assert r["plain_steps_per_s"] > 0 and r["augmented_steps_per_s"] > 0
+    assert r["overhead"] == r["plain_steps_per_s"] / r["augmented_steps_per_s"] - 1.0
+    assert set(r["compile_s"]) == {"plain", "augmented"}
