@@ -68,8 +68,6 @@ def test_monai_weights_reproduce_monai_outputs(dims, num_res_units, norm):
 
 def test_monai_state_dict_from_another_configuration_is_refused():
     model = zoo.create_model("residual_unet", channels=(8, 16), strides=(2,), num_res_units=1, norm="batch")
-    real = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-    assert "batch_stats" in real
     with pytest.raises(ValueError, match="missing"):
         from_monai_state_dict({"model.0.conv.unit0.conv.weight": np.zeros((8, 1, 3, 3))}, model)
 
