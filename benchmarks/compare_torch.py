@@ -28,10 +28,12 @@ import statistics
 import sys
 import time
 
+from benchmarks.common import RESIDUAL_UNET_MONAI
+
 __all__ = ["build_monai", "compare", "main"]
 
-MONAI_KW = dict(in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
-                num_res_units=2, norm="batch")
+# The same configuration our residual_unet is benchmarked in, by construction.
+MONAI_KW = dict(in_channels=1, out_channels=2, **RESIDUAL_UNET_MONAI)
 
 
 def _torch_available() -> str | None:

@@ -28,13 +28,9 @@ from zoo.cards import ModelCard
 from zoo.registry import register
 
 
-class _PReLU(nn.Module):
-    """``max(x, 0) + a * min(x, 0)`` with one learned slope ``a`` (PyTorch's ``nn.PReLU()``, init 0.25)."""
-
-    @nn.compact
-    def __call__(self, x):
-        a = self.param("negative_slope", nn.initializers.constant(0.25), (), jnp.float32)
-        return jnp.where(x >= 0, x, a.astype(x.dtype) * x)
+def _PReLU(name: str) -> nn.PReLU:
+    """PyTorch's ``nn.PReLU()``: one learned slope per layer, initialised to 0.25 (flax's default is 0.01)."""
+    return nn.PReLU(negative_slope_init=0.25, name=name)
 
 
 class ResidualUnit(nn.Module):
