@@ -173,11 +173,13 @@ def build_jax_steps(model, task_name: str, batch: dict, *, learning_rate: float 
     tx, _ = optim.make_optimizer(ml_collections.ConfigDict(
         {"optimizer": "adam", "learning_rate": learning_rate, "schedule": "constant", "steps": 1,
          "warmup_steps": 0, "grad_clip": 0.0, "weight_decay": 0.0}))
-    # The "rbg" PRNG for the initial parameters: jit(init) of a 3D U-Net compiled for ~25 s with threefry.
-    state = create_train_state(model, tx, batch["image"], seed, param_prng="rbg")
-    state = jax.device_put(state, repl)
+    # create_train_state compiles its init at XLA backend level 0 on a CPU (zoo.train.jit_init): ~3 s.
+    t0 = time.perf_counter()
+    state = create_train_state(model, tx, batch["image"], seed)
+    state = jax.block_until_ready(jax.device_put(state, repl))
+    init_s = time.perf_counter() - t0
     batch = jax.device_put(batch, data_sh)
-    out = {"state": state, "batch": batch, "train_compiled": None, "compile_train_s": None,
+    out = {"state": state, "batch": batch, "init_s": init_s, "train_compiled": None, "compile_train_s": None,
            "train_flops": None}
 
     def infer_fn(variables, images):

@@ -34,7 +34,7 @@ DEFAULTS = {"size": {2: 128, 3: 64}, "batch": {2: 8, 3: 2}, "repeats": 5, "numbe
 # On a CPU host the default model set must finish in minutes: 3D at 32^3 and fewer timed calls (compile
 # time dominates there anyway); accelerators get DEFAULTS.
 CPU_DEFAULTS = {"size": {2: 128, 3: 32}, "batch": {2: 8, 3: 2}, "repeats": 3, "number": 1, "warmup": 1,
-                "scaling_batch": 2}
+                "scaling": "strong"}
 QUICK = {"size": {2: 64, 3: 32}, "batch": {2: 4, 3: 1}, "repeats": 3, "number": 1, "warmup": 1}
 
 
@@ -95,7 +95,7 @@ def run_case(case: dict) -> dict:
         sharding.check_batch(mesh, batch)
         do_train = spec.task == "segmentation" and case.get("train", True)
         steps = common.build_jax_steps(model, spec.task, data, train=do_train, mesh=mesh)
-        result.update(num_params=steps.num_params, compile_infer_s=steps.compile_infer_s,
+        result.update(num_params=steps.num_params, init_s=steps.init_s, compile_infer_s=steps.compile_infer_s,
                       compile_train_s=steps.compile_train_s)
         if not do_train:
             result["train_note"] = f"train step skipped (task {spec.task!r})"
@@ -152,9 +152,18 @@ def _run_subprocess(case: dict, timeout: float) -> dict:
 
 # ----------------------------------------------------------------------------- planning and reports
 
-def plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs=None, scaling_batch=None):
+def plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs=None, scaling_batch=None,
+               scaling="weak"):
     """Cases to run: every model x dims x dtype on 1 device, then the scaling runs (first model, first
-    dims, first dtype) on each device count > 1, each with ``scaling_batch`` images per device."""
+    dims, first dtype) on each device count > 1.
+
+    ``scaling="weak"``: ``scaling_batch`` images per device (default half the batch), so the global batch
+    grows with the device count. ``"strong"``: one global batch (``scaling_batch``, default the batch) split
+    over the devices; when it equals the throughput case's batch, that case is the 1-device point (it is
+    flagged ``scaling_base``, not run twice).
+    """
+    if scaling not in ("weak", "strong"):
+        raise ValueError(f"scaling must be 'weak' or 'strong', got {scaling!r}")
     model_kwargs = model_kwargs or {}
     cases = []
     for m in models:
@@ -165,24 +174,38 @@ def plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs
     scaled = [n for n in devices if n > 1]
     if scaled:
         m, d, dt = models[0], dims[0], dtypes[0]
-        per = scaling_batch or max(1, batches[d] // 2)
+        if scaling == "strong":
+            total = scaling_batch or batches[d]
+            bad = [n for n in scaled if total % n]
+            if bad:
+                raise ValueError(f"strong scaling: the global batch {total} must divide over {bad} devices")
+            per_count = {n: total for n in [1] + scaled}
+        else:
+            per = scaling_batch or max(1, batches[d] // 2)
+            per_count = {n: per * n for n in [1] + scaled}
         for n in [1] + scaled:
-            cases.append(dict(model=m, dims=d, dtype=dt, devices=n, size=sizes[d], batch=per * n,
-                              model_kwargs=model_kwargs.get(m), kind="scaling", **reps))
+            if n == 1 and per_count[1] == batches[d]:
+                base = next(c for c in cases if (c["model"], c["dims"], c["dtype"]) == (m, d, dt))
+                base["scaling_base"] = scaling
+                continue
+            cases.append(dict(model=m, dims=d, dtype=dt, devices=n, size=sizes[d], batch=per_count[n],
+                              model_kwargs=model_kwargs.get(m), kind="scaling", scaling=scaling, **reps))
     return cases
 
 
 def scaling_summary(results: list[dict]) -> list[dict]:
-    """Per device count: train images/s, speedup over 1 device and efficiency (speedup / N)."""
-    rows = [r for r in results if r.get("kind") == "scaling" and r.get("status") == "ok"
-            and r.get("train_images_per_s")]
+    """Per device count: train (and inference) images/s, speedup over 1 device and efficiency (speedup / N)."""
+    rows = [r for r in results if (r.get("kind") == "scaling" or r.get("scaling_base"))
+            and r.get("status") == "ok" and r.get("train_images_per_s")]
     base = next((r for r in rows if int(r["devices"]) == 1), None)
     out = []
     for r in sorted(rows, key=lambda r: int(r["devices"])):
-        ips = r["train_images_per_s"]
+        ips, iips = r["train_images_per_s"], r.get("infer_images_per_s")
         speed = ips / base["train_images_per_s"] if base else None
+        ispeed = iips / base["infer_images_per_s"] if base and iips and base.get("infer_images_per_s") else None
         out.append({"devices": int(r["devices"]), "global_batch": int(r["batch"]), "train_images_per_s": ips,
-                    "speedup": speed, "efficiency": speed / int(r["devices"]) if speed else None})
+                    "speedup": speed, "efficiency": speed / int(r["devices"]) if speed else None,
+                    "infer_images_per_s": iips, "infer_speedup": ispeed})
     return out
 
 
@@ -218,17 +241,24 @@ def format_markdown(results: list[dict], meta: dict) -> str:
             f"{mem} | {status} |")
     scal = scaling_summary(results)
     if scal:
-        first = next(r for r in results if r.get("kind") == "scaling")
+        first = next(r for r in results if r.get("kind") == "scaling" or r.get("scaling_base"))
+        mode = first.get("scaling") or first.get("scaling_base") or "weak"
         fake = (env.get("platform") == "cpu")
-        lines += ["", f"## Data-parallel scaling: {first['model']} {first['dims']}D {first['dtype']}, "
-                      f"{first['batch'] // max(int(first['devices']), 1)} image(s) per device (weak scaling)", ""]
+        what = (f"one global batch of {first['batch']} split over the devices (strong scaling)" if mode == "strong"
+                else f"{first['batch'] // max(int(first['devices']), 1)} image(s) per device (weak scaling)")
+        lines += ["", f"## Data-parallel scaling: {first['model']} {first['dims']}D {first['dtype']}, {what}", ""]
         if fake:
+            ideal = ("1.0 for weak scaling (no loss from sharding), not N" if mode == "weak" else
+                     "what the cores allow: above 1.0 when one device leaves a core idle, below when sharding "
+                     "overhead dominates")
             lines += ["Fake CPU devices (`--xla_force_host_platform_device_count`) share the same cores, so the "
-                      "ideal here is a speedup of 1.0 (no loss from sharding), not N.", ""]
-        lines += ["| devices | global batch | train img/s | speedup | efficiency |", "|---:|---:|---:|---:|---:|"]
+                      f"ideal speedup here is {ideal}.", ""]
+        lines += ["| devices | global batch | train img/s | speedup | efficiency | infer img/s | infer speedup |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for s in scal:
             lines.append(f"| {s['devices']} | {s['global_batch']} | {s['train_images_per_s']:.2f} | "
-                         f"{_f(s['speedup'])} | {_f(s['efficiency'], '{:.0%}')} |")
+                         f"{_f(s['speedup'])} | {_f(s['efficiency'], '{:.0%}')} | {_f(s['infer_images_per_s'])} | "
+                         f"{_f(s['infer_speedup'])} |")
         failed = [r for r in results if r.get("kind") == "scaling" and r.get("status") != "ok"]
         for r in failed:
             lines.append(f"\n{r['devices']} devices: error: {r.get('error')}")
@@ -296,8 +326,12 @@ def parse_args(argv):
                    help="spatial side: N or '2D,3D' (default 128,64; on a CPU host 128,32; quick 64,32)")
     p.add_argument("--dtype", default="float32", help="comma-separated: float32,bfloat16")
     p.add_argument("--devices", default=None, help="device counts for the scaling runs (default 1,2,4,8; quick 1)")
+    p.add_argument("--scaling", default=None, choices=("weak", "strong"),
+                   help="scaling runs: weak (fixed images per device) or strong (fixed global batch); default "
+                        "strong on a CPU host (fake devices share its cores), weak on accelerators")
     p.add_argument("--scaling_batch", type=int, default=None,
-                   help="images per device in the scaling runs (default half the 2D batch; 2 on a CPU host)")
+                   help="weak: images per device (default half the 2D batch); strong: the global batch "
+                        "(default the 2D batch)")
     p.add_argument("--repeats", type=int, default=None, help="timed samples per measurement (median)")
     p.add_argument("--number", type=int, default=None, help="calls per timed sample")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing")
@@ -355,8 +389,13 @@ def main(argv=None) -> int:
 
     out = args.out or os.path.join("workdirs", "benchmarks", f"throughput-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     os.makedirs(out, exist_ok=True)
-    cases = plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs,
-                       args.scaling_batch or base.get("scaling_batch"))
+    scaling = args.scaling or base.get("scaling", "weak")
+    try:
+        cases = plan_cases(models, dims, dtypes, devices, sizes, batches, reps, model_kwargs, args.scaling_batch,
+                           scaling)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     budget = args.budget if args.budget is not None else (10.0 if args.quick else 20.0)
     for c in cases:
         c["conv_lowering"] = args.conv_lowering
@@ -381,7 +420,7 @@ def main(argv=None) -> int:
     meta = {"time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "env": env,
             "config": {"models": models, "dims": dims, "dtypes": dtypes, "devices": devices,
                        "size": {f"{k}d": v for k, v in sizes.items()}, "batch": {f"{k}d": v for k, v in batches.items()},
-                       **reps, "budget_s": budget, "quick": bool(args.quick),
+                       **reps, "budget_s": budget, "quick": bool(args.quick), "scaling": scaling,
                        "conv_lowering": args.conv_lowering or "default"},
             "total_wall_s": time.perf_counter() - t0}
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:

@@ -62,6 +62,20 @@ def test_plan_and_scaling_summary():
     summary = throughput.scaling_summary(results)
     assert [s["speedup"] for s in summary] == pytest.approx([1.0, 1.5, 2.0])
     assert [s["efficiency"] for s in summary] == pytest.approx([1.0, 0.75, 0.5])
+    # Strong scaling: one global batch (the 2D batch) split over the devices; the 1-device point is the
+    # throughput case itself, not a second run of it.
+    cases = throughput.plan_cases(["unet"], [2], ["float32"], [1, 2, 4], {2: 16}, {2: 4}, reps, scaling="strong")
+    assert [(c["kind"], c["devices"], c["batch"]) for c in cases] == \
+        [("throughput", 1, 4), ("scaling", 2, 4), ("scaling", 4, 4)]
+    assert cases[0]["scaling_base"] == "strong"
+    results = [dict(c, status="ok", train_images_per_s=t, infer_images_per_s=i)
+               for c, t, i in zip(cases, (10.0, 12.0, 8.0), (40.0, 60.0, 50.0))]
+    summary = throughput.scaling_summary(results)
+    assert [s["speedup"] for s in summary] == pytest.approx([1.0, 1.2, 0.8])
+    assert [s["infer_speedup"] for s in summary] == pytest.approx([1.0, 1.5, 1.25])
+    assert "strong scaling" in throughput.format_markdown(results, {"env": {"platform": "cpu"}})
+    with pytest.raises(ValueError, match="divide"):
+        throughput.plan_cases(["unet"], [2], ["float32"], [1, 3], {2: 16}, {2: 4}, reps, scaling="strong")
 
 
 def test_scaling_subprocess_on_two_fake_devices(tmp_path):

@@ -114,7 +114,8 @@ def run_group(config, seeds, learning_rates, data=None, log_every: int = 0) -> l
     from zoo import optim
     from zoo.registry import get_spec
     from zoo.tasks import get_task
-    from zoo.train import batch_at_step, build_model, evaluate, make_augment_fn, make_init_fn, make_train_step
+    from zoo.train import (batch_at_step, build_model, evaluate, jit_init, make_augment_fn, make_init_fn,
+                           make_train_step)
 
     if len(seeds) != len(learning_rates) or not len(seeds):
         raise ValueError(f"need as many seeds as learning rates (>0), got {len(seeds)} and {len(learning_rates)}")
@@ -125,7 +126,7 @@ def run_group(config, seeds, learning_rates, data=None, log_every: int = 0) -> l
     bs = int(config.train.batch_size)
     base_lr = float(config.train.learning_rate)
     init = make_init_fn(model, tx, (bs, *train["image"].shape[1:]))
-    states = jax.jit(jax.vmap(init))(jnp.stack([jax.random.key(int(s)) for s in seeds]))
+    states = jit_init(jax.vmap(init))(jnp.stack([jax.random.key(int(s)) for s in seeds]))
     scales = jnp.asarray([float(lr) / base_lr for lr in learning_rates], jnp.float32)
     step = make_train_step(model, tx, task, config.train.loss, grad_accum=int(config.train.get("grad_accum", 1)),
                            augment_fn=make_augment_fn(config))

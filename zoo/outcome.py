@@ -168,7 +168,7 @@ def build_outcome_model(config, info, modalities: str = "both"):
 
 def init_outcome_state(model, tx, sample: dict, seed: int):
     """A ``zoo.train.TrainState`` for ``model`` from one sample batch (image + covariates)."""
-    from zoo.train import TrainState
+    from zoo.train import TrainState, jit_init
 
     def init(key):
         key, init_key = jax.random.split(key)
@@ -179,7 +179,7 @@ def init_outcome_state(model, tx, sample: dict, seed: int):
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           model_state=variables, rng=jax.random.key_data(key))
 
-    return jax.jit(init)(jax.random.key(seed))
+    return jit_init(init)(jax.random.key(seed))
 
 
 def _rows(arrays: dict, idx) -> dict:
