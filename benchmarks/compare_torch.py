@@ -77,25 +77,34 @@ def build_monai(dims: int, data: dict):
 
 def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, repeats: int = 2, number: int = 2,
             warmup: int = 1, lowerings=("auto",), torch_threads: int | None = None,
-            models=("residual_unet", "unet")) -> dict:
-    """Time MONAI and our U-Nets (one entry per model and conv lowering) interleaved; return medians and ratios."""
+            models=("residual_unet", "unet"), devices=(1,)) -> dict:
+    """Time MONAI and our U-Nets (one entry per model, conv lowering and device count) interleaved; return
+    medians and ratios. ``devices``: data-parallel over that many JAX devices (on a CPU host: fake devices,
+    see :func:`main`'s ``--devices``)."""
     import jax
     import torch
 
     from benchmarks import common
     from kernels import conv
+    from zoo import sharding
 
     torch.set_num_threads(torch_threads or os.cpu_count() or 1)
     data = common.make_batch(batch, (size,) * dims, seed=0)
     contenders = {}
     compile_s = {}
+    if max(devices) > len(jax.devices()) or batch % max(devices):
+        raise ValueError(f"devices {list(devices)}: {len(jax.devices())} JAX devices available and the batch "
+                         f"{batch} must divide over each count")
     for model_name in models:
         for low in lowerings:
-            with conv.conv_lowering(low):
-                name = f"{model_name}[{conv.resolve_conv_lowering()}]"
-                steps = common.build_jax_steps(common.build_model(model_name, dims, "float32"), "segmentation", data)
-            contenders[name] = (steps.train, steps.infer, steps.num_params)
-            compile_s[name] = {"train": steps.compile_train_s, "infer": steps.compile_infer_s}
+            for n in devices:
+                mesh = sharding.make_mesh((n, 1), devices=jax.devices()[:n])
+                with conv.conv_lowering(low):
+                    name = f"{model_name}[{conv.resolve_conv_lowering()}]" + (f" x{n} dev" if n > 1 else "")
+                    steps = common.build_jax_steps(common.build_model(model_name, dims, "float32"), "segmentation",
+                                                   data, mesh=mesh)
+                contenders[name] = (steps.train, steps.infer, steps.num_params)
+                compile_s[name] = {"train": steps.compile_train_s, "infer": steps.compile_infer_s}
     t0 = time.perf_counter()
     contenders["monai"] = build_monai(dims, data)
     compile_s["monai"] = {"build": time.perf_counter() - t0}
@@ -149,6 +158,9 @@ def main(argv=None) -> int:
     p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto)")
     p.add_argument("--models", default="residual_unet,unet",
                    help="zoo models to time against MONAI (residual_unet: the same network; unet: the plain U-Net)")
+    p.add_argument("--devices", default="1",
+                   help="JAX device counts to time ours on, e.g. 1,2: on a CPU host this process fakes that many "
+                        "XLA CPU devices (one per core is the useful setting) and shards the batch over them")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None, help="write the result JSON here")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -165,6 +177,17 @@ def main(argv=None) -> int:
         print(f"error: --lowerings must be from auto,lax,cpu (got {args.lowerings!r}), --models from "
               f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1", file=sys.stderr)
         return 2
+    try:
+        devices = sorted({int(v) for v in args.devices.split(",") if v.strip()})
+        if not devices or devices[0] < 1:
+            raise ValueError
+    except ValueError:
+        print(f"error: --devices must be comma-separated positive ints, got {args.devices!r}", file=sys.stderr)
+        return 2
+    if devices[-1] > 1 and "jax" not in sys.modules:  # fake CPU devices must be asked for before jax starts
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices[-1]}"])
     quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
     batch = args.batch or quick[args.dims][0]
     size = args.size or quick[args.dims][1]
@@ -172,9 +195,13 @@ def main(argv=None) -> int:
         print(f"error: --batch must be >= 1 and --size a multiple of 16 (four 2x poolings); got {batch}, {size}",
               file=sys.stderr)
         return 2
-    out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
-                  repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
-                  lowerings=lowerings, models=models)
+    try:
+        out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
+                      repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
+                      lowerings=lowerings, models=models, devices=devices)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print("\n" + format_table(out))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
