@@ -20,7 +20,8 @@ All models build their convolutions through :func:`conv_nd` and :func:`conv_tran
   What :func:`conv_nd` / :func:`conv_transpose_nd` use under ``"cpu"`` was chosen by measurement:
   3D convolutions and 3D transposed convolutions take the rewritten forms both ways; 1D/2D strided
   convolutions stay on ``lax`` (faster there both ways); 1D/2D transposed convolutions run ``lax``
-  forward and the phase form's VJP backward (a ``jax.custom_vjp``; exact, both are the same linear map).
+  forward and, backward, the adjoint strided convolution (a ``jax.custom_vjp``; exact: the transposed
+  convolution is that convolution's adjoint).
 
 The lowering is ``"auto"`` by default: ``"cpu"`` when ``jax.default_backend() == "cpu"``, else
 ``"lax"``. Override with the environment variable ``MEDZOO_CONV_LOWERING=auto|lax|cpu`` or
@@ -352,6 +353,51 @@ def _lax_forward_cpu_backward(ref_fn, cpu_fn, x, w):
     return op(x, w)
 
 
+def _adjoint_padding(w, strides, lows, nd: int):
+    """Padding pairs of the strided convolution whose adjoint is the transposed convolution with low paddings
+    ``lows`` (output size: the transposed conv's input size), or ``None`` when no such non-negative padding
+    exists (then the phase form's VJP is used)."""
+    pads = []
+    for i in range(nd):
+        k, s = w.shape[i], strides[i]
+        lo = k - 1 - lows[i]
+        hi = max(k - lo - s, 0)
+        if lo < 0 or hi > k - lo - 1:
+            return None
+        pads.append((lo, hi))
+    return pads
+
+
+def _conv_transpose_adjoint_vjp(x, w, strides, padding, pads):
+    """``lax.conv_transpose`` forward; backward through its adjoint, the strided convolution ``S(u, v)`` with
+    ``v = flip(w)`` (in/out channels swapped): ``dx = S(dy, v)`` and ``dw`` = the kernel gradient of
+    ``S(dy, .)`` at cotangent ``x``, flipped back. XLA:CPU runs both as ordinary strided convolutions; its
+    own transposed-convolution kernel gradient (an lhs-dilated convolution) and the phase form's were
+    1.8-4x slower (docs/performance.md)."""
+    nd = x.ndim - 2
+    dn, spatial = _dimension_numbers(nd), tuple(range(nd))
+
+    def strided(u, v):
+        return lax.conv_general_dilated(u, v, strides, pads, dimension_numbers=dn)
+
+    @jax.custom_vjp
+    def op(x, w):
+        return conv_transpose_nd_reference(x, w, strides, padding)
+
+    def fwd(x, w):
+        return op(x, w), (x, w)
+
+    def bwd(res, g):
+        x, w = res
+        v = jax.numpy.swapaxes(jax.numpy.flip(w, spatial), -1, -2)
+        dx = strided(g, v)
+        dv = jax.vjp(lambda v_: strided(g, v_), v)[1](x)[0]
+        return dx, jax.numpy.swapaxes(jax.numpy.flip(dv, spatial), -1, -2)
+
+    op.defvjp(fwd, bwd)
+    return op(x, w)
+
+
 def _conv_nd_auto_cpu(x, w, strides, padding, dilation, feature_group_count):
     """The per-case choice on XLA:CPU (measurements in docs/performance.md)."""
     nd, st, pad, dil = _resolve(x, w, strides, padding, dilation, feature_group_count)
@@ -375,12 +421,18 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
     """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
-    On XLA:CPU, 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the phase form;
+    On XLA:CPU, 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the adjoint strided
+    convolution (:func:`_conv_transpose_adjoint_vjp`; the phase form's VJP where that has no valid padding);
     3D: the phase form both ways.
     """
     if resolve_conv_lowering() == "cpu":
-        if _check(x, w, 1) == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
+        nd = _check(x, w, 1)
+        if nd == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
             return conv_transpose_nd_cpu(x, w, strides, padding)
+        st = _tuple(strides, nd, "strides")
+        pads = _adjoint_padding(w, st, _transpose_padding(w, st, padding, nd), nd)
+        if pads is not None:
+            return _conv_transpose_adjoint_vjp(x, w, st, padding, pads)
         return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides, padding),
                                          lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding), x, w)
     return conv_transpose_nd_reference(x, w, strides, padding)

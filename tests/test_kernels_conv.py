@@ -107,6 +107,21 @@ def test_public_ops_under_cpu_lowering_match_reference(op, xs, ws, strides):
         _compare(fast, ref, x, w, 9, jnp.float32)
 
 
+@pytest.mark.parametrize("xs,ws,strides,padding", [
+    ((2, 5, 6, 3), (3, 3, 3, 4), 2, "torch"),          # MONAI's up-convolution alignment
+    ((2, 5, 6, 3), (3, 3, 3, 4), 2, "SAME"),
+    ((1, 4, 5, 3), (4, 2, 3, 2), (3, 2), "SAME"),      # kernel larger than / equal to the stride, per axis
+    ((2, 7, 3), (3, 3, 2), 3, ((1, 3),)),              # 1D, explicit padding
+    ((2, 7, 3), (3, 3, 2), 3, ((3, 1),)),              # no adjoint padding: the phase form's VJP
+])
+def test_transpose_backward_through_adjoint_matches_reference(xs, ws, strides, padding):
+    """1D/2D transposed convolutions on CPU: lax forward, backward via the adjoint strided convolution."""
+    x, w = _rand(xs, 10), _rand(ws, 11)
+    with conv.conv_lowering("cpu"):
+        _compare(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding),
+                 lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding), x, w, 12, jnp.float32)
+
+
 @pytest.mark.parametrize("op,xs,ws,strides", [
     ("conv", (1, 7, 9, 3), (3, 3, 3, 4), 2),
     ("conv", (1, 5, 6, 7, 3), (3, 3, 3, 3, 4), 2),
@@ -136,7 +151,7 @@ def test_lowering_selection_and_override(monkeypatch):
         jaxpr_cpu = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose_nd(x, w, 2))(x, w))
     assert conv.resolve_conv_lowering() == "lax"
     jaxpr_lax = str(jax.make_jaxpr(lambda x, w: conv.conv_transpose_nd(x, w, 2))(x, w))
-    # The CPU lowering wraps the transposed conv in a custom VJP (lax forward, phase-form backward).
+    # The CPU lowering wraps the transposed conv in a custom VJP (lax forward, adjoint-conv backward).
     assert "custom_vjp" in jaxpr_cpu and "custom_vjp" not in jaxpr_lax
     monkeypatch.setenv(conv.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="MEDZOO_CONV_LOWERING"):
