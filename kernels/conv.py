@@ -20,8 +20,8 @@ All models build their convolutions through :func:`conv_nd` and :func:`conv_tran
   What :func:`conv_nd` / :func:`conv_transpose_nd` use under ``"cpu"`` was chosen by measurement:
   3D convolutions and 3D transposed convolutions take the rewritten forms both ways; 1D/2D strided
   convolutions stay on ``lax`` (faster there both ways); 1D/2D transposed convolutions run ``lax``
-  forward and, backward, the adjoint strided convolution (a ``jax.custom_vjp``; exact: the transposed
-  convolution is that convolution's adjoint).
+  forward and, backward, the adjoint strided convolution when kernels overlap (``K > stride``), else the
+  phase form (a ``jax.custom_vjp``; exact: the transposed convolution is that convolution's adjoint).
 
 The lowering is ``"auto"`` by default: ``"cpu"`` when ``jax.default_backend() == "cpu"``, else
 ``"lax"``. Override with the environment variable ``MEDZOO_CONV_LOWERING=auto|lax|cpu`` or
@@ -422,8 +422,8 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
     On XLA:CPU, 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the adjoint strided
-    convolution (:func:`_conv_transpose_adjoint_vjp`; the phase form's VJP where that has no valid padding);
-    3D: the phase form both ways.
+    convolution (:func:`_conv_transpose_adjoint_vjp`) when the kernel overlaps (``K > stride`` on some axis),
+    else the phase form's VJP; 3D: the phase form both ways.
     """
     if resolve_conv_lowering() == "cpu":
         nd = _check(x, w, 1)
@@ -431,7 +431,9 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
             return conv_transpose_nd_cpu(x, w, strides, padding)
         st = _tuple(strides, nd, "strides")
         pads = _adjoint_padding(w, st, _transpose_padding(w, st, padding, nd), nd)
-        if pads is not None:
+        # Kernel <= stride on every axis: the phase form is one 1x1 convolution, and its VJP measured
+        # faster than the adjoint's (U-Net 2x2/2 up-convolutions: train step 0.90 vs 1.0 s).
+        if pads is not None and any(k > s for k, s in zip(w.shape[:nd], st)):
             return _conv_transpose_adjoint_vjp(x, w, st, padding, pads)
         return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides, padding),
                                          lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding), x, w)

@@ -111,8 +111,9 @@ def test_public_ops_under_cpu_lowering_match_reference(op, xs, ws, strides):
     ((2, 5, 6, 3), (3, 3, 3, 4), 2, "torch"),          # MONAI's up-convolution alignment
     ((2, 5, 6, 3), (3, 3, 3, 4), 2, "SAME"),
     ((1, 4, 5, 3), (4, 2, 3, 2), (3, 2), "SAME"),      # kernel larger than / equal to the stride, per axis
-    ((2, 7, 3), (3, 3, 2), 3, ((1, 3),)),              # 1D, explicit padding
-    ((2, 7, 3), (3, 3, 2), 3, ((3, 1),)),              # no adjoint padding: the phase form's VJP
+    ((2, 7, 3), (3, 3, 2), 2, ((1, 2),)),              # 1D, explicit padding
+    ((2, 7, 3), (3, 3, 2), 3, ((3, 1),)),              # kernel == stride, no adjoint padding: phase form
+    ((2, 5, 6, 3), (2, 2, 3, 4), 2, "SAME"),           # kernel == stride: phase form
 ])
 def test_transpose_backward_through_adjoint_matches_reference(xs, ws, strides, padding):
     """1D/2D transposed convolutions on CPU: lax forward, backward via the adjoint strided convolution."""
