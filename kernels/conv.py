@@ -371,9 +371,9 @@ def _adjoint_padding(w, strides, lows, nd: int):
 def _conv_transpose_adjoint_vjp(x, w, strides, padding, pads):
     """``lax.conv_transpose`` forward; backward through its adjoint, the strided convolution ``S(u, v)`` with
     ``v = flip(w)`` (in/out channels swapped): ``dx = S(dy, v)`` and ``dw`` = the kernel gradient of
-    ``S(dy, .)`` at cotangent ``x``, flipped back. XLA:CPU runs both as ordinary strided convolutions; its
-    own transposed-convolution kernel gradient (an lhs-dilated convolution) and the phase form's were
-    1.8-4x slower (docs/performance.md)."""
+    ``S(dy, .)`` at cotangent ``x``, flipped back. XLA:CPU runs both as ordinary strided convolutions: on the
+    residual U-Net's 3x3 stride-2 up-convolutions, forward + backward took 1.8x less time than with the phase
+    form's VJP, itself ~4x faster than XLA's own lhs-dilated kernel gradient (docs/performance.md)."""
     nd = x.ndim - 2
     dn, spatial = _dimension_numbers(nd), tuple(range(nd))
 

@@ -89,8 +89,8 @@ def make_init_fn(model, tx, image_shape, *, param_prng: str | None = None) -> Ca
     """``key -> TrainState`` for inputs ``image_shape = (B, *S, C)``; pure, so it can be jitted/vmapped.
 
     ``param_prng="rbg"`` draws the initial parameters with that PRNG (seeded from ``key``): one XLA op per
-    draw instead of a threefry circuit, which cuts the compile time of ``jit(init)`` for a 3D U-Net on a CPU
-    from ~25 s to a few seconds. Different values from the default for the same seed; the benchmarks use it.
+    draw instead of a threefry circuit. Different values from the default for the same seed. Compile the
+    function with :func:`jit_init`, which already makes threefry's init compile in a few seconds on a CPU.
     """
 
     def init(key):
