@@ -12,6 +12,7 @@ from zoo.mask_rcnn.postprocess import paste_masks, select_detections, semantic_m
 from zoo.mask_rcnn.targets import gt_from_instances
 from zoo.registry import create_model, get_spec
 from zoo.tasks import get_task
+from zoo.train import jit_init
 
 TINY = dict(encoder_width=8, fpn_channels=16, box_head_dim=32, mask_head_dim=16, mask_head_convs=1,
             anchor_sizes=(6.0, 12.0, 24.0, 48.0), rpn_pre_nms_topk=64, rpn_post_nms_topk_train=24,
@@ -86,7 +87,7 @@ def test_model_traces_once_trains_without_nan_and_predicts():
     model = create_model("mask_rcnn", num_classes=2, in_channels=1, **TINY)
     assert get_spec("mask_rcnn").task == "instance"
     task = get_task("instance")
-    variables = jax.jit(lambda x: model.init({"params": jax.random.key(0)}, x, train=False))(jnp.zeros((2, S, S, 1)))
+    variables = jit_init(lambda x: model.init({"params": jax.random.key(0)}, x, train=False))(jnp.zeros((2, S, S, 1)))
     tx = optax.adam(3e-3)
     traces = []
 

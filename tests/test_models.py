@@ -24,6 +24,7 @@ import zoo
 from data_pipelines.phantoms import PhantomConfig, PhantomSource
 from zoo.encoders import get_encoder, list_encoders
 from zoo.tasks import SegmentationTask
+from zoo.train import jit_init
 
 SEG_MODELS = [n for n in zoo.list_models() if zoo.get_spec(n).task == "segmentation"]
 EXPECTED = {"cnn", "fcn", "unet", "attention_unet", "segnet", "deeplabv3plus"}
@@ -76,7 +77,7 @@ def _train_case(name, spatial_dims, in_channels, num_classes, dtype):
                              dtype=None if dtype == "float32" else getattr(jnp, dtype), **tiny(name))
     size = MIN_SIZE.get(name, 16)
     batch = phantom_batch(spatial_dims, size, in_channels, num_classes)
-    variables = dict(jax.jit(functools.partial(model.init, train=False))(keys(), batch["image"]))
+    variables = dict(jit_init(functools.partial(model.init, train=False))(keys(), batch["image"]))
     assert "aux_logits" not in variables
     params = variables.pop("params")
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}

@@ -15,6 +15,7 @@ from zoo.models.outcome import transfer_unet_encoder
 from zoo.outcome import logistic_baselines, main, outcome_metrics, predict_proba_np, run_outcome
 from zoo.registry import create_model, get_spec, list_models
 from zoo.tasks import get_task
+from zoo.train import jit_init
 
 F = len(outcome_data.COVARIATE_NAMES)
 TINY = {"encoder_kwargs": {"features": 4, "depth": 2, "norm": "none"}, "embed_dim": 8, "head_hidden": 8,
@@ -33,7 +34,7 @@ def _inputs(shape, channels=2, b=3, seed=0):
 
 def _init(model, x, c, seed=1):
     # One jitted init (eager Flax compiles every op separately, which is slow on 2 shared cores).
-    return jax.jit(model.init)(jax.random.key(seed), x, c)
+    return jit_init(model.init)(jax.random.key(seed), x, c)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_logits_shape_2d_3d(shape, k, fusion, modalities, pool):
     model = _model(len(shape), num_classes=k, fusion=fusion, modalities=modalities, pool=pool)
     x, c = _inputs(shape)
 
-    @jax.jit
+    @jit_init  # runs once: XLA level 0 compiles the threefry init in a fraction of the time
     def init_apply(key):
         variables = model.init(key, x, c)
         return variables, model.apply(variables, x, c, train=False)
@@ -139,7 +140,7 @@ def test_registry_and_task():
     with pytest.raises(ValueError, match="covariates"):
         task.predict(model, v, x)  # the fused model cannot predict from images alone
     img_only = _model(2, modalities="image")
-    vi = jax.jit(lambda k: img_only.init(k, x, None))(jax.random.key(1))
+    vi = jit_init(lambda k: img_only.init(k, x, None))(jax.random.key(1))
     assert jax.jit(lambda v, im: task.predict(img_only, v, im))(vi, x).shape == (4,)
     with pytest.raises(ValueError, match="loss_name"):
         task.loss(model, v, batch, jax.random.key(2), False, "dice")

@@ -16,6 +16,7 @@ from data_pipelines import PhantomConfig, PhantomSource
 from zoo import losses
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import register
+from zoo.train import jit_init
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ def test_unknown_model_kwarg_is_value_error():
 def test_unet_shapes(spatial_dims, size, in_ch, k):
     m = zoo.create_model("unet", spatial_dims=spatial_dims, in_channels=in_ch, num_classes=k, features=4, depth=3)
     x = jnp.ones((2, *size, in_ch), jnp.float32)
-    variables = m.init(jax.random.key(0), x)
+    variables = jit_init(m.init)(jax.random.key(0), x)  # eager Flax init compiles op by op: slow
     y = jax.jit(lambda v, x: m.apply(v, x))(variables, x)
     assert y.shape == (2, *size, k)
     assert y.dtype == jnp.float32
@@ -107,7 +108,7 @@ def test_config_overrides():
 def test_unet_loss_decreases_on_phantoms():
     arr = PhantomSource(PhantomConfig(kind="brain", shape=(32, 32), p_empty=0.0), 8).arrays()
     m = zoo.create_model("unet", spatial_dims=2, in_channels=4, num_classes=4, features=8, depth=3)
-    params = m.init(jax.random.key(0), arr["image"])["params"]
+    params = jit_init(m.init)(jax.random.key(0), arr["image"])["params"]
     tx = optax.adam(3e-3)
     opt = tx.init(params)
 
