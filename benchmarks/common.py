@@ -97,6 +97,13 @@ def peak_memory() -> dict:
     return {"peak_bytes": int(rss_kb) * 1024, "source": "host_peak_rss"}
 
 
+def xla_flags_with_cpu_devices(flags: str, n: int) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) asking for ``n`` host-platform (CPU) devices: any earlier count
+    is dropped, and none is added for ``n == 1``."""
+    kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join(kept + ([f"--xla_force_host_platform_device_count={n}"] if n > 1 else []))
+
+
 def env_info() -> dict:
     """Tags every result carries: device kind/count, jax version, backend, conv lowering, flags."""
     import jax

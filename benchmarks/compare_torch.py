@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.common import RESIDUAL_UNET_MONAI
+from benchmarks.common import RESIDUAL_UNET_MONAI, xla_flags_with_cpu_devices
 
 __all__ = ["build_monai", "compare", "main"]
 
@@ -185,9 +185,7 @@ def main(argv=None) -> int:
         print(f"error: --devices must be comma-separated positive ints, got {args.devices!r}", file=sys.stderr)
         return 2
     if devices[-1] > 1 and "jax" not in sys.modules:  # fake CPU devices must be asked for before jax starts
-        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-                 if not f.startswith("--xla_force_host_platform_device_count")]
-        os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices[-1]}"])
+        os.environ["XLA_FLAGS"] = xla_flags_with_cpu_devices(os.environ.get("XLA_FLAGS", ""), devices[-1])
     quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
     batch = args.batch or quick[args.dims][0]
     size = args.size or quick[args.dims][1]

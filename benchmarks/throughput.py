@@ -27,6 +27,8 @@ import sys
 import time
 import traceback
 
+from benchmarks.common import xla_flags_with_cpu_devices
+
 __all__ = ["run_case", "plan_cases", "format_markdown", "scaling_summary", "plot_results", "main"]
 
 DTYPES = ("float32", "bfloat16")
@@ -130,12 +132,7 @@ def run_case(case: dict) -> dict:
 
 def _run_subprocess(case: dict, timeout: float) -> dict:
     env = dict(os.environ)
-    n = int(case["devices"])
-    flags = env.get("XLA_FLAGS", "")
-    flags = " ".join(f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count"))
-    if n > 1:
-        flags = f"{flags} --xla_force_host_platform_device_count={n}".strip()
-    env["XLA_FLAGS"] = flags
+    env["XLA_FLAGS"] = xla_flags_with_cpu_devices(env.get("XLA_FLAGS", ""), int(case["devices"]))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--_case", json.dumps(case)]

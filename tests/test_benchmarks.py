@@ -78,6 +78,14 @@ def test_plan_and_scaling_summary():
         throughput.plan_cases(["unet"], [2], ["float32"], [1, 3], {2: 16}, {2: 4}, reps, scaling="strong")
 
 
+def test_xla_flags_with_cpu_devices():
+    flags = "--xla_cpu_use_onednn=true --xla_force_host_platform_device_count=8"
+    assert common.xla_flags_with_cpu_devices(flags, 2) == \
+        "--xla_cpu_use_onednn=true --xla_force_host_platform_device_count=2"
+    assert common.xla_flags_with_cpu_devices(flags, 1) == "--xla_cpu_use_onednn=true"
+    assert common.xla_flags_with_cpu_devices("", 4) == "--xla_force_host_platform_device_count=4"
+
+
 def test_scaling_subprocess_on_two_fake_devices(tmp_path):
     """The scaling path: a subprocess with XLA_FLAGS faking 2 CPU devices, batch sharded over them."""
     case = dict(model="unet", dims=2, dtype="float32", devices=2, size=8, batch=2, kind="scaling",

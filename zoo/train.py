@@ -85,18 +85,12 @@ def build_model(config, info):
                         num_classes=info.num_classes, **kwargs)
 
 
-def make_init_fn(model, tx, image_shape, *, param_prng: str | None = None) -> Callable[[jax.Array], TrainState]:
-    """``key -> TrainState`` for inputs ``image_shape = (B, *S, C)``; pure, so it can be jitted/vmapped.
-
-    ``param_prng="rbg"`` draws the initial parameters with that PRNG (seeded from ``key``): one XLA op per
-    draw instead of a threefry circuit. Different values from the default for the same seed. Compile the
-    function with :func:`jit_init`, which already makes threefry's init compile in a few seconds on a CPU.
-    """
+def make_init_fn(model, tx, image_shape) -> Callable[[jax.Array], TrainState]:
+    """``key -> TrainState`` for inputs ``image_shape = (B, *S, C)``; pure, so it can be vmapped. Compile it
+    with :func:`jit_init`."""
 
     def init(key):
         key, init_key = jax.random.split(key)
-        if param_prng is not None:
-            init_key = jax.random.key(jax.random.bits(init_key, (), jnp.uint32), impl=param_prng)
         sample = jnp.zeros((1, *image_shape[1:]), jnp.float32)
         variables = dict(model.init({"params": init_key, "dropout": init_key}, sample, train=False))
         params = variables.pop("params")
@@ -121,9 +115,9 @@ def jit_init(init_fn: Callable, **jit_kwargs) -> Callable:
     return jax.jit(init_fn, **jit_kwargs)
 
 
-def create_train_state(model, tx, sample_image, seed: int, *, param_prng: str | None = None) -> TrainState:
+def create_train_state(model, tx, sample_image, seed: int) -> TrainState:
     """Unsharded state on the default device (tests, notebooks, benchmarks); see :func:`make_init_fn`."""
-    return jit_init(make_init_fn(model, tx, tuple(sample_image.shape), param_prng=param_prng))(jax.random.key(seed))
+    return jit_init(make_init_fn(model, tx, tuple(sample_image.shape)))(jax.random.key(seed))
 
 
 def make_augment_fn(config):
