@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from data_pipelines.phantoms import PhantomConfig, PhantomSource
-from eval.instance_metrics import instance_metrics
+from scoring import instance_metrics
 from zoo.configs import load_config
 from zoo.registry import create_model
 from zoo.tasks import get_task

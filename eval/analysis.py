@@ -23,9 +23,9 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from eval import metrics as M
+import scoring as M
 from eval.bootstrap import bootstrap_ci, unpaired_delta_ci
-from eval.surface import check_spacing, surface_mask
+from scoring import check_spacing, surface_mask
 
 __all__ = ["lesion_table", "stratify", "size_bands", "boundary_error_bands", "BOUNDARY_BANDS",
            "foreground_fraction", "IMBALANCE_EDGES", "worst_cases", "age_bands", "subgroup_table",

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from eval import metrics as M
+import scoring as M
 from eval.bootstrap import bootstrap_ci
 from eval.streaming import HistogramAUC, SegmentationAccumulator
 
@@ -101,7 +101,7 @@ def evaluate_arrays(predict_fn, arrays: dict, num_classes: int, class_names, *, 
     if len(images) == 0:
         raise ValueError("arrays: the split has no cases")
     shape = labels.shape[1:]
-    from eval.surface import check_spacing
+    from scoring import check_spacing
 
     sp = check_spacing(spacing, len(shape))
     diagonal = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp))))

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from eval import metrics as M
+import scoring as M
 
 __all__ = ["SegmentationAccumulator", "HistogramAUC", "DEFAULT_METRICS"]
 
@@ -24,7 +24,7 @@ class SegmentationAccumulator:
 
     Args:
       num_classes: ``K``; label maps hold ``0..K-1``.
-      metrics: names from :data:`eval.metrics.METRICS`.
+      metrics: names from :data:`scoring.METRICS`.
       structures: ``{name: labels}``; a structure's mask is ``isin(label_map, labels)``.
         Default: one structure per foreground class ``1..K-1`` (class 0 as foreground when K=1).
       spacing: voxel spacing for the surface metrics.

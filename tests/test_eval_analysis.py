@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from eval import analysis as A
-from eval import metrics as M
+import scoring as M
 from eval.bootstrap import bootstrap_ci, paired_delta_ci, unpaired_delta_ci
 from eval.streaming import HistogramAUC, SegmentationAccumulator
 

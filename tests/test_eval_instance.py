@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval import instance_metrics as im
+from scoring import instance as im
 
 
 def _square(shape, y, x, s):

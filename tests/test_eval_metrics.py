@@ -1,4 +1,4 @@
-"""Parity of eval.metrics with independent references (scikit-learn, brute-force distances, hand cases)."""
+"""Parity of scoring with independent references (scikit-learn, brute-force distances, hand cases)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn import metrics as skm
 
-from eval import metrics as M
-from eval import surface
+import scoring as M
+from scoring import surface
 
 NAN = float("nan")
 

@@ -1,4 +1,4 @@
-"""End to end: a smoke checkpoint → eval.report / analysis / ablate outputs, checked against eval.metrics."""
+"""End to end: a smoke checkpoint → eval.report / analysis / ablate outputs, checked against scoring."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from eval import ablate, analysis, report
-from eval import metrics as M
+import scoring as M
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def smoke_workdir(tmp_path_factory):
 
 
 def _expected_case_values(wd):
-    """Per-case values recomputed here with eval.metrics on the model's own predictions."""
+    """Per-case values recomputed here with scoring on the model's own predictions."""
     from data_pipelines.datasets import load_dataset
     from zoo import load_pretrained
 
