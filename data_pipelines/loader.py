@@ -19,13 +19,15 @@ Sharding: by default each JAX process reads ``1 / jax.process_count()`` of every
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable, Mapping
 
 import grain.python as grain
 import numpy as np
 
-__all__ = ["ArraysSource", "make_loader", "make_array_loader", "make_map_dataset", "iterator_state", "restore_iterator", "to_batch_dict",
+__all__ = ["ArraysSource", "batch_indices", "gather", "make_batch_dataset", "make_loader", "make_array_loader",
+           "make_map_dataset", "iterator_state", "restore_iterator", "to_batch_dict", "BATCH_FIELDS",
            "orbax_item_handler", "orbax_save_args", "orbax_restore_args"]
 
 
@@ -135,27 +137,73 @@ def _absl_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
-class _EpochBatches:
-    """Batch number -> sample indices: a seeded permutation per epoch (numpy, cached), as ``zoo.train``."""
+@functools.lru_cache(maxsize=8)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seed: int, shuffle: bool, drop_remainder: bool):
-        self.ids, self.bs, self.seed, self.shuffle = ids, batch_size, seed, shuffle
-        n = len(ids)
-        self.per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
-        self._cache: dict[int, np.ndarray] = {}
 
-    def perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._cache:
-            if len(self._cache) > 2:
-                self._cache.clear()
-            order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.ids)) if self.shuffle
-                     else np.arange(len(self.ids)))
-            self._cache[epoch] = self.ids[order]
-        return self._cache[epoch]
+def batch_indices(n: int, step: int, batch_size: int, seed: int, *, shuffle: bool = True,
+                  drop_remainder: bool = True) -> np.ndarray:
+    """Record indices of batch ``step`` over ``n`` records: a seeded permutation per epoch, a pure function of
+    its inputs (so batch ``s`` of a resumed run is batch ``s`` of the uninterrupted one).
 
-    def __call__(self, b: int) -> np.ndarray:
-        epoch, i = divmod(int(b), self.per_epoch)
-        return self.perm(epoch)[i * self.bs:(i + 1) * self.bs]
+    With ``drop_remainder`` an epoch has ``max(n // batch_size, 1)`` full batches (fewer records than
+    ``batch_size`` repeat to fill one); otherwise the last batch of an epoch may be short.
+    """
+    n, batch_size, step = int(n), int(batch_size), int(step)
+    if n < 1 or batch_size < 1 or step < 0:
+        raise ValueError(f"batch_indices needs n >= 1, batch_size >= 1, step >= 0; got {n}, {batch_size}, {step}")
+    per_epoch = max(n // batch_size, 1) if drop_remainder else -(-n // batch_size)
+    epoch, i = divmod(step, per_epoch)
+    order = _permutation(n, int(seed), epoch) if shuffle else np.arange(n)
+    idx = order[i * batch_size:(i + 1) * batch_size]
+    return np.resize(idx, batch_size) if drop_remainder else idx
+
+
+#: Numeric batch fields the trainer and the prediction path read from a record.
+BATCH_FIELDS = ("image", "label", "instances", "covariates", "outcome")
+
+
+def gather(source, idx, fields: tuple[str, ...] = BATCH_FIELDS) -> dict:
+    """Records ``idx`` of ``source`` stacked into a batch dict (the ``fields`` the records have), in the
+    batch conventions of :func:`to_batch_dict`. An :class:`ArraysSource` gathers with one fancy index."""
+    idx = np.asarray(idx, np.int64)
+    if isinstance(source, ArraysSource):
+        out = {k: source._arrays[k][idx] for k in fields if k in source._arrays
+               and isinstance(source._arrays[k], np.ndarray)}
+    else:
+        records = [to_batch_dict({k: v for k, v in source[int(i)].items() if k in fields}) for i in idx]
+        out = {k: np.stack([r[k] for r in records]) for k in fields if k in records[0]}
+    for k in ("label", "instances", "outcome"):
+        if k in out:
+            out[k] = out[k].astype(np.int32, copy=False)
+    for k in ("image", "covariates"):
+        if k in out:
+            out[k] = out[k].astype(np.float32, copy=False)
+    return out
+
+
+def make_batch_dataset(source, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                       num_epochs: int | None = None, ids: np.ndarray | None = None, rows=None,
+                       drop_remainder: bool = True, fields: tuple[str, ...] = BATCH_FIELDS) -> grain.MapDataset:
+    """A ``grain.MapDataset`` whose element ``b`` is batch ``b``: records ``ids[batch_indices(len(ids), b)]``
+    (``ids``: the records this shard reads, default all), of which only positions ``rows`` are gathered (the
+    rows of the global batch this process's devices hold; default all). Random access by batch number, so a
+    grain iterator over it resumes at any step from its small JSON state."""
+    n = len(source)
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+    if len(ids) < 1:
+        raise ValueError("source is empty")
+    if num_epochs is not None and int(num_epochs) < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    per_epoch = max(len(ids) // int(batch_size), 1) if drop_remainder else -(-len(ids) // int(batch_size))
+    total = per_epoch * (int(num_epochs) if num_epochs is not None else 2 ** 40)
+
+    def batch(b):
+        ix = ids[batch_indices(len(ids), b, batch_size, seed, shuffle=shuffle, drop_remainder=drop_remainder)]
+        return gather(source, ix if rows is None else ix[rows], fields)
+
+    return grain.MapDataset.range(total).map(batch)
 
 
 def make_array_loader(arrays: Mapping[str, object], batch_size: int, *, seed: int = 0, shuffle: bool = True,
@@ -177,26 +225,11 @@ def make_array_loader(arrays: Mapping[str, object], batch_size: int, *, seed: in
     if len(ids) < (int(batch_size) if drop_remainder else 1):
         raise ValueError(f"{len(src)} records over {shard.shard_count} shards give fewer than "
                          f"batch_size={batch_size} per shard")
-    fields = {}
-    for k, v in src._arrays.items():
-        if isinstance(v, np.ndarray):
-            fields[k] = v
-        elif keep_text:
-            fields[k] = np.asarray(v)
-    batches = _EpochBatches(ids, int(batch_size), int(seed), shuffle, drop_remainder)
-    total = batches.per_epoch * (int(num_epochs) if num_epochs is not None else 2 ** 40)
-
-    def gather(b):
-        ix = batches(b)
-        out = {k: v[ix] for k, v in fields.items()}
-        for k in ("label", "instances"):
-            if k in out:
-                out[k] = out[k].astype(np.int32, copy=False)
-        if "image" in out:
-            out["image"] = out["image"].astype(np.float32, copy=False)
-        return out
-
-    ds = grain.MapDataset.range(total).map(gather)
+    fields = tuple(k for k, v in src._arrays.items() if isinstance(v, np.ndarray) or keep_text)
+    if keep_text:
+        src = ArraysSource({k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in src._arrays.items()})
+    ds = make_batch_dataset(src, int(batch_size), seed=int(seed), shuffle=shuffle, num_epochs=num_epochs, ids=ids,
+                            drop_remainder=drop_remainder, fields=fields)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=int(prefetch_threads),
                                                 prefetch_buffer_size=max(int(prefetch_threads), 1)))
 

@@ -63,6 +63,7 @@ class OutcomeTask:
     """Patient-level classification of the surgical outcome from image + EHR covariates."""
 
     name = "outcome"
+    best_metric = "auc_roc"
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "ce"):

@@ -1,30 +1,35 @@
-"""Load a trained model from a ``zoo.train`` work directory (or its ``checkpoints`` folder).
+"""Load a trained model from a work directory (or its ``checkpoints`` / ``best`` folder).
 
-No hub: weights come from local Orbax checkpoints written by ``python -m zoo.train``; the
-checkpoint's metadata (config, data set channels and classes) rebuilds the model and is
-checked against what the caller asks for.
+No hub: weights come from local Orbax checkpoints written by the training core (``python -m zoo.train``,
+``zoo.cv``, ``zoo.outcome``). The checkpoint's metadata (:func:`zoo.provenance.run_metadata`: config, task,
+data contract) rebuilds the model with :func:`zoo.build.build_model`, is checked against what the caller
+asks for and against the model's card, and predicts through :class:`zoo.inference.Predictor`, so
+segmentation, instance (Mask R-CNN) and outcome runs all load and predict the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from zoo import optim
+from zoo.build import build_model
 from zoo.checkpoint import CheckpointIO, restore_meta
-from zoo.registry import create_model
+from zoo.inference import Predictor
+from zoo.registry import get_spec
+from zoo.tasks import get_task
+from zoo.training.state import abstract_train_state
 
 __all__ = ["Pretrained", "load_pretrained"]
 
 
 @dataclasses.dataclass
 class Pretrained:
-    """A restored model: ``model.apply(variables, x)`` gives logits; ``meta`` holds config and data info."""
+    """A restored model: ``predict`` / ``predict_proba`` / ``iter_proba`` run it; ``meta`` holds config and data info."""
 
     model: object
     variables: dict
@@ -35,16 +40,48 @@ class Pretrained:
     def config(self) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(self.meta["config"])
 
-    def predict(self, images) -> np.ndarray:
-        """Label maps ``[B, *S]`` for ``images [B, *S, C]``."""
-        images = np.asarray(images, np.float32)
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "segmentation")
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        return Predictor(self.model, self.variables, get_task(self.task))
+
+    def _checked(self, inputs):
         contract = self.meta["data"]
         nd, ch = contract["spatial_dims"], len(contract["channel_names"])
+        covariates = contract.get("covariate_names") or ()
+        if covariates and not isinstance(inputs, dict):
+            raise ValueError(f"this outcome model takes {{'image': [N, *S, C], 'covariates': [N, {len(covariates)}]}} "
+                             f"({', '.join(covariates)}); got an array of shape {np.shape(inputs)}")
+        images = np.asarray(inputs["image"] if isinstance(inputs, dict) else inputs, np.float32)
         if images.ndim != nd + 2 or images.shape[-1] != ch:
             raise ValueError(f"expected images [B, *S, C] with {nd} spatial dims and C={ch} "
                              f"({', '.join(contract['channel_names'])}); got {images.shape}")
-        logits = self.model.apply(self.variables, jnp.asarray(images), train=False)
-        return np.asarray(jnp.argmax(logits, -1))
+        if not isinstance(inputs, dict):
+            return images
+        out = dict(inputs, image=images)
+        if covariates:
+            cov = np.asarray(inputs.get("covariates"), np.float32) if "covariates" in inputs else None
+            if cov is None or cov.shape != (len(images), len(covariates)):
+                raise ValueError(f"expected covariates [{len(images)}, {len(covariates)}] "
+                                 f"({', '.join(covariates)}); got {None if cov is None else cov.shape}")
+            out["covariates"] = cov
+        return {k: out[k] for k in ("image", "covariates") if k in out}
+
+    def predict(self, inputs, batch_size: int = 8) -> np.ndarray:
+        """Label maps ``[N, *S]`` for images ``[N, *S, C]`` (segmentation, instance), or classes ``[N]``
+        for an outcome model's ``{"image", "covariates"}``."""
+        return self.predictor.predict(self._checked(inputs), batch_size)
+
+    def predict_proba(self, inputs, batch_size: int = 8) -> np.ndarray:
+        """Class probabilities: ``[N, *S, K]`` (softmax; one-hot for instance models) or ``[N, K]`` (outcome)."""
+        return self.predictor.predict_proba(self._checked(inputs), batch_size)
+
+    def iter_proba(self, inputs, batch_size: int = 8):
+        """``(start, probabilities)`` per batch, for streaming evaluation of a whole split."""
+        return self.predictor.iter_proba(self._checked(inputs), batch_size)
 
 
 def _checkpoint_dir(path: str) -> str:
@@ -54,17 +91,29 @@ def _checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
+def _input_shapes(meta: dict) -> dict:
+    if "inputs" in meta:
+        return {k: tuple(v) for k, v in meta["inputs"].items()}
+    # Checkpoints written before the input shapes were saved: the configured image size.
+    data, config = meta["data"], meta["config"]
+    shapes = {"image": (1, *config["data"]["image_size"], len(data["channel_names"]))}
+    if data.get("covariate_names"):
+        shapes["covariates"] = (1, len(data["covariate_names"]))
+    return shapes
+
+
 def load_pretrained(path: str, step: int | None = None, *, in_channels: int | None = None,
                     num_classes: int | None = None, spatial_dims: int | None = None) -> Pretrained:
-    """Restore the model saved in ``path`` (a work directory or its ``checkpoints/``).
+    """Restore the model saved in ``path`` (a work directory, its ``checkpoints/`` or ``best/``).
 
     The optional ``in_channels``/``num_classes``/``spatial_dims`` state what the caller expects;
     a mismatch with the checkpoint's contract raises ``ValueError``.
     """
-    from zoo.train import TrainState  # the state's structure; no training code runs
-
     ckdir = _checkpoint_dir(path)
     step, meta = restore_meta(ckdir, step)
+    if "config" not in meta or "data" not in meta:
+        raise ValueError(f"checkpoint {ckdir} has no run metadata (config, data); it was not written by the "
+                         f"zoo's training core")
     data = meta["data"]
     for name, want, have in (("in_channels", in_channels, len(data["channel_names"])),
                              ("num_classes", num_classes, data["num_classes"]),
@@ -72,21 +121,13 @@ def load_pretrained(path: str, step: int | None = None, *, in_channels: int | No
         if want is not None and want != have:
             raise ValueError(f"checkpoint {ckdir} has {name}={have}, but {name}={want} was requested")
     config = ml_collections.ConfigDict(meta["config"])
-    kwargs = dict(config.model.get("kwargs", {}))
-    dtype = config.train.get("dtype", "float32")
-    if dtype != "float32":
-        kwargs["dtype"] = getattr(jnp, dtype)
-    model = create_model(config.model.name, spatial_dims=data["spatial_dims"],
-                         in_channels=len(data["channel_names"]), num_classes=data["num_classes"], **kwargs)
+    card = get_spec(config.model.name).card
+    if card is not None and data["spatial_dims"] not in tuple(card.spatial_dims):
+        raise ValueError(f"checkpoint {ckdir}: model {config.model.name!r} supports spatial_dims "
+                         f"{tuple(card.spatial_dims)}, but the checkpoint has {data['spatial_dims']}")
+    model = build_model(config, data)
     tx, _ = optim.make_optimizer(config.train)
-    size = tuple(config.data.image_size)
-    sample = jnp.zeros((1, *size, len(data["channel_names"])), jnp.float32)
-    variables = dict(jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
-                                                       sample, train=False)))
-    params = variables.pop("params")
-    target = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                        opt_state=jax.eval_shape(tx.init, params), model_state=variables,
-                        rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+    target = abstract_train_state(model, tx, _input_shapes(meta))
     io = CheckpointIO(ckdir, async_save=False)
     try:
         state, _ = io.restore(step, target)

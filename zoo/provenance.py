@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
+import tempfile
 
 import jax
 
-__all__ = ["run_info"]
+__all__ = ["run_info", "run_metadata", "write_json"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-learn")
 
@@ -36,3 +39,41 @@ def run_info(seed: int) -> dict:
             "packages": {p: _version(p) for p in _PACKAGES},
             "jax": jax.__version__, "process_count": jax.process_count(),
             "devices": [str(d) for d in jax.devices()], "time": datetime.datetime.now().isoformat()}
+
+
+def _plain(o):
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if hasattr(o, "item") and callable(o.item):  # numpy scalars
+        return o.item()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
+    """The one description of a run, written as ``config.json`` and saved in every checkpoint's ``meta``:
+    resolved config, model, task, data contract (``DatasetInfo`` as a dict), provenance and mesh.
+    ``zoo.load_pretrained`` rebuilds the model from exactly this."""
+    data = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
+    meta = {"config": config.to_dict(), "model": config.model.name, "task": task, "data": data,
+            "run": run_info(config.seed)}
+    if mesh is not None:
+        meta["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
+    meta.update(extra)
+    # Through JSON once: tuples become lists, numpy scalars numbers; what is saved is what is read back.
+    return json.loads(json.dumps(meta, default=_plain))
+
+
+def write_json(path: str, obj, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, default=_plain)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

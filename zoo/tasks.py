@@ -1,7 +1,10 @@
 """Training tasks: how a model's output becomes a loss and a label map.
 
-A task has ``loss(model, variables, batch, rng, train, loss_name) -> (loss, (model_state, metrics))``
-and ``predict(model, variables, images) -> labels [B, *S]``. Registry entries name their task.
+A task has ``loss(model, variables, batch, rng, train, loss_name) -> (loss, (model_state, metrics))``,
+``predict(model, variables, inputs) -> labels`` and ``predict_proba(model, variables, inputs) -> probabilities``
+(``inputs``: images ``[B, *S, C]`` or a batch dict), and names the validation metric that picks the best
+checkpoint (``best_metric``). Registry entries name their task; :mod:`zoo.inference` is the one place
+that runs ``predict``/``predict_proba`` over data.
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ import jax.numpy as jnp
 
 from zoo import losses
 
-__all__ = ["SegmentationTask", "get_task", "TASKS"]
+__all__ = ["SegmentationTask", "InstanceTask", "get_task", "TASKS"]
+
+
+def _images(inputs):
+    return inputs["image"] if isinstance(inputs, dict) else inputs
 
 
 class SegmentationTask:
@@ -22,6 +29,7 @@ class SegmentationTask:
     """
 
     name = "segmentation"
+    best_metric = "mean_dice"
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "dice_ce"):
@@ -37,9 +45,15 @@ class SegmentationTask:
         return loss, (new_state, {"loss": loss})
 
     @staticmethod
-    def predict(model, variables, images):
-        logits = model.apply(variables, images, train=False)
+    def predict(model, variables, inputs):
+        logits = model.apply(variables, _images(inputs), train=False)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    @staticmethod
+    def predict_proba(model, variables, inputs):
+        """Softmax ``[B, *S, K]`` float32."""
+        logits = model.apply(variables, _images(inputs), train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
 TASKS = {"segmentation": SegmentationTask}
@@ -58,6 +72,7 @@ class InstanceTask:
     """
 
     name = "instance"
+    best_metric = "mean_dice"
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "mask_rcnn"):
@@ -70,8 +85,14 @@ class InstanceTask:
         return terms["loss"], (dict(new_state), terms)
 
     @staticmethod
-    def predict(model, variables, images):
-        return model.apply(variables, images, method="semantic_labels")
+    def predict(model, variables, inputs):
+        return model.apply(variables, _images(inputs), method="semantic_labels")
+
+    @staticmethod
+    def predict_proba(model, variables, inputs):
+        """One-hot ``[B, *S, K]`` float32 of the semantic label map (detections are thresholded, not soft)."""
+        labels = InstanceTask.predict(model, variables, inputs)
+        return jax.nn.one_hot(labels, model.num_classes, dtype=jnp.float32)
 
 
 TASKS["instance"] = InstanceTask

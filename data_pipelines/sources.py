@@ -1,0 +1,73 @@
+"""Where a run's records come from: ``open_sources(data_cfg) -> (train, val, info)``.
+
+Every data set reaches the trainer as two random-access sources of records (``len`` + ``[i]`` -> dict),
+consumed through grain (:func:`data_pipelines.loader.make_batch_dataset`):
+
+* ``data.name = "tfds"``: a prepared TFDS array_record data set, read record by record from disk, so a data
+  set larger than memory trains. ``data.data_dir`` is the prepared folder
+  ``<data_dir>/<builder>/<config>/<version>`` (``data_pipelines.tfds_builders.prepare`` writes it);
+  splits ``data.train_split`` / ``data.val_split`` (default ``train`` / ``val``).
+* every other name (phantoms, BraTS, image/mask folders, CT, the outcome cohort): the arrays of
+  ``data_pipelines.datasets.load_dataset`` behind an :class:`~data_pipelines.loader.ArraysSource`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from data_pipelines.datasets import DatasetInfo, load_dataset
+from data_pipelines.loader import ArraysSource
+
+__all__ = ["open_sources", "tfds_info"]
+
+
+def tfds_info(builder, class_names=(), channel_names=()) -> DatasetInfo:
+    """:class:`DatasetInfo` of a prepared TFDS builder: shapes from its features, names from ``class_names`` /
+    ``channel_names`` when given, else from the builder's metadata (``class_names``, ``channel_names``)."""
+    feats = builder.info.features
+    if "image" not in feats or "label" not in feats:
+        raise ValueError(f"TFDS data set {builder.info.full_name} needs 'image' and 'label' features, "
+                         f"has {sorted(feats)}")
+    shape = tuple(feats["image"].shape)
+    meta = dict(builder.info.metadata or {})
+    classes = tuple(class_names) or tuple(meta.get("class_names", ()))
+    if len(classes) < 2:
+        raise ValueError(f"TFDS data set {builder.info.full_name} does not name its classes (no 'class_names' "
+                         f"metadata): set --config.data.class_names='(\"background\", \"lesion\")'")
+    channels = tuple(channel_names) or tuple(meta.get("channel_names", ())) or tuple(
+        f"channel{i}" for i in range(shape[-1]))
+    if len(channels) != shape[-1]:
+        raise ValueError(f"{len(channels)} channel names {channels} for images with {shape[-1]} channels")
+    return DatasetInfo(name=f"tfds/{builder.info.full_name}", num_classes=len(classes), channel_names=channels,
+                       class_names=classes, spatial_dims=len(shape) - 1)
+
+
+def _open_tfds(cfg):
+    import tensorflow_datasets as tfds
+
+    path = cfg.get("data_dir", "")
+    if not path or not os.path.isdir(path):
+        raise ValueError(f"data.name='tfds' needs data.data_dir, the prepared folder <data_dir>/<name>/<config>/"
+                         f"<version>; got {path!r}")
+    try:
+        builder = tfds.builder_from_directory(os.fspath(path))
+    except Exception as e:  # TFDS raises several types for a folder that holds no prepared data set
+        raise ValueError(f"data.data_dir {path!r} is not a prepared TFDS data set ({type(e).__name__}: {e})") \
+            from None
+    info = tfds_info(builder, cfg.get("class_names", ()), cfg.get("channel_names", ()))
+    splits = {}
+    for role in ("train", "val"):
+        split = cfg.get(f"{role}_split", role)
+        if split not in builder.info.splits:
+            raise ValueError(f"TFDS data set {builder.info.full_name} has no split {split!r} "
+                             f"(splits: {sorted(builder.info.splits)})")
+        splits[role] = builder.as_data_source(split=split)
+    return splits["train"], splits["val"], info
+
+
+def open_sources(cfg):
+    """``(train_source, val_source, info)`` for a run's ``data`` config section."""
+    if cfg.name == "tfds":
+        return _open_tfds(cfg)
+    train, val, info = load_dataset(cfg)
+    return ArraysSource(train), ArraysSource(val), info

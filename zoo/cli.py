@@ -1,0 +1,85 @@
+"""What the command lines share: the run flags, config resolution and the one error boundary.
+
+``python -m zoo.train``, ``zoo.cv``, ``zoo.hparam`` and ``zoo.outcome`` take the same run flags
+(``--config``, ``--workdir``, ``--model``, ``--steps``, ``--config.a.b=value`` ...). :func:`run_cli` is the
+boundary every entry point's ``main`` goes through: bad input (``ValueError``), missing or unwritable files
+(``OSError``) and invalid configs end with one line ``error: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from typing import Callable
+
+import ml_collections
+
+from zoo import sharding
+from zoo.configs import apply_overrides, load_config, split_overrides
+from zoo.registry import get_spec
+
+__all__ = ["run_parser", "parse_run_args", "resolve_config", "default_workdir", "run_cli", "USAGE_ERROR"]
+
+USAGE_ERROR = 2
+
+# Shortcut flag -> config field.
+_SHORTCUTS = (("model", "model.name"), ("dataset", "data.name"), ("data_dir", "data.data_dir"),
+              ("mesh", "mesh.shape"), ("steps", "train.steps"))
+
+
+def run_parser(prog: str, description: str, default_config: str = "default", **kwargs) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, **kwargs)
+    p.add_argument("--config", default=default_config, help=f"recipe name in zoo/configs (default: {default_config})")
+    p.add_argument("--workdir", default="", help="output directory (default: workdirs/<config>-<time>)")
+    p.add_argument("--model", default=None, help="shortcut for --config.model.name")
+    p.add_argument("--dataset", default=None, help="shortcut for --config.data.name")
+    p.add_argument("--data_dir", default=None, help="shortcut for --config.data.data_dir")
+    p.add_argument("--mesh", default=None, help="DATA,MODEL mesh shape, shortcut for --config.mesh.shape")
+    p.add_argument("--steps", default=None, help="shortcut for --config.train.steps")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv):
+    """``(known flags, {"a.b": "value"} overrides)``: the shortcuts become overrides unless given explicitly."""
+    known, rest = parser.parse_known_args(argv)
+    overrides = split_overrides(rest, parser.error)
+    for flag, field in _SHORTCUTS:
+        if getattr(known, flag, None) is not None:
+            overrides.setdefault(field, getattr(known, flag))
+    return known, overrides
+
+
+def resolve_config(known, overrides) -> ml_collections.ConfigDict:
+    """Recipe + flag overrides, validated without touching devices (raises ``ValueError``)."""
+    config = load_config(known.config)
+    if known.model is not None and known.model != config.model.name:
+        # The recipe's model kwargs belong to its own model; another model starts from its defaults.
+        config.model.kwargs = ml_collections.ConfigDict()
+    if "mesh.shape" in overrides:  # "4,2" from --mesh; validated here for a one-line error
+        overrides = dict(overrides)
+        config.mesh.shape = sharding.parse_mesh_shape(overrides.pop("mesh.shape"))
+    config = apply_overrides(config, overrides)
+    get_spec(config.model.name)
+    return config
+
+
+def default_workdir(known, config, prefix: str = "") -> str:
+    workdir = known.workdir or config.get("workdir", "") or os.path.join(
+        "workdirs", f"{prefix}{known.config}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} exists and is not a directory")
+    return workdir
+
+
+def run_cli(fn: Callable[[], int]) -> int:
+    """Run an entry point's body; bad input and OS errors become one line on stderr and exit 2."""
+    try:
+        return fn()
+    except (ValueError, OSError) as e:
+        msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return USAGE_ERROR

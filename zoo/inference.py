@@ -1,0 +1,110 @@
+"""The one prediction path: a task's ``predict`` / ``predict_proba`` run over data in fixed-size batches.
+
+Training-time validation, ``zoo.load_pretrained``'s ``Pretrained``, k-fold ensembles, ``eval.report`` /
+``eval.analysis`` and the outcome model all predict through :class:`Predictor`: inputs are cut into
+batches of ``batch_size`` (the last one padded by repeating its final case, so each program compiles
+once), each batch goes through the jitted task function, and the padding is dropped again.
+
+``inputs``: images ``[N, *S, C]``, or a dict of equal-length arrays (``image``, ``covariates``) for models
+that take more than the image (the outcome model). Outputs are numpy arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterator, Mapping
+
+import jax
+import numpy as np
+
+__all__ = ["Predictor", "num_cases", "padded_batches"]
+
+
+def num_cases(inputs) -> int:
+    if isinstance(inputs, Mapping):
+        lengths = {k: len(v) for k, v in inputs.items()}
+        if not lengths or len(set(lengths.values())) != 1:
+            raise ValueError(f"inputs: the fields must have one length, got {lengths}")
+        return next(iter(lengths.values()))
+    return len(inputs)
+
+
+def _rows(inputs, start: int, stop: int, batch_size: int):
+    def take(a):
+        chunk = np.asarray(a[start:stop], np.float32)
+        pad = batch_size - len(chunk)
+        return np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+
+    if isinstance(inputs, Mapping):
+        return {k: take(v) for k, v in inputs.items()}
+    return take(inputs)
+
+
+def padded_batches(inputs, batch_size: int) -> Iterator[tuple[int, int, object]]:
+    """Yield ``(start, n, batch)``: ``batch`` holds ``batch_size`` cases, the first ``n`` of them real."""
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = num_cases(inputs)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        yield start, stop - start, _rows(inputs, start, stop, batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(fn):
+    # The model is a static argument: Flax modules are hashable dataclasses, so every Predictor of an equal
+    # model (each validation of a run, each fold of zoo.cv) reuses one compiled program per input shape.
+    return jax.jit(fn, static_argnums=0)
+
+
+class Predictor:
+    """``model`` + ``variables`` + ``task``: labels and probabilities for any number of cases.
+
+    ``predict`` gives label maps ``[N, *S]`` (segmentation, instance) or classes ``[N]`` (outcome);
+    ``predict_proba`` the class probabilities (``[N, *S, K]`` or ``[N, K]``); ``iter_proba`` streams
+    ``(start, proba)`` per batch so a whole split's probabilities never need to be held at once.
+    """
+
+    def __init__(self, model, variables, task, batch_size: int = 8):
+        self.model, self.variables, self.task = model, variables, task
+        self.batch_size = int(batch_size)
+        self._labels = functools.partial(_jitted(task.predict), model)
+        self._proba = functools.partial(_jitted(task.predict_proba), model)
+
+    def compile(self, example_batch, proba: bool = False) -> None:
+        """Compile ahead of time for batches shaped like ``example_batch`` (multi-process runs compile first,
+        then meet, so no process waits at a collective for another's compiler)."""
+        fn = _jitted(self.task.predict_proba if proba else self.task.predict)
+        compiled = fn.lower(self.model, self.variables, example_batch).compile()
+        if proba:
+            self._proba = compiled
+        else:
+            self._labels = compiled
+
+    def _check(self, inputs):
+        if isinstance(inputs, Mapping):
+            bad = [k for k, v in inputs.items() if not np.all(np.isfinite(np.asarray(v, np.float32)))]
+        else:
+            bad = [] if np.all(np.isfinite(np.asarray(inputs, np.float32))) else ["image"]
+        if bad:
+            raise ValueError(f"inputs contain NaN or Inf ({', '.join(bad)}); clean or impute them first")
+
+    def _run(self, fn, inputs, batch_size):
+        self._check(inputs)
+        for start, n, batch in padded_batches(inputs, batch_size or self.batch_size):
+            yield start, np.asarray(fn(self.variables, batch))[:n]
+
+    def iter_predict(self, inputs, batch_size: int | None = None):
+        """``(start, labels)`` per batch."""
+        return self._run(self._labels, inputs, batch_size)
+
+    def iter_proba(self, inputs, batch_size: int | None = None):
+        """``(start, probabilities)`` per batch."""
+        return self._run(self._proba, inputs, batch_size)
+
+    def predict(self, inputs, batch_size: int | None = None) -> np.ndarray:
+        return np.concatenate([out for _, out in self.iter_predict(inputs, batch_size)])
+
+    def predict_proba(self, inputs, batch_size: int | None = None) -> np.ndarray:
+        return np.concatenate([out for _, out in self.iter_proba(inputs, batch_size)]).astype(np.float32)

@@ -1,0 +1,278 @@
+"""The training loop: ``train_and_evaluate(config, workdir)`` for every task (segmentation, instance, outcome).
+
+Scale-out: one ``Mesh`` ``(data, model)`` (:mod:`zoo.sharding`); the batch is sharded on ``data``,
+parameters and optimiser state follow the path rules of ``zoo.sharding`` on ``model``; the train step is
+``jax.jit`` with ``in_shardings``/``out_shardings``. Multi-host: each process loads only the rows of the
+global batch its devices hold; only process 0 writes logs.
+
+Reproducibility: the batch of step ``s`` is a pure function of ``(data.seed, s)`` and its grain iterator
+state is saved in every checkpoint; the step's dropout/augmentation key is a pure function of the saved
+RNG and ``s``; so a run resumed from a checkpoint repeats the uninterrupted run bit for bit. SIGTERM saves
+a checkpoint, then stops.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from data_pipelines.loader import ArraysSource
+from data_pipelines.sources import open_sources
+from zoo import sharding
+from zoo.build import build_model
+from zoo.checkpoint import CheckpointIO
+from zoo.inference import Predictor
+from zoo.provenance import run_metadata, write_json
+from zoo.training.data import TrainBatches
+from zoo.training.distributed import sync
+from zoo.training.evaluate import evaluate
+from zoo.training.setup import RunSetup, prepare_run
+from zoo.training.state import input_shapes_of, jit_init, make_init_fn
+from zoo.training.step import make_train_step
+
+__all__ = ["train_and_evaluate", "PREEMPTED_EXIT_CODE"]
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, checkpoint saved, rerun to resume"
+
+
+class _Logger:
+    """JSONL metrics (+ TensorBoard when a writer library is importable); silent off process 0."""
+
+    def __init__(self, workdir: str, enabled: bool, tensorboard: bool):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
+        self.tb = None
+        if enabled and tensorboard:
+            for mod in ("tensorboardX", "torch.utils.tensorboard"):
+                try:  # optional: never required, never TensorFlow
+                    self.tb = __import__(mod, fromlist=["SummaryWriter"]).SummaryWriter(
+                        os.path.join(workdir, "tensorboard"))
+                    break
+                except Exception:  # an optional writer that fails to import is simply not used
+                    continue
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{record.get('split', 'train')}/{k}", v, record.get("step", 0))
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves at the next step boundary and stops (all processes agree)."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, no preemption support
+            self.previous = None
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def reached(self) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            flag = np.asarray([self.flag], np.int32)
+            return bool(np.max(multihost_utils.process_allgather(flag)))
+        return self.flag
+
+    def close(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    model: Any
+    state_sh: Any
+    init: Callable
+    step: Callable
+
+
+_PROGRAMS: "collections.OrderedDict[str, _Programs]" = collections.OrderedDict()
+
+
+def _programs(config, setup: RunSetup, info, input_shapes: dict) -> _Programs:
+    """Model and jitted init/step for a run, memoised on everything they depend on, so runs that differ only
+    in data or work directory (the folds of ``zoo.cv``) compile once."""
+    mesh = setup.mesh
+    key = json.dumps({"model": config.model.to_dict(), "train": config.train.to_dict(),
+                      "augment": config.get("augment", ml_collections.ConfigDict()).to_dict(),
+                      "shard_min_size": _mesh_cfg(config).get("shard_min_size", 0), "info": dataclasses.asdict(info),
+                      "inputs": {k: list(v) for k, v in input_shapes.items()},
+                      "mesh": [int(v) for v in mesh.shape.values()],
+                      "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True, default=str)
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
+    model = build_model(config, info)
+    init_fn = make_init_fn(model, setup.tx, input_shapes)
+    state_sh = sharding.tree_shardings(mesh, jax.eval_shape(init_fn, jax.random.key(0)),
+                                       min_size=int(_mesh_cfg(config).get("shard_min_size", 0)))
+    data_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    step = jax.jit(make_train_step(model, setup.tx, setup.task, config.train.loss,
+                                   grad_accum=int(config.train.get("grad_accum", 1)), augment_fn=setup.augment_fn),
+                   in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
+    prog = _Programs(model=model, state_sh=state_sh, init=jit_init(init_fn), step=step)
+    _PROGRAMS[key] = prog
+    while len(_PROGRAMS) > 4:
+        _PROGRAMS.popitem(last=False)
+    return prog
+
+
+def _mesh_cfg(config):
+    return config.get("mesh", None) or ml_collections.ConfigDict()
+
+
+def _as_source(data):
+    return ArraysSource(data) if isinstance(data, dict) else data
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True, *,
+                       data=None, setup: RunSetup | None = None,
+                       init_params: Callable[[Any], Any] | None = None) -> dict:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate on validation.
+
+    ``data``: optional ``(train, val, info)`` (sources or dicts of arrays) replacing the config's data set
+    (k-fold cross-validation passes its folds here). ``setup``: the :func:`prepare_run` of ``config`` when
+    the caller already made it. ``init_params(params) -> params`` changes freshly initialised parameters
+    (transfer learning) before training starts; a resumed run restores its own. Returns the final
+    validation metrics plus ``preempted`` (SIGTERM: checkpoint saved, run stopped early) and the best
+    validation value of the task's ``best_metric``.
+    """
+    setup = setup or prepare_run(config)  # bad config: fail before loading or compiling anything
+    task, mesh = setup.task, setup.mesh
+    train_src, val_src, info = open_sources(config.data) if data is None else data
+    train_src, val_src = _as_source(train_src), _as_source(val_src)
+    bs = int(config.train.batch_size)
+    first = train_src[0]
+    input_shapes = input_shapes_of({k: np.zeros((bs, *np.shape(first[k]))) for k in ("image", "covariates")
+                                    if k in first})
+    prog = _programs(config, setup, info, input_shapes)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+
+    data_seed = int(config.data.seed)
+    meta = run_metadata(config, task.name, info, mesh,
+                        inputs={k: [1, *v[1:]] for k, v in input_shapes.items()})
+    if is_main:
+        write_json(os.path.join(workdir, "config.json"), meta)
+
+    data_sh = sharding.batch_sharding(mesh)
+    # Initialise on one device (a small, fast-compiling program), then lay the values out on the mesh.
+    state = jax.device_get(prog.init(jax.random.key(int(config.seed))))
+    if init_params is not None:
+        params = init_params(state.params)
+        state = dataclasses.replace(state, params=params, opt_state=setup.tx.init(params))
+    state = sharding.put_global(state, prog.state_sh)
+
+    sync("init")
+    metric = task.best_metric
+    ckpt = CheckpointIO(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.train.keep_checkpoints))
+    best_ckpt = CheckpointIO(os.path.join(workdir, "best"), max_to_keep=int(config.train.get("keep_best", 1)),
+                             best_metric=metric)
+    batches = TrainBatches(train_src, bs, data_seed, data_sh)
+    if ckpt.latest_step() is not None:
+        state, saved_meta = ckpt.restore(None, state)
+        it = saved_meta.get("data_iterator", {})
+        if it and int(it.get("seed", data_seed)) != data_seed and is_main:
+            print(f"warning: checkpoint was written with data.seed={it.get('seed')}, now {data_seed}", flush=True)
+        batches.restore(it, int(state.step))
+        if is_main:
+            print(f"resumed from step {int(state.step)}", flush=True)
+
+    step_fn = prog.step
+    predictor = Predictor(prog.model, state.variables, task, bs)
+    if jax.process_count() > 1:
+        # Compile ahead of time, then meet: the processes' compile times differ, and gloo gives a
+        # process only 30 s to join the first collective of a program.
+        example = {k: jax.ShapeDtypeStruct((bs, *v.shape[1:]), v.dtype, sharding=data_sh)
+                   for k, v in batches.peek().items()}
+        step_fn = step_fn.lower(state, example).compile()
+        sample = {k: np.zeros((bs, *np.shape(first[k])), np.float32) for k in ("image", "covariates") if k in first}
+        predictor.compile(sample if task.name == "outcome" else sample["image"], proba=task.name == "outcome")
+        sync("compiled")
+    log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", True)))
+    total = int(config.train.steps)
+    start = int(state.step)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=f"train {config.model.name}", disable=not (progress and is_main),
+               dynamic_ncols=True)
+    preempt = _Preemption()
+    t0, last_eval, preempted = time.time(), None, False
+
+    def save(manager, done, metrics=None, force=False):
+        manager.save(done, state, dict(meta, data_iterator=batches.state()), metrics=metrics, force=force)
+
+    def validate():
+        predictor.variables = state.variables
+        return evaluate(predictor, val_src, info.num_classes, bs)
+
+    try:
+        for step in range(start, total):
+            state, metrics = step_fn(state, batches.next())
+            done = step + 1
+            if done % int(config.train.log_every) == 0 or done == total:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m.update(step=done, lr=float(setup.schedule(step)), elapsed_s=round(time.time() - t0, 2))
+                bar.set_postfix(loss=f"{m['loss']:.4f}")
+                log.write({"split": "train", **m})
+            if done % int(config.train.eval_every) == 0 or done == total:
+                last_eval = validate()
+                sync(f"eval{done}")
+                log.write({"split": "val", "step": done, **{k: v for k, v in last_eval.items()
+                                                            if k not in ("per_case", "confusion", "num_cases")}})
+                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", **{metric: f"{last_eval[metric]:.3f}"})
+                if np.isfinite(last_eval[metric]):
+                    save(best_ckpt, done, {metric: last_eval[metric]}, force=True)
+            if done % int(config.train.checkpoint_every) == 0 or done == total:
+                save(ckpt, done)
+            bar.update(1)
+            if done < total and preempt.reached():
+                if ckpt.latest_step() != done:
+                    save(ckpt, done, force=True)
+                preempted = True
+                break
+    finally:
+        preempt.close()
+        bar.close()
+        ckpt.close()
+        best_ckpt.close()
+        log.close()
+    base = {"step": int(state.step), "task": task.name, "class_names": list(info.class_names),
+            "train_seconds": round(time.time() - t0, 2)}
+    if preempted:
+        if is_main:
+            print(f"preempted: saved a checkpoint at step {int(state.step)}; rerun to resume", flush=True)
+        return {**base, "preempted": True, metric: float("nan"), "dice_per_class": [], "num_cases": 0}
+    if last_eval is None:  # resumed a finished run: evaluate what was restored
+        last_eval = validate()
+    best_step, best_value = CheckpointIO.best_of(os.path.join(workdir, "best"), metric)
+    result = {**base, "preempted": False, **{k: v for k, v in last_eval.items() if k != "per_case"},
+              "best_step": best_step, f"best_{metric}": best_value}
+    if is_main:
+        write_json(os.path.join(workdir, "eval.json"), result)
+    return result
