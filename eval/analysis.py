@@ -25,6 +25,7 @@ from scipy import ndimage
 
 import scoring as M
 from eval.bootstrap import bootstrap_ci, unpaired_delta_ci
+from eval.cases import load_split, structures_for
 from scoring import check_spacing, surface_mask
 
 __all__ = ["lesion_table", "stratify", "size_bands", "boundary_error_bands", "BOUNDARY_BANDS",
@@ -245,23 +246,27 @@ def _strata_md(title, rows):
 
 def analyse_workdir(workdir: str, split: str = "val", *, spacing=None, batch_size: int = 8, min_n: int = 10,
                     metadata: str | None = None, n_boot: int = 2000, k: int = 5) -> dict:
-    """Stream a checkpoint's predictions once and build every error-analysis table."""
-    from eval.report import _load_split, make_predict_fn, predict_batches, structures_for
+    """Stream a checkpoint's predictions once and build every error-analysis table.
+
+    Segmentation and instance runs (an instance run's semantic label map); outcome runs have no
+    voxels to analyse and raise ``ValueError``.
+    """
     from zoo import load_pretrained
 
     pre = load_pretrained(workdir)
-    arrays, info = _load_split(pre.config, split)
-    fn = make_predict_fn(pre.model, pre.variables)
+    if pre.task not in ("segmentation", "instance"):
+        raise ValueError(f"{workdir}: error analysis needs a segmentation or instance run, not {pre.task!r}")
+    arrays, info = load_split(pre.config, split)
     structures = structures_for(info.class_names) or {
         info.class_names[c]: (c,) for c in range(1, info.num_classes)}
     fg_labels = tuple(sorted({c for labs in structures.values() for c in labs}))
     lesions, case_dice, case_hd, fg_frac, vols, ids, n_les = [], [], [], [], [], [], []
     band_tot = None
     pids = arrays.get("patient_id")
-    for start, logits in predict_batches(fn, arrays["image"], batch_size):
-        for j, lg in enumerate(logits):
+    for start, proba in pre.iter_proba(arrays["image"], batch_size=batch_size):
+        for j, pr in enumerate(np.asarray(proba)):
             i = start + j
-            pred = np.isin(lg.argmax(-1), fg_labels)
+            pred = np.isin(pr.argmax(-1), fg_labels)
             tgt = np.isin(arrays["label"][i], fg_labels)
             cid = str(pids[i]) if pids is not None else str(i)
             ids.append(cid)

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["CI", "bootstrap_ci", "paired_delta_ci", "unpaired_delta_ci"]
+__all__ = ["CI", "bootstrap_ci", "paired_delta_ci", "unpaired_delta_ci", "bootstrap_statistics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,3 +101,28 @@ def unpaired_delta_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, seed: in
     bb = b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(1)
     lo, hi = _percentiles(bb - ba, level)
     return CI(float(b.mean() - a.mean()), lo, hi, int(min(a.size, b.size)), level)
+
+
+def bootstrap_statistics(statistic, n: int, *, n_boot: int = 2000, level: float = 0.95,
+                         seed: int = 0) -> dict[str, CI]:
+    """Percentile bootstrap CIs of a set-level statistic (e.g. AUC) over ``n`` cases resampled.
+
+    ``statistic(idx [M] int) -> {name: float}`` computes every quantity on the cases ``idx``; the
+    estimate is its value on all cases, and a resample where a quantity is undefined (NaN) is
+    dropped from that quantity's percentiles.
+    """
+    _check(n_boot, level)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive number of cases, got {n!r}")
+    est = statistic(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boot = {k: np.empty(n_boot) for k in est}
+    for b in range(n_boot):
+        vals = statistic(rng.integers(0, n, size=n))
+        for k in boot:
+            boot[k][b] = vals.get(k, float("nan"))
+    out = {}
+    for k, v in est.items():
+        lo, hi = _percentiles(boot[k], level) if np.isfinite(v) else (float("nan"), float("nan"))
+        out[k] = CI(float(v), lo, hi, int(n), level)
+    return out

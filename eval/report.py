@@ -1,8 +1,20 @@
 """Evaluate trained checkpoints and write the study's tables: ``python -m eval.report --workdir DIR ...``.
 
-For each work directory (a ``zoo.train`` run) the model is restored with
+For each work directory (a ``zoo.train`` or ``zoo.outcome`` run) the model is restored with
 ``zoo.load_pretrained``, its data set is rebuilt from the saved config and the chosen split is
-predicted batch by batch (nothing but per-case numbers is kept). Outputs in ``--out``:
+predicted batch by batch through the run's one prediction path (``Pretrained.iter_proba``; nothing
+but per-case numbers is kept). The report follows the run's task:
+
+* ``segmentation``: per-case overlap and surface metrics, and voxel-wise AUC-ROC / AUPRC of the
+  softmax probabilities;
+* ``instance`` (Mask R-CNN): the same segmentation metrics of its **semantic label map** (each
+  voxel the class of the instance mask covering it); **no voxel AUC**, because its probabilities
+  are the one-hot of the predicted labels, so a "ranking" AUC would only restate sensitivity and
+  specificity;
+* ``outcome``: patient-level accuracy, precision, recall, specificity, F1 and AUC-ROC
+  (``scoring.outcome_metrics``) with bootstrap 95% CIs over patients (Table 5).
+
+Outputs in ``--out``:
 
 * ``report.md``: Table 1 in the study's layout (rows = models, one column per data set,
   cells ``Dice / Jaccard / Accuracy / Sensitivity / Specificity``), Table 2 with bootstrap
@@ -30,15 +42,22 @@ import sys
 import numpy as np
 
 import scoring as M
-from eval.bootstrap import bootstrap_ci
+from eval.analysis import external_validation
+from eval.bootstrap import bootstrap_ci, bootstrap_statistics
+from eval.cases import case_ids as _case_ids
+from eval.cases import load_split, model_inputs, structures_for
 from eval.streaming import HistogramAUC, SegmentationAccumulator
 
-__all__ = ["ModelEval", "evaluate_workdir", "evaluate_arrays", "build_tables", "write_report", "main",
-           "STUDY_METRICS", "DEFAULT_METRICS", "structures_for"]
+__all__ = ["ModelEval", "OutcomeEval", "evaluate_workdir", "evaluate_arrays", "evaluate_outcome_arrays",
+           "build_tables", "write_report", "main", "STUDY_METRICS", "DEFAULT_METRICS", "OUTCOME_METRICS",
+           "structures_for"]
 
 STUDY_METRICS = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
 DEFAULT_METRICS = STUDY_METRICS + ("precision", "volume_similarity", "hd95", "assd", "surface_dice")
-BRAIN_CLASSES = ("necrosis", "oedema", "enhancing")
+#: Patient-level metrics of an outcome run, in report order (``specificity`` only for two classes).
+OUTCOME_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc_roc")
+#: ``structure`` of the long-form rows that hold patient-level outcome metrics.
+OUTCOME_STRUCTURE = "patient"
 
 
 @dataclasses.dataclass
@@ -54,47 +73,55 @@ class ModelEval:
     auc: HistogramAUC | None
     step: int = 0
     external: bool = False
+    task: str = "segmentation"  # or "instance": metrics of the semantic label map
 
     def per_case(self, metric: str) -> np.ndarray:
         return self.acc.per_case(metric)
 
 
-def structures_for(class_names) -> dict | None:
-    """BraTS regions for brain label maps (0 background, 1 NCR, 2 ED, 3 ET), else ``None`` (classes)."""
-    names = tuple(str(c).lower() for c in class_names)
-    if len(names) == 4 and names[1:] == BRAIN_CLASSES:
-        return dict(M.BRATS_REGIONS)
-    return None
+@dataclasses.dataclass
+class OutcomeEval:
+    """An outcome run's patient-level predictions on one split (``proba [N, K]``, ``y_true [N]``)."""
+
+    label: str
+    model: str
+    dataset: str
+    split: str
+    workdir: str
+    y_true: np.ndarray
+    proba: np.ndarray
+    case_ids: list
+    step: int = 0
+    external: bool = False
+    task: str = "outcome"
+
+    def metrics(self) -> dict:
+        """``scoring.outcome_metrics`` of all patients."""
+        return M.outcome_metrics(self.y_true, self.proba)
+
+    def confidence_intervals(self, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+        """``{metric: CI}`` for :data:`OUTCOME_METRICS`, patients resampled (percentile bootstrap)."""
+        def stat(idx):
+            m = M.outcome_metrics(self.y_true[idx], self.proba[idx])
+            return {k: float(m[k]) for k in OUTCOME_METRICS if k in m}
+
+        return bootstrap_statistics(stat, len(self.y_true), n_boot=n_boot, level=level, seed=seed)
+
+    def per_case(self, metric: str = "correct") -> np.ndarray:
+        """``[N]`` 1.0 where the predicted class is right (the only per-patient quantity)."""
+        if metric != "correct":
+            raise ValueError(f"outcome runs have per-patient 'correct' only, not {metric!r}")
+        return (self.proba.argmax(1) == self.y_true).astype(np.float64)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def make_predict_fn(model, variables):
-    """Jitted ``images [B, *S, C] -> logits [B, *S, K]`` (float32, eval mode)."""
-    import jax
-
-    return jax.jit(lambda x: model.apply(variables, x, train=False))
-
-
-def predict_batches(predict_fn, images: np.ndarray, batch_size: int):
-    """Yield ``(start, logits)`` per batch; the last batch is padded to ``batch_size`` (one compile)."""
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        logits = np.asarray(predict_fn(chunk), np.float32)
-        yield start, logits[:len(logits) - pad]
-
-
-def evaluate_arrays(predict_fn, arrays: dict, num_classes: int, class_names, *, metrics=DEFAULT_METRICS,
+def evaluate_arrays(iter_proba, arrays: dict, num_classes: int, class_names, *, metrics=DEFAULT_METRICS,
                     batch_size: int = 8, spacing=None, with_auc: bool = True,
                     structures: dict | None = None) -> tuple[SegmentationAccumulator, HistogramAUC | None]:
-    """Stream ``arrays['image']`` through ``predict_fn`` and accumulate per-case metrics (and voxel AUC)."""
+    """Stream ``arrays['image']`` through ``iter_proba`` and accumulate per-case metrics (and voxel AUC).
+
+    ``iter_proba(images, batch_size=...)`` yields ``(start, proba [B, *S, K])`` per batch (a
+    ``Pretrained.iter_proba``); a case's label map is the argmax of its probabilities.
+    """
     images, labels = arrays["image"], arrays["label"]
     if len(images) != len(labels):
         raise ValueError(f"arrays: {len(images)} images but {len(labels)} label maps")
@@ -110,41 +137,49 @@ def evaluate_arrays(predict_fn, arrays: dict, num_classes: int, class_names, *, 
     acc = SegmentationAccumulator(num_classes, metrics, structures, class_names=class_names, spacing=spacing,
                                   one_empty_distance=diagonal)
     auc = HistogramAUC(num_classes) if with_auc else None
-    ids = arrays.get("patient_id")
-    for start, logits in predict_batches(predict_fn, images, batch_size):
-        n = len(logits)
+    for start, proba in iter_proba(images, batch_size=batch_size):
+        proba = np.asarray(proba)
+        n = len(proba)
         target = labels[start:start + n]
-        case_ids = [str(i) for i in ids[start:start + n]] if ids is not None else list(range(start, start + n))
-        acc.update(logits.argmax(-1), target, case_ids)
+        acc.update(proba.argmax(-1), target, _case_ids(arrays, start, n))
         if auc is not None:
-            auc.update(np.clip(_softmax(logits), 0.0, 1.0), target)
+            auc.update(np.clip(proba, 0.0, 1.0), target)
     return acc, auc
 
 
-def _load_split(config, split: str, data_overrides: dict | None = None):
-    from data_pipelines.datasets import load_dataset
+def evaluate_outcome_arrays(iter_proba, arrays: dict, *, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(y_true [N], proba [N, K], case_ids)`` of an outcome split streamed through ``iter_proba``.
 
-    data_cfg = config.data
-    if data_overrides:
-        from zoo.configs import apply_overrides
-
-        config = apply_overrides(config, {f"data.{k}" if not k.startswith("data.") else k: v
-                                          for k, v in data_overrides.items()})
-        data_cfg = config.data
-    train, val, info = load_dataset(data_cfg)
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be train or val, got {split!r}")
-    return (train if split == "train" else val), info
+    ``arrays`` holds ``image``, ``covariates`` and ``outcome`` (``[N]`` class per patient).
+    """
+    inputs = model_inputs(arrays, "outcome")
+    y = np.asarray(arrays["outcome"]).astype(np.int64).reshape(-1)
+    if len(y) == 0:
+        raise ValueError("arrays: the split has no patients")
+    if len(arrays["image"]) != len(y) or len(arrays["covariates"]) != len(y):
+        raise ValueError(f"arrays: {len(arrays['image'])} images, {len(arrays['covariates'])} covariate rows "
+                         f"and {len(y)} outcomes must pair up")
+    proba = np.zeros((len(y), 0), np.float32)
+    for start, p in iter_proba(inputs, batch_size=batch_size):
+        p = np.asarray(p, np.float32)
+        if p.ndim != 2:
+            raise ValueError(f"outcome probabilities must be [B, K], got shape {p.shape}")
+        if proba.shape[1] == 0:
+            proba = np.zeros((len(y), p.shape[1]), np.float32)
+        proba[start:start + len(p)] = p
+    return y, proba, _case_ids(arrays, 0, len(y))
 
 
 def evaluate_workdir(workdir: str, split: str = "val", *, metrics=DEFAULT_METRICS, batch_size: int = 8,
                      spacing=None, label: str | None = None, data_overrides: dict | None = None,
                      with_auc: bool = True, keep_arrays: bool = False, structures: str = "auto"):
-    """Restore ``workdir``'s checkpoint and evaluate it on ``split``; returns ``(ModelEval, arrays, pretrained)``.
+    """Restore ``workdir``'s checkpoint and evaluate it on ``split``; returns ``(eval, arrays, pretrained)``.
 
-    ``data_overrides`` (``{"seed": "7", ...}``, fields of the config's ``data`` section) selects
-    another data set, e.g. an external validation split. ``structures``: ``auto`` (BraTS
-    regions for brain label maps, else foreground classes), ``classes`` or ``regions``.
+    The evaluation follows the run's task (``pre.task``): a :class:`ModelEval` for segmentation
+    and instance runs (instance: the semantic label map, no voxel AUC), an :class:`OutcomeEval`
+    for outcome runs. ``data_overrides`` (``{"seed": "7", ...}``, fields of the config's ``data``
+    section) selects another data set, e.g. an external validation split. ``structures``: ``auto``
+    (BraTS regions for brain label maps, else foreground classes), ``classes`` or ``regions``.
     """
     if structures not in ("auto", "classes", "regions"):
         raise ValueError(f"structures must be auto, classes or regions, got {structures!r}")
@@ -152,26 +187,48 @@ def evaluate_workdir(workdir: str, split: str = "val", *, metrics=DEFAULT_METRIC
 
     pre = load_pretrained(workdir)
     config = pre.config
-    arrays, info = _load_split(config, split, data_overrides)
-    predict_fn = make_predict_fn(pre.model, pre.variables)
+    arrays, info = load_split(config, split, data_overrides)
+    name = os.path.basename(os.path.normpath(workdir))
+    if pre.task == "outcome":
+        y, proba, ids = evaluate_outcome_arrays(pre.iter_proba, arrays, batch_size=batch_size)
+        ev = OutcomeEval(label=label or f"{pre.meta['model']} ({name})", model=pre.meta["model"],
+                         dataset=info.name, split=split, workdir=os.path.abspath(workdir), y_true=y,
+                         proba=proba, case_ids=ids, step=pre.step)
+        return ev, (arrays if keep_arrays else None), pre
+    if pre.task not in ("segmentation", "instance"):
+        raise ValueError(f"{workdir}: cannot report a run of task {pre.task!r}")
+    with_auc = with_auc and pre.task == "segmentation"  # instance probabilities are one-hot labels
     if structures == "regions" and info.num_classes != 4:
         raise ValueError(f"structures=regions needs BraTS label maps (4 classes); {info.name} has {info.num_classes}")
     struct = {"auto": None, "regions": dict(M.BRATS_REGIONS),
               "classes": {info.class_names[k]: (k,) for k in range(1, info.num_classes)} or None}[structures]
-    acc, auc = evaluate_arrays(predict_fn, arrays, info.num_classes, info.class_names, metrics=metrics,
+    acc, auc = evaluate_arrays(pre.iter_proba, arrays, info.num_classes, info.class_names, metrics=metrics,
                                batch_size=batch_size, spacing=spacing, with_auc=with_auc, structures=struct)
-    label = label or f"{pre.meta['model']} ({os.path.basename(os.path.normpath(workdir))})"
+    label = label or f"{pre.meta['model']} ({name})"
     ev = ModelEval(label=label, model=pre.meta["model"], dataset=info.name, split=split,
-                   workdir=os.path.abspath(workdir), acc=acc, auc=auc, step=pre.step)
-    return ev, (arrays if keep_arrays else None), (pre, predict_fn)
+                   workdir=os.path.abspath(workdir), acc=acc, auc=auc, step=pre.step, task=pre.task)
+    return ev, (arrays if keep_arrays else None), pre
 
 
 # --------------------------------------------------------------------------- tables
 
-def build_tables(evals: list[ModelEval], *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """Long-form rows: one per model × data set × structure (``mean`` = the case value) × metric."""
+def _outcome_rows(ev: OutcomeEval, n_boot: int, seed: int) -> list[dict]:
+    cis = ev.confidence_intervals(n_boot=n_boot, seed=seed)
+    return [{"model": ev.label, "dataset": ev.dataset, "split": ev.split, "structure": OUTCOME_STRUCTURE,
+             "metric": m, "estimate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "n": ci.n}
+            for m, ci in cis.items()]
+
+
+def build_tables(evals: list, *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Long-form rows: one per model × data set × structure (``mean`` = the case value) × metric.
+
+    Outcome runs give one row per patient-level metric with ``structure = "patient"``.
+    """
     rows = []
     for ev in evals:
+        if isinstance(ev, OutcomeEval):
+            rows += _outcome_rows(ev, n_boot, seed)
+            continue
         structs = ["mean"] + list(ev.acc.structures)
         for s in structs:
             for m in ev.acc.metrics:
@@ -202,13 +259,42 @@ def _lookup(rows, model, dataset, structure, metric):
     return None
 
 
-def markdown(rows: list[dict], title: str = "Evaluation report") -> str:
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+def markdown(rows: list[dict], title: str = "Evaluation report", notes=()) -> str:
+    """The report's tables: segmentation (Tables 1-4) and patient-level outcome (Table 5) as present."""
     split = rows[0]["split"] if rows else "val"
     out = [f"# {title}", "", f"Split: `{split}`. Case values are NaN-means over structures; 95% CIs are "
-           "percentile bootstraps over cases.", "",
-           "## Table 1: Dice / Jaccard / Accuracy / Sensitivity / Specificity (study layout)", "",
+           "percentile bootstraps over cases.", ""]
+    out += [f"{n}" for n in notes] + ([""] if notes else [])
+    seg = [r for r in rows if r["structure"] != OUTCOME_STRUCTURE]
+    if seg:
+        out += _segmentation_markdown(seg)
+    outcome = [r for r in rows if r["structure"] == OUTCOME_STRUCTURE]
+    if outcome:
+        out += _outcome_markdown(outcome)
+    return "\n".join(out) + "\n"
+
+
+def _outcome_markdown(rows: list[dict]) -> list[str]:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    metrics = [m for m in OUTCOME_METRICS if any(r["metric"] == m for r in rows)]
+    out = ["", "## Table 5: patient-level outcome metrics with bootstrap 95% CI (patients resampled)", "",
+           "| model | data set | n | " + " | ".join(metrics) + " |", "|---|---|---:|" + "---|" * len(metrics)]
+    for mdl in models:
+        for ds in datasets:
+            rs = [_lookup(rows, mdl, ds, OUTCOME_STRUCTURE, m) for m in metrics]
+            if not any(rs):
+                continue
+            n = max(r["n"] for r in rs if r)
+            cells = [f"{_f(r['estimate'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if r else "–" for r in rs]
+            out.append(f"| {mdl} | {ds} | {n} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _segmentation_markdown(rows: list[dict]) -> list[str]:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    out = ["## Table 1: Dice / Jaccard / Accuracy / Sensitivity / Specificity (study layout)", "",
            "| model | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for mdl in models:
         cells = []
@@ -252,7 +338,7 @@ def markdown(rows: list[dict], title: str = "Evaluation report") -> str:
                     a = _lookup(rows, mdl, ds, c, "auc_roc")
                     p = _lookup(rows, mdl, ds, c, "auprc")
                     out.append(f"| {mdl} | {ds} | {c[6:]} | {_f(a['estimate'])} | {_f(p['estimate'])} |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 # --------------------------------------------------------------------------- plots
@@ -268,6 +354,7 @@ def boxplots(evals: list[ModelEval], out_dir: str, metric: str = "dice") -> list
     import matplotlib.pyplot as plt
 
     paths = []
+    evals = [ev for ev in evals if isinstance(ev, ModelEval)]
     for ds in dict.fromkeys(ev.dataset for ev in evals):
         group = [ev for ev in evals if ev.dataset == ds]
         data = [ev.per_case(metric)[np.isfinite(ev.per_case(metric))] for ev in group]
@@ -293,8 +380,11 @@ def _slice2d(a: np.ndarray, fg: np.ndarray) -> np.ndarray:
     return a[k]
 
 
-def overlay(ev: ModelEval, arrays: dict, predict_fn, out_dir: str, metric: str = "dice", k: int = 1) -> str:
-    """Best and worst ``k`` cases by ``metric``: image channel 0 with target (green) and prediction (red)."""
+def overlay(ev: ModelEval, arrays: dict, predict, out_dir: str, metric: str = "dice", k: int = 1) -> str:
+    """Best and worst ``k`` cases by ``metric``: image channel 0 with target (green) and prediction (red).
+
+    ``predict``: ``images [B, *S, C] -> label maps [B, *S]`` (a ``Pretrained.predict``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,7 +397,7 @@ def overlay(ev: ModelEval, arrays: dict, predict_fn, out_dir: str, metric: str =
     fig, axes = plt.subplots(1, max(len(picks), 1), figsize=(3.2 * max(len(picks), 1), 3.4), squeeze=False)
     for ax, (tag, i) in zip(axes[0], picks):
         img = arrays["image"][i:i + 1]
-        pred = np.asarray(predict_fn(img)).argmax(-1)[0]
+        pred = np.asarray(predict(img))[0]
         tgt = arrays["label"][i]
         fg_t, fg_p = tgt > 0, pred > 0
         ax.imshow(_slice2d(img[0, ..., 0], fg_t), cmap="gray")
@@ -351,8 +441,6 @@ def _nan_to_none(x):
 
 def external_section(pairs, *, n_boot: int = 2000, seed: int = 0, min_n: int = 10) -> tuple[str, list]:
     """Markdown and records comparing each model's internal and external per-case Dice."""
-    from eval.analysis import external_validation
-
     recs = []
     lines = ["", "## External validation (per-case Dice, external - internal)", "",
              "| model | internal [95% CI] | external [95% CI] | delta [95% CI] | flag |", "|---|---|---|---|---|"]
@@ -367,21 +455,54 @@ def external_section(pairs, *, n_boot: int = 2000, seed: int = 0, min_n: int = 1
     return "\n".join(lines) + "\n", recs
 
 
-def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, seed: int = 0,
+def _task_notes(evals) -> list[str]:
+    notes = []
+    inst = [ev.label for ev in evals if getattr(ev, "task", "") == "instance"]
+    if inst:
+        notes.append(f"Instance runs ({', '.join(dict.fromkeys(inst))}): segmentation metrics of the semantic "
+                     "label map (each voxel the class of its instance mask); no voxel AUC, as their "
+                     "probabilities are the one-hot of the predicted labels.")
+    if any(isinstance(ev, OutcomeEval) for ev in evals):
+        notes.append("Outcome runs: patient-level metrics of the predicted class (argmax of the class "
+                     "probabilities; class 1 is the positive outcome), AUC-ROC of the class-1 probability; "
+                     "CIs resample patients.")
+    return notes
+
+
+def _model_record(ev) -> dict:
+    if isinstance(ev, OutcomeEval):
+        return {"label": ev.label, "model": ev.model, "task": ev.task, "dataset": ev.dataset, "split": ev.split,
+                "workdir": ev.workdir, "step": ev.step, "case_ids": [str(c) for c in ev.case_ids],
+                "y_true": ev.y_true.tolist(), "proba": ev.proba.tolist(), "summary": ev.metrics()}
+    return {"label": ev.label, "model": ev.model, "task": ev.task, "dataset": ev.dataset, "split": ev.split,
+            "workdir": ev.workdir, "step": ev.step, "metrics": list(ev.acc.metrics),
+            "structures": {k: list(v) for k, v in ev.acc.structures.items()},
+            "case_ids": [str(c) for c in ev.acc.case_ids],
+            "per_case": ev.acc.values.tolist(), "volumes": ev.acc.volumes.tolist(),
+            "summary": ev.acc.summary()}
+
+
+def write_report(evals: list, out_dir: str, *, n_boot: int = 2000, seed: int = 0,
                  plot_inputs: dict | None = None, title: str = "Evaluation report",
                  external_pairs=None) -> dict:
     """Write ``report.md``/``.csv``/``.json`` and the plots; returns ``{"rows", "files"}``.
 
-    ``plot_inputs``: ``{label: (arrays, predict_fn)}`` for the best/worst overlays;
-    ``external_pairs``: ``[(internal ModelEval, external ModelEval)]`` for the external-validation table.
+    ``evals``: :class:`ModelEval` (segmentation, instance) and :class:`OutcomeEval` records.
+    ``plot_inputs``: ``{label: (arrays, predict)}`` for the best/worst overlays (``predict``:
+    images → label maps, e.g. ``Pretrained.predict``); ``external_pairs``: ``[(internal ModelEval,
+    external ModelEval)]`` for the external-validation table (segmentation runs).
     """
     os.makedirs(out_dir, exist_ok=True)
     rows = build_tables(evals, n_boot=n_boot, seed=seed)
+    if not rows:
+        raise ValueError("nothing to report: no evaluated models")
+    external_pairs = [(a, b) for a, b in external_pairs or () if isinstance(a, ModelEval)
+                      and isinstance(b, ModelEval)]
     ext_md, ext_recs = external_section(external_pairs, n_boot=n_boot, seed=seed) if external_pairs else ("", [])
     files = {}
     files["md"] = os.path.join(out_dir, "report.md")
     with open(files["md"], "w", encoding="utf-8") as f:
-        f.write(markdown(rows, title) + ext_md)
+        f.write(markdown(rows, title, _task_notes(evals)) + ext_md)
     files["csv"] = os.path.join(out_dir, "report.csv")
     with open(files["csv"], "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -389,21 +510,15 @@ def write_report(evals: list[ModelEval], out_dir: str, *, n_boot: int = 2000, se
         w.writerows(rows)
     doc = {"rows": rows, "models": [], "external_validation": ext_recs}
     for ev in evals:
-        doc["models"].append({
-            "label": ev.label, "model": ev.model, "dataset": ev.dataset, "split": ev.split,
-            "workdir": ev.workdir, "step": ev.step, "metrics": list(ev.acc.metrics),
-            "structures": {k: list(v) for k, v in ev.acc.structures.items()},
-            "case_ids": [str(c) for c in ev.acc.case_ids],
-            "per_case": ev.acc.values.tolist(), "volumes": ev.acc.volumes.tolist(),
-            "summary": ev.acc.summary()})
+        doc["models"].append(_model_record(ev))
     files["json"] = os.path.join(out_dir, "report.json")
     with open(files["json"], "w", encoding="utf-8") as f:
         json.dump(_nan_to_none(doc), f, indent=1, default=_json_default)
     files["png"] = boxplots(evals, out_dir)
     for ev in evals:
-        if plot_inputs and ev.label in plot_inputs and not ev.external:
-            arrays, predict_fn = plot_inputs[ev.label]
-            files["png"].append(overlay(ev, arrays, predict_fn, out_dir))
+        if plot_inputs and ev.label in plot_inputs and not ev.external and isinstance(ev, ModelEval):
+            arrays, predict = plot_inputs[ev.label]
+            files["png"].append(overlay(ev, arrays, predict, out_dir))
     return {"rows": rows, "files": files}
 
 
@@ -444,15 +559,17 @@ def main(argv=None) -> int:
             raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
         external = _parse_kv(args.external)
         out = args.out or os.path.join(args.workdir[0], "report")
-        evals, plot_inputs, pairs = [], {}, []
+        evals, plot_inputs, pairs, seen = [], {}, [], set()
         for wd in args.workdir:
-            ev, arrays, (pre, fn) = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
-                                                     spacing=spacing, with_auc=not args.no_auc, keep_arrays=True,
-                                                     structures=args.structures)
-            if ev.label in plot_inputs:  # two work directories with the same name
+            ev, arrays, pre = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
+                                               spacing=spacing, with_auc=not args.no_auc, keep_arrays=True,
+                                               structures=args.structures)
+            if ev.label in seen:  # two work directories with the same name
                 ev.label = f"{ev.label} #{len(evals) + 1}"
+            seen.add(ev.label)
             evals.append(ev)
-            plot_inputs[ev.label] = (arrays, fn)
+            if isinstance(ev, ModelEval):
+                plot_inputs[ev.label] = (arrays, pre.predict)
             if external:
                 ex, ex_arrays, _ = evaluate_workdir(wd, args.split, metrics=metrics, batch_size=args.batch_size,
                                                     spacing=spacing, with_auc=not args.no_auc,
@@ -462,8 +579,13 @@ def main(argv=None) -> int:
                 ex.label, ex.external = ev.label, True
                 evals.append(ex)
                 pairs.append((ev, ex))
-            print(f"evaluated {ev.label}: {len(ev.acc)} cases, mean Dice "
-                  f"{np.nanmean(ev.per_case('dice')) if 'dice' in metrics else float('nan'):.4f}", flush=True)
+            if isinstance(ev, OutcomeEval):
+                m = ev.metrics()
+                print(f"evaluated {ev.label}: {len(ev.y_true)} patients, accuracy {m['accuracy']:.4f}, "
+                      f"AUC-ROC {m['auc_roc']:.4f}", flush=True)
+            else:
+                print(f"evaluated {ev.label}: {len(ev.acc)} cases, mean Dice "
+                      f"{np.nanmean(ev.per_case('dice')) if 'dice' in metrics else float('nan'):.4f}", flush=True)
         res = write_report(evals, out, n_boot=args.n_boot, seed=args.seed, plot_inputs=plot_inputs,
                            external_pairs=pairs)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
