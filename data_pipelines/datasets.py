@@ -1,62 +1,39 @@
-"""One entry point from a data config to in-memory train/val arrays.
+"""The one registry from a data config to in-memory train/val arrays.
 
 ``load_dataset(cfg)`` returns ``(train, val, info)`` where ``train``/``val`` are dicts of numpy
-arrays (``image [N, *S, C] float32``, ``label [N, *S] int32``, ...) and ``info`` describes
-channels and classes. Real data sets are read from ``cfg.data_dir``; phantoms are generated.
+arrays (``image [N, *S, C] float32``, ``label [N, *S] int32``, ...) and ``info`` is a
+``DatasetInfo`` (channels, classes, covariates). Each data source lives in its own module and
+knows nothing of this registry: generated phantoms (``phantoms``), the outcome cohort
+(``outcome_data``; adds ``covariates`` and ``outcome``), and real data read from ``cfg.data_dir``:
+BraTS (``brats``), ISIC/PH2 and generic 2D image/mask folders (``image_folders``), LUNA16-style CT
+(``ct``). Real sources cache per-case arrays only when ``cfg.cache_dir`` is set (``cache``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
 
-from data_pipelines import phantoms
+from data_pipelines.brats import load_brats
+from data_pipelines.ct import load_luna16
+from data_pipelines.image_folders import load_folder, load_isic
+from data_pipelines.info import DatasetInfo
+from data_pipelines.outcome_data import load_outcome_phantoms
+from data_pipelines.phantoms import load_phantoms
 
 __all__ = ["DatasetInfo", "load_dataset", "DATASETS"]
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    channel_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    spatial_dims: int
-
-    @property
-    def num_channels(self) -> int:
-        return len(self.channel_names)
-
-
-def _load_phantoms(cfg):
-    size = tuple(int(s) for s in cfg.image_size)
-    if len(size) != cfg.spatial_dims:
-        raise ValueError(f"data.image_size {size} does not have data.spatial_dims={cfg.spatial_dims} entries")
-    pc = phantoms.PhantomConfig(kind=cfg.kind, shape=size, channels=cfg.channels or None, seed=cfg.seed)
-    train = phantoms.PhantomSource(pc, cfg.num_train, offset=0).arrays()
-    val = phantoms.PhantomSource(pc, cfg.num_val, offset=cfg.num_train).arrays()
-    info = DatasetInfo(f"phantoms/{cfg.kind}", pc.num_classes,
-                       phantoms.CHANNEL_NAMES[cfg.kind][:pc.num_channels], phantoms.CLASS_NAMES[cfg.kind],
-                       cfg.spatial_dims)
-    return train, val, info
-
-
-DATASETS = {"phantoms": _load_phantoms}
-
-# Real data sets read from cfg.data_dir (data_pipelines.real): BraTS, ISIC/PH2, LUNA16-style CT,
-# and generic 2D image/mask folders.
-from data_pipelines import real as _real  # noqa: E402
-
-DATASETS.update(_real.DATASETS)
+DATASETS = {"phantoms": load_phantoms, "outcome_phantoms": load_outcome_phantoms, "brats": load_brats,
+            "isic": load_isic, "luna16": load_luna16, "folder": load_folder}
+_GENERATED = ("phantoms", "outcome_phantoms")  # no data_dir
 
 
 def load_dataset(cfg):
     """``cfg``: the ``data`` section of a training config."""
     if cfg.name not in DATASETS:
         raise ValueError(f"unknown dataset {cfg.name!r}; expected one of {sorted(DATASETS)}")
-    if cfg.name != "phantoms":
+    if cfg.name not in _GENERATED:
         if not cfg.data_dir:
             raise ValueError(f"dataset {cfg.name!r} needs --data_dir")
         if not os.path.isdir(cfg.data_dir):

@@ -14,30 +14,26 @@ phantom's label map) standardised over the cohort. Splits are by patient (one im
 here; the split is computed on patient ids so it stays patient-level if several images per
 patient are added later).
 
-Covariate encoding (``COVARIATE_NAMES``): age standardised with fixed constants
-``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators.
+The EHR generator, covariate encoding (``COVARIATE_NAMES``: age standardised with fixed constants
+``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators) and the risk model live in
+``data_pipelines.ehr``. ``load_outcome_phantoms(cfg)`` is the ``load_dataset`` entry
+(``data.name = "outcome_phantoms"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 
-from data_pipelines import phantoms
+from data_pipelines import phantoms, splits
+from data_pipelines.cases import check_image_size
+from data_pipelines.ehr import (COMORBIDITIES, COVARIATE_NAMES, RISK_WEIGHTS, encode_covariates, risk_score,
+                                synthetic_ehr)
+from data_pipelines.info import DatasetInfo
 
 __all__ = ["OutcomeDataConfig", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS", "make_outcome_dataset",
-           "encode_covariates", "check_covariates", "tumour_size", "patient_split"]
-
-COMORBIDITIES = ("diabetes", "hypertension", "cardiac_disease", "smoker")
-COVARIATE_NAMES = ("age_z", "sex_F", "sex_M") + COMORBIDITIES
-AGE_MEAN, AGE_SD = 62.0, 12.0
-
-# Log-odds contributions of one standard deviation of tumour size, one of age, and each 0/1 covariate.
-# Image and EHR parts have similar variance, so each alone explains about half of the risk.
-RISK_WEIGHTS = {"size": 1.4, "age": 1.0, "diabetes": 0.8, "hypertension": 0.4, "cardiac_disease": 0.9,
-                "smoker": 0.5, "female": -0.3, "bias": -0.9}
+           "encode_covariates", "check_covariates", "tumour_size", "load_outcome_phantoms"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,31 +69,6 @@ class OutcomeDataConfig:
             raise ValueError(f"noise_sd must be >= 0, got {self.noise_sd!r}")
 
 
-def encode_covariates(age: Sequence[float], sex: Sequence[str], comorbidities: np.ndarray) -> np.ndarray:
-    """EHR fields → model covariates ``[N, len(COVARIATE_NAMES)]`` float32.
-
-    Args:
-      age: years, ``[N]``.
-      sex: ``"F"`` or ``"M"`` per patient, ``[N]``.
-      comorbidities: 0/1 ``[N, len(COMORBIDITIES)]`` in the order of ``COMORBIDITIES``.
-    """
-    age = np.asarray(age, np.float64)
-    sex = np.asarray(sex)
-    com = np.asarray(comorbidities, np.float64)
-    n = age.shape[0]
-    if age.ndim != 1:
-        raise ValueError(f"age must be 1-D [N], got shape {age.shape}")
-    if not np.all(np.isfinite(age)):
-        raise ValueError("age contains NaN or Inf (impute missing ages before encoding)")
-    if sex.shape != (n,) or not np.all(np.isin(sex, ("F", "M"))):
-        raise ValueError(f"sex must be [N={n}] of 'F'/'M', got shape {sex.shape} values {sorted(set(sex.tolist()))}")
-    if com.shape != (n, len(COMORBIDITIES)) or not np.all(np.isin(com, (0.0, 1.0))):
-        raise ValueError(f"comorbidities must be 0/1 of shape [N={n}, {len(COMORBIDITIES)}] "
-                         f"({', '.join(COMORBIDITIES)}), got shape {com.shape}")
-    cols = [(age - AGE_MEAN) / AGE_SD, sex == "F", sex == "M"] + [com[:, i] for i in range(com.shape[1])]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
 def check_covariates(covariates, num_covariates: int | None = None, name: str = "covariates") -> np.ndarray:
     """Validate ``covariates [B, F]``: 2-D, ``F == num_covariates`` when given, all finite."""
     cov = np.asarray(covariates)
@@ -119,33 +90,6 @@ def tumour_size(label: np.ndarray) -> np.ndarray:
     return (frac ** (1.0 / nd)).astype(np.float32)
 
 
-def patient_split(patient_ids: Sequence[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, val)``: every image of a patient lands on the same side."""
-    ids = np.asarray(list(patient_ids))
-    unique = np.unique(ids)
-    perm = np.random.default_rng([seed, 1]).permutation(len(unique))
-    n_val = min(max(int(round(len(unique) * val_fraction)), 1), len(unique) - 1)
-    val_ids = set(unique[perm[:n_val]].tolist())
-    is_val = np.array([i in val_ids for i in ids])
-    return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _ehr(seed: int, n: int):
-    rng = np.random.default_rng([seed, 7])
-    age = np.clip(rng.normal(AGE_MEAN, AGE_SD, n), 18, 90).round()
-    sex = np.where(rng.uniform(size=n) < 0.5, "F", "M")
-    a = (age - 60.0) / 10.0
-    male = sex == "M"
-    p = np.stack([_sigmoid(-2.0 + 0.4 * a), _sigmoid(-0.5 + 0.5 * a), _sigmoid(-2.2 + 0.5 * a + 0.3 * male),
-                  _sigmoid(-1.3 + 0.4 * male)], axis=1)
-    com = (rng.uniform(size=p.shape) < p).astype(np.float32)
-    return age, sex, com
-
-
 def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
     """Generate the cohort and split it by patient.
 
@@ -160,17 +104,16 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
                                 seed=config.seed)
     arrays = phantoms.PhantomSource(pc, config.num_patients).arrays()
     arrays.pop("instances")
-    age, sex, com = _ehr(config.seed, config.num_patients)
+    age, sex, com = synthetic_ehr(np.random.default_rng([config.seed, 7]), config.num_patients)
     cov = encode_covariates(age, sex, com)
     size = tumour_size(arrays["label"])
     size_z = (size - size.mean()) / (size.std() + 1e-6)
-    w = RISK_WEIGHTS
-    risk = (w["size"] * size_z + w["age"] * cov[:, 0] + w["female"] * cov[:, 1] + w["bias"]
-            + sum(w[c] * com[:, i] for i, c in enumerate(COMORBIDITIES)))
+    risk = risk_score(size_z, cov, com)
     noise = np.random.default_rng([config.seed, 11]).normal(0.0, float(config.noise_sd), config.num_patients)
     arrays.update(covariates=cov, outcome=(risk + noise > 0).astype(np.int32), tumour_size=size,
                   risk=risk.astype(np.float32))
-    tr, va = patient_split(arrays["patient_id"], config.val_fraction, config.seed)
+    tr, va = splits.patient_split(arrays["patient_id"], config.val_fraction, seed=[config.seed, 1],
+                                  method="permute")
 
     def take(idx):
         return {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx]) for k, v in arrays.items()}
@@ -181,3 +124,26 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
             "risk_weights": dict(RISK_WEIGHTS), "noise_sd": float(config.noise_sd),
             "prevalence": float(arrays["outcome"].mean())}
     return take(tr), take(va), info
+
+
+def load_outcome_phantoms(cfg) -> tuple[dict, dict, DatasetInfo]:
+    """``(train, val, DatasetInfo)`` from an outcome config's ``data`` section (``kind``, ``spatial_dims``,
+    ``image_size``, ``channels``, ``num_patients``, ``val_fraction``, ``noise_sd``, ``seed``).
+
+    ``info.extra`` holds ``risk_weights``, ``noise_sd`` and ``prevalence``. Raises ``ValueError`` when
+    ``image_size`` does not match ``spatial_dims``, covariates are not finite, or a split's outcome has
+    a single class.
+    """
+    size = check_image_size(cfg)
+    config = OutcomeDataConfig(kind=cfg.kind, shape=size, channels=int(cfg.get("channels", 0) or 0) or None,
+                               num_patients=int(cfg.num_patients), val_fraction=float(cfg.val_fraction),
+                               noise_sd=float(cfg.noise_sd), seed=int(cfg.seed))
+    train, val, meta = make_outcome_dataset(config)
+    for split, d in (("train", train), ("val", val)):
+        check_covariates(d["covariates"], len(COVARIATE_NAMES), name=f"{split} covariates")
+        if len(np.unique(d["outcome"])) < 2:
+            raise ValueError(f"{split}: the outcome has a single class; use more data.num_patients")
+    info = DatasetInfo(meta["name"], meta["num_classes"], tuple(meta["channel_names"]), tuple(meta["class_names"]),
+                       meta["spatial_dims"], covariate_names=tuple(meta["covariate_names"]),
+                       extra={k: meta[k] for k in ("risk_weights", "noise_sd", "prevalence")})
+    return train, val, info

@@ -23,6 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
+from data_pipelines.cases import check_image_size
+from data_pipelines.info import DatasetInfo
+
+__all__ = ["KINDS", "NUM_CLASSES", "CHANNEL_NAMES", "CLASS_NAMES", "PhantomConfig", "make_phantom", "phantom_id",
+           "PhantomSource", "load_phantoms"]
+
 KINDS = ("brain", "skin", "lung")
 NUM_CLASSES = {"brain": 4, "skin": 2, "lung": 2}
 CHANNEL_NAMES = {"brain": ("FLAIR", "T1", "T1c", "T2"), "skin": ("R", "G", "B"), "lung": ("CT",)}
@@ -221,8 +227,13 @@ def make_phantom(config: PhantomConfig, index: int) -> dict:
         "image": np.ascontiguousarray(img, dtype=np.float32),
         "label": label,
         "instances": inst,
-        "patient_id": f"phantom-{config.kind}-{config.seed}-{int(index):05d}",
+        "patient_id": phantom_id(config, index),
     }
+
+
+def phantom_id(config: PhantomConfig, index: int) -> str:
+    """The ``patient_id`` of phantom ``index``."""
+    return f"phantom-{config.kind}-{config.seed}-{int(index):05d}"
 
 
 class PhantomSource:
@@ -250,43 +261,13 @@ class PhantomSource:
                 for k in items[0]}
 
 
-# --------------------------------------------------------------------------- clinical covariates
-
-CLINICAL_COMORBIDITIES = ("diabetes", "hypertension", "cardiac_disease", "smoker")
-CLINICAL_SITES = ("site_A", "site_B", "site_C")
-
-
-def clinical_record(config: PhantomConfig, index: int, label: np.ndarray | None = None) -> dict:
-    """EHR-like covariates of phantom patient ``index`` (its own random stream; images are unchanged).
-
-    ``age`` (years, 18-90), ``sex`` ("F"/"M"), one 0/1 entry per ``CLINICAL_COMORBIDITIES`` (more likely
-    with age), ``site`` (one of ``CLINICAL_SITES``), ``tumour_fraction`` (of the label map) and
-    ``outcome`` (0/1, adverse): a logistic draw whose log-odds grow with the tumour's equivalent
-    diameter, age and comorbidities. ``label``: the sample's label map (generated when ``None``).
-    """
-    if label is None:
-        label = make_phantom(config, index)["label"]
-    rng = np.random.default_rng([config.seed, 1000 + KINDS.index(config.kind), int(index)])
-    age = float(np.clip(rng.normal(60.0, 12.0), 18.0, 90.0))
-    sex = "F" if rng.uniform() < 0.5 else "M"
-    age_z = (age - 60.0) / 12.0
-    comorb = {}
-    for name, base in zip(CLINICAL_COMORBIDITIES, (-1.5, -0.5, -1.8, -1.0)):
-        p = 1.0 / (1.0 + np.exp(-(base + 0.6 * age_z)))
-        comorb[name] = int(rng.uniform() < p)
-    site = CLINICAL_SITES[int(rng.integers(len(CLINICAL_SITES)))]
-    frac = float((np.asarray(label) > 0).mean())
-    size_z = (frac ** (1.0 / max(np.asarray(label).ndim, 1)) - 0.25) / 0.1
-    logit = 1.2 * size_z + 0.6 * age_z + 0.5 * sum(comorb.values()) - 1.0
-    outcome = int(rng.uniform() < 1.0 / (1.0 + np.exp(-logit)))
-    return {"patient_id": f"phantom-{config.kind}-{config.seed}-{int(index):05d}", "age": round(age, 1),
-            "sex": sex, **comorb, "site": site, "tumour_fraction": frac, "outcome": outcome}
-
-
-def clinical_table(config: PhantomConfig, num_samples: int, offset: int = 0) -> dict:
-    """Column dict (``patient_id``, ``age``, ``sex``, comorbidities, ``site``, ``tumour_fraction``,
-    ``outcome``) for phantoms ``offset .. offset + num_samples - 1``; ``pandas.DataFrame(table)`` works."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    rows = [clinical_record(config, offset + i) for i in range(int(num_samples))]
-    return {k: [r[k] for r in rows] for k in rows[0]}
+def load_phantoms(cfg):
+    """``(train, val, DatasetInfo)`` from a config's ``data`` section (``kind``, ``spatial_dims``,
+    ``image_size``, ``channels``, ``num_train``, ``num_val``, ``seed``); val follows train's indices."""
+    size = check_image_size(cfg)
+    pc = PhantomConfig(kind=cfg.kind, shape=size, channels=cfg.channels or None, seed=cfg.seed)
+    train = PhantomSource(pc, cfg.num_train, offset=0).arrays()
+    val = PhantomSource(pc, cfg.num_val, offset=cfg.num_train).arrays()
+    info = DatasetInfo(f"phantoms/{cfg.kind}", pc.num_classes, CHANNEL_NAMES[cfg.kind][:pc.num_channels],
+                       CLASS_NAMES[cfg.kind], cfg.spatial_dims)
+    return train, val, info

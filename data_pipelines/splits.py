@@ -115,17 +115,37 @@ def train_val_test_split(patient_ids, fractions=(0.7, 0.15, 0.15), seed: int = 0
     return {name: np.flatnonzero(per_sample == b) for b, name in enumerate(("train", "val", "test"))}
 
 
-def patient_split(patient_ids, val_fraction: float, seed: int = 0, stratify=None) -> tuple[np.ndarray, np.ndarray]:
-    """Train/val sample indices by patient; both sides get at least one patient."""
+def patient_split(patient_ids, val_fraction: float, seed=0, stratify=None,
+                  method: str = "deal") -> tuple[np.ndarray, np.ndarray]:
+    """Train/val sample indices by patient; both sides get at least one patient.
+
+    ``seed``: an int or a sequence of ints (``numpy.random.default_rng`` entropy). ``method``:
+
+    * ``"deal"`` (default): shuffle the patients of each stratum and deal them to train/val in
+      proportion (largest remainders), as ``train_val_test_split`` does;
+    * ``"permute"``: one seeded permutation of the sorted patients; its first
+      ``round(n * val_fraction)`` patients (at least 1, at most ``n - 1``) are validation. No
+      ``stratify``. The outcome cohort (``data_pipelines.outcome_data``) is split this way.
+    """
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if method not in ("deal", "permute"):
+        raise ValueError(f"method must be 'deal' or 'permute', got {method!r}")
+    if method == "permute" and stratify is not None:
+        raise ValueError("method='permute' does not stratify; use method='deal' with stratify")
     uniq, sample_group, strata = _groups(patient_ids, stratify)
     if len(uniq) < 2:
         raise ValueError(f"a train/val split needs at least 2 patients; got {len(uniq)} ({uniq})")
-    assign = _deal(uniq, strata, 2, seed, weights=(1.0 - val_fraction, val_fraction))
-    for b in (0, 1):
-        if not np.any(assign == b):
-            assign[np.flatnonzero(assign == 1 - b)[0]] = b
+    if method == "permute":
+        perm = np.random.default_rng(seed).permutation(len(uniq))
+        n_val = min(max(int(round(len(uniq) * val_fraction)), 1), len(uniq) - 1)
+        assign = np.zeros(len(uniq), np.int64)
+        assign[perm[:n_val]] = 1
+    else:
+        assign = _deal(uniq, strata, 2, seed, weights=(1.0 - val_fraction, val_fraction))
+        for b in (0, 1):
+            if not np.any(assign == b):
+                assign[np.flatnonzero(assign == 1 - b)[0]] = b
     per_sample = assign[sample_group]
     return np.flatnonzero(per_sample == 0), np.flatnonzero(per_sample == 1)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines import clinical, phantoms
+from data_pipelines import clinical, ehr, phantoms
 
 SCHEMA = {"age": clinical.Field("numeric", 18, 100), "sex": clinical.Field("categorical", categories=("F", "M")),
           "smoker": clinical.Field("binary"), "bmi": clinical.Field("numeric", 10, 80, required=False)}
@@ -64,12 +64,49 @@ def test_join_aligns_and_reports_missing_or_duplicated_ids():
 
 def test_phantom_clinical_table_is_valid_and_outcome_tracks_tumour_size():
     cfg = phantoms.PhantomConfig(kind="brain", shape=(32, 32))
-    table = phantoms.clinical_table(cfg, 64)
+    table = ehr.clinical_table(cfg, 64)
     df = clinical.validate(table, clinical.PHANTOM_SCHEMA)
     assert df["patient_id"].tolist()[:2] == [phantoms.make_phantom(cfg, i)["patient_id"] for i in range(2)]
     frac, outcome = np.array(table["tumour_fraction"]), np.array(table["outcome"])
     assert 0 < outcome.mean() < 1
     assert frac[outcome == 1].mean() > frac[outcome == 0].mean()
-    assert phantoms.clinical_table(cfg, 3) == phantoms.clinical_table(cfg, 3)  # deterministic
+    assert ehr.clinical_table(cfg, 3) == ehr.clinical_table(cfg, 3)  # deterministic
     x = clinical.ClinicalEncoder(clinical.PHANTOM_SCHEMA).fit_transform(df)
     assert x.shape == (64, 10) and np.all(np.isfinite(x))
+
+
+def _outcome_cfg(**kw):
+    from zoo.configs import load_config
+
+    c = load_config("outcome_smoke").data
+    c.image_size, c.num_patients = (16, 16), 60
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def test_outcome_cohort_through_load_dataset():
+    from data_pipelines import outcome_data
+    from data_pipelines.datasets import load_dataset
+
+    train, val, info = load_dataset(_outcome_cfg())
+    want_tr, want_va, want_info = outcome_data.make_outcome_dataset(outcome_data.OutcomeDataConfig(
+        kind="brain", shape=(16, 16), num_patients=60, val_fraction=0.25, noise_sd=0.5, seed=0))
+    for k in want_tr:
+        np.testing.assert_array_equal(np.asarray(train[k]), np.asarray(want_tr[k]))
+        np.testing.assert_array_equal(np.asarray(val[k]), np.asarray(want_va[k]))
+    assert info.covariate_names == outcome_data.COVARIATE_NAMES and info.num_classes == 2
+    assert info.class_names == ("good", "adverse") and info.channel_names == ("FLAIR", "T1", "T1c", "T2")
+    assert info.spatial_dims == 2 and info.name == "outcome_phantoms/brain"
+    assert info.extra == {k: want_info[k] for k in ("risk_weights", "noise_sd", "prevalence")}
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"image_size": (16, 16, 16)}, r"data.image_size \(16, 16, 16\) does not have data.spatial_dims=2 entries"),
+    ({"num_patients": 4}, r"the outcome has a single class; use more data.num_patients"),
+])
+def test_outcome_cohort_config_errors(kw, msg):
+    from data_pipelines.datasets import load_dataset
+
+    with pytest.raises(ValueError, match=msg):
+        load_dataset(_outcome_cfg(**kw))

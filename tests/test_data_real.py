@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_pipelines import real
+import scoring
+from data_pipelines import brats, cache, image_folders
 from data_pipelines.datasets import DATASETS, load_dataset
 
 
@@ -47,21 +48,21 @@ def test_brats_naming_schemes_are_recognised(tmp_path, scheme):
         p = tmp_path / case / rel.format(c=case)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"")
-    cases = real.find_brats_cases(str(tmp_path))
+    cases = brats.find_brats_cases(str(tmp_path))
     assert len(cases) == 1 and cases[0].patient_id == case
     want = {"FLAIR", "T1", "T1c", "T2", "label"} | ({"brainmask"} if scheme == "deepmedic" else set())
     assert set(cases[0].files) == want
-    assert real.available_modalities(cases) == ("FLAIR", "T1", "T1c", "T2")
+    assert brats.available_modalities(cases) == ("FLAIR", "T1", "T1c", "T2")
 
 
 def test_brats_label_mapping_and_regions():
     raw = np.array([0, 1, 2, 3, 4])
-    np.testing.assert_array_equal(real.map_brats_labels(raw), [0, 1, 2, 1, 3])
-    np.testing.assert_array_equal(real.map_brats_labels(np.array([0, 1, 2, 3]), real.BRATS2023_LABEL_MAP),
+    np.testing.assert_array_equal(brats.map_brats_labels(raw), [0, 1, 2, 1, 3])
+    np.testing.assert_array_equal(brats.map_brats_labels(np.array([0, 1, 2, 3]), brats.BRATS2023_LABEL_MAP),
                                   [0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"seg\.nii: label values \[5\] outside"):
-        real.map_brats_labels(np.array([0, 5]), path="seg.nii")
-    reg = real.brats_regions(real.map_brats_labels(raw))
+        brats.map_brats_labels(np.array([0, 5]), path="seg.nii")
+    reg = scoring.brats_region_channels(brats.map_brats_labels(raw))
     np.testing.assert_array_equal(reg, [[0, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
 
 
@@ -105,6 +106,46 @@ def test_brats_loader_slices_split_by_patient_and_caches(tmp_path):
         load_dataset(_cfg("brats", tmp_path / "data", tmp_path, channels=3))
 
 
+def test_case_cache_is_off_by_default(tmp_path, monkeypatch):
+    _synthetic_brats(tmp_path / "data", n=2)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = _cfg("brats", tmp_path / "data", tmp_path, val_fraction=0.5)
+    del cfg["cache_dir"]
+    load_dataset(cfg)
+    cfg2 = _cfg("brats", tmp_path / "data", tmp_path, val_fraction=0.5, cache_dir="")
+    load_dataset(cfg2)
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # no cache folder, no ~/.cache
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_cache_entry_warns_naming_it_and_reads_the_source(tmp_path, damage):
+    _synthetic_brats(tmp_path / "data")
+    cfg = _cfg("brats", tmp_path / "data", tmp_path, val_fraction=0.34)
+    train, val, _ = load_dataset(cfg)
+    entries = sorted(os.listdir(tmp_path / "cache"))
+    assert len(entries) == 3
+    bad = tmp_path / "cache" / entries[1]
+    data = bad.read_bytes()
+    bad.write_bytes({"garbage": b"not an npz file" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.warns(cache.CacheWarning, match=rf"case cache .*{entries[1]}: cannot read it \("):
+        again_train, again_val, _ = load_dataset(cfg)
+    for k in ("image", "label", "instances"):
+        np.testing.assert_array_equal(again_train[k], train[k])
+        np.testing.assert_array_equal(again_val[k], val[k])
+    assert again_train["patient_id"] == train["patient_id"]
+    assert bad.read_bytes() == data  # rewritten from the source
+
+
+def test_unwritable_cache_warns_and_still_loads(tmp_path):
+    _synthetic_brats(tmp_path / "data", n=2)
+    (tmp_path / "not_a_dir").write_text("")
+    want, _, _ = load_dataset(_cfg("brats", tmp_path / "data", tmp_path, val_fraction=0.5, cache_dir=""))
+    cfg = _cfg("brats", tmp_path / "data", tmp_path, val_fraction=0.5, cache_dir=str(tmp_path / "not_a_dir"))
+    with pytest.warns(cache.CacheWarning, match=r"case cache .*not_a_dir.*: cannot write it"):
+        got, _, _ = load_dataset(cfg)
+    np.testing.assert_array_equal(got["image"], want["image"])
+
+
 def test_brats_3d_volumes(tmp_path):
     _synthetic_brats(tmp_path / "data", n=2)
     train, val, info = load_dataset(_cfg("brats", tmp_path / "data", tmp_path, spatial_dims=3,
@@ -114,8 +155,8 @@ def test_brats_3d_volumes(tmp_path):
 
 
 def test_brats_real_samples(shared_data, tmp_path):
-    cfg = _cfg("brats", shared_data / "brats", tmp_path, cache_dir=None)  # default cache: fast after first use
-    del cfg["cache_dir"]
+    cfg = _cfg("brats", shared_data / "brats", tmp_path)
+    del cfg["cache_dir"]  # the default: no cache
     train, val, info = load_dataset(cfg)
     assert info.channel_names == ("FLAIR", "T1c")
     assert len(set(train["patient_id"])) == 3 and len(set(val["patient_id"])) == 1
@@ -172,7 +213,7 @@ def test_pairs_prefer_lossless_masks_and_find_isic_and_ph2_layouts(tmp_path):
     Image.fromarray(img).save(tmp_path / "isic" / "ISIC_0000001.jpg")
     Image.fromarray(mask).save(tmp_path / "isic" / "ISIC_0000001_Segmentation.png")
     Image.fromarray(img).save(tmp_path / "isic" / "ISIC_0000001_superpixels.png")
-    pairs = real.find_image_mask_pairs(str(tmp_path))
+    pairs = image_folders.find_image_mask_pairs(str(tmp_path))
     assert [(i, os.path.basename(a), os.path.basename(b)) for i, a, b in pairs] == [
         ("IMD002", "IMD002.bmp", "IMD002_lesion.bmp"),
         ("ISIC_0000001", "ISIC_0000001.jpg", "ISIC_0000001_Segmentation.png")]
@@ -192,9 +233,9 @@ def test_brats_cases_are_reoriented_to_lps(tmp_path):
         f = (lambda a: a[::-1, ::-1]) if flip else (lambda a: a)
         nib.save(nib.Nifti1Image(np.ascontiguousarray(f(vol)), affine), str(d / f"{name}_flair.nii.gz"))
         nib.save(nib.Nifti1Image(np.ascontiguousarray(f(seg)), affine), str(d / f"{name}_seg.nii.gz"))
-    cases = {c.patient_id: c for c in real.find_brats_cases(str(tmp_path))}
-    a_img, a_lab, a_meta, _ = real.read_brats_case(cases["ras"], ("FLAIR",))
-    b_img, b_lab, b_meta, _ = real.read_brats_case(cases["lps"], ("FLAIR",))
+    cases = {c.patient_id: c for c in brats.find_brats_cases(str(tmp_path))}
+    a_img, a_lab, a_meta, _ = brats.read_brats_case(cases["ras"], ("FLAIR",))
+    b_img, b_lab, b_meta, _ = brats.read_brats_case(cases["lps"], ("FLAIR",))
     from data_pipelines import geometry
 
     assert geometry.orientation_code(a_meta) == geometry.orientation_code(b_meta) == "LPS"
@@ -202,3 +243,52 @@ def test_brats_cases_are_reoriented_to_lps(tmp_path):
     np.testing.assert_array_equal(a_lab, b_lab)
     np.testing.assert_allclose(a_meta.origin, b_meta.origin)
     assert a_lab[5, 3, 2] == 3  # RAS index (0, 1, 2) is LPS index (5, 3, 2)
+
+
+def _imports_of_data_pipelines() -> dict[str, set[str]]:
+    """``{module: modules it imports}`` for every file of data_pipelines, in-function imports included."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in sorted((root / "data_pipelines").rglob("*.py"))}
+    out = {}
+    for mod, path in files.items():
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # "from pkg import submodule" imports the submodule; "from mod import name" the module.
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(files)
+                names |= subs or {node.module}
+        out[mod] = names
+    return out
+
+
+def test_data_pipelines_imports_point_one_way():
+    graph = _imports_of_data_pipelines()
+    project = ("zoo", "eval", "benchmarks", "kernels", "scoring", "data_pipelines")
+    for mod, names in graph.items():
+        above = sorted(n for n in names if n.split(".")[0] in project
+                       and n.split(".")[0] not in ("data_pipelines", "kernels", "scoring"))
+        assert not above, f"{mod} imports {above}: data_pipelines may use only kernels and scoring"
+    sources = ("brats", "ct", "image_folders", "phantoms", "outcome_data", "cases", "cache", "ehr", "info")
+    for name in sources:
+        assert "data_pipelines.datasets" not in graph[f"data_pipelines.{name}"], f"{name} imports the registry"
+    # No cycles among data_pipelines' modules.
+    edges = {m: {n for n in names if n in graph and n != m} for m, names in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for n in edges[m]:
+            assert state.get(n) != 1, f"import cycle: {' -> '.join(path + [m, n])}"
+            if n not in state:
+                visit(n, path + [m])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [])

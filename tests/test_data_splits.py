@@ -91,6 +91,30 @@ def test_train_val_test_and_patient_split():
         train_val_test_split(ids, (0.5, 0.2, 0.2))
 
 
+def _permute_reference(ids, val_fraction, seed):
+    """The rule ``method="permute"`` documents: a permutation of the sorted patients, its first
+    round(n * val_fraction) (clamped to [1, n - 1]) patients are validation."""
+    unique = np.unique(np.asarray(ids))
+    perm = np.random.default_rng(seed).permutation(len(unique))
+    n_val = min(max(int(round(len(unique) * val_fraction)), 1), len(unique) - 1)
+    is_val = np.isin(np.asarray(ids), unique[perm[:n_val]])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+@pytest.mark.parametrize("n,val_fraction,seed", [(40, 0.25, [0, 1]), (7, 0.1, [5, 1]), (5, 0.9, 2), (23, 0.5, 3)])
+def test_patient_split_permute(n, val_fraction, seed):
+    ids, _ = _cohort(n)
+    tr, va = patient_split(ids, val_fraction, seed=seed, method="permute")
+    want_tr, want_va = _permute_reference(ids, val_fraction, seed)
+    np.testing.assert_array_equal(tr, want_tr)
+    np.testing.assert_array_equal(va, want_va)
+    assert not set(ids[tr]) & set(ids[va]) and len(set(ids[va])) >= 1 and len(set(ids[tr])) >= 1
+    with pytest.raises(ValueError, match="does not stratify"):
+        patient_split(ids, val_fraction, seed=seed, stratify=ids, method="permute")
+    with pytest.raises(ValueError, match="method must be 'deal' or 'permute'"):
+        patient_split(ids, val_fraction, method="shuffle")
+
+
 def test_site_split():
     sites = ["A", "A", "B", "C", "B"]
     internal, external = site_split(sites, "B")

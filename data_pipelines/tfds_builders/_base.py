@@ -64,9 +64,8 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, config=None
     ``data_dir`` (TFDS writes into an ``incomplete.*`` folder; the folders and metadata files it
     created around it are removed here), and the original ``ValueError`` propagates.
     """
-    # Importing the package registers the builders.
-    import data_pipelines.tfds_builders  # noqa: F401
-
+    # The builders are registered: importing this module ran data_pipelines.tfds_builders/__init__.py,
+    # which imports every builder module.
     if manual_dir is not None and not os.path.isdir(manual_dir):
         raise ValueError(f"manual_dir {manual_dir!r} is not a directory")
     data_dir = os.fspath(data_dir)

@@ -1,6 +1,6 @@
 """TFDS builder ``brats``: multi-modal brain MRI with glioma sub-region labels (BraTS 2015-2023 naming).
 
-Labels are mapped to four classes (``data_pipelines.real``): 0 background, 1 necrosis /
+Labels are mapped to four classes (``data_pipelines.brats``): 0 background, 1 necrosis /
 non-enhancing core (BraTS 1 and 3), 2 oedema, 3 enhancing (BraTS 4; 3 in the 2023 naming); the
 ``regions`` feature holds the BraTS evaluation regions whole tumour, tumour core, enhancing tumour.
 Configs: ``3d`` (whole volumes), ``3d_2mm`` (downsampled by 2), ``2d`` (axial slices with tumour
@@ -15,7 +15,9 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import geometry, real
+import scoring
+from data_pipelines import brats, geometry
+from data_pipelines.cases import select_slices
 from data_pipelines.tfds_builders import _base
 
 __all__ = ["Brats", "BratsConfig"]
@@ -86,8 +88,8 @@ class Brats(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
             raise ValueError(f"BratsConfig.mode must be '3d' or '2d', got {c.mode!r}")
         if int(c.downsample) < 1:
             raise ValueError(f"BratsConfig.downsample must be >= 1, got {c.downsample}")
-        cases = real.find_brats_cases(str(dl_manager.manual_dir), c.patterns)
-        mods = tuple(c.modalities or real.available_modalities(cases))
+        cases = brats.find_brats_cases(str(dl_manager.manual_dir), c.patterns)
+        mods = tuple(c.modalities or brats.available_modalities(cases))
         if not mods:
             raise ValueError(f"{dl_manager.manual_dir}: no modality is present in every case")
         return {"train": self._generate_examples(cases, mods)}
@@ -95,7 +97,7 @@ class Brats(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, cases, mods):
         c = self.builder_config
         for i, case in enumerate(cases):
-            image, label, meta, _ = real.read_brats_case(case, mods, c.label_map)
+            image, label, meta, _ = brats.read_brats_case(case, mods, c.label_map)
             common = {"patient_id": case.patient_id, "modalities": ",".join(mods)}
             if c.mode == "3d":
                 if c.downsample > 1:
@@ -105,11 +107,11 @@ class Brats(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
                     label = geometry.resize(label, shape, is_label=True)
                     meta = geometry.resized_meta(meta, native, shape)
                 yield case.patient_id, {"image": image.astype(np.float32), "label": label.astype(np.uint8),
-                                        "regions": real.brats_regions(label), "slice_index": -1,
+                                        "regions": scoring.brats_region_channels(label), "slice_index": -1,
                                         **_base.geometry_values(meta), **common}
                 continue
             brain = image[..., 0] != image[..., 0].min()
-            idx = real.select_slices(label, brain, c.empty_slice_ratio, [c.seed, i], 2, c.max_slices_per_case)
+            idx = select_slices(label, brain, c.empty_slice_ratio, [c.seed, i], 2, c.max_slices_per_case)
             for z in idx:
                 img, lab = image[:, :, z], label[:, :, z]
                 # The slice's own origin: the world position of voxel (0, 0, z).
@@ -121,5 +123,6 @@ class Brats(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
                     lab = geometry.resize(lab, (h, w), is_label=True)
                 yield f"{case.patient_id}/{int(z):04d}", {
                     "image": img.astype(np.float32), "label": lab.astype(np.uint8),
-                    "regions": real.brats_regions(lab), "slice_index": int(z), **_base.geometry_values(m), **common}
+                    "regions": scoring.brats_region_channels(lab), "slice_index": int(z),
+                    **_base.geometry_values(m), **common}
 

@@ -1,6 +1,6 @@
 """TFDS builder ``isic``: dermoscopy images + binary lesion masks (ISIC 2016-2018 and PH2 naming).
 
-Pairs are found by ``data_pipelines.real.find_image_mask_pairs``: ``ISIC_0000000.jpg`` +
+Pairs are found by ``data_pipelines.image_folders.find_image_mask_pairs``: ``ISIC_0000000.jpg`` +
 ``ISIC_0000000_segmentation.png`` (2017/2018; ``_Segmentation`` in 2016), PH2 folders
 (``IMD002_Dermoscopic_Image/IMD002.bmp`` + ``IMD002_lesion/IMD002_lesion.bmp``) or flat copies
 (``IMD008.png`` + ``IMD008_mask.png``). Masks must hold {0, 255} or {0, 1}; ``label`` is 0 skin,
@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import geometry, real
+from data_pipelines import geometry, image_folders
 from data_pipelines.tfds_builders import _base
 
 __all__ = ["Isic", "IsicConfig"]
@@ -58,14 +58,14 @@ class Isic(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
         if c.size is not None and int(c.size) < 8:
             raise ValueError(f"IsicConfig.size must be >= 8 or None, got {c.size}")
         manual = str(dl_manager.manual_dir)
-        pairs = real.find_image_mask_pairs(manual)
-        meta = real.read_metadata_csv(manual)
+        pairs = image_folders.find_image_mask_pairs(manual)
+        meta = image_folders.read_metadata_csv(manual)
         return {"train": self._generate_examples(pairs, meta)}
 
     def _generate_examples(self, pairs, meta):
         size = self.builder_config.size
         for pid, ip, mp in pairs:
-            img, lab = real.read_pair(ip, mp)
+            img, lab = image_folders.read_pair(ip, mp)
             if img.shape[-1] == 1:
                 img = np.repeat(img, 3, axis=-1)
             elif img.shape[-1] != 3:

@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import geometry, real
+from data_pipelines import ct, geometry
+from data_pipelines.cases import select_slices
 from data_pipelines.tfds_builders import _base
 
 __all__ = ["Luna16", "Luna16Config", "boxes_from_instances"]
@@ -79,7 +80,7 @@ class Luna16(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
         c = self.builder_config
         if c.mode not in ("3d", "2d"):
             raise ValueError(f"Luna16Config.mode must be '3d' or '2d', got {c.mode!r}")
-        cases = real.find_ct_cases(str(dl_manager.manual_dir))
+        cases = ct.find_ct_cases(str(dl_manager.manual_dir))
         subsets = sorted({cs["subset"] for cs in cases})
         if subsets == [-1]:
             return {"train": self._generate_examples(cases)}
@@ -89,8 +90,8 @@ class Luna16(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, cases):
         c = self.builder_config
         for i, case in enumerate(cases):
-            hu, lab, inst, meta = real.read_ct_case(case, c.spacing)
-            img = real.hu_window(hu, c.hu_window) if c.hu_window is not None else hu.astype(np.float32)
+            hu, lab, inst, meta = ct.read_ct_case(case, c.spacing)
+            img = ct.hu_window(hu, c.hu_window) if c.hu_window is not None else hu.astype(np.float32)
             if case["nodules"] is not None:
                 centers = np.asarray([n[0] for n in case["nodules"]], np.float32).reshape(-1, 3)
                 diams = np.asarray([n[1] for n in case["nodules"]], np.float32).reshape(-1)
@@ -103,7 +104,7 @@ class Luna16(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
                                            "instances": inst.astype(np.int32), "boxes": boxes_from_instances(inst),
                                            "slice_index": -1, **_base.geometry_values(meta), **common}
                 continue
-            idx = real.select_slices(lab, hu > -500, c.empty_slice_ratio, [c.seed, i], 2)
+            idx = select_slices(lab, hu > -500, c.empty_slice_ratio, [c.seed, i], 2)
             for z in idx:
                 ins = inst[:, :, z]
                 m = meta.replace(origin=tuple(float(v) for v in geometry.voxel_to_world([[0, 0, int(z)]], meta)[0]))

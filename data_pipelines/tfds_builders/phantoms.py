@@ -1,7 +1,7 @@
 """TFDS builder ``phantoms``: the synthetic default, with the same features as the real builders.
 
 Images, label maps and instance maps from ``data_pipelines.phantoms``, spacing 1 mm, plus the
-clinical table of ``phantoms.clinical_record`` (age, sex, comorbidities, site, outcome) keyed by
+clinical table of ``ehr.clinical_record`` (age, sex, comorbidities, site, outcome) keyed by
 ``patient_id``. No download and no ``manual_dir`` needed. Configs ``<kind>_2d`` (64x64) and
 ``<kind>_3d`` (32^3) for kinds brain, skin, lung; splits ``train`` and ``val`` (disjoint patients).
 """
@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import phantoms
+from data_pipelines import ehr, phantoms
 from data_pipelines.tfds_builders import _base
 
 __all__ = ["Phantoms", "PhantomsConfig"]
@@ -55,7 +55,7 @@ class Phantoms(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
                  "instances": _base.volume(nd, np.int32), "patient_id": tfds.features.Text(),
                  "spacing": tfds.features.Tensor(shape=(nd,), dtype=np.float32),
                  "age": _base.scalar(np.float32), "sex": tfds.features.Text(),
-                 "comorbidities": tfds.features.Tensor(shape=(len(phantoms.CLINICAL_COMORBIDITIES),), dtype=np.int32),
+                 "comorbidities": tfds.features.Tensor(shape=(len(ehr.COMORBIDITIES),), dtype=np.int32),
                  "site": tfds.features.Text(), "outcome": _base.scalar(np.int32)}
         return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict(feats))
 
@@ -70,10 +70,10 @@ class Phantoms(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, pc, offset, n):
         for i in range(offset, offset + n):
             s = phantoms.make_phantom(pc, i)
-            rec = phantoms.clinical_record(pc, i, s["label"])
+            rec = ehr.clinical_record(pc, i, s["label"])
             yield s["patient_id"], {
                 "image": s["image"], "label": s["label"].astype(np.uint8), "instances": s["instances"],
                 "patient_id": s["patient_id"], "spacing": np.ones(len(pc.shape), np.float32),
                 "age": np.float32(rec["age"]), "sex": rec["sex"],
-                "comorbidities": np.asarray([rec[k] for k in phantoms.CLINICAL_COMORBIDITIES], np.int32),
+                "comorbidities": np.asarray([rec[k] for k in ehr.COMORBIDITIES], np.int32),
                 "site": rec["site"], "outcome": rec["outcome"]}

@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.name = "phantoms"          # phantoms | brats | isic | luna16 | folder
     c.data.kind = "brain"             # phantom kind: brain | skin | lung
     c.data.data_dir = ""              # real data: folder with the cases
+    c.data.cache_dir = ""             # real data: cache decoded cases here (.npz per case); "": no cache
     c.data.spatial_dims = 2
     c.data.image_size = (64, 64)      # spatial size fed to the model
     c.data.channels = 0               # 0: all the data set provides

@@ -1,0 +1,154 @@
+"""2D image/mask pairs from a folder: ISIC / PH2 dermoscopy and generic folders (CXR, EM), in-memory arrays.
+
+``load_isic(cfg)`` and ``load_folder(cfg)`` take the ``data`` section of a training config
+(``data_dir``, ``spatial_dims=2``, ``image_size``, ``channels``, ``val_fraction``, ``seed``; optional
+extras read with ``cfg.get``) and return ``(train, val, info)``: ``image [N, H, W, C] float32`` in
+[0, 1], ``label [N, H, W] int32`` in {0, 1}, ``instances``, ``patient_id``. The split is by patient
+(``metadata.csv``'s patient column when present, else one patient per image).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from data_pipelines import geometry, readers, splits
+from data_pipelines.cases import check_channels
+from data_pipelines.info import DatasetInfo
+
+__all__ = ["find_image_mask_pairs", "read_metadata_csv", "read_pair", "load_isic", "load_folder"]
+
+_MASK_SUFFIXES = ("_segmentation", "_Segmentation", "_mask", "_lesion", "_label", "_seg")
+
+
+def _lossy(path: str) -> bool:
+    return path.lower().endswith((".jpg", ".jpeg"))
+
+
+def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
+    """``(id, image_path, mask_path)`` for 2D pairs, sorted by id.
+
+    Layouts: ``<id>.<ext>`` + ``<id>{_mask,_segmentation,_Segmentation,_lesion,_label,_seg}.<ext>``
+    anywhere below ``data_dir`` (ISIC 2016-2018, PH2 folders, flat copies), or parallel folders
+    ``image(s)/<name>`` + ``label(s)|mask(s)/<name>`` (e.g. ISBI EM).
+    """
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir {data_dir!r} is not a directory")
+    pics: dict[str, str] = {}
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(readers.PICTURE_SUFFIXES):
+                pics[os.path.join(root, f)] = f
+    pairs = {}
+    stems = {}
+    for path, f in pics.items():
+        stems.setdefault(os.path.splitext(f)[0], []).append(path)
+    for path, f in pics.items():
+        stem = os.path.splitext(f)[0]
+        for suf in _MASK_SUFFIXES:
+            if stem.endswith(suf) and stem[: -len(suf)] in stems:
+                base = stem[: -len(suf)]
+                images = [p for p in stems[base] if not p.lower().endswith(".jpg") or len(stems[base]) == 1]
+                img = sorted(images, key=lambda p: (os.path.dirname(p) != os.path.dirname(path), p))[0]
+                if base in pairs:
+                    if pairs[base][1] != img:
+                        raise ValueError(f"{data_dir}: two images for id {base!r}: {pairs[base][1]}, {img}")
+                    # Several masks (PH2 mirrors add lossy .jpg copies): keep the lossless one.
+                    if _lossy(path) or not _lossy(pairs[base][2]):
+                        break
+                pairs[base] = (base, img, path)
+                break
+    if not pairs:  # parallel folders
+        for img_dir, mask_dir in (("image", "label"), ("images", "masks"), ("image", "mask"), ("images", "labels")):
+            a, b = os.path.join(data_dir, img_dir), os.path.join(data_dir, mask_dir)
+            if os.path.isdir(a) and os.path.isdir(b):
+                for f in sorted(os.listdir(a)):
+                    if f.lower().endswith(readers.PICTURE_SUFFIXES):
+                        m = os.path.join(b, f)
+                        if not os.path.exists(m):
+                            raise ValueError(f"{os.path.join(a, f)}: no mask {m}")
+                        pairs[os.path.splitext(f)[0]] = (os.path.splitext(f)[0], os.path.join(a, f), m)
+                break
+    if not pairs:
+        raise ValueError(f"data_dir {data_dir!r}: no image/mask pairs found (expected <id>.png + <id>_mask.png, "
+                         f"ISIC <id>_segmentation.png, or image/ + label/ folders)")
+    return [pairs[k] for k in sorted(pairs)]
+
+
+def read_metadata_csv(data_dir: str) -> dict[str, dict]:
+    """``metadata.csv`` in ``data_dir`` keyed by its ``id`` column (empty when absent)."""
+    path = os.path.join(data_dir, "metadata.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "id" not in rows[0]:
+        return {}
+    return {r["id"]: r for r in rows}
+
+
+def read_pair(image_path: str, mask_path: str, foreground: str = "nonzero"):
+    """``(image [H, W, C] float32 in [0, 1], mask [H, W] int32 in {0, 1})`` with checks."""
+    img, _ = readers.read_image(image_path)
+    lab, _ = readers.read_label(mask_path)
+    if img.shape[:2] != lab.shape:
+        raise ValueError(f"{mask_path}: mask shape {lab.shape} does not match image {image_path} {img.shape[:2]}")
+    vals = np.unique(lab)
+    if not set(vals.tolist()) <= {0, 1, 255}:
+        raise ValueError(f"{mask_path}: label values {vals.tolist()[:10]} outside the expected set [0, 1, 255]")
+    if img.shape[-1] == 4:
+        img = img[..., :3]
+    scale = 255.0 if img.dtype == np.uint8 else float(np.iinfo(img.dtype).max) if img.dtype.kind in "ui" else 1.0
+    fg = lab > 0 if foreground == "nonzero" else lab == 0
+    return img.astype(np.float32) / scale, fg.astype(np.int32)
+
+
+def _load_pairs(cfg, name: str, class_names, foreground: str = "nonzero"):
+    pairs = find_image_mask_pairs(cfg.data_dir)
+    meta = read_metadata_csv(cfg.data_dir)
+    size = tuple(int(s) for s in cfg.image_size)
+    if int(cfg.spatial_dims) != 2 or len(size) != 2:
+        raise ValueError(f"{name} is a 2D data set: use data.spatial_dims=2 and a 2-entry data.image_size "
+                         f"(got {cfg.spatial_dims}, {size})")
+    pid_col = cfg.get("patient_column", "patientid")
+    pids = [str(meta.get(i, {}).get(pid_col) or i) for i, _, _ in pairs]
+    images, labels = [], []
+    nchan = None
+    for (i, ip, mp) in pairs:
+        img, lab = read_pair(ip, mp, foreground)
+        if nchan is None:
+            nchan = img.shape[-1]
+        elif img.shape[-1] != nchan:
+            raise ValueError(f"{ip}: {img.shape[-1]} channels but earlier images have {nchan}")
+        images.append(geometry.resize(img, size))
+        labels.append(geometry.resize(lab, size, is_label=True))
+    names = ("R", "G", "B") if nchan == 3 else ("gray",)
+    n = check_channels(cfg, names)
+    image = np.stack(images)[..., :n].astype(np.float32)
+    label = np.stack(labels).astype(np.int32)
+    tr, va = splits.patient_split(pids, float(cfg.get("val_fraction", 0.2)), int(cfg.get("seed", 0)))
+    arrays = {"image": image, "label": label, "instances": label.copy()}
+
+    def take(idx):
+        out = {k: v[idx] for k, v in arrays.items()}
+        out["patient_id"] = [pids[j] for j in idx]
+        return out
+
+    return take(tr), take(va), DatasetInfo(name, 2, tuple(names[:n]), tuple(class_names), 2)
+
+
+def load_isic(cfg):
+    """ISIC / PH2-style dermoscopy pairs -> RGB images in [0, 1] and lesion masks (0 skin, 1 lesion)."""
+    return _load_pairs(cfg, "isic", ("skin", "lesion"))
+
+
+def load_folder(cfg):
+    """Generic 2D image/mask pairs (e.g. shared/data/cxr, em). ``cfg.get("mask_foreground")``:
+    ``nonzero`` (default) or ``zero`` (e.g. EM membranes, stored as 0)."""
+    fg = cfg.get("mask_foreground", "nonzero")
+    if fg not in ("nonzero", "zero"):
+        raise ValueError(f"data.mask_foreground must be 'nonzero' or 'zero', got {fg!r}")
+    return _load_pairs(cfg, "folder", ("background", "foreground"), fg)
