@@ -223,11 +223,13 @@ def main(argv=None) -> int:
     p.add_argument("--list_layers", action="store_true")
     args = p.parse_args(argv)
     try:
-        from data_pipelines.datasets import load_dataset
+        from eval.cases import load_split
         from zoo import load_pretrained
 
         pre = load_pretrained(args.workdir)
-        _, val, info = load_dataset(pre.config.data)
+        if pre.task != "segmentation":
+            raise ValueError(f"{args.workdir}: Grad-CAM overlays need a segmentation run, not {pre.task!r}")
+        val, info = load_split(pre.config, "val")
         images = val["image"][:max(args.cases, 1)]
         names = layer_names(pre.model, pre.variables, images[:1])
         if args.list_layers:
