@@ -21,7 +21,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     spatial_dims: int
     covariate_names: tuple[str, ...] = ()
-    extra: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict, hash=False)  # a dict is unhashable
 
     @property
     def num_channels(self) -> int:

@@ -44,7 +44,7 @@ def test_phantoms_builder_round_trip(tmp_path):
     ids_v = {val[i]["patient_id"] for i in range(3)}
     assert not ids_t & ids_v
     # The same record through the folder alone (no builder class) and through tfds.data_source.
-    folder = tmp_path / "phantoms" / "tiny" / "1.0.0"
+    folder = tmp_path / "phantoms" / "tiny" / "1.1.0"
     again = tb.load(str(folder), "val")
     np.testing.assert_array_equal(again[0]["image"], ex["image"])
     assert "tensorflow" not in sys.modules

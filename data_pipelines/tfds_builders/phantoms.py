@@ -43,8 +43,9 @@ class Phantoms(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
     """Synthetic brain / skin / lung phantoms with clinical covariates."""
 
     name = "phantoms"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "Clinical features from data_pipelines.ehr, the outcome cohort's EHR generator."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Nothing to download: the phantoms are generated (manual_dir is ignored)."
     BUILDER_CONFIGS = _configs()
 
