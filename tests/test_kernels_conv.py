@@ -186,7 +186,7 @@ def test_bad_arguments_raise(kw, match):
 def test_unet_train_gradients_match_between_lowerings():
     """The whole zoo U-Net (strided convs + transposed convs, 3D) gives the same loss gradient either way."""
     from zoo.registry import create_model
-    from zoo.train import jit_init
+    from zoo.training import jit_init
 
     x = _rand((1, 4, 4, 4, 1), 6)
     model = create_model("unet", spatial_dims=3, in_channels=1, num_classes=2, features=2, depth=2, norm="none")

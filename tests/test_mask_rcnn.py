@@ -12,7 +12,7 @@ from zoo.mask_rcnn.postprocess import paste_masks, select_detections, semantic_m
 from zoo.mask_rcnn.targets import gt_from_instances
 from zoo.registry import create_model, get_spec
 from zoo.tasks import get_task
-from zoo.train import jit_init
+from zoo.training import jit_init
 
 TINY = dict(encoder_width=8, fpn_channels=16, box_head_dim=32, mask_head_dim=16, mask_head_convs=1,
             anchor_sizes=(6.0, 12.0, 24.0, 48.0), rpn_pre_nms_topk=64, rpn_post_nms_topk_train=24,

@@ -24,7 +24,7 @@ import zoo
 from data_pipelines.phantoms import PhantomConfig, PhantomSource
 from zoo.encoders import get_encoder, list_encoders
 from zoo.tasks import SegmentationTask
-from zoo.train import jit_init
+from zoo.training import jit_init
 
 SEG_MODELS = [n for n in zoo.list_models() if zoo.get_spec(n).task == "segmentation"]
 EXPECTED = {"cnn", "fcn", "unet", "attention_unet", "segnet", "deeplabv3plus"}

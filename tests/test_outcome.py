@@ -12,10 +12,12 @@ import pytest
 from data_pipelines import outcome_data
 from zoo.configs import apply_overrides, load_config
 from zoo.models.outcome import transfer_unet_encoder
-from zoo.outcome import logistic_baselines, main, outcome_metrics, predict_proba_np, run_outcome
+from scoring import outcome_metrics
+from zoo.inference import Predictor
+from zoo.outcome import logistic_baselines, main, run_outcome
 from zoo.registry import create_model, get_spec, list_models
 from zoo.tasks import get_task
-from zoo.train import jit_init
+from zoo.training import jit_init
 
 F = len(outcome_data.COVARIATE_NAMES)
 TINY = {"encoder_kwargs": {"features": 4, "depth": 2, "norm": "none"}, "embed_dim": 8, "head_hidden": 8,
@@ -102,7 +104,7 @@ def test_nan_covariates_raise_everywhere(model2d):
     with pytest.raises(ValueError, match="NaN"):
         task.predict_proba(model, v, batch)
     with pytest.raises(ValueError, match="NaN"):
-        predict_proba_np(model, v, {"image": np.asarray(x), "covariates": bad}, batch_size=2)
+        Predictor(model, v, task).predict_proba({"image": np.asarray(x), "covariates": bad}, batch_size=2)
     with pytest.raises(ValueError, match="NaN"):
         outcome_data.check_covariates(bad, F)
 

@@ -63,7 +63,10 @@ SCRIPT = textwrap.dedent("""
     from zoo import optim, sharding
     from zoo.configs import apply_overrides, load_config
     from zoo.tasks import get_task
-    from zoo.train import build_model, global_batch, make_init_fn, make_train_step
+    from data_pipelines.loader import ArraysSource
+    from zoo.build import build_model
+    from zoo.training import make_init_fn, make_train_step
+    from zoo.training.data import TrainBatches
 
     assert len(jax.devices()) == 8, jax.devices()
     c = apply_overrides(load_config("smoke"), {"data.image_size": "(16,16)", "data.num_train": "16",
@@ -75,11 +78,16 @@ SCRIPT = textwrap.dedent("""
     init = make_init_fn(model, tx, (8, 16, 16, info.num_channels))
     host_state = jax.device_get(jax.jit(init)(jax.random.key(0)))  # one init, laid out per mesh below
 
+    def global_batch(step, data_sh):  # the trainer's batch of `step`, laid out on the mesh
+        batches = TrainBatches(ArraysSource(train), 8, 0, data_sh)
+        batches.restore(None, step)
+        return batches.next()
+
     def setup(shape, devices=None):
         mesh = sharding.make_mesh(shape, devices=devices, batch_size=8)
         st_sh = sharding.tree_shardings(mesh, jax.eval_shape(init, jax.random.key(0)), min_size=0)
         data_sh = sharding.batch_sharding(mesh)
-        return mesh, st_sh, data_sh, sharding.put_global(host_state, st_sh), global_batch(train, 3, 8, 0, data_sh)
+        return mesh, st_sh, data_sh, sharding.put_global(host_state, st_sh), global_batch(3, data_sh)
 
     def loss_and_grad(shape, devices=None, dtype="float32"):
         c.train.dtype = dtype

@@ -16,7 +16,7 @@ from data_pipelines import PhantomConfig, PhantomSource
 from zoo import losses
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import register
-from zoo.train import jit_init
+from zoo.training import jit_init
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,7 +156,7 @@ def test_checkpoint_round_trip_gives_same_eval(smoke_run):
     pre = zoo.load_pretrained(str(wd))
     assert pre.step == saved["step"]
     from data_pipelines.datasets import load_dataset
-    from eval.metrics import dice_per_class_np
+    from scoring import dice_per_class_np
 
     _, val, info = load_dataset(pre.config.data)
     pred = pre.predict(val["image"])

@@ -11,7 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from zoo import cv, hparam, optim, train
+from data_pipelines import loader
+from zoo import cv, hparam, optim, train, training
+from zoo.build import build_model
 from zoo.configs import apply_overrides, load_config
 
 TINY = {"data.image_size": "(16,16)", "data.num_train": "12", "data.num_val": "4", "model.kwargs.features": "4",
@@ -143,17 +145,18 @@ def test_augmentation_hook_in_train_step():
 
     c = _cfg()
     train_arrays, _, info = load_dataset(c.data)
-    model = train.build_model(c, info)
+    model = build_model(c, info)
     tx, _ = optim.make_optimizer(c.train)
-    state = train.create_train_state(model, tx, train_arrays["image"][:4], 0)
-    batch = train.batch_at_step(train_arrays, 0, 4, 0)
+    state = training.create_train_state(model, tx, train_arrays["image"][:4], 0)
+    batch = loader.gather(loader.ArraysSource(train_arrays), loader.batch_indices(len(train_arrays["image"]), 0, 4, 0),
+                          ("image", "label"))
     task = get_task("segmentation")
 
     def loss_with(spec, enabled=True):
         c.augment.enabled = enabled
         c.augment.spec = ml_collections.ConfigDict(spec)
-        fn = train.make_augment_fn(c)
-        step = jax.jit(train.make_train_step(model, tx, task, "dice_ce", augment_fn=fn))
+        fn = training.make_augment_fn(c)
+        step = jax.jit(training.make_train_step(model, tx, task, "dice_ce", augment_fn=fn))
         return float(step(state, batch)[1]["loss"])
 
     plain = loss_with({}, enabled=False)

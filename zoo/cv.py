@@ -11,32 +11,32 @@ test split (the data set's validation split, which no fold saw) and reports its 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import warnings
 
 import numpy as np
 
+from data_pipelines import splits
+from data_pipelines.datasets import load_dataset
+from scoring import dice_per_class_np
+from zoo.cli import default_workdir, parse_run_args, resolve_config, run_cli, run_parser
+from zoo.pretrained import load_pretrained
+from zoo.provenance import write_json
+from zoo.training import prepare_run, train_and_evaluate
+
 __all__ = ["patient_folds", "subset", "cross_validate", "ensemble_predict", "format_cv_table", "main"]
 
 
 def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (seeded, deterministic)."""
-    ids = np.asarray(list(patient_ids))
-    patients = np.unique(ids)
+    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (``splits.patient_kfold``),
+    with the ``--folds`` checks worded for the command line."""
+    patients = set(str(p) for p in patient_ids)
     if not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"folds must be an integer >= 2, got {k!r}")
     if k > len(patients):
         raise ValueError(f"folds={k} is more than the {len(patients)} patients in the training split")
-    order = np.random.default_rng(seed).permutation(patients)
-    groups = np.array_split(order, k)
-    out = []
-    for g in groups:
-        val = np.isin(ids, g)
-        out.append((np.flatnonzero(~val), np.flatnonzero(val)))
-    return out
+    return [(f.train, f.val) for f in splits.patient_kfold(list(patient_ids), int(k), seed=seed)]
 
 
 def subset(arrays: dict, idx) -> dict:
@@ -55,29 +55,17 @@ def _nan_stats(values):
 
 
 def ensemble_predict(fold_dirs, images, batch_size: int = 8) -> np.ndarray:
-    """Label maps from the mean softmax of each fold's best checkpoint (``<fold>/best``)."""
-    import jax
-    import jax.numpy as jnp
-
-    from zoo.pretrained import load_pretrained
-
+    """Label maps from the mean class probabilities of each fold's best checkpoint (``<fold>/best``)."""
     probs = None
     for d in fold_dirs:
-        pre = load_pretrained(os.path.join(d, "best"))
-        fn = jax.jit(lambda v, x, m=pre.model: jax.nn.softmax(m.apply(v, x, train=False), axis=-1))
-        p = np.concatenate([np.asarray(fn(pre.variables, jnp.asarray(images[i:i + batch_size])))
-                            for i in range(0, len(images), batch_size)])
+        p = load_pretrained(os.path.join(d, "best")).predict_proba(images, batch_size)
         probs = p if probs is None else probs + p
     return np.argmax(probs, axis=-1).astype(np.int32)
 
 
 def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, progress: bool = False) -> dict:
     """Run the ``folds`` trainings; returns per-fold results, the aggregate and (optionally) the ensemble."""
-    from data_pipelines.datasets import load_dataset
-    from eval.metrics import dice_per_class_np
-    from zoo.train import setup_mesh, train_and_evaluate
-
-    setup_mesh(config)
+    setup = prepare_run(config)
     train, test, info = load_dataset(config.data)
     if "patient_id" not in train:
         raise ValueError(f"data set {config.data.name!r} has no patient_id; patient-level folds need one")
@@ -86,7 +74,7 @@ def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, pro
     rows = []
     for i, (tr, va) in enumerate(splits):
         fold_dir = os.path.join(workdir, f"fold{i}")
-        res = train_and_evaluate(config, fold_dir, progress=progress,
+        res = train_and_evaluate(config, fold_dir, progress=progress, setup=setup,
                                  data=(subset(train, tr), subset(train, va), info))
         if res.get("preempted"):  # SIGTERM: this fold saved a checkpoint; rerunning resumes it
             return {"preempted": True, "fold": i, "folds": rows}
@@ -109,8 +97,7 @@ def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, pro
         fg = per_class[1:] if info.num_classes > 1 else per_class
         out["ensemble"] = {"num_cases": int(len(pred)), "dice_per_class": list(map(float, per_class)),
                            "mean_dice": float(np.nanmean(fg))}
-    with open(os.path.join(workdir, "cv.json"), "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=2)
+    write_json(os.path.join(workdir, "cv.json"), out)
     with open(os.path.join(workdir, "cv.md"), "w", encoding="utf-8") as f:
         f.write(format_cv_table(out) + "\n")
     return out
@@ -135,33 +122,30 @@ def format_cv_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from zoo.train import parse_args, resolve_config
-
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m zoo.cv", add_help=False)
     p.add_argument("--folds", default="5")
     p.add_argument("--ensemble", action="store_true")
     own, rest = p.parse_known_args(argv)
-    known, overrides = parse_args(rest)
-    try:
+    known, overrides = parse_run_args(run_parser("python -m zoo.cv", __doc__.splitlines()[0]), rest)
+
+    def run() -> int:
         try:
             folds = int(own.folds)
         except ValueError:
             raise ValueError(f"--folds must be an integer, got {own.folds!r}") from None
         config = resolve_config(known, overrides)
-        workdir = os.path.abspath(known.workdir or os.path.join(
-            "workdirs", f"cv-{known.config}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+        workdir = default_workdir(known, config, prefix="cv-")
         print(f"workdir: {workdir}", flush=True)
         result = cross_validate(config, workdir, folds, ensemble=own.ensemble, progress=not known.no_progress)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if result.get("preempted"):
-        print(f"preempted during fold {result['fold']}; rerun the same command to resume", flush=True)
-        return 143
-    print(f"\n{folds}-fold patient-level cross-validation ({config.model.name}, {config.data.name}):")
-    print(format_cv_table(result))
-    return 0
+        if result.get("preempted"):
+            print(f"preempted during fold {result['fold']}; rerun the same command to resume", flush=True)
+            return 143
+        print(f"\n{folds}-fold patient-level cross-validation ({config.model.name}, {config.data.name}):")
+        print(format_cv_table(result))
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

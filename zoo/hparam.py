@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import datetime
-import functools
 import itertools
 import json
 import os
@@ -25,6 +23,8 @@ import sys
 import time
 
 import numpy as np
+
+from zoo.cli import default_workdir, parse_run_args, resolve_config, run_cli, run_parser
 
 __all__ = ["parse_param", "make_trials", "group_trials", "run_group", "search", "format_results", "main"]
 
@@ -110,38 +110,40 @@ def run_group(config, seeds, learning_rates, data=None, log_every: int = 0) -> l
     import jax
     import jax.numpy as jnp
 
+    from data_pipelines import loader
     from data_pipelines.datasets import load_dataset
-    from zoo import optim
-    from zoo.registry import get_spec
-    from zoo.tasks import get_task
-    from zoo.train import (batch_at_step, build_model, evaluate, jit_init, make_augment_fn, make_init_fn,
-                           make_train_step)
+    from zoo.build import build_model
+    from zoo.inference import Predictor
+    from zoo.training import evaluate, jit_init, make_init_fn, make_train_step, prepare_run
 
     if len(seeds) != len(learning_rates) or not len(seeds):
         raise ValueError(f"need as many seeds as learning rates (>0), got {len(seeds)} and {len(learning_rates)}")
+    setup = prepare_run(config)
     train, val, info = load_dataset(config.data) if data is None else data
-    task = get_task(get_spec(config.model.name).task)
+    task, tx = setup.task, setup.tx
     model = build_model(config, info)
-    tx, _ = optim.make_optimizer(config.train)
     bs = int(config.train.batch_size)
     base_lr = float(config.train.learning_rate)
     init = make_init_fn(model, tx, (bs, *train["image"].shape[1:]))
     states = jit_init(jax.vmap(init))(jnp.stack([jax.random.key(int(s)) for s in seeds]))
     scales = jnp.asarray([float(lr) / base_lr for lr in learning_rates], jnp.float32)
     step = make_train_step(model, tx, task, config.train.loss, grad_accum=int(config.train.get("grad_accum", 1)),
-                           augment_fn=make_augment_fn(config))
+                           augment_fn=setup.augment_fn)
+    source = loader.ArraysSource(train)
     vstep = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=(0,))
     losses = []
     for s in range(int(config.train.steps)):
-        states, metrics = vstep(states, batch_at_step(train, s, bs, int(config.data.seed)), scales)
+        batch = loader.gather(source, loader.batch_indices(len(source), s, bs, int(config.data.seed)),
+                              ("image", "label", "instances"))
+        states, metrics = vstep(states, batch, scales)
         if log_every and ((s + 1) % log_every == 0 or s + 1 == int(config.train.steps)):
             losses.append((s + 1, np.asarray(metrics["loss"]).tolist()))
     final = np.asarray(metrics["loss"])
-    predict = jax.jit(functools.partial(task.predict, model))
+    predictor = Predictor(model, None, task, bs)
     out = []
     for i in range(len(seeds)):
-        variables = jax.tree.map(lambda x: x[i], states.variables)
-        ev = evaluate(model, variables, val, info.num_classes, bs, task, predict)
+        predictor.variables = jax.tree.map(lambda x: x[i], states.variables)
+        ev = evaluate(predictor, loader.ArraysSource(val), info.num_classes, bs)
         out.append({"final_loss": float(final[i]), "mean_dice": ev["mean_dice"],
                     "dice_per_class": ev["dice_per_class"], "losses": [(k, v[i]) for k, v in losses]})
     return out
@@ -194,8 +196,6 @@ def format_results(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from zoo.train import parse_args, resolve_config
-
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m zoo.hparam", add_help=False)
     p.add_argument("--search", default="grid")
@@ -203,21 +203,19 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=None)
     p.add_argument("--search_seed", type=int, default=0)
     own, rest = p.parse_known_args(argv)
-    known, overrides = parse_args(rest)
-    try:
+    known, overrides = parse_run_args(run_parser("python -m zoo.hparam", __doc__.splitlines()[0]), rest)
+    def run() -> int:
         if not own.param:
             raise ValueError("give at least one --param=FIELD=V1,V2,...")
         space = dict(parse_param(t) for t in own.param)
         config = resolve_config(known, overrides)
-        workdir = os.path.abspath(known.workdir or os.path.join(
-            "workdirs", f"hparam-{known.config}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+        workdir = default_workdir(known, config, prefix="hparam-")
         print(f"workdir: {workdir}", flush=True)
         rows = search(config, space, workdir, own.search, own.trials, own.search_seed)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_results(rows))
-    return 0
+        print(format_results(rows))
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ def _jitted(fn):
     return jax.jit(fn, static_argnums=0)
 
 
+def _bind(fn, model):
+    try:
+        hash(model)
+    except TypeError:  # a module with unhashable fields (dict-valued kwargs): one program per Predictor
+        return jax.jit(functools.partial(fn, model))
+    return functools.partial(_jitted(fn), model)
+
+
 class Predictor:
     """``model`` + ``variables`` + ``task``: labels and probabilities for any number of cases.
 
@@ -69,14 +77,14 @@ class Predictor:
     def __init__(self, model, variables, task, batch_size: int = 8):
         self.model, self.variables, self.task = model, variables, task
         self.batch_size = int(batch_size)
-        self._labels = functools.partial(_jitted(task.predict), model)
-        self._proba = functools.partial(_jitted(task.predict_proba), model)
+        self._labels = _bind(task.predict, model)
+        self._proba = _bind(task.predict_proba, model)
 
     def compile(self, example_batch, proba: bool = False) -> None:
         """Compile ahead of time for batches shaped like ``example_batch`` (multi-process runs compile first,
         then meet, so no process waits at a collective for another's compiler)."""
-        fn = _jitted(self.task.predict_proba if proba else self.task.predict)
-        compiled = fn.lower(self.model, self.variables, example_batch).compile()
+        compiled = jax.jit(functools.partial(self.task.predict_proba if proba else self.task.predict, self.model)) \
+            .lower(self.variables, example_batch).compile()
         if proba:
             self._proba = compiled
         else:
