@@ -1,5 +1,5 @@
 """Shared measurement helpers for the benchmarks: timing, memory, environment tags, and the
-JAX train/inference steps built the way ``zoo.train`` builds them.
+JAX train/inference steps built the way the training core (``zoo.training``) builds them.
 
 Timing protocol (every number in ``benchmarks/``): compile first (timed separately), ``warmup``
 untimed calls, then ``repeats`` samples of ``number`` calls each, every sample ending with
@@ -133,13 +133,12 @@ def make_batch(batch: int, spatial: tuple, in_channels: int = 1, num_classes: in
 def build_model(name: str, dims: int, dtype: str, in_channels: int = 1, num_classes: int = 2, kwargs=None):
     """Registry model with the benchmark's kwargs (``unet``: :data:`UNET_MONAI_LIKE`, ``residual_unet``:
     :data:`RESIDUAL_UNET_MONAI`) unless ``kwargs`` is given."""
-    import jax.numpy as jnp
-
+    from zoo.build import parse_dtype
     from zoo.registry import create_model
 
     kw = dict(BENCHMARK_KWARGS.get(name, {}) if kwargs is None else kwargs)
-    if dtype != "float32":
-        kw["dtype"] = getattr(jnp, dtype)
+    if parse_dtype(dtype) is not None:
+        kw["dtype"] = parse_dtype(dtype)
     return create_model(name, spatial_dims=dims, in_channels=in_channels, num_classes=num_classes, **kw)
 
 
@@ -160,27 +159,27 @@ class JaxSteps:
 
 def build_jax_steps(model, task_name: str, batch: dict, *, learning_rate: float = 1e-3, loss: str = "dice_ce",
                     train: bool = True, mesh=None, seed: int = 0, augment_fn=None) -> JaxSteps:
-    """Train/infer steps exactly as ``zoo.train`` builds them: ``create_train_state``, ``make_train_step``,
+    """Train/infer steps exactly as ``zoo.training`` builds them: ``create_train_state``, ``make_train_step``,
     ``jax.jit`` with batch sharding on the mesh's ``data`` axis and the state donated; Adam(lr).
 
     Records ``compile_train_s`` / ``compile_infer_s`` (lower + compile) and the compiled cost analysis FLOPs.
     ``augment_fn`` (a per-sample ``kernels.augment.make_pipeline`` function) runs inside the train step,
-    as ``--config.augment.enabled=true`` does in ``zoo.train``.
+    as ``--config.augment.enabled=true`` does in the trainer.
     """
     import jax
     import ml_collections
 
     from zoo import optim, sharding
     from zoo.tasks import get_task
-    from zoo.train import create_train_state, make_train_step
+    from zoo.training import create_train_state, make_train_step
 
     mesh = mesh or sharding.make_mesh((-1, 1))
     repl, data_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    # The trainer's own optimiser factory (constant-lr Adam), as zoo.train builds it.
+    # The trainer's own optimiser factory (constant-lr Adam), as the trainer builds it.
     tx, _ = optim.make_optimizer(ml_collections.ConfigDict(
         {"optimizer": "adam", "learning_rate": learning_rate, "schedule": "constant", "steps": 1,
          "warmup_steps": 0, "grad_clip": 0.0, "weight_decay": 0.0}))
-    # create_train_state compiles its init at XLA backend level 0 on a CPU (zoo.train.jit_init): ~3 s.
+    # create_train_state compiles its init at XLA backend level 0 on a CPU (zoo.training.jit_init): ~3 s.
     t0 = time.perf_counter()
     state = create_train_state(model, tx, batch["image"], seed)
     state = jax.block_until_ready(jax.device_put(state, repl))

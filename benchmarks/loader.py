@@ -3,7 +3,7 @@
     python -m benchmarks.loader [--data_dir ../shared/data/brats] [--workers 0 2] [--seconds 3]
 
 Measures, in one process and one run (so ratios are comparable):
-  * ``batch_at_step``: the trainer's in-memory batch slicing (zoo.train),
+  * ``TrainBatches``: the trainer's own batches (zoo.training.data: grain over the in-memory arrays),
   * grain ``make_array_loader`` (whole batches gathered with one index) over the same arrays,
   * grain ``make_loader`` over the same arrays (``ArraysSource``, per-record pipeline),
   * grain ``make_loader`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
@@ -46,7 +46,9 @@ def main(argv=None) -> int:
     from data_pipelines.datasets import load_dataset
     from data_pipelines.tfds_builders import PhantomsConfig, load, prepare
     from zoo.configs import smoke
-    from zoo.train import batch_at_step
+    from zoo.build import build_model
+    from zoo.sharding import batch_sharding, make_mesh
+    from zoo.training.data import TrainBatches
 
     cfg = smoke.get_config()
     if args.data_dir:
@@ -58,13 +60,8 @@ def main(argv=None) -> int:
     results = {"dataset": info.name, "num_train": int(len(train["image"])), "image_shape": list(train["image"].shape[1:]),
                "batch_size": bs, "load_dataset_s": round(load_s, 2), "backend": jax.default_backend()}
 
-    step = [0]
-
-    def trainer_batch():
-        batch_at_step(train, step[0], bs, 0)
-        step[0] += 1
-
-    results["batch_at_step_samples_s"] = _rate(trainer_batch, bs, args.seconds)
+    trainer = TrainBatches(loader.ArraysSource(train), bs, 0, batch_sharding(make_mesh((-1, 1), batch_size=bs)))
+    results["trainer_batches_samples_s"] = _rate(trainer.next, bs, args.seconds)
     it_b = iter(loader.make_array_loader(train, bs, seed=0))
     results["grain_array_batches_samples_s"] = _rate(lambda: next(it_b), bs, args.seconds)
     arrays_src = loader.ArraysSource({k: v for k, v in train.items() if k != "patient_id"})
@@ -82,11 +79,9 @@ def main(argv=None) -> int:
 
     if not args.no_train:
         from benchmarks.common import build_jax_steps, time_calls
-        from zoo.train import build_model
-
         model = build_model(cfg, info)
-        batch = batch_at_step(train, 0, bs, 0)
-        batch = {k: batch[k] for k in ("image", "label")}
+        batch = loader.gather(loader.ArraysSource(train), loader.batch_indices(len(train["image"]), 0, bs, 0),
+                              ("image", "label"))
         steps = build_jax_steps(model, "segmentation", batch, loss=cfg.train.loss)
         timing = time_calls(steps.train, warmup=2, repeats=5, number=3)
         results["train_step_s"] = timing["median_s"]
