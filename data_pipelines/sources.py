@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.datasets import DatasetInfo, load_dataset
+import numpy as np
+
+from data_pipelines.datasets import load_dataset
+from data_pipelines.info import DatasetInfo
 from data_pipelines.loader import ArraysSource
 
 __all__ = ["open_sources", "tfds_info"]
 
 
-def tfds_info(builder, class_names=(), channel_names=()) -> DatasetInfo:
-    """:class:`DatasetInfo` of a prepared TFDS builder: shapes from its features, names from ``class_names`` /
-    ``channel_names`` when given, else from the builder's metadata (``class_names``, ``channel_names``)."""
-    feats = builder.info.features
-    if "image" not in feats or "label" not in feats:
+def tfds_info(builder, first_record, class_names=(), channel_names=()) -> DatasetInfo:
+    """:class:`DatasetInfo` of a prepared TFDS builder: shapes from ``first_record``, names from ``class_names``
+    / ``channel_names`` when given, else from the builder's metadata (``class_names``, ``channel_names``)."""
+    if "image" not in first_record or "label" not in first_record:
         raise ValueError(f"TFDS data set {builder.info.full_name} needs 'image' and 'label' features, "
-                         f"has {sorted(feats)}")
-    shape = tuple(feats["image"].shape)
+                         f"has {sorted(first_record)}")
+    shape = tuple(np.shape(first_record["image"]))
     meta = dict(builder.info.metadata or {})
     classes = tuple(class_names) or tuple(meta.get("class_names", ()))
     if len(classes) < 2:
@@ -54,7 +56,6 @@ def _open_tfds(cfg):
     except Exception as e:  # TFDS raises several types for a folder that holds no prepared data set
         raise ValueError(f"data.data_dir {path!r} is not a prepared TFDS data set ({type(e).__name__}: {e})") \
             from None
-    info = tfds_info(builder, cfg.get("class_names", ()), cfg.get("channel_names", ()))
     splits = {}
     for role in ("train", "val"):
         split = cfg.get(f"{role}_split", role)
@@ -62,6 +63,7 @@ def _open_tfds(cfg):
             raise ValueError(f"TFDS data set {builder.info.full_name} has no split {split!r} "
                              f"(splits: {sorted(builder.info.splits)})")
         splits[role] = builder.as_data_source(split=split)
+    info = tfds_info(builder, splits["train"][0], cfg.get("class_names", ()), cfg.get("channel_names", ()))
     return splits["train"], splits["val"], info
 
 

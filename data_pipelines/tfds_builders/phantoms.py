@@ -58,7 +58,12 @@ class Phantoms(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
                  "age": _base.scalar(np.float32), "sex": tfds.features.Text(),
                  "comorbidities": tfds.features.Tensor(shape=(len(ehr.COMORBIDITIES),), dtype=np.int32),
                  "site": tfds.features.Text(), "outcome": _base.scalar(np.int32)}
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict(feats))
+        pc = phantoms.PhantomConfig(kind=c.kind, shape=tuple(c.shape), seed=c.seed)
+        # Names travel with the prepared data (metadata.json), so a reader needs no builder class.
+        names = tfds.core.MetadataDict(class_names=list(phantoms.CLASS_NAMES[c.kind]),
+                                       channel_names=list(phantoms.CHANNEL_NAMES[c.kind][:pc.num_channels]))
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict(feats),
+                                     metadata=names)
 
     def _split_generators(self, dl_manager):
         c = self.builder_config
