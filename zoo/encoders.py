@@ -53,6 +53,15 @@ def _check_encoder_input(name: str, x, divisor: int):
                          f"(the encoder downsamples by that factor)")
 
 
+def _add_shortcut(x, y, strides: int, norm: str, dtype, train: bool):
+    """``relu(shortcut(x) + y)``, the shortcut projected (1^D conv ``proj`` + ``proj_norm``, built in the
+    calling block's scope) when the stride or width changes."""
+    if strides != 1 or x.shape[-1] != y.shape[-1]:
+        x = layers.Conv(y.shape[-1], 1, strides=strides, use_bias=norm == "none", dtype=dtype, name="proj")(x)
+        x = layers.Norm(norm, dtype=dtype, name="proj_norm")(x, train)
+    return nn.relu(x + y)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: 3^D conv → norm → ReLU → 3^D conv → norm, plus (projected) identity."""
 
@@ -71,11 +80,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(layers.Norm(self.norm, dtype=self.dtype)(y, train))
         y = layers.Conv(self.features, 3, dilation=self.dilation, use_bias=bias, dtype=self.dtype)(y)
         y = layers.Norm(self.norm, dtype=self.dtype)(y, train)
-        if self.strides != 1 or x.shape[-1] != self.features:
-            x = layers.Conv(self.features, 1, strides=self.strides, use_bias=bias, dtype=self.dtype,
-                            name="proj")(x)
-            x = layers.Norm(self.norm, dtype=self.dtype, name="proj_norm")(x, train)
-        return nn.relu(x + y)
+        return _add_shortcut(x, y, self.strides, self.norm, self.dtype, train)
 
 
 class Bottleneck(nn.Module):
@@ -99,10 +104,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(layers.Norm(self.norm, dtype=self.dtype)(y, train))
         y = layers.Conv(out, 1, use_bias=bias, dtype=self.dtype)(y)
         y = layers.Norm(self.norm, dtype=self.dtype)(y, train)
-        if self.strides != 1 or x.shape[-1] != out:
-            x = layers.Conv(out, 1, strides=self.strides, use_bias=bias, dtype=self.dtype, name="proj")(x)
-            x = layers.Norm(self.norm, dtype=self.dtype, name="proj_norm")(x, train)
-        return nn.relu(x + y)
+        return _add_shortcut(x, y, self.strides, self.norm, self.dtype, train)
 
 
 class ResNet(nn.Module):

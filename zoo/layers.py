@@ -23,6 +23,13 @@ def _tuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+def _add_bias(conv: nn.Module, y, dtype):
+    """``y`` plus ``conv``'s zero-initialised ``bias [features]`` param when ``conv.use_bias``."""
+    if not conv.use_bias:
+        return y
+    return y + conv.param("bias", nn.initializers.zeros, (conv.features,), conv.param_dtype).astype(dtype)
+
+
 class Conv(nn.Module):
     """Channels-last convolution, ``[B, *S, Cin] -> [B, *S / strides, features]``, 'SAME' padding."""
 
@@ -43,10 +50,7 @@ class Conv(nn.Module):
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_nd(x.astype(dtype), kernel.astype(dtype), _tuple(self.strides, nd), "SAME",
                              _tuple(self.dilation, nd))
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-            y = y + bias.astype(dtype)
-        return y
+        return _add_bias(self, y, dtype)
 
 
 class ConvTranspose(nn.Module):
@@ -71,10 +75,7 @@ class ConvTranspose(nn.Module):
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_transpose_nd(x.astype(dtype), kernel.astype(dtype), st, self.padding)
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-            y = y + bias.astype(dtype)
-        return y
+        return _add_bias(self, y, dtype)
 
 
 class Norm(nn.Module):

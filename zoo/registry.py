@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import typing
 from typing import Any, Callable
 
@@ -83,19 +84,16 @@ def create_model(name: str, **cfg):
 
 
 def _accepted_args(factory) -> set[str]:
-    import dataclasses as dc
-    import inspect
-
     target = factory
     # Factories usually return a dataclass Module; look at its fields when the factory takes **cfg.
     try:
         ann = typing.get_type_hints(factory).get("return")
     except Exception:  # unresolvable annotations: fall back to the signature
         ann = None
-    if isinstance(ann, type) and dc.is_dataclass(ann):
+    if isinstance(ann, type) and dataclasses.is_dataclass(ann):
         target = ann
-    if isinstance(target, type) and dc.is_dataclass(target):
-        return {f.name for f in dc.fields(target) if f.init and f.name not in ("parent", "name")}
+    if isinstance(target, type) and dataclasses.is_dataclass(target):
+        return {f.name for f in dataclasses.fields(target) if f.init and f.name not in ("parent", "name")}
     return {p for p in inspect.signature(target).parameters if p not in ("args", "kwargs")}
 
 

@@ -1,22 +1,91 @@
-"""The architecture table: every registered segmentation model with its parameters and FLOPs.
+"""Model complexity (parameters, FLOPs) and the architecture table of every registered segmentation model.
 
-``python -m zoo.summary`` prints it as markdown (the table in docs/models.md is its output).
+``python -m zoo.summary`` prints the table as markdown (the table in docs/models.md is its output).
 Numbers are for each model's default configuration with 1 input channel and 2 classes, batch 1,
-one forward pass in eval mode; FLOPs come from XLA's cost analysis (:func:`zoo.cards.count_flops`).
+one forward pass in eval mode; FLOPs come from XLA's cost analysis (:func:`count_flops`).
+This module sits above the registry (it builds models by name); :mod:`zoo.cards` stays plain data.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 from typing import Sequence
 
-from zoo.cards import complexity, size_key
-from zoo.registry import get_spec, list_models
+import jax
+import jax.numpy as jnp
 
-__all__ = ["models_table", "format_count", "main"]
+from zoo.cards import ModelCard
+from zoo.registry import create_model, get_spec, list_models
+
+__all__ = ["models_table", "format_count", "main", "complexity", "count_params", "count_flops",
+           "with_complexity", "size_key"]
 
 SIZES = ((256, 256), (128, 128, 128))
+
+
+def size_key(size: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in size)
+
+
+def _abstract_variables(model, x):
+    return jax.eval_shape(lambda v: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, v), x)
+
+
+def count_params(model, input_shape: Sequence[int]) -> int:
+    """Number of trainable parameters of ``model`` for inputs ``[B, *S, C] = input_shape`` (nothing is allocated)."""
+    variables = _abstract_variables(model, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
+    return int(sum(int(p.size) for p in jax.tree.leaves(variables.get("params", {}))))
+
+
+def count_flops(model, input_shape: Sequence[int]) -> float:
+    """FLOPs of one eval-mode forward pass on ``input_shape``, from XLA's HLO cost analysis (no compile, no data).
+
+    Convolutions count 2 FLOPs per multiply-add; element-wise ops, norms and resizes are included.
+    """
+    x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    variables = _abstract_variables(model, x)
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+@functools.lru_cache(maxsize=None)
+def _complexity(name: str, sizes: tuple, in_channels: int, num_classes: int, cfg: tuple) -> dict:
+    out = {"params": {}, "flops": {}}
+    for size in sizes:
+        model = create_model(name, spatial_dims=len(size), in_channels=in_channels, num_classes=num_classes,
+                             **dict(cfg))
+        shape = (1,) + tuple(size) + (in_channels,)
+        out["params"].setdefault(f"{len(size)}D", count_params(model, shape))
+        out["flops"][size_key(size)] = count_flops(model, shape)
+    return out
+
+
+def complexity(name: str, sizes: Sequence[Sequence[int]] = SIZES, in_channels: int = 1,
+               num_classes: int = 2, **cfg) -> dict:
+    """``{"params": {"2D": int, "3D": int}, "flops": {"256x256": float, "128x128x128": float}}`` for a
+    registered model built with its defaults plus ``cfg``. Cached per arguments; returns the cached dict."""
+    sizes = tuple(tuple(int(s) for s in size) for size in sizes)
+    if not sizes or any(len(s) not in (2, 3) for s in sizes):
+        raise ValueError(f"sizes must be a non-empty list of 2- or 3-entry spatial sizes, got {sizes!r}")
+    return _complexity(name, sizes, int(in_channels), int(num_classes), tuple(sorted(cfg.items())))
+
+
+def with_complexity(card: ModelCard, sizes: Sequence[Sequence[int]] = SIZES, in_channels: int = 1,
+                    num_classes: int = 2, **cfg) -> ModelCard:
+    """``card`` with ``params`` (per ``"2D"`` / ``"3D"``) and ``flops`` (per ``"HxW"`` / ``"DxHxW"`` input)
+    filled in for the registered model of the same name built with its defaults (plus ``cfg``)."""
+    c = complexity(card.name, sizes, in_channels=in_channels, num_classes=num_classes, **cfg)
+    extra = "".join(f", {k}={v!r}" for k, v in sorted(cfg.items()))
+    return dataclasses.replace(
+        card, params=c["params"], flops=c["flops"],
+        complexity_config=f"defaults{extra}, in_channels={in_channels}, num_classes={num_classes}, batch 1, "
+                          "forward pass in eval mode, FLOPs from XLA's cost analysis")
 
 
 def format_count(n: float | None) -> str:

@@ -14,33 +14,17 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from zoo.encoders import BasicBlock, get_encoder
 from zoo.layers import Conv, Norm
 
 __all__ = ["TinyResNet", "FPN", "make_encoder"]
 
 
-class BasicBlock(nn.Module):
-    features: int
-    strides: int = 1
-    norm: str = "group"
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        y = Conv(self.features, 3, strides=self.strides, use_bias=False, dtype=self.dtype)(x)
-        y = nn.relu(Norm(self.norm, dtype=self.dtype)(y, train))
-        y = Conv(self.features, 3, use_bias=False, dtype=self.dtype)(y)
-        y = Norm(self.norm, dtype=self.dtype)(y, train)
-        if self.strides != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, 1, strides=self.strides, use_bias=False, dtype=self.dtype)(x)
-            x = Norm(self.norm, dtype=self.dtype)(x, train)
-        return nn.relu(x + y)
-
-
 class TinyResNet(nn.Module):
     """ResNet with basic blocks: stem (stride 2) + four stages (strides 4, 8, 16, 32).
 
-    ``x: [B, H, W, C]`` → ``[f2, f4, f8, f16, f32]``; widths ``width * (1, 2, 4, 8)``.
+    ``x: [B, H, W, C]`` → ``[f2, f4, f8, f16, f32]``; widths ``width * (1, 2, 4, 8)``. The blocks are
+    :class:`zoo.encoders.BasicBlock`, the zoo ResNets' own.
     ``blocks=(2, 2, 2, 2), width=64`` is ResNet-18 without the stem max-pool.
     """
 
@@ -66,11 +50,6 @@ def make_encoder(name: str, width: int, norm: str, dtype, kwargs: dict | None = 
     """The backbone encoder by name: ``tiny`` here, others from ``zoo.encoders``."""
     if name == "tiny":
         return TinyResNet(width=width, norm=norm, dtype=dtype, **(kwargs or {}))
-    try:
-        from zoo.encoders import get_encoder
-    except ImportError:
-        raise ValueError(f"mask_rcnn: encoder {name!r} needs zoo.encoders (not available yet); "
-                         f"use encoder='tiny'") from None
     return get_encoder(name, **{"features": width, "norm": norm, "dtype": dtype, **(kwargs or {})})
 
 

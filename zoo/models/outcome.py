@@ -8,7 +8,7 @@ with EHR data (age, sex, comorbidities), using transfer learning"):
 
 * image branch: an encoder returning feature maps at increasing strides, global pooling of the
   deepest ``pool_levels`` maps (average, or average + max), concatenated. ``encoder="unet"`` is
-  the built-in encoder laid out exactly like :class:`zoo.models.unet.UNet`'s contracting path
+  :class:`zoo.models.unet.UNetEncoder`, the U-Net's own contracting path
   (``enc0`` … ``enc{depth-1}``), so a U-Net trained for segmentation transfers into it with
   :func:`transfer_unet_encoder`; any other name goes to ``zoo.encoders.get_encoder`` (ResNet/VGG
   backbones with features at strides 2..32). ``freeze_encoder`` stops gradients into it
@@ -34,45 +34,18 @@ import numpy as np
 
 from zoo import layers
 from zoo.cards import ModelCard
+from zoo.encoders import get_encoder
+from zoo.models.unet import UNetEncoder
 from zoo.registry import register
 
-__all__ = ["OutcomeNet", "UNetEncoder", "transfer_unet_encoder", "FUSIONS", "MODALITIES"]
+__all__ = ["OutcomeNet", "transfer_unet_encoder", "FUSIONS", "MODALITIES"]
 
 FUSIONS = ("concat", "gated", "film")
 MODALITIES = ("both", "image", "ehr")
 POOLS = ("avg", "avgmax")
 
 
-class UNetEncoder(nn.Module):
-    """U-Net contracting path: ``depth`` conv blocks, the first at stride 1, then stride 2 each.
-
-    Returns the list of feature maps (strides 1, 2, 4, …). Parameter names match
-    :class:`zoo.models.unet.UNet` (``enc{i}``) for weight transfer.
-    """
-
-    features: int = 16
-    depth: int = 4
-    norm: str = "instance"
-    max_features: int = 320
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        feats = []
-        for i in range(self.depth):
-            f = min(self.features * 2 ** i, self.max_features)
-            x = layers.ConvBlock(f, norm=self.norm, strides=1 if i == 0 else 2, dtype=self.dtype,
-                                 name=f"enc{i}")(x, train)
-            feats.append(x)
-        return feats
-
-
 def _external_encoder(name: str, cfg: dict, dtype):
-    try:
-        from zoo.encoders import get_encoder
-    except ImportError as e:  # zoo.encoders not available in this checkout
-        raise ValueError(f"outcome_net: encoder {name!r} needs zoo.encoders.get_encoder ({e}); "
-                         f"use encoder='unet'") from None
     cfg = dict(cfg)
     if dtype is not None:
         cfg.setdefault("dtype", dtype)

@@ -15,6 +15,46 @@ from zoo import layers
 from zoo.cards import ModelCard
 from zoo.registry import register
 
+__all__ = ["UNet", "UNetEncoder", "unet"]
+
+
+def level_features(features: int, depth: int, max_features: int) -> list[int]:
+    """Channels of each U-Net level: ``features`` doubled per level, capped at ``max_features``."""
+    return [min(features * 2 ** i, max_features) for i in range(depth)]
+
+
+def contracting_path(x, level_widths, norm: str, dtype, train: bool, bottleneck_dropout: float = 0.0) -> list:
+    """The U-Net contracting path, built in the scope of the calling module: conv blocks ``enc0`` …,
+    the first at stride 1, then stride 2 each; dropout in the last (the bottleneck).
+
+    Returns the feature map of every level (strides 1, 2, 4, …). Called by :class:`UNet` (blocks at
+    the top of its params) and :class:`UNetEncoder` (blocks inside the encoder), so both lay out
+    their parameters alike and a U-Net's encoder transfers as it is.
+    """
+    feats = []
+    for i, f in enumerate(level_widths):
+        x = layers.ConvBlock(f, norm=norm, strides=1 if i == 0 else 2, dtype=dtype,
+                             dropout=bottleneck_dropout if i == len(level_widths) - 1 else 0.0,
+                             name=f"enc{i}")(x, train)
+        feats.append(x)
+    return feats
+
+
+class UNetEncoder(nn.Module):
+    """U-Net contracting path as a feature extractor: ``x: [B, *S, C]`` -> feature maps at strides
+    1, 2, 4, … (``depth`` of them). Parameters ``enc{i}`` are laid out as in :class:`UNet`."""
+
+    features: int = 16
+    depth: int = 4
+    norm: str = "instance"
+    max_features: int = 320
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return contracting_path(x, level_features(self.features, self.depth, self.max_features), self.norm,
+                                self.dtype, train)
+
 
 class UNet(nn.Module):
     """Encoder-decoder with skip connections.
@@ -67,21 +107,14 @@ class UNet(nn.Module):
             raise ValueError(f"{n}: attention=True gates the skip connections; it needs skip_connections=True")
         super().__post_init__()
 
-    def level_features(self):
-        return [min(self.features * 2 ** i, self.max_features) for i in range(self.depth)]
-
     @nn.compact
     def __call__(self, x, train: bool = False):
         layers.check_input(self.name_, x, self.spatial_dims, self.in_channels, 2 ** (self.depth - 1))
         full = x.shape[1:-1]
-        feats = self.level_features()
+        feats = level_features(self.features, self.depth, self.max_features)
         x = x.astype(self.dtype or jnp.float32)
-        skips = []
-        for i, f in enumerate(feats):
-            x = layers.ConvBlock(f, norm=self.norm, strides=1 if i == 0 else 2, dtype=self.dtype,
-                                 dropout=self.dropout if i == self.depth - 1 else 0.0,
-                                 name=f"enc{i}")(x, train)
-            skips.append(x)
+        skips = contracting_path(x, feats, self.norm, self.dtype, train, bottleneck_dropout=self.dropout)
+        x = skips[-1]
         for i in reversed(range(self.depth - 1)):
             x = layers.ConvTranspose(feats[i], strides=2, dtype=self.dtype, name=f"up{i}")(x)
             if self.skip_connections:
