@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from data_pipelines.outcome_data import check_covariates
+
 __all__ = ["OutcomeTask", "OUTCOME_LOSSES", "outcome_loss"]
 
 OUTCOME_LOSSES = ("ce", "focal", "dice_ce")
@@ -43,8 +45,6 @@ def outcome_loss(logits, outcome, loss_name: str = "ce"):
 
 def _inputs(model, batch):
     """``(image, covariates)`` for the model, checked on the host when the values are concrete."""
-    from data_pipelines.outcome_data import check_covariates
-
     if not isinstance(batch, dict):
         raise ValueError(f"batch must be a dict with 'image' and 'covariates', got {type(batch).__name__}")
     uses_cov = getattr(model, "uses_covariates", True)

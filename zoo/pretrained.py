@@ -49,26 +49,33 @@ class Pretrained:
         return Predictor(self.model, self.variables, get_task(self.task))
 
     def _checked(self, inputs):
+        """``inputs`` checked against the checkpoint's data contract: images ``[N, *S, C]`` for image models,
+        ``{"image", "covariates"}`` for models that take EHR covariates (``{"covariates"}`` alone when the
+        contract has no image channels: tabular cohorts)."""
         contract = self.meta["data"]
-        nd, ch = contract["spatial_dims"], len(contract["channel_names"])
-        covariates = contract.get("covariate_names") or ()
+        channels = tuple(contract.get("channel_names") or ())
+        covariates = tuple(contract.get("covariate_names") or ())
         if covariates and not isinstance(inputs, dict):
-            raise ValueError(f"this outcome model takes {{'image': [N, *S, C], 'covariates': [N, {len(covariates)}]}} "
+            raise ValueError(f"this model takes {{'image': [N, *S, C], 'covariates': [N, {len(covariates)}]}} "
                              f"({', '.join(covariates)}); got an array of shape {np.shape(inputs)}")
-        images = np.asarray(inputs["image"] if isinstance(inputs, dict) else inputs, np.float32)
-        if images.ndim != nd + 2 or images.shape[-1] != ch:
-            raise ValueError(f"expected images [B, *S, C] with {nd} spatial dims and C={ch} "
-                             f"({', '.join(contract['channel_names'])}); got {images.shape}")
-        if not isinstance(inputs, dict):
-            return images
-        out = dict(inputs, image=images)
+        fields = dict(inputs) if isinstance(inputs, dict) else {"image": inputs}
+        out = {}
+        if channels:
+            nd = contract["spatial_dims"]
+            images = np.asarray(fields["image"], np.float32) if "image" in fields else None
+            if images is None or images.ndim != nd + 2 or images.shape[-1] != len(channels):
+                raise ValueError(f"expected images [B, *S, C] with {nd} spatial dims and C={len(channels)} "
+                                 f"({', '.join(channels)}); got {None if images is None else images.shape}")
+            out["image"] = images
         if covariates:
-            cov = np.asarray(inputs.get("covariates"), np.float32) if "covariates" in inputs else None
-            if cov is None or cov.shape != (len(images), len(covariates)):
-                raise ValueError(f"expected covariates [{len(images)}, {len(covariates)}] "
-                                 f"({', '.join(covariates)}); got {None if cov is None else cov.shape}")
+            cov = np.asarray(fields["covariates"], np.float32) if "covariates" in fields else None
+            n = len(out["image"]) if "image" in out else (None if cov is None else len(cov))
+            if cov is None or cov.shape != (n, len(covariates)):
+                raise ValueError(f"expected covariates [{n}, {len(covariates)}] ({', '.join(covariates)}); "
+                                 f"got {None if cov is None else cov.shape}")
             out["covariates"] = cov
-        return {k: out[k] for k in ("image", "covariates") if k in out}
+            return out
+        return out["image"]
 
     def predict(self, inputs, batch_size: int = 8) -> np.ndarray:
         """Label maps ``[N, *S]`` for images ``[N, *S, C]`` (segmentation, instance), or classes ``[N]``
@@ -92,7 +99,7 @@ def _checkpoint_dir(path: str) -> str:
 
 
 def _input_shapes(meta: dict) -> dict:
-    if "inputs" in meta:
+    if "inputs" in meta:  # what the training core saves
         return {k: tuple(v) for k, v in meta["inputs"].items()}
     # Checkpoints written before the input shapes were saved: the configured image size.
     data, config = meta["data"], meta["config"]

@@ -48,12 +48,15 @@ def make_init_fn(model, tx, input_shapes) -> Callable[[jax.Array], TrainState]:
     if not isinstance(input_shapes, Mapping):
         input_shapes = {"image": tuple(input_shapes)}
     unknown = sorted(set(input_shapes) - set(INPUT_KEYS))
-    if unknown or "image" not in input_shapes:
-        raise ValueError(f"input_shapes needs 'image' (and optionally 'covariates'); got {sorted(input_shapes)}")
+    if unknown or not input_shapes:
+        raise ValueError(f"input_shapes needs some of {INPUT_KEYS}; got {sorted(input_shapes)}")
+    # Positional inputs up to the last one present; an absent one in between is None (an EHR-only model).
+    last = max(INPUT_KEYS.index(k) for k in input_shapes)
 
     def init(key):
         key, init_key = jax.random.split(key)
-        samples = [jnp.zeros((1, *input_shapes[k][1:]), jnp.float32) for k in INPUT_KEYS if k in input_shapes]
+        samples = [jnp.zeros((1, *input_shapes[k][1:]), jnp.float32) if k in input_shapes else None
+                   for k in INPUT_KEYS[:last + 1]]
         variables = dict(model.init({"params": init_key, "dropout": init_key}, *samples, train=False))
         params = variables.pop("params")
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
