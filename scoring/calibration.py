@@ -1,0 +1,114 @@
+"""Binary-outcome calibration and comparison: Brier score, ECE, calibration curve, DeLong test, net benefit.
+
+``y`` is 0/1 ``[N]``, ``p`` the predicted probability of class 1 ``[N]`` in [0, 1]. Conventions follow
+scikit-learn (``brier_score_loss``, ``calibration.calibration_curve`` with ``strategy="uniform"``: empty bins
+are dropped), so tests compare value for value. ECE uses the same equal-width bins (``n_bins``; a probability on an inner edge
+falls in the lower bin), weighted by the share of patients in each bin. DeLong's test (DeLong et al. 1988, the fast
+midrank algorithm of Sun & Xu 2014) compares two correlated AUCs on the same patients. Net benefit
+(Vickers & Elkin 2006) at threshold ``pt``: ``TP/N - FP/N * pt / (1 - pt)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["brier_binary", "calibration_curve", "expected_calibration_error", "delong_test", "net_benefit"]
+
+
+def _check(y, p, name="p"):
+    y = np.asarray(y, np.float64)
+    p = np.asarray(p, np.float64)
+    if y.ndim != 1 or p.shape != y.shape:
+        raise ValueError(f"y and {name} must be 1-D of one length, got {y.shape} and {p.shape}")
+    if not np.all(np.isin(y, (0.0, 1.0))):
+        raise ValueError("y must be 0/1")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return y, p
+
+
+def brier_binary(y, p) -> float:
+    """Mean squared error of probabilities against 0/1 outcomes."""
+    y, p = _check(y, p)
+    return float(np.mean((p - y) ** 2))
+
+
+def _bins(p, n_bins):
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probabilities must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    return np.searchsorted(edges[1:-1], p)  # side="left", as scikit-learn
+
+
+def calibration_curve(y, p, n_bins: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """``(prob_true, prob_pred)`` per non-empty equal-width bin (as ``sklearn.calibration.calibration_curve``)."""
+    y, p = _check(y, p)
+    b = _bins(p, n_bins)
+    total = np.bincount(b, minlength=int(n_bins))
+    true = np.bincount(b, weights=y, minlength=int(n_bins))
+    pred = np.bincount(b, weights=p, minlength=int(n_bins))
+    nz = total != 0
+    return true[nz] / total[nz], pred[nz] / total[nz]
+
+
+def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+    """``sum_b (n_b / N) |mean(y_b) - mean(p_b)|`` over equal-width bins."""
+    y, p = _check(y, p)
+    b = _bins(p, n_bins)
+    total = np.bincount(b, minlength=int(n_bins)).astype(np.float64)
+    gap = np.abs(np.bincount(b, weights=y, minlength=int(n_bins)) - np.bincount(b, weights=p, minlength=int(n_bins)))
+    return float(gap.sum() / total.sum())
+
+
+def _midrank(x):
+    return stats.rankdata(x, method="average")
+
+
+def delong_test(y, score_a, score_b) -> dict:
+    """Two-sided DeLong test of ``AUC(a) == AUC(b)`` on the same patients.
+
+    Returns ``{"auc_a", "auc_b", "delta" (b - a), "se", "z", "p_value"}``.
+    """
+    y, a = _check(y, score_a, "score_a")
+    _, b = _check(y, score_b, "score_b")
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    if m < 2 or n < 2:
+        raise ValueError(f"delong_test needs at least 2 positives and 2 negatives, got {m} and {n}")
+    aucs, v10, v01 = [], [], []
+    for s in (a, b):
+        tx, ty = _midrank(s[pos]), _midrank(s[neg])
+        tz = _midrank(np.r_[s[pos], s[neg]])
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2.0) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1.0 - (tz[m:] - ty) / m)
+    s10, s01 = np.cov(np.stack(v10)), np.cov(np.stack(v01))
+    cov = s10 / m + s01 / n
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    delta = aucs[1] - aucs[0]
+    se = float(np.sqrt(max(var, 0.0)))
+    z = delta / se if se > 0 else (0.0 if delta == 0 else np.inf * np.sign(delta))
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "delta": float(delta), "se": se, "z": float(z),
+            "p_value": float(2 * stats.norm.sf(abs(z)))}
+
+
+def net_benefit(y, p, thresholds) -> dict:
+    """Decision-curve net benefit of treating ``p >= pt`` for each ``pt`` in ``thresholds`` (each in (0, 1)),
+    with the treat-all and treat-none (0) references: ``{"threshold", "model", "treat_all"}`` lists."""
+    y, p = _check(y, p)
+    pts = np.asarray(thresholds, np.float64)
+    if pts.ndim != 1 or np.any((pts <= 0) | (pts >= 1)):
+        raise ValueError("thresholds must be 1-D, each in (0, 1)")
+    n = len(y)
+    model, treat_all = [], []
+    prev = y.mean()
+    for pt in pts:
+        odds = pt / (1 - pt)
+        treat = p >= pt
+        tp, fp = float(np.sum(treat & (y == 1))), float(np.sum(treat & (y == 0)))
+        model.append(tp / n - fp / n * odds)
+        treat_all.append(float(prev - (1 - prev) * odds))
+    return {"threshold": pts.tolist(), "model": model, "treat_all": treat_all}
