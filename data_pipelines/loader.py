@@ -35,12 +35,14 @@ class ArraysSource:
     """Random-access view of a dict of equal-length arrays/lists (``load_dataset`` output)."""
 
     def __init__(self, arrays: Mapping[str, object]):
-        if "image" not in arrays:
-            raise ValueError(f"arrays need an 'image' field; got {sorted(arrays)}")
-        n = len(arrays["image"])
+        # tabular cohorts (EHR-only survival models) have covariates and no image
+        first = "image" if "image" in arrays else "covariates"
+        if first not in arrays:
+            raise ValueError(f"arrays need an 'image' field (or 'covariates': a tabular cohort); got {sorted(arrays)}")
+        n = len(arrays[first])
         for k, v in arrays.items():
             if len(v) != n:
-                raise ValueError(f"arrays[{k!r}] has {len(v)} entries but 'image' has {n}")
+                raise ValueError(f"arrays[{k!r}] has {len(v)} entries but {first!r} has {n}")
         self._arrays = dict(arrays)
         self._n = n
 
@@ -161,7 +163,7 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int, *, shuffle: boo
 
 
 #: Numeric batch fields the trainer and the prediction path read from a record.
-BATCH_FIELDS = ("image", "label", "instances", "covariates", "outcome")
+BATCH_FIELDS = ("image", "label", "instances", "covariates", "outcome", "time", "event", "time_bin")
 
 
 def gather(source, idx, fields: tuple[str, ...] = BATCH_FIELDS) -> dict:
@@ -174,10 +176,10 @@ def gather(source, idx, fields: tuple[str, ...] = BATCH_FIELDS) -> dict:
     else:
         records = [to_batch_dict({k: v for k, v in source[int(i)].items() if k in fields}) for i in idx]
         out = {k: np.stack([r[k] for r in records]) for k in fields if k in records[0]}
-    for k in ("label", "instances", "outcome"):
+    for k in ("label", "instances", "outcome", "event", "time_bin"):
         if k in out:
             out[k] = out[k].astype(np.int32, copy=False)
-    for k in ("image", "covariates"):
+    for k in ("image", "covariates", "time"):
         if k in out:
             out[k] = out[k].astype(np.float32, copy=False)
     return out

@@ -62,6 +62,10 @@ from zoo.outcome_task import OutcomeTask  # noqa: E402  (outcome: image + EHR ->
 
 TASKS["outcome"] = OutcomeTask
 
+from zoo.survival_task import SurvivalTask  # noqa: E402  (survival: image + EHR -> time to event)
+
+TASKS["survival"] = SurvivalTask
+
 
 class InstanceTask:
     """Instance segmentation (Mask R-CNN): the model derives boxes, classes and masks from

@@ -241,3 +241,22 @@ CARD = ModelCard(
 @register("outcome_net", card=CARD, task="outcome", summary=CARD.summary)
 def outcome_net(**cfg) -> OutcomeNet:
     return OutcomeNet(**cfg)
+
+
+SURVIVAL_CARD = ModelCard(
+    name="outcome_net_survival",
+    summary="Time-to-event outcome net: EHR MLP (+ image encoder, fused), Cox (K=1) or logistic-hazard (K bins) head",
+    reference="Cox partial likelihood with Efron ties (Efron, JASA 1977); discrete-time logistic hazard "
+              "(Gensheimer & Narasimhan, PeerJ 2019); DeepSurv (Katzman et al., BMC Med Res Methodol 2018)",
+    input_contract="covariates: [B, F] float32, finite (standardised); x: [B, *S, C] float32 unless "
+                   "modalities='ehr'; output: log relative hazard [B, 1] or hazard logits [B, K]",
+)
+
+
+@register("outcome_net_survival", card=SURVIVAL_CARD, task="survival", summary=SURVIVAL_CARD.summary)
+def outcome_net_survival(**cfg) -> OutcomeNet:
+    """The outcome net with a survival head (``zoo.survival_task``); tabular cohorts have no image channels, so
+    an EHR-only net built for them gets a nominal ``in_channels=1`` (the image branch does not exist)."""
+    if cfg.get("modalities") == "ehr" and int(cfg.get("in_channels", 1)) < 1:
+        cfg = {**cfg, "in_channels": 1}
+    return OutcomeNet(**cfg)

@@ -19,7 +19,7 @@ from data_pipelines import loader
 
 __all__ = ["TrainBatches", "local_rows"]
 
-_TRAIN_FIELDS = ("image", "label", "instances", "covariates", "outcome")
+_TRAIN_FIELDS = ("image", "label", "instances", "covariates", "outcome", "time", "event", "time_bin")
 
 
 def local_rows(data_sharding, batch_size: int) -> np.ndarray | None:

@@ -2,7 +2,8 @@
 
 Segmentation and instance runs: Dice per class per case of the predicted label maps (``mean_dice`` over
 the foreground classes picks the best checkpoint). Outcome runs: patient-level accuracy, precision,
-recall, specificity, F1 and AUC-ROC of the predicted probabilities (``auc_roc`` picks the best).
+recall, specificity, F1 and AUC-ROC of the predicted probabilities (``auc_roc`` picks the best). Survival runs:
+Harrell's C of the predicted risk scores against ``time`` / ``event`` (``harrell_c`` picks the best).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from data_pipelines import loader
 from scoring import dice_per_class_np, outcome_metrics
+from scoring.survival import concordance_index_censored
 
 __all__ = ["evaluate", "iter_source", "format_dice_table", "format_outcome_table"]
 
@@ -40,6 +42,8 @@ def evaluate(predictor, source, num_classes: int, batch_size: int) -> dict:
             y.append(chunk.pop("outcome"))
             proba.append(predictor.predict_proba(chunk))
         return outcome_metrics(np.concatenate(y), np.concatenate(proba).astype(np.float64))
+    if predictor.task.name == "survival":
+        return _survival_metrics(predictor, source, batch_size)
     per_case = []
     for chunk in iter_source(source, batch_size, ("image", "label")):
         for p, t in zip(predictor.predict(chunk["image"]), chunk["label"]):
@@ -49,6 +53,17 @@ def evaluate(predictor, source, num_classes: int, batch_size: int) -> dict:
     fg = per_class[1:] if num_classes > 1 else per_class
     return {"dice_per_class": [float(v) for v in per_class], "mean_dice": float(_nanmean(fg)),
             "per_case": per_case.tolist(), "num_cases": int(len(per_case))}
+
+
+def _survival_metrics(predictor, source, batch_size: int) -> dict:
+    time, event, risk = [], [], []
+    for chunk in iter_source(source, batch_size, ("image", "covariates", "time", "event")):
+        time.append(chunk.pop("time"))
+        event.append(chunk.pop("event"))
+        risk.append(predictor.predict(chunk))
+    time, event, risk = np.concatenate(time), np.concatenate(event), np.concatenate(risk).astype(np.float64)
+    c = concordance_index_censored(event.astype(bool), time, risk)[0] if event.any() else float("nan")
+    return {"harrell_c": float(c), "n": int(len(time)), "events": int(event.sum())}
 
 
 def format_dice_table(result: dict, class_names) -> str:
