@@ -9,6 +9,11 @@ covariates, so a model that fuses the two beats either one alone:
     risk = w_size * size_z + w_age * age_z + sum_c w_c * comorbidity_c + w_female * female + bias
     outcome = 1[risk + noise > 0],  noise ~ N(0, noise_sd)
 
+Each patient also has a censored **time to event** from a known proportional hazard (``HAZARD``): the
+event time ``T`` is exponential with rate ``baseline * exp(log_hr_per_risk * risk)`` (the same latent risk,
+so image and EHR both matter) and is censored at ``C ~ Uniform(0, censor_max)``: ``time = min(T, C)``,
+``event = 1[T <= C]`` (years; separate random streams, so every other array is unchanged).
+
 ``size_z`` is the tumour's equivalent diameter (``fraction of the field of view ** (1/D)``, from the
 phantom's label map) standardised over the cohort. Splits are by patient (one image per patient
 here; the split is computed on patient ids so it stays patient-level if several images per
@@ -32,8 +37,22 @@ from data_pipelines.ehr import (COMORBIDITIES, COVARIATE_NAMES, RISK_WEIGHTS, en
                                 synthetic_ehr)
 from data_pipelines.info import DatasetInfo
 
-__all__ = ["OutcomeDataConfig", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS", "make_outcome_dataset",
+__all__ = ["OutcomeDataConfig", "HAZARD", "event_times", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS", "make_outcome_dataset",
            "encode_covariates", "check_covariates", "tumour_size", "load_outcome_phantoms"]
+
+
+#: The synthetic cohort's hazard: rate ``baseline * exp(log_hr_per_risk * risk)`` per year, censoring uniform
+#: on ``[0, censor_max]`` years.
+HAZARD = {"baseline": 0.1, "log_hr_per_risk": 0.7, "censor_max": 15.0}
+
+
+def event_times(risk: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(time [N] float32 years, event [N] int32)`` from the latent ``risk`` with ``HAZARD``."""
+    risk = np.asarray(risk, np.float64)
+    rate = HAZARD["baseline"] * np.exp(HAZARD["log_hr_per_risk"] * risk)
+    t = np.random.default_rng([seed, 13]).exponential(1.0, risk.shape) / rate
+    c = np.random.default_rng([seed, 17]).uniform(0.0, HAZARD["censor_max"], risk.shape)
+    return np.minimum(t, c).astype(np.float32), (t <= c).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +115,8 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
     Returns ``(train, val, info)``. ``train``/``val`` hold ``image [N, *S, C]`` float32,
     ``label [N, *S]`` int32 (the tumour segmentation), ``covariates [N, F]`` float32,
     ``outcome [N]`` int32, ``tumour_size [N]`` float32 (equivalent diameter, image-derived),
-    ``risk [N]`` float32 (the noiseless latent log-odds, for analysis only) and
-    ``patient_id`` (list). ``info`` names the covariates and classes and records the risk model.
+    ``risk [N]`` float32 (the noiseless latent log-odds, for analysis only), ``time [N]`` float32 and
+    ``event [N]`` int32 (censored time to event from ``HAZARD``, :func:`event_times`) and ``patient_id`` (list). ``info`` names the covariates and classes and records the risk model.
     """
     shape = tuple(int(s) for s in config.shape)
     pc = phantoms.PhantomConfig(kind=config.kind, shape=shape, channels=config.channels, p_empty=0.0,
@@ -112,6 +131,7 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
     noise = np.random.default_rng([config.seed, 11]).normal(0.0, float(config.noise_sd), config.num_patients)
     arrays.update(covariates=cov, outcome=(risk + noise > 0).astype(np.int32), tumour_size=size,
                   risk=risk.astype(np.float32))
+    arrays["time"], arrays["event"] = event_times(risk, config.seed)
     tr, va = splits.patient_split(arrays["patient_id"], config.val_fraction, seed=[config.seed, 1],
                                   method="permute")
 
@@ -122,7 +142,8 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
             "channel_names": phantoms.CHANNEL_NAMES[config.kind][:pc.num_channels],
             "covariate_names": COVARIATE_NAMES, "class_names": ("good", "adverse"), "num_classes": 2,
             "risk_weights": dict(RISK_WEIGHTS), "noise_sd": float(config.noise_sd),
-            "prevalence": float(arrays["outcome"].mean())}
+            "prevalence": float(arrays["outcome"].mean()), "hazard": dict(HAZARD),
+            "event_rate": float(arrays["event"].mean())}
     return take(tr), take(va), info
 
 
