@@ -12,7 +12,9 @@
   converted. Pictures get spacing 1, origin 0, identity direction (they carry no geometry).
 
 Every failure to read (missing file, corrupt or truncated data, unknown format) raises
-``FileNotFoundError`` / ``ValueError`` naming the file and the problem.
+``FileNotFoundError`` / ``ValueError`` naming the file and the problem; so do NaN/Inf voxels (unless
+``nan_policy="zero"``), label values that do not fit int32, and a DICOM series with an unreadable slice
+file or a gap in its slice positions (ITK would read it silently as a compressed volume).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ImageMeta", "read_image", "read_label", "image_format", "VOLUME_SUFFIXES", "PICTURE_SUFFIXES"]
+__all__ = ["ImageMeta", "read_image", "read_label", "image_format", "VOLUME_SUFFIXES", "PICTURE_SUFFIXES",
+           "NAN_POLICIES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mhd", ".mha", ".dcm")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -171,6 +174,113 @@ def _check_mhd_payload(path: str) -> None:
         raise ValueError(f"{raw}: truncated: {have} bytes, the header {os.path.basename(path)} needs {need}")
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_SLICE_GAP_TOLERANCE = 0.05  # relative deviation from the median slice distance still read as even
+
+
+def _last_line(e: Exception) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[-1] if msg else type(e).__name__
+
+
+def _has_dicom_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _unread_slice_files(path: str, files: Sequence[str]) -> list[tuple[str, str]]:
+    """Files in the series directory that look like DICOM slices but GDCM left out of the series
+    (zero-byte, truncated, corrupt): ``[(file, why), ...]``."""
+    import SimpleITK as sitk
+
+    taken = {os.path.abspath(f) for f in files}
+    series_suffixes = {os.path.splitext(f)[1].lower() for f in files} - {""}
+    bad = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.startswith(".") or name.upper() == "DICOMDIR" or not os.path.isfile(full):
+            continue
+        if os.path.abspath(full) in taken:
+            continue
+        suffix = os.path.splitext(name)[1].lower()
+        size = os.path.getsize(full)
+        if not (suffix in DICOM_SUFFIXES or suffix in series_suffixes or _has_dicom_magic(full)
+                or (suffix == "" and size == 0)):
+            continue  # not a DICOM file (notes, JSON sidecars, ...)
+        if size == 0:
+            bad.append((full, "empty file (0 bytes)"))
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(full)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            bad.append((full, f"truncated or corrupt ({size} bytes, not readable as DICOM)"))
+            continue
+        bad.append((full, "a DICOM file that is not part of the series"))
+    return bad
+
+
+def _float_list(text: str) -> list[float] | None:
+    try:
+        vals = [float(v) for v in text.strip("\x00 ").split("\\")]
+    except ValueError:
+        return None
+    return vals if all(np.isfinite(vals)) else None
+
+
+def _check_slice_positions(path: str, reader, files: Sequence[str]) -> None:
+    """Slices must be evenly spaced along the slice normal: ITK reads a series with a missing slice
+    as a compressed volume (the gap averaged into the spacing), so a gap is an error naming it."""
+    n = len(files)
+    if n < 3:
+        return
+    ipp, iop = [], None
+    for i in range(n):
+        if not reader.HasMetaDataKey(i, "0020|0032"):
+            return  # no positions (e.g. secondary capture): nothing to check against
+        p = _float_list(reader.GetMetaData(i, "0020|0032"))
+        if p is None or len(p) != 3:
+            return
+        ipp.append(p)
+        if iop is None and reader.HasMetaDataKey(i, "0020|0037"):
+            iop = _float_list(reader.GetMetaData(i, "0020|0037"))
+    if iop is None or len(iop) != 6:
+        return
+    normal = np.cross(iop[:3], iop[3:])
+    if not np.linalg.norm(normal) > 0:
+        return
+    normal = normal / np.linalg.norm(normal)
+    pos = np.asarray(ipp, np.float64) @ normal
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    names = [files[i] for i in order]
+    diffs = np.diff(pos)
+    step = float(np.median(diffs))
+    if not step > 0:
+        same = int(np.flatnonzero(diffs <= 0)[0])
+        raise ValueError(f"{path}: DICOM slices {names[same]} and {names[same + 1]} are at the same position "
+                         f"({pos[same]:g} mm along the slice normal)")
+    dev = np.abs(diffs - step) > _SLICE_GAP_TOLERANCE * step
+    if not dev.any():
+        return
+    i = int(np.flatnonzero(dev)[0])
+    d = float(diffs[i])
+    k = d / step
+    where = f"along the slice normal, between {names[i]} ({pos[i]:g} mm) and {names[i + 1]} ({pos[i + 1]:g} mm)"
+    if k > 1.5 and abs(k - round(k)) <= _SLICE_GAP_TOLERANCE * round(k):
+        missing = [f"{pos[i] + j * step:g}" for j in range(1, int(round(k)))]
+        raise ValueError(f"{path}: DICOM series has a gap: {len(missing)} slice(s) missing at "
+                         f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''} mm {where}; the other "
+                         f"slices are {step:g} mm apart (a deleted or unreadable slice file?)")
+    raise ValueError(f"{path}: DICOM slices are unevenly spaced: {d:g} mm {where}, the other slices are "
+                     f"{step:g} mm apart; refusing to read it as a regular volume")
+
+
 def _read_dicom_series(path: str):
     import SimpleITK as sitk
 
@@ -182,12 +292,27 @@ def _read_dicom_series(path: str):
         if len(series) > 1:
             raise ValueError(f"{path}: {len(series)} DICOM series in one directory ({list(series)[:3]}...); "
                              f"give one series per directory")
-        files = reader.GetGDCMSeriesFileNames(path, series[0])
+        files = list(reader.GetGDCMSeriesFileNames(path, series[0]))
+        bad = _unread_slice_files(path, files)
+        if len(bad) == 1:
+            raise ValueError(f"{bad[0][0]}: {bad[0][1]}; a slice of the DICOM series {path} cannot be read")
+        if bad:
+            listed = "; ".join(f"{f} ({why})" for f, why in bad[:5])
+            raise ValueError(f"{path}: {len(bad)} files of the DICOM series cannot be read: {listed}"
+                             f"{'; ...' if len(bad) > 5 else ''}")
         reader.SetFileNames(files)
+        reader.MetaDataDictionaryArrayUpdateOn()
         try:
             img = reader.Execute()
         except RuntimeError as e:
-            raise ValueError(f"{path}: cannot read DICOM series ({str(e).strip().splitlines()[-1]})") from e
+            for f in files:  # name the slice that fails
+                try:
+                    sitk.ReadImage(f)
+                except RuntimeError as e1:
+                    raise ValueError(f"{f}: cannot read this slice of the DICOM series {path} "
+                                     f"({_last_line(e1)})") from e
+            raise ValueError(f"{path}: cannot read DICOM series ({_last_line(e)})") from e
+        _check_slice_positions(path, reader, files)
         return _sitk_to_numpy(img, path, "dicom")
     return _read_sitk(path, "dicom")
 
@@ -210,12 +335,11 @@ def _read_picture(path: str):
     return arr, _meta((1.0, 1.0), (0.0, 0.0), np.eye(2), path, "picture")
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
-    """Read an image or volume: ``(array [*S, C], meta)``; see the module docstring for conventions.
+NAN_POLICIES = ("raise", "zero")
+_INT32 = np.iinfo(np.int32)
 
-    The array keeps the file's dtype (float for scaled NIfTI); cast as needed.
-    """
-    p = os.fspath(path)
+
+def _read_any(p: str):
     if not os.path.exists(p):
         raise FileNotFoundError(f"{p}: no such file or directory")
     fmt = image_format(p)
@@ -228,13 +352,39 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     return _read_picture(p)
 
 
+def read_image(path: str | os.PathLike, nan_policy: str = "raise") -> tuple[np.ndarray, ImageMeta]:
+    """Read an image or volume: ``(array [*S, C], meta)``; see the module docstring for conventions.
+
+    The array keeps the file's dtype (float for scaled NIfTI); cast as needed. ``nan_policy``: what a
+    NaN or Inf voxel does: ``"raise"`` (default) a ``ValueError`` naming the file and the count,
+    ``"zero"`` replace them with 0.
+    """
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    p = os.fspath(path)
+    arr, meta = _read_any(p)
+    if np.issubdtype(arr.dtype, np.inexact):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            if nan_policy == "zero":
+                arr = np.where(finite, arr, np.zeros((), arr.dtype))
+            else:
+                n_nan = int(np.isnan(arr).sum())
+                n_inf = int(arr.size - finite.sum()) - n_nan
+                first = tuple(int(i) for i in np.argwhere(~finite)[0])
+                raise ValueError(f"{p}: image has {n_nan} NaN and {n_inf} Inf voxel(s) (first at index {first}); "
+                                 f"read with nan_policy='zero' to replace them with 0")
+    return arr, meta
+
+
 def read_label(path: str | os.PathLike, allowed: Sequence[int] | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read a label map: ``(int32 array [*S], meta)``.
 
-    Float files (BraTS ``OTMultiClass`` is float32) must hold exact integers. ``allowed``: the label
-    values that may occur; anything else raises ``ValueError`` listing the stray values.
+    Float files (BraTS ``OTMultiClass`` is float32) must hold exact integers, and every value must fit
+    int32 (else ``ValueError`` naming the file). ``allowed``: the label values that may occur; anything
+    else raises ``ValueError`` listing the stray values.
     """
-    arr, meta = read_image(path)
+    arr, meta = _read_any(os.fspath(path))
     if arr.shape[-1] != 1:
         if meta.format == "picture" and arr.shape[-1] in (3, 4):
             # An RGB(A) mask saved by an image editor: all colour channels must agree.
@@ -246,6 +396,8 @@ def read_label(path: str | os.PathLike, allowed: Sequence[int] | None = None) ->
         else:
             raise ValueError(f"{path}: label map has {arr.shape[-1]} channels; expected 1")
     arr = arr[..., 0]
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{path}: label map has complex values ({arr.dtype}); expected integers")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{path}: label map contains NaN or Inf")
@@ -254,6 +406,13 @@ def read_label(path: str | os.PathLike, allowed: Sequence[int] | None = None) ->
             bad = np.unique(arr[rounded != arr])[:5]
             raise ValueError(f"{path}: label map has non-integer values, e.g. {bad.tolist()}")
         arr = rounded
+    if arr.size and arr.dtype.itemsize >= 4 and arr.dtype != np.int32:
+        lo, hi = arr.min(), arr.max()
+        if lo < _INT32.min or hi > _INT32.max:
+            out_of = arr[(arr < _INT32.min) | (arr > _INT32.max)]
+            bad = [int(v) for v in np.unique(out_of)[:5]]
+            raise ValueError(f"{path}: label values {bad} do not fit int32 [{_INT32.min}, {_INT32.max}] "
+                             f"(range of the file [{int(lo)}, {int(hi)}])")
     out = arr.astype(np.int32)
     if allowed is not None:
         stray = np.setdiff1d(np.unique(out), np.asarray(list(allowed)))
