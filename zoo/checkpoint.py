@@ -7,18 +7,40 @@ Layout: ``<workdir>/checkpoints/<step>/{state,meta}`` keeps the latest N steps;
 managers on two directories, so neither one's retention policy can delete the other's steps.
 A save interrupted half-way leaves only a ``<step>.orbax-checkpoint-tmp-*`` directory, which
 Orbax never lists as a step (and cleans up on the next start).
+
+Integrity: :meth:`CheckpointIO.restore_latest` uses the newest step that restores completely, naming each
+newer step it skips on stderr (a truncated array file, an empty step folder, a missing ``state``/``meta``,
+metadata that is not JSON). The trainer then moves the skipped steps aside (``<step>.unreadable-<time>``,
+kept, never listed as a step), so a new save of the same step cannot collide with them and retention
+never deletes the intact step before it while that is the only copy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointIO", "restore_meta"]
+__all__ = ["CheckpointIO", "CheckpointError", "restore_meta"]
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint (each step's reason in the message)."""
+
+
+def _reason(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    first = first.split(" See full TensorStore details")[0]
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 class CheckpointIO:
@@ -56,15 +78,57 @@ class CheckpointIO:
         return list(self.manager.all_steps())
 
     def restore(self, step: int | None, target: Any):
-        """Restore ``(state, meta)`` at ``step`` (latest when None) into the structure (and shardings) of
-        ``target`` (arrays or ``jax.ShapeDtypeStruct``s)."""
-        step = self.latest_step() if step is None else step
+        """Restore ``(state, meta)`` at ``step`` into the structure (and shardings) of ``target`` (arrays or
+        ``jax.ShapeDtypeStruct``s). ``step=None``: the newest step that restores (:meth:`restore_latest`)."""
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            return self.restore_latest(target)[1:]
+        if int(step) not in self.all_steps():
+            raise CheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            out = self.manager.restore(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # Orbax/TensorStore raise many types for damaged files; name the step instead
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored ({_reason(e)})") \
+                from None
+        if not isinstance(out.meta, dict):
+            raise CheckpointError(f"checkpoint step {step} in {self.directory}: meta is not a JSON object")
         return out.state, out.meta
+
+    def restore_latest(self, target: Any, *, quarantine: bool = False) -> tuple[int, Any, dict]:
+        """``(step, state, meta)`` of the newest step that restores completely; each newer step that does not is
+        named in a warning and, with ``quarantine``, moved aside (kept as ``<step>.unreadable-<time>``).
+        Raises :class:`CheckpointError` when no step restores (nothing is moved then)."""
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        failures = []
+        for step in steps:
+            try:
+                state, meta = self.restore(step, target)
+            except CheckpointError as e:
+                failures.append((step, str(e)))
+                continue
+            for bad, why in failures:
+                _warn(f"{why}; skipped, using step {step}")
+                if quarantine:
+                    self.quarantine(bad)
+            return step, state, meta
+        raise CheckpointError("no checkpoint restores: " + "; ".join(why for _, why in failures))
+
+    def quarantine(self, step: int, reason: str = "unreadable") -> str:
+        """Move step ``step`` aside (never deleted, no longer listed as a step); returns its new path."""
+        src = os.path.join(self.directory, str(int(step)))
+        dst = f"{src}.{reason}-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(src, dst)
+        self.manager.reload()
+        _warn(f"moved checkpoint {src} aside to {dst}")
+        return dst
+
+    @staticmethod
+    def has_steps(directory: str) -> bool:
+        """Whether ``directory`` holds any step folder (intact or not), without creating anything."""
+        return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
     @staticmethod
     def best_of(directory: str, metric: str) -> tuple[int | None, float | None]:
@@ -76,8 +140,11 @@ class CheckpointIO:
             path = os.path.join(directory, name, "metrics", "metrics")  # Orbax's JSON of save(metrics=)
             if not name.isdigit() or not os.path.exists(path):
                 continue
-            with open(path) as f:
-                value = json.load(f).get(metric)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    value = json.load(f).get(metric)
+            except (OSError, ValueError, AttributeError):  # a damaged metrics file: that step has no value
+                continue
             if value is not None and (best[1] is None or value > best[1]):
                 best = (int(name), float(value))
         return best
@@ -91,12 +158,30 @@ class CheckpointIO:
 
 
 def restore_meta(directory: str, step: int | None = None) -> tuple[int, dict]:
-    """Read only the metadata (config, model, data info) of a checkpoint directory."""
+    """Read only the metadata (config, model, data info) of a checkpoint directory: of ``step``, or of the
+    newest step whose metadata reads (newer ones named in a warning)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoint directory {directory}")
     mngr = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "meta"),
-                                 options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}")
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    mngr.close()
-    return step, meta
+                                 options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                      save_interval_steps=0))
+    try:
+        steps = sorted(mngr.all_steps(), reverse=True) if step is None else [int(step)]
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        failures = []
+        for s in steps:
+            path = os.path.join(directory, str(s), "meta")
+            try:
+                meta = mngr.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+                if not isinstance(meta, dict):
+                    raise ValueError("not a JSON object")
+            except Exception as e:  # a missing, empty or non-JSON meta item: name the file, try the step before
+                failures.append(f"checkpoint metadata {path} cannot be read ({_reason(e)})")
+                continue
+            for why in failures:
+                _warn(f"{why}; skipped, using step {s}")
+            return s, meta
+        raise CheckpointError("; ".join(failures))
+    finally:
+        mngr.close()

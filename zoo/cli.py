@@ -76,10 +76,16 @@ def default_workdir(known, config, prefix: str = "") -> str:
 
 
 def run_cli(fn: Callable[[], int]) -> int:
-    """Run an entry point's body; bad input and OS errors become one line on stderr and exit 2."""
+    """Run an entry point's body; bad input and OS errors become one line on stderr and exit 2, an error that
+    carries its own ``exit_code`` (a non-finite loss: 3) one line and that code."""
     try:
         return fn()
     except (ValueError, OSError) as e:
         msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return USAGE_ERROR
+    except RuntimeError as e:
+        if getattr(e, "exit_code", None) is None:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return int(e.exit_code)

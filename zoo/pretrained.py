@@ -111,12 +111,14 @@ def _input_shapes(meta: dict) -> dict:
 
 def load_pretrained(path: str, step: int | None = None, *, in_channels: int | None = None,
                     num_classes: int | None = None, spatial_dims: int | None = None) -> Pretrained:
-    """Restore the model saved in ``path`` (a work directory, its ``checkpoints/`` or ``best/``).
+    """Restore the model saved in ``path`` (a work directory, its ``checkpoints/`` or ``best/``): ``step``, or
+    the newest step that restores completely.
 
     The optional ``in_channels``/``num_classes``/``spatial_dims`` state what the caller expects;
     a mismatch with the checkpoint's contract raises ``ValueError``.
     """
     ckdir = _checkpoint_dir(path)
+    requested = step
     step, meta = restore_meta(ckdir, step)
     if "config" not in meta or "data" not in meta:
         raise ValueError(f"checkpoint {ckdir} has no run metadata (config, data); it was not written by the "
@@ -137,7 +139,10 @@ def load_pretrained(path: str, step: int | None = None, *, in_channels: int | No
     target = abstract_train_state(model, tx, _input_shapes(meta))
     io = CheckpointIO(ckdir, async_save=False)
     try:
-        state, _ = io.restore(step, target)
+        if requested is None:  # the newest step that restores completely (newer damaged ones are named)
+            step, state, meta = io.restore_latest(target)
+        else:
+            state, _ = io.restore(step, target)
     finally:
         io.close()
     return Pretrained(model=model, variables=state.variables, meta=meta, step=int(step))

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -13,7 +14,7 @@ import tempfile
 
 import jax
 
-__all__ = ["run_info", "run_metadata", "write_json"]
+__all__ = ["run_info", "run_metadata", "write_json", "strict_json"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-learn")
 
@@ -51,6 +52,17 @@ def _plain(o):
     return str(o)
 
 
+def strict_json(obj):
+    """``obj`` with NaN and infinities as ``None`` (JSON ``null``): strict parsers reject ``NaN``/``Infinity``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
     """The one description of a run, written as ``config.json`` and saved in every checkpoint's ``meta``:
     resolved config, model, task, data contract (``DatasetInfo`` as a dict), provenance and mesh.
@@ -62,7 +74,7 @@ def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
         meta["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
     meta.update(extra)
     # Through JSON once: tuples become lists, numpy scalars numbers; what is saved is what is read back.
-    return json.loads(json.dumps(meta, default=_plain))
+    return strict_json(json.loads(json.dumps(meta, default=_plain)))
 
 
 def write_json(path: str, obj, indent: int = 2) -> None:
@@ -71,7 +83,7 @@ def write_json(path: str, obj, indent: int = 2) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, default=_plain)
+            json.dump(strict_json(json.loads(json.dumps(obj, default=_plain))), f, indent=indent, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,6 +27,8 @@ def parse_args(argv):
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator HOST:PORT")
     p.add_argument("--num_processes", default=None, type=int, help="multi-host: number of processes")
     p.add_argument("--process_id", default=None, type=int, help="multi-host: this process's index")
+    p.add_argument("--step", default=None, type=int,
+                   help="resume from this checkpoint step (default: the newest intact one)")
     return parse_run_args(p, argv)
 
 
@@ -56,7 +58,8 @@ def main(argv=None) -> int:
         workdir = default_workdir(known, config)
         if jax.process_index() == 0:
             print(f"workdir: {workdir}", flush=True)
-        result = train_and_evaluate(config, workdir, progress=not known.no_progress, setup=setup)
+        result = train_and_evaluate(config, workdir, progress=not known.no_progress, setup=setup,
+                                    resume_step=known.step)
         if result.get("preempted"):
             return PREEMPTED_EXIT_CODE
         if jax.process_index() == 0:

@@ -14,6 +14,7 @@ a checkpoint, then stops.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,19 +30,26 @@ from data_pipelines.loader import ArraysSource
 from data_pipelines.sources import open_sources
 from zoo import sharding
 from zoo.build import build_model
-from zoo.checkpoint import CheckpointIO
+from zoo.checkpoint import CheckpointIO, restore_meta
 from zoo.inference import Predictor
-from zoo.provenance import run_metadata, write_json
+from zoo.provenance import run_metadata, strict_json, write_json
 from zoo.training.data import TrainBatches
 from zoo.training.distributed import sync
 from zoo.training.evaluate import evaluate
 from zoo.training.setup import RunSetup, prepare_run
 from zoo.training.state import input_shapes_of, jit_init, make_init_fn
 from zoo.training.step import make_train_step
+from zoo.training.workdir import WorkdirLock, check_resumable, truncate_metrics
 
-__all__ = ["train_and_evaluate", "PREEMPTED_EXIT_CODE"]
+__all__ = ["train_and_evaluate", "PREEMPTED_EXIT_CODE", "NonFiniteLossError"]
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, checkpoint saved, rerun to resume"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient; nothing after the last finite checkpoint was saved."""
+
+    exit_code = 3
 
 
 class _Logger:
@@ -64,7 +72,7 @@ class _Logger:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -76,17 +84,23 @@ class _Logger:
 
 
 class _Preemption:
-    """SIGTERM sets a flag; the loop saves at the next step boundary and stops (all processes agree)."""
+    """SIGTERM or a first Ctrl-C (SIGINT) sets a flag; the loop saves at the next step boundary and stops (all
+    processes agree). A second Ctrl-C interrupts at once, as usual."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.flag = False
-        self.previous = None
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, no preemption support
-            self.previous = None
+        self.previous = {}
+        for sig in self.SIGNALS:
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handler, no preemption support
+                pass
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.flag:
+            raise KeyboardInterrupt
         self.flag = True
 
     def reached(self) -> bool:
@@ -98,8 +112,8 @@ class _Preemption:
         return self.flag
 
     def close(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +146,8 @@ def _programs(config, setup: RunSetup, info, input_shapes: dict) -> _Programs:
                                        min_size=int(_mesh_cfg(config).get("shard_min_size", 0)))
     data_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     step = jax.jit(make_train_step(model, setup.tx, setup.task, config.train.loss,
-                                   grad_accum=int(config.train.get("grad_accum", 1)), augment_fn=setup.augment_fn),
+                                   grad_accum=int(config.train.get("grad_accum", 1)), augment_fn=setup.augment_fn,
+                                   skip_nonfinite=bool(config.train.get("skip_nonfinite", False))),
                    in_shardings=(state_sh, data_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
     prog = _Programs(model=model, state_sh=state_sh, init=jit_init(init_fn), step=step)
     _PROGRAMS[key] = prog
@@ -151,31 +166,57 @@ def _as_source(data):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True, *,
                        data=None, setup: RunSetup | None = None,
-                       init_params: Callable[[Any], Any] | None = None) -> dict:
-    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate on validation.
+                       init_params: Callable[[Any], Any] | None = None, resume_step: int | None = None) -> dict:
+    """Train ``config`` in ``workdir`` (resuming from its newest intact checkpoint) and evaluate on validation.
 
     ``data``: optional ``(train, val, info)`` (sources or dicts of arrays) replacing the config's data set
     (k-fold cross-validation passes its folds here). ``setup``: the :func:`prepare_run` of ``config`` when
     the caller already made it. ``init_params(params) -> params`` changes freshly initialised parameters
-    (transfer learning) before training starts; a resumed run restores its own. Returns the final
-    validation metrics plus ``preempted`` (SIGTERM: checkpoint saved, run stopped early) and the best
-    validation value of the task's ``best_metric``.
+    (transfer learning) before training starts; a resumed run restores its own. ``resume_step``: resume
+    from this checkpoint step instead of the newest (newer steps are moved aside, kept). Returns the final
+    validation metrics plus ``preempted`` (SIGTERM/Ctrl-C: checkpoint saved, run stopped early) and the best
+    validation value of the task's ``best_metric``. A non-finite loss raises :class:`NonFiniteLossError`
+    (unless ``train.skip_nonfinite``) before anything after the last finite step is saved.
     """
     setup = setup or prepare_run(config)  # bad config: fail before loading or compiling anything
-    task, mesh = setup.task, setup.mesh
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"work directory {workdir} exists and is not a directory")
     train_src, val_src, info = open_sources(config.data) if data is None else data
     train_src, val_src = _as_source(train_src), _as_source(val_src)
     bs = int(config.train.batch_size)
     first = train_src[0]
     input_shapes = input_shapes_of({k: np.zeros((bs, *np.shape(first[k]))) for k in ("image", "covariates")
                                     if k in first})
-    prog = _programs(config, setup, info, input_shapes)
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    lock = WorkdirLock(workdir) if is_main else contextlib.nullcontext()
+    with lock:
+        return _train(config, workdir, progress, setup, (train_src, val_src, info), input_shapes, init_params,
+                      resume_step)
 
+
+def _train(config, workdir, progress, setup, data, input_shapes, init_params, resume_step) -> dict:
+    task, mesh = setup.task, setup.mesh
+    train_src, val_src, info = data
+    bs = int(config.train.batch_size)
+    is_main = jax.process_index() == 0
     data_seed = int(config.data.seed)
     meta = run_metadata(config, task.name, info, mesh,
                         inputs={k: [1, *v[1:]] for k, v in input_shapes.items()})
+    metric = task.best_metric
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    resuming = False
+    if CheckpointIO.has_steps(ckpt_dir):  # the same run, or stop here with the differences, the directory as it was
+        try:
+            _, saved = restore_meta(ckpt_dir, resume_step)
+            resuming = True
+        except FileNotFoundError:  # only step folders Orbax does not list (never finalised)
+            saved = None
+        if saved is not None:
+            check_resumable(saved, meta, workdir)
+    elif resume_step is not None:
+        raise ValueError(f"--step {resume_step}: {ckpt_dir} holds no checkpoint")
+    prog = _programs(config, setup, info, input_shapes)
     if is_main:
         write_json(os.path.join(workdir, "config.json"), meta)
 
@@ -188,19 +229,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     state = sharding.put_global(state, prog.state_sh)
 
     sync("init")
-    metric = task.best_metric
-    ckpt = CheckpointIO(os.path.join(workdir, "checkpoints"), max_to_keep=int(config.train.keep_checkpoints))
+    ckpt = CheckpointIO(ckpt_dir, max_to_keep=int(config.train.keep_checkpoints))
     best_ckpt = CheckpointIO(os.path.join(workdir, "best"), max_to_keep=int(config.train.get("keep_best", 1)),
                              best_metric=metric)
     batches = TrainBatches(train_src, bs, data_seed, data_sh)
-    if ckpt.latest_step() is not None:
-        state, saved_meta = ckpt.restore(None, state)
+    if resuming:
+        if resume_step is None:
+            step0, state, saved_meta = ckpt.restore_latest(state, quarantine=is_main)
+        else:
+            state, saved_meta = ckpt.restore(resume_step, state)
+            step0 = int(resume_step)
+            for newer in [s for s in ckpt.all_steps() if s > step0] if is_main else []:
+                ckpt.quarantine(newer, reason="after-resume")
         it = saved_meta.get("data_iterator", {})
         if it and int(it.get("seed", data_seed)) != data_seed and is_main:
             print(f"warning: checkpoint was written with data.seed={it.get('seed')}, now {data_seed}", flush=True)
         batches.restore(it, int(state.step))
-        if is_main:
-            print(f"resumed from step {int(state.step)}", flush=True)
+        if is_main:  # best steps after the restored one belong to the interrupted attempt; the replay rewrites them
+            for newer in [s for s in best_ckpt.all_steps() if s > step0]:
+                best_ckpt.quarantine(newer, reason="superseded")
+            dropped = truncate_metrics(os.path.join(workdir, "metrics.jsonl"), step0)
+            print(f"resumed from step {step0}" + (f" (dropped {dropped} metrics.jsonl records logged after it)"
+                                                 if dropped else ""), flush=True)
 
     step_fn = prog.step
     predictor = Predictor(prog.model, state.variables, task, bs)
@@ -210,12 +260,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         example = {k: jax.ShapeDtypeStruct((bs, *v.shape[1:]), v.dtype, sharding=data_sh)
                    for k, v in batches.peek().items()}
         step_fn = step_fn.lower(state, example).compile()
+        first = train_src[0]
         sample = {k: np.zeros((bs, *np.shape(first[k])), np.float32) for k in ("image", "covariates") if k in first}
         predictor.compile(sample if task.name == "outcome" else sample["image"], proba=task.name == "outcome")
         sync("compiled")
     log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", True)))
     total = int(config.train.steps)
     start = int(state.step)
+    skip_nonfinite = bool(config.train.get("skip_nonfinite", False))
 
     from tqdm.auto import tqdm
 
@@ -223,6 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
                dynamic_ncols=True)
     preempt = _Preemption()
     t0, last_eval, preempted = time.time(), None, False
+    pending = []  # per-step "finite" flags not yet looked at (checked before anything is logged or saved)
 
     def save(manager, done, metrics=None, force=False):
         manager.save(done, state, dict(meta, data_iterator=batches.state()), metrics=metrics, force=force)
@@ -231,16 +284,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         predictor.variables = state.variables
         return evaluate(predictor, val_src, info.num_classes, bs)
 
+    def check_finite(done):
+        flags = np.asarray(jax.device_get(pending)) if pending else np.ones(0)
+        first_bad = done - len(pending) + 1 + int(np.argmin(flags)) if flags.size and flags.min() < 1 else None
+        pending.clear()
+        if first_bad is not None and not skip_nonfinite:
+            last = ckpt.latest_step()
+            raise NonFiniteLossError(
+                f"the loss or its gradient became NaN/Inf at step {first_bad}; stopped, nothing after it was saved "
+                f"(last checkpoint: {'none' if last is None else f'step {last}'} in {ckpt.directory}). Lower "
+                f"train.learning_rate, or set train.skip_nonfinite=true to skip such steps")
+
     try:
         for step in range(start, total):
             state, metrics = step_fn(state, batches.next())
+            pending.append(metrics["finite"])
             done = step + 1
-            if done % int(config.train.log_every) == 0 or done == total:
+            is_log = done % int(config.train.log_every) == 0 or done == total
+            is_eval = done % int(config.train.eval_every) == 0 or done == total
+            is_ckpt = done % int(config.train.checkpoint_every) == 0 or done == total
+            if is_log or is_eval or is_ckpt or preempt.flag:
+                check_finite(done)
+            if is_log:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m.update(step=done, lr=float(setup.schedule(step)), elapsed_s=round(time.time() - t0, 2))
                 bar.set_postfix(loss=f"{m['loss']:.4f}")
                 log.write({"split": "train", **m})
-            if done % int(config.train.eval_every) == 0 or done == total:
+            if is_eval:
                 last_eval = validate()
                 sync(f"eval{done}")
                 log.write({"split": "val", "step": done, **{k: v for k, v in last_eval.items()
@@ -248,7 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", **{metric: f"{last_eval[metric]:.3f}"})
                 if np.isfinite(last_eval[metric]):
                     save(best_ckpt, done, {metric: last_eval[metric]}, force=True)
-            if done % int(config.train.checkpoint_every) == 0 or done == total:
+            if is_ckpt:
                 save(ckpt, done)
             bar.update(1)
             if done < total and preempt.reached():

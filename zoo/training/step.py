@@ -47,13 +47,18 @@ def _microbatch(batch, i, n):
     return jax.tree.map(take, batch)
 
 
-def make_train_step(model, tx, task, loss_name: str, *, grad_accum: int = 1, augment_fn=None):
+def make_train_step(model, tx, task, loss_name: str, *, grad_accum: int = 1, augment_fn=None,
+                    skip_nonfinite: bool = False):
     """``(state, batch, lr_scale=None) -> (state, metrics)``, pure; jit it with shardings by the caller.
 
     ``grad_accum`` > 1 splits the batch into that many micro-batches (a ``lax.scan``) and averages
     their gradients. ``lr_scale`` (a scalar array) multiplies the update: the optimisers here are
     linear in the learning rate, so this is a run with ``learning_rate * lr_scale`` (used to vmap
     trials over learning rates in :mod:`zoo.hparam`).
+
+    ``metrics["finite"]`` is 1 when the loss and the gradient norm are finite. With ``skip_nonfinite`` a step
+    whose loss or gradients are not finite changes nothing but the step counter and the RNG (the update is
+    skipped, as with ``optax.apply_if_finite``); otherwise the trainer stops at such a step.
     """
     grad_accum = int(grad_accum)
     if grad_accum < 1:
@@ -98,7 +103,12 @@ def make_train_step(model, tx, task, loss_name: str, *, grad_accum: int = 1, aug
             updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
         params = jax.tree.map(lambda p, u: p + u, state.params, updates)
         gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
-        metrics = dict(metrics, grad_norm=gnorm)
+        finite = jnp.isfinite(metrics["loss"].astype(jnp.float32)) & jnp.isfinite(gnorm)
+        metrics = dict(metrics, grad_norm=gnorm, finite=finite.astype(jnp.float32))
+        if skip_nonfinite:
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+            model_state = keep(model_state, state.model_state)
         new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                                model_state=model_state, rng=jax.random.key_data(rng))
         return new_state, metrics
