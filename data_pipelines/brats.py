@@ -29,8 +29,9 @@ import numpy as np
 
 import scoring
 from data_pipelines import cache, geometry, readers
-from data_pipelines.cases import (check_channels, check_image_size, crop_to, is_volume, select_slices,
-                                  slices_to_arrays, split_cases, stable_int, stack_cases, to_canonical)
+from data_pipelines.cases import (check_channels, check_image_size, crop_to, data_option, is_volume, name_list,
+                                  nonnegative_float, select_slices, slices_to_arrays, split_cases, stable_int,
+                                  stack_cases, to_canonical)
 from data_pipelines.info import DatasetInfo
 
 __all__ = ["BRATS_MODALITIES", "BRATS_PATTERNS", "BRATS_LABEL_MAP", "BRATS2023_LABEL_MAP", "BRATS_CLASS_NAMES",
@@ -167,14 +168,28 @@ def read_brats_case(case: BratsCase, modalities: Sequence[str], label_map: dict 
 
 
 
+def _modalities(value) -> tuple[str, ...]:
+    """``data.modalities`` -> canonical names (any case: ``flair,t1c`` is ``("FLAIR", "T1c")``)."""
+    canon = {m.lower(): m for m in BRATS_MODALITIES}
+    names = name_list(value, "modalities")
+    unknown = [n for n in names if n.lower() not in canon]
+    if unknown:
+        raise ValueError(f"data.modalities: unknown {unknown}; expected names from {list(BRATS_MODALITIES)}")
+    mods = tuple(canon[n.lower()] for n in names)
+    if len(set(mods)) != len(mods):
+        raise ValueError(f"data.modalities lists a modality twice: {list(mods)}")
+    return mods
+
+
 def load_brats(cfg):
     """BraTS cases in ``cfg.data_dir`` -> 2D axial slices (or 3D volumes) resized to ``cfg.image_size``.
 
-    Extras (``cfg.get``): ``modalities`` (default: all that every case has), ``empty_slice_ratio``
-    (non-tumour brain slices per tumour slice, 0.25), ``max_slices_per_case``, ``brats_regions``.
+    Extras (``cfg.get``; ``None`` is the default): ``modalities`` (``"FLAIR,T1c"`` or a list, in that
+    channel order; default: all that every case has), ``empty_slice_ratio`` (non-tumour brain slices per
+    tumour slice, 0.25), ``max_slices_per_case``, ``brats_regions``.
     """
     cases = find_brats_cases(cfg.data_dir)
-    mods = tuple(cfg.get("modalities", None) or available_modalities(cases))
+    mods = _modalities(cfg.get("modalities", None)) or available_modalities(cases)
     if not mods:
         raise ValueError(f"{cfg.data_dir}: no modality is present in every case "
                          f"({[sorted(c.files) for c in cases]})")
@@ -184,8 +199,15 @@ def load_brats(cfg):
     size = check_image_size(cfg)
     ids = [c.patient_id for c in cases]
     train_ids, val_ids = split_cases(ids, cfg)
-    ratio = float(cfg.get("empty_slice_ratio", 0.25))
+    ratio = nonnegative_float(data_option(cfg, "empty_slice_ratio", 0.25), "empty_slice_ratio")
     max_slices = cfg.get("max_slices_per_case", None)
+    if max_slices is not None:  # None or 0: no limit
+        try:
+            ok = not isinstance(max_slices, bool) and int(max_slices) == max_slices and int(max_slices) >= 0
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"data.max_slices_per_case must be a positive int (None: no limit), got {max_slices!r}")
     seed = int(cfg.get("seed", 0))
     want_regions = bool(cfg.get("brats_regions", False))
     cache_dir = cache.cache_dir(cfg)

@@ -16,7 +16,8 @@ import numpy as np
 from data_pipelines import geometry, readers, splits
 
 __all__ = ["CANONICAL", "is_volume", "to_canonical", "select_slices", "slices_to_arrays", "crop_to",
-           "stack_cases", "stable_int", "split_cases", "check_channels", "check_image_size"]
+           "stack_cases", "stable_int", "split_cases", "check_channels", "check_image_size", "data_option",
+           "name_list", "nonnegative_float"]
 
 CANONICAL = "LPS"  # volumes are reoriented to this (array axes point to patient left, posterior, superior)
 
@@ -113,3 +114,36 @@ def check_image_size(cfg) -> tuple[int, ...]:
     if len(size) != int(cfg.spatial_dims):
         raise ValueError(f"data.image_size {size} does not have data.spatial_dims={cfg.spatial_dims} entries")
     return size
+
+
+def data_option(cfg, key: str, default):
+    """``cfg.get(key)``, or ``default`` when the field is absent or ``None`` (the recipe's "source default")."""
+    value = cfg.get(key, None)
+    return default if value is None else value
+
+
+def name_list(value, field: str) -> tuple[str, ...]:
+    """A list of names from a config field: a comma-separated string (the command-line form
+    ``FLAIR,T1c``) or a sequence; ``None`` / ``""`` -> ``()``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, Sequence):
+        items = [v.strip() if isinstance(v, str) else v for v in value]
+    else:
+        raise ValueError(f"data.{field} must be a comma-separated string or a list of names, got {value!r}")
+    if any(not isinstance(v, str) or not v for v in items) and items != [""]:
+        raise ValueError(f"data.{field} must be a comma-separated list of names, got {value!r}")
+    return tuple(v for v in items if v)
+
+
+def nonnegative_float(value, field: str) -> float:
+    """``value`` as a finite float >= 0, else ``ValueError`` naming ``data.<field>``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.{field} must be a number >= 0, got {value!r}") from None
+    if not (out >= 0 and out != float("inf")):
+        raise ValueError(f"data.{field} must be a finite number >= 0, got {value!r}")
+    return out

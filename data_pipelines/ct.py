@@ -2,7 +2,7 @@
 
 ``load_luna16(cfg)`` takes the ``data`` section of a training config (``data_dir``, ``spatial_dims``,
 ``image_size``, ``channels``, ``val_fraction``, ``seed``, ``cache_dir``; extras ``hu_window``,
-``empty_slice_ratio`` read with ``cfg.get``) and returns ``(train, val, info)``: HU-windowed
+``empty_slice_ratio`` read with ``cfg.get``, ``None`` meaning the default) and returns ``(train, val, info)``: HU-windowed
 ``image [N, *S, 1] float32`` in [0, 1], nodule ``label [N, *S] int32``, ``instances`` (one id per
 nodule), ``patient_id``. Volumes are reoriented to LPS, so 2D slices are axial ``image[:, :, z]``.
 """
@@ -16,8 +16,8 @@ import re
 import numpy as np
 
 from data_pipelines import cache, geometry, readers
-from data_pipelines.cases import (check_channels, check_image_size, select_slices, slices_to_arrays, split_cases,
-                                  stable_int, stack_cases, to_canonical)
+from data_pipelines.cases import (check_channels, check_image_size, data_option, nonnegative_float, select_slices,
+                                  slices_to_arrays, split_cases, stable_int, stack_cases, to_canonical)
 from data_pipelines.info import DatasetInfo
 
 __all__ = ["HU_WINDOW", "hu_window", "read_luna_annotations", "nodule_mask", "find_ct_cases", "read_ct_case",
@@ -144,6 +144,18 @@ def read_ct_case(case: dict, spacing=None):
     return hu, lab, inst, meta
 
 
+def _hu_window_option(value) -> tuple[float, float]:
+    """``data.hu_window``: ``(lo, hi)`` or the command-line string ``"-1000,400"``, finite with hi > lo."""
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        window = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.hu_window must be two numbers (lo, hi), got {value!r}") from None
+    if len(window) != 2 or not all(np.isfinite(window)) or not window[1] > window[0]:
+        raise ValueError(f"data.hu_window must be two finite numbers (lo, hi) with hi > lo, got {value!r}")
+    return window
+
+
 def load_luna16(cfg):
     """LUNA16-style CT (or labelled CT volumes) -> HU-windowed 2D axial slices with nodule masks."""
     cases = find_ct_cases(cfg.data_dir)
@@ -152,8 +164,8 @@ def load_luna16(cfg):
     check_channels(cfg, ("CT",))
     ids = [c["patient_id"] for c in cases]
     train_ids, val_ids = split_cases(ids, cfg)
-    window = tuple(cfg.get("hu_window", HU_WINDOW))
-    ratio = float(cfg.get("empty_slice_ratio", 0.5))
+    window = _hu_window_option(data_option(cfg, "hu_window", HU_WINDOW))
+    ratio = nonnegative_float(data_option(cfg, "empty_slice_ratio", 0.5), "empty_slice_ratio")
     seed = int(cfg.get("seed", 0))
     cache_dir = cache.cache_dir(cfg)
 

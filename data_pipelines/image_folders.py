@@ -2,7 +2,7 @@
 
 ``load_isic(cfg)`` and ``load_folder(cfg)`` take the ``data`` section of a training config
 (``data_dir``, ``spatial_dims=2``, ``image_size``, ``channels``, ``val_fraction``, ``seed``; optional
-extras read with ``cfg.get``) and return ``(train, val, info)``: ``image [N, H, W, C] float32`` in
+extras read with ``cfg.get``: ``patient_column``, ``allow_unpaired``, ``mask_foreground``) and return ``(train, val, info)``: ``image [N, H, W, C] float32`` in
 [0, 1], ``label [N, H, W] int32`` in {0, 1}, ``instances``, ``patient_id``. The split is by patient
 (``metadata.csv``'s patient column when present, else one patient per image).
 """
@@ -18,7 +18,7 @@ from data_pipelines import geometry, readers, splits
 from data_pipelines.cases import check_channels
 from data_pipelines.info import DatasetInfo
 
-__all__ = ["find_image_mask_pairs", "read_metadata_csv", "read_pair", "load_isic", "load_folder"]
+__all__ = ["UnpairedWarning", "find_image_mask_pairs", "read_metadata_csv", "read_pair", "load_isic", "load_folder"]
 
 _MASK_SUFFIXES = ("_segmentation", "_Segmentation", "_mask", "_lesion", "_label", "_seg")
 
@@ -27,12 +27,46 @@ def _lossy(path: str) -> bool:
     return path.lower().endswith((".jpg", ".jpeg"))
 
 
-def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
+class UnpairedWarning(UserWarning):
+    """Images without a mask, or masks without an image, skipped because ``data.allow_unpaired`` is set."""
+
+
+# Pictures the supported layouts ship beside the pairs that are neither images nor masks of the data set:
+# ISIC 2016-2017 superpixel maps and PH2's colour-region (``<id>_roi/``) folders.
+_AUXILIARY_STEMS = ("_superpixels",)
+_AUXILIARY_DIRS = ("_roi",)
+
+
+def _is_auxiliary(path: str) -> bool:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem.endswith(_AUXILIARY_STEMS) or os.path.basename(os.path.dirname(path)).endswith(_AUXILIARY_DIRS)
+
+
+def _report_unpaired(data_dir: str, images: list[str], masks: list[str], allow_unpaired: bool) -> None:
+    if not images and not masks:
+        return
+    parts = ([f"{len(images)} image(s) without a mask: {', '.join(images[:10])}{', ...' if len(images) > 10 else ''}"]
+             if images else []) + \
+            ([f"{len(masks)} mask(s) without an image: {', '.join(masks[:10])}{', ...' if len(masks) > 10 else ''}"]
+             if masks else [])
+    if not allow_unpaired:
+        raise ValueError(f"data_dir {data_dir!r}: {'; '.join(parts)} (set data.allow_unpaired=True to train on "
+                         f"the pairs only)")
+    import warnings
+
+    warnings.warn(f"data_dir {data_dir!r}: skipping {'; '.join(parts)}", UnpairedWarning, stacklevel=3)
+
+
+def find_image_mask_pairs(data_dir: str, allow_unpaired: bool = False) -> list[tuple[str, str, str]]:
     """``(id, image_path, mask_path)`` for 2D pairs, sorted by id.
 
     Layouts: ``<id>.<ext>`` + ``<id>{_mask,_segmentation,_Segmentation,_lesion,_label,_seg}.<ext>``
     anywhere below ``data_dir`` (ISIC 2016-2018, PH2 folders, flat copies), or parallel folders
     ``image(s)/<name>`` + ``label(s)|mask(s)/<name>`` (e.g. ISBI EM).
+
+    An image without a mask or a mask without an image raises ``ValueError`` listing them; with
+    ``allow_unpaired=True`` they are skipped with an ``UnpairedWarning`` naming each. ISIC superpixel maps
+    and PH2 ``*_roi/`` pictures are neither.
     """
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} is not a directory")
@@ -46,9 +80,12 @@ def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
     stems = {}
     for path, f in pics.items():
         stems.setdefault(os.path.splitext(f)[0], []).append(path)
+    mask_bases: dict[str, str] = {}  # mask path -> the id it names
     for path, f in pics.items():
         stem = os.path.splitext(f)[0]
         for suf in _MASK_SUFFIXES:
+            if stem.endswith(suf) and stem[: -len(suf)]:
+                mask_bases.setdefault(path, stem[: -len(suf)])
             if stem.endswith(suf) and stem[: -len(suf)] in stems:
                 base = stem[: -len(suf)]
                 images = [p for p in stems[base] if not p.lower().endswith(".jpg") or len(stems[base]) == 1]
@@ -61,16 +98,26 @@ def find_image_mask_pairs(data_dir: str) -> list[tuple[str, str, str]]:
                         break
                 pairs[base] = (base, img, path)
                 break
+    if pairs:
+        lone_masks = [p for p, base in mask_bases.items() if base not in pairs and not _is_auxiliary(p)]
+        lone_images = [p for p, f in pics.items() if p not in mask_bases and os.path.splitext(f)[0] not in pairs
+                       and not _is_auxiliary(p)]
+        _report_unpaired(data_dir, lone_images, lone_masks, allow_unpaired)
     if not pairs:  # parallel folders
         for img_dir, mask_dir in (("image", "label"), ("images", "masks"), ("image", "mask"), ("images", "labels")):
             a, b = os.path.join(data_dir, img_dir), os.path.join(data_dir, mask_dir)
             if os.path.isdir(a) and os.path.isdir(b):
+                lone_images = []
                 for f in sorted(os.listdir(a)):
                     if f.lower().endswith(readers.PICTURE_SUFFIXES):
                         m = os.path.join(b, f)
                         if not os.path.exists(m):
-                            raise ValueError(f"{os.path.join(a, f)}: no mask {m}")
+                            lone_images.append(os.path.join(a, f))
+                            continue
                         pairs[os.path.splitext(f)[0]] = (os.path.splitext(f)[0], os.path.join(a, f), m)
+                lone_masks = [os.path.join(b, f) for f in sorted(os.listdir(b))
+                              if f.lower().endswith(readers.PICTURE_SUFFIXES) and not os.path.exists(os.path.join(a, f))]
+                _report_unpaired(data_dir, lone_images, lone_masks, allow_unpaired)
                 break
     if not pairs:
         raise ValueError(f"data_dir {data_dir!r}: no image/mask pairs found (expected <id>.png + <id>_mask.png, "
@@ -106,8 +153,27 @@ def read_pair(image_path: str, mask_path: str, foreground: str = "nonzero"):
     return img.astype(np.float32) / scale, fg.astype(np.int32)
 
 
+def _check_same_channels(paths: list[str], channels: list[int]) -> int:
+    """The channel count all images share; else ``ValueError`` naming the images that differ from the
+    majority (a grayscale picture among RGB ones is named, whichever comes first)."""
+    counts: dict[int, int] = {}
+    for c in channels:
+        counts[c] = counts.get(c, 0) + 1
+    if len(counts) == 1:
+        return channels[0]
+    # The most common count (ties: the first one seen) is the data set's; the others are the odd ones.
+    common = max(counts, key=lambda c: (counts[c], -channels.index(c)))
+    odd = [(p, c) for p, c in zip(paths, channels) if c != common]
+    if len(odd) == 1:
+        p, c = odd[0]
+        raise ValueError(f"{p}: {c} channel(s) but the other {counts[common]} image(s) have {common}")
+    listed = ", ".join(f"{p} ({c})" for p, c in odd[:10])
+    raise ValueError(f"{len(odd)} images differ in channel count from the other {counts[common]} ({common} "
+                     f"channel(s)): {listed}{', ...' if len(odd) > 10 else ''}")
+
+
 def _load_pairs(cfg, name: str, class_names, foreground: str = "nonzero"):
-    pairs = find_image_mask_pairs(cfg.data_dir)
+    pairs = find_image_mask_pairs(cfg.data_dir, allow_unpaired=bool(cfg.get("allow_unpaired", False)))
     meta = read_metadata_csv(cfg.data_dir)
     size = tuple(int(s) for s in cfg.image_size)
     if int(cfg.spatial_dims) != 2 or len(size) != 2:
@@ -115,16 +181,13 @@ def _load_pairs(cfg, name: str, class_names, foreground: str = "nonzero"):
                          f"(got {cfg.spatial_dims}, {size})")
     pid_col = cfg.get("patient_column", "patientid")
     pids = [str(meta.get(i, {}).get(pid_col) or i) for i, _, _ in pairs]
-    images, labels = [], []
-    nchan = None
+    images, labels, channels = [], [], []
     for (i, ip, mp) in pairs:
         img, lab = read_pair(ip, mp, foreground)
-        if nchan is None:
-            nchan = img.shape[-1]
-        elif img.shape[-1] != nchan:
-            raise ValueError(f"{ip}: {img.shape[-1]} channels but earlier images have {nchan}")
+        channels.append(img.shape[-1])
         images.append(geometry.resize(img, size))
         labels.append(geometry.resize(lab, size, is_label=True))
+    nchan = _check_same_channels([ip for _, ip, _ in pairs], channels)
     names = ("R", "G", "B") if nchan == 3 else ("gray",)
     n = check_channels(cfg, names)
     image = np.stack(images)[..., :n].astype(np.float32)

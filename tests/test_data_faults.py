@@ -111,3 +111,112 @@ def test_label_values_beyond_int32_raise_instead_of_wrapping(tmp_path, dtype, va
     sitk.WriteImage(sitk.GetImageFromArray(a), p)
     lab, _ = read_label(p)
     assert lab.dtype == np.int32 and lab.max() == 7
+
+
+# ------------------------------------------------------------------ image/mask folders
+
+def _pairs_folder(root, n=4, gray=(), lone_images=(), lone_masks=()):
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((6, 6), np.uint8)
+    mask[2:4, 2:4] = 255
+    for i in range(n):
+        img = np.full((6, 6) if i in gray else (6, 6, 3), 40 * i, np.uint8)
+        Image.fromarray(img).save(root / f"img{i}.png")
+        Image.fromarray(mask).save(root / f"img{i}_mask.png")
+    for name in lone_images:
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(root / name)
+    for name in lone_masks:
+        Image.fromarray(mask).save(root / name)
+    return root
+
+
+def _data_cfg(name, data_dir, **kw):
+    from zoo.configs import load_config
+
+    c = load_config("smoke").data
+    c.name, c.data_dir, c.val_fraction = name, str(data_dir), 0.25
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+@pytest.mark.parametrize("gray,needle", [
+    ((0,), r"img0\.png: 1 channel\(s\) but the other 3 image\(s\) have 3"),  # the first one is the odd one
+    ((2,), r"img2\.png: 1 channel\(s\) but the other 3 image\(s\) have 3"),
+])
+def test_grayscale_image_among_rgb_names_that_file(tmp_path, gray, needle):
+    from data_pipelines.datasets import load_dataset
+
+    _pairs_folder(tmp_path / "d", gray=gray)
+    with pytest.raises(ValueError, match=needle):
+        load_dataset(_data_cfg("isic", tmp_path / "d"))
+
+
+def test_unpaired_images_and_masks_are_an_error_or_a_warning_never_silent(tmp_path):
+    import warnings
+
+    from data_pipelines import image_folders
+    from data_pipelines.datasets import load_dataset
+
+    d = _pairs_folder(tmp_path / "d", lone_images=("extra.png",), lone_masks=("orphan_mask.png",))
+    with pytest.raises(ValueError, match=r"1 image\(s\) without a mask: .*extra\.png; 1 mask\(s\) without an image: "
+                                         r".*orphan_mask\.png \(set data\.allow_unpaired=True"):
+        load_dataset(_data_cfg("folder", d))
+    with pytest.warns(image_folders.UnpairedWarning, match=r"skipping 1 image\(s\) without a mask: .*extra\.png"):
+        train, val, _ = load_dataset(_data_cfg("folder", d, allow_unpaired=True))
+    assert len(train["image"]) + len(val["image"]) == 4
+    # Parallel image/ + label/ folders: the same rule both ways.
+    from PIL import Image
+
+    p = tmp_path / "p"
+    for sub, names in (("image", ("a.png", "b.png")), ("label", ("a.png", "c.png"))):
+        (p / sub).mkdir(parents=True)
+        for n in names:
+            Image.fromarray(np.zeros((6, 6), np.uint8)).save(p / sub / n)
+    with pytest.raises(ValueError, match=r"image\(s\) without a mask: .*image/b\.png; 1 mask\(s\) without an "
+                                         r"image: .*label/c\.png"):
+        image_folders.find_image_mask_pairs(str(p))
+    # A complete folder (ISIC superpixel maps beside the pairs are not images of the set) warns nothing.
+    ok = _pairs_folder(tmp_path / "ok", lone_images=("img0_superpixels.png",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(image_folders.find_image_mask_pairs(str(ok))) == 4
+
+
+# ------------------------------------------------------------------ data options from the command line
+
+def test_documented_data_options_are_in_the_recipe_and_take_cli_strings():
+    from zoo.configs import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config("smoke"), {
+        "data.modalities": "FLAIR,T1c", "data.mask_foreground": "zero", "data.hu_window": "-500,500",
+        "data.empty_slice_ratio": "0.5", "data.max_slices_per_case": "8", "data.brats_regions": "true",
+        "data.patient_column": "pid", "data.allow_unpaired": "true"})
+    d = cfg.data
+    assert (d.modalities, d.mask_foreground, tuple(d.hu_window), d.empty_slice_ratio, d.max_slices_per_case,
+            d.brats_regions, d.patient_column, d.allow_unpaired) == \
+        ("FLAIR,T1c", "zero", (-500, 500), 0.5, 8, True, "pid", True)
+    from data_pipelines import brats, ct
+
+    assert brats._modalities("FLAIR,T1c") == brats._modalities(["flair", "t1c"]) == ("FLAIR", "T1c")
+    assert brats._modalities(None) == brats._modalities("") == ()
+    with pytest.raises(ValueError, match=r"data\.modalities: unknown \['T3'\]"):
+        brats._modalities("FLAIR,T3")
+    assert ct._hu_window_option("-500,500") == ct._hu_window_option((-500, 500)) == (-500.0, 500.0)
+    with pytest.raises(ValueError, match=r"data\.hu_window"):
+        ct._hu_window_option("400,-1000")
+
+
+def test_brats_modalities_from_the_command_line_on_the_samples(shared_data):
+    from data_pipelines.datasets import load_dataset
+    from zoo.configs import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config("smoke"), {
+        "data.name": "brats", "data.data_dir": str(shared_data / "brats"), "data.modalities": "T1c,FLAIR",
+        "data.max_slices_per_case": "2", "data.val_fraction": "0.25"})
+    train, val, info = load_dataset(cfg.data)
+    assert info.channel_names == ("T1c", "FLAIR") and train["image"].shape[1:] == (32, 32, 2)
+    with pytest.raises(ValueError, match=r"data\.modalities: unknown \['T3'\]"):
+        load_dataset(apply_overrides(cfg, {"data.modalities": "T3"}).data)

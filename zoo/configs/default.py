@@ -20,6 +20,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_val = 48
     c.data.val_fraction = 0.2         # real data: patient-level split
     c.data.seed = 0
+    # Options of single sources (the others ignore them); None: the source's own default.
+    c.data.modalities = None          # brats: channels in this order, "FLAIR,T1c" or ("FLAIR", "T1c"); None: all
+                                      #   that every case has (FLAIR, T1, T1c, T2 order)
+    c.data.brats_regions = False      # brats: the arrays also carry regions [N, *S, 3] uint8 (WT, TC, ET)
+    c.data.empty_slice_ratio = None   # brats/luna16 2D: slices without lesion per lesion slice (brats 0.25, luna16 0.5)
+    c.data.max_slices_per_case = None  # brats 2D: at most this many slices per case; None: every selected slice
+    c.data.hu_window = (-1000.0, 400.0)  # luna16: HU (lo, hi) mapped to [0, 1], e.g. -1000,400
+    c.data.mask_foreground = "nonzero"  # folder: foreground mask pixels: nonzero | zero (EM membranes are 0)
+    c.data.patient_column = "patientid"  # isic/folder: metadata.csv column with the patient id (the split's unit)
+    c.data.allow_unpaired = False     # isic/folder: skip images without a mask (and masks without an image) with a
+                                      #   warning naming each, instead of stopping with the list
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "unet"
