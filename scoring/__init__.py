@@ -28,7 +28,7 @@ from scoring.overlap import (accuracy, accuracy_jax, confusion_counts, confusion
 from scoring.ranking import auc_roc, auprc
 from scoring.regions import (BRATS_REGIONS, brats_region_channels, brats_region_dice_jax, brats_region_metrics,
                              brats_regions)
-from scoring.surface import (DISTANCE_METRIC_NAMES, SURFACE_METRIC_NAMES, assd, check_spacing,
+from scoring.surface import (DISTANCE_METRIC_NAMES, SURFACE_METRIC_NAMES, assd, bounding_box, check_spacing,
                              distance_to_surface, hausdorff, hd95, reduce_surface_distances, surface_dice,
                              surface_distances, surface_mask, surface_metrics)
 
@@ -40,7 +40,8 @@ __all__ = [
     "dice_jax", "jaccard_jax", "accuracy_jax", "sensitivity_jax", "specificity_jax", "precision_jax",
     "f1_jax", "volume_similarity_jax", "per_class_metrics",
     # surface
-    "hausdorff", "hd95", "assd", "surface_dice", "check_spacing", "surface_mask", "distance_to_surface",
+    "hausdorff", "hd95", "assd", "surface_dice", "check_spacing", "bounding_box", "surface_mask",
+    "distance_to_surface",
     "surface_distances", "reduce_surface_distances", "surface_metrics", "SURFACE_METRIC_NAMES",
     "DISTANCE_METRIC_NAMES",
     # ranking

@@ -6,19 +6,33 @@ Inputs, per case:
     ``"valid"`` key is present (padded detector outputs).
   * target: ``{"instances": [*S] int}`` (0 = none, one id per object) and optionally
     ``"label": [*S] int``; an object's class is the most frequent non-zero label inside it (1
-    without labels).
+    without labels). Objects are taken in increasing instance id.
 
 Conventions (chosen and stated):
   * Overlap is **mask IoU** (so 2D and 3D work alike).
-  * AP follows COCO: per class and IoU threshold, detections sorted by score greedily match the
-    unmatched ground truth with the highest IoU ≥ threshold; precision is made monotone and read at
-    101 recall points; classes without ground truth are left out (NaN when no class has any).
-    ``mAP`` averages thresholds 0.50:0.05:0.95.
-  * Per-instance Dice: each ground-truth object against the predicted mask overlapping it most
-    (any class, score ≥ ``score_threshold``); a missed object counts 0.
-  * FROC (LUNA16 style): a detection hits an object when its mask centroid lies inside it; later
-    detections on an already-hit object are ignored (neither hit nor false positive); sensitivity
-    is read at 1/8, 1/4, 1/2, 1, 2, 4, 8 false positives per scan; ``cpm`` is their mean.
+  * AP is pycocotools' ``COCOeval`` (``iouType="segm"``, area range ``all``, no crowd objects),
+    step for step: per case and class, detections are sorted by score (stable: input order breaks
+    ties) and only the first ``max_dets`` (100) are kept; each, in that order, takes the unmatched
+    object of its class with the highest IoU >= the threshold, and of objects with *equal* IoU the
+    **last** in instance-id order (pycocotools' loop keeps a later object whose IoU is not lower).
+    Per class, the kept detections of all cases are sorted by score (stable, case order first),
+    precision ``tp / (tp + fp + eps)`` is made monotone and read at 101 recall points; classes
+    without objects are left out (NaN when no class has any). ``mAP`` averages thresholds
+    0.50:0.05:0.95. (pycocotools' thresholds are ``np.linspace(0.5, 0.95, 10)``, e.g.
+    0.8999999999999999 for 0.9; IoUs are ratios of voxel counts, and no ratio with a denominator
+    below 10^15 lies between the two, so the rounded thresholds match exactly the same pairs.)
+  * Per-instance Dice: each ground-truth object against the predicted mask (any class, score >=
+    ``score_threshold``) whose Dice with it is highest; an object no prediction overlaps counts 0.
+  * FROC (LUNA16's hit rule and tie handling): a detection hits an object when its mask centroid
+    (rounded to a voxel) lies inside it. An object counts as found at threshold ``τ`` when a
+    detection hitting it scores >= ``τ``; a detection hitting no object is a false positive; a
+    detection hitting an object is never a false positive (LUNA16 keeps the highest-scoring one and
+    ignores the rest). The curve has one point per **distinct** score (tied detections enter
+    together), so it does not depend on the input order. Sensitivity at a rate ``r`` false
+    positives per scan is the highest sensitivity of a curve point with at most ``r`` false
+    positives per scan (a threshold that achieves it; no interpolation between points), at 1/8,
+    1/4, 1/2, 1, 2, 4, 8 by default; ``cpm`` is their mean. With no object in any scan (or no scan)
+    sensitivity is undefined: every rate and ``cpm`` are NaN, like AP without objects.
 """
 
 from __future__ import annotations
@@ -90,20 +104,39 @@ def _prepare(predictions, targets):
 
 
 def _ap_101(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
-    order = np.argsort(-scores, kind="stable")
-    tp = tp[order].astype(np.float64)
-    ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
+    """pycocotools' ``accumulate`` for one class and threshold (``tp`` in case order, each case score-sorted)."""
+    order = np.argsort(-scores, kind="mergesort")
+    tp = tp[order]
+    ctp = np.cumsum(tp).astype(np.float64)
+    cfp = np.cumsum(~tp).astype(np.float64)
     recall = ctp / num_gt
-    precision = ctp / np.maximum(ctp + cfp, 1e-12)
+    precision = ctp / (ctp + cfp + np.spacing(1))
     precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    out = 0.0
-    for r in np.linspace(0, 1, 101):
-        i = np.searchsorted(recall, r, side="left")
-        out += precision[i] if i < len(precision) else 0.0
-    return out / 101
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    q = np.zeros(len(idx))
+    reached = idx < len(precision)  # recall points beyond the last detection's recall read precision 0
+    q[reached] = precision[idx[reached]]
+    return float(np.mean(q))
 
 
-def _ap_from_cases(cases, threshold: float) -> float:
+def _match_case(ps, iou_dg, threshold: float, max_dets: int):
+    """``(tp [K] bool, scores [K])`` of one case and class: its first ``max_dets`` detections by score,
+    each matched as in pycocotools' ``evaluateImg`` (``iou_dg``: ``[D, G]`` IoU with the class's objects)."""
+    order = np.argsort(-ps, kind="mergesort")[:max_dets]
+    thr = min(threshold, 1 - 1e-10)
+    used = np.zeros(iou_dg.shape[1], bool)
+    tp = np.zeros(len(order), bool)
+    for n, j in enumerate(order):
+        cand = np.where(used, -1.0, iou_dg[j])
+        ok = np.flatnonzero(cand >= thr)
+        if ok.size:
+            best = cand[ok].max()
+            k = int(ok[np.flatnonzero(cand[ok] == best)[-1]])  # the last object with the best IoU
+            used[k] = tp[n] = True
+    return tp, ps[order]
+
+
+def _ap_from_cases(cases, threshold: float, max_dets: int = 100) -> float:
     classes = sorted(set(int(c) for case in cases for c in case[4]))
     aps = []
     for c in classes:
@@ -112,31 +145,31 @@ def _ap_from_cases(cases, threshold: float) -> float:
             d = np.flatnonzero(pc == c)
             g = np.flatnonzero(gc == c)
             num_gt += len(g)
-            d = d[np.argsort(-ps[d], kind="stable")]
-            used = np.zeros(len(g), bool)
-            for j in d:
-                tp = False
-                if len(g):
-                    cand = np.where(used, -1.0, iou[j, g])
-                    k = int(np.argmax(cand))
-                    if cand[k] >= threshold:
-                        used[k] = tp = True
-                tps.append(tp)
-                scs.append(ps[j])
-        aps.append(_ap_101(np.asarray(tps, bool), np.asarray(scs, np.float64), num_gt))
+            tp, sc = _match_case(ps[d], iou[np.ix_(d, g)], threshold, max_dets)
+            tps.append(tp)
+            scs.append(sc)
+        aps.append(_ap_101(np.concatenate(tps), np.concatenate(scs), num_gt))
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def average_precision(predictions, targets, thresholds=COCO_THRESHOLDS) -> dict:
-    """COCO-style AP per IoU threshold → ``{"mAP", "AP50", "AP75", "per_threshold": {t: ap}}``."""
+def average_precision(predictions, targets, thresholds=COCO_THRESHOLDS, max_dets: int = 100) -> dict:
+    """COCO AP per IoU threshold → ``{"mAP", "AP50", "AP75", "per_threshold": {t: ap}}``.
+
+    ``max_dets``: detections kept per case and class (pycocotools' ``maxDets[-1]``, 100).
+    """
+    if not isinstance(max_dets, (int, np.integer)) or max_dets < 1:
+        raise ValueError(f"max_dets must be a positive int, got {max_dets!r}")
     cases = _prepare(predictions, targets)
-    per = {float(t): _ap_from_cases(cases, float(t)) for t in thresholds}
+    per = {float(t): _ap_from_cases(cases, float(t), int(max_dets)) for t in thresholds}
     return {"mAP": float(np.mean(list(per.values()))), "AP50": per.get(0.5, float("nan")),
             "AP75": per.get(0.75, float("nan")), "per_threshold": per}
 
 
 def per_instance_dice(predictions, targets, score_threshold: float = 0.5) -> dict:
-    """Dice of every ground-truth object with its best-overlapping prediction → mean and list."""
+    """Dice of every ground-truth object with the prediction (score >= ``score_threshold``) of highest Dice with it.
+
+    → ``{"mean", "per_instance"}``; an object without an overlapping prediction counts 0.
+    """
     vals = []
     for pm, ps, _, gm, _, _ in _prepare(predictions, targets):
         pm = pm[ps >= score_threshold]
@@ -151,34 +184,51 @@ def per_instance_dice(predictions, targets, score_threshold: float = 0.5) -> dic
     return {"mean": float(np.mean(vals)) if vals else float("nan"), "per_instance": vals}
 
 
+def _centroid_hit(mask: np.ndarray, gm: np.ndarray) -> int:
+    """Index of the object whose mask holds ``mask``'s rounded centroid, or -1 (empty mask: -1)."""
+    if not len(gm) or not mask.any():
+        return -1
+    centre = tuple(np.round(np.mean(np.nonzero(mask), axis=1)).astype(int))
+    inside = np.flatnonzero(gm[(slice(None),) + centre])
+    return int(inside[0]) if len(inside) else -1
+
+
 def froc(predictions, targets, rates=FROC_RATES) -> dict:
-    """Sensitivity at ``rates`` false positives per scan → ``{"sensitivity": {rate: s}, "cpm": mean}``."""
+    """Sensitivity at ``rates`` false positives per scan → ``{"sensitivity": {rate: s}, "cpm": mean, ...}``.
+
+    Also ``"curve"``: ``(thresholds [T], fps_per_scan [T], sensitivity [T])``, one point per distinct
+    score, highest first (see the module docstring).
+    """
     cases = _prepare(predictions, targets)
-    events = []  # (score, case, gt index or -1)
-    total_gt = 0
-    for ci, (pm, ps, _, gm, _, _) in enumerate(cases):
-        total_gt += len(gm)
+    object_scores, fp_scores = [], []  # best hitting score per object (-inf: never hit); false positives
+    for pm, ps, _, gm, _, _ in cases:
+        best = np.full(len(gm), -np.inf)
         for j in range(len(pm)):
-            hit = -1
-            if pm[j].any() and len(gm):
-                centre = tuple(np.round(np.mean(np.nonzero(pm[j]), axis=1)).astype(int))
-                inside = np.flatnonzero(gm[(slice(None),) + centre])
-                hit = int(inside[0]) if len(inside) else -1
-            events.append((ps[j], ci, hit))
-    events.sort(key=lambda e: -e[0])
-    hit_set, fp, curve = set(), 0, [(0.0, 0.0)]
-    for _, ci, g in events:
-        if g < 0:
-            fp += 1
-        elif (ci, g) not in hit_set:
-            hit_set.add((ci, g))
-        curve.append((fp / len(cases), len(hit_set) / total_gt if total_gt else float("nan")))
-    sens = {}
+            g = _centroid_hit(pm[j], gm)
+            if g < 0:
+                fp_scores.append(ps[j])
+            else:
+                best[g] = max(best[g], ps[j])
+        object_scores.append(best)
+    object_scores = np.concatenate(object_scores) if object_scores else np.zeros(0)
+    fp_scores = np.asarray(fp_scores, np.float64)
+    total_gt, n_scans = len(object_scores), len(cases)
+    nan = float("nan")
+    if total_gt == 0 or n_scans == 0:
+        return {"sensitivity": {float(r): nan for r in rates}, "cpm": nan, "num_scans": n_scans,
+                "num_objects": total_gt, "curve": (np.zeros(0), np.zeros(0), np.zeros(0))}
+    found = np.sort(object_scores[np.isfinite(object_scores)])
+    fps_sorted = np.sort(fp_scores)
+    thresholds = np.unique(np.concatenate([found, fps_sorted]))[::-1]
+    # Counts of scores >= each threshold.
+    sens = (len(found) - np.searchsorted(found, thresholds, side="left")) / total_gt
+    fpr = (len(fps_sorted) - np.searchsorted(fps_sorted, thresholds, side="left")) / n_scans
+    sens_at = {}
     for r in rates:
-        ok = [s for f, s in curve if f <= r]
-        sens[float(r)] = float(max(ok)) if ok else 0.0
-    return {"sensitivity": sens, "cpm": float(np.mean(list(sens.values()))), "num_scans": len(cases),
-            "num_objects": total_gt}
+        ok = sens[fpr <= r]
+        sens_at[float(r)] = float(ok.max()) if ok.size else 0.0
+    return {"sensitivity": sens_at, "cpm": float(np.mean(list(sens_at.values()))), "num_scans": n_scans,
+            "num_objects": total_gt, "curve": (thresholds, fpr, sens)}
 
 
 def instance_metrics(predictions, targets, score_threshold: float = 0.5) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -232,6 +233,11 @@ BAD = [
     (lambda: M.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3), "labels"),
     (lambda: M.dice_jax(jnp.zeros((2, 2)), jnp.zeros((2, 3))), "shape"),
     (lambda: M.dice_per_class_np(np.zeros((2, 2), int), np.zeros((3, 2), int), 2), "shape"),
+    # Labels >= K (or negative, or not integers) counted as no class: issue #24.
+    (lambda: M.dice_per_class_np(np.array([0, 1, 3, 7]), np.array([0, 1, 1, 0]), 2),
+     r"pred has label values \[3, 7\] outside \[0, 1\]"),
+    (lambda: M.dice_per_class_np(np.array([0, 1]), np.array([-1, 2]), 3), r"target has label values \[-1\]"),
+    (lambda: M.dice_per_class_np(np.array([0.0, 0.5]), np.array([0, 1]), 2), r"label values \[0\.5\]"),
 ]
 
 
@@ -240,3 +246,75 @@ def test_bad_input_raises(i):
     fn, match = BAD[i]
     with pytest.raises(ValueError, match=match):
         fn()
+
+
+# --- Bounding boxes and cropped surface distances (the only whole-image work is finding the box) ------------
+
+def _argwhere_box(mask):
+    idx = np.argwhere(mask)
+    return tuple((int(idx[:, a].min()), int(idx[:, a].max()) + 1) for a in range(mask.ndim)) if len(idx) else None
+
+
+def _box_cases():
+    rng = np.random.default_rng(0)
+    one = np.zeros((7, 9, 5), bool)
+    one[6, 0, 2] = True
+    cube = np.zeros((6, 6, 6), bool)
+    cube[1:4, 2:5, 0:6] = True
+    return {"empty_2d": np.zeros((4, 5), bool), "1d": np.array([0, 0, 1, 0, 1, 0], bool),
+            "single_voxel_corner": one, "cube_touching": cube, "full": np.ones((3, 4), bool),
+            "random_2d": rng.uniform(size=(9, 13)) < 0.05, "random_3d": rng.uniform(size=(8, 6, 10)) < 0.01,
+            "transposed_view": (rng.uniform(size=(5, 7, 9)) < 0.03).transpose(2, 0, 1)}
+
+
+@pytest.mark.parametrize("name", sorted(_box_cases()))
+def test_bounding_box_equals_argwhere(name):
+    m = _box_cases()[name]
+    assert surface.bounding_box(m) == _argwhere_box(m)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cropped_distances_equal_whole_image_on_random_pairs(seed):
+    # Sparse voxels anywhere (borders, corners), 1D to 3D, random anisotropic spacing: bit-identical distances.
+    rng = np.random.default_rng(seed)
+    for _ in range(15):
+        shape = tuple(int(s) for s in rng.integers(1, 10, rng.integers(1, 4)))
+        p = rng.uniform(size=shape) < rng.uniform(0.02, 0.5)
+        t = rng.uniform(size=shape) < rng.uniform(0.02, 0.5)
+        if not p.any() or not t.any():
+            continue
+        sp = tuple(rng.uniform(0.3, 3.0, len(shape)))
+        for a, b in zip(surface.surface_distances(p, t, sp), surface.surface_distances(p, t, sp, crop=False)):
+            assert np.array_equal(a, b)
+
+
+def test_surface_metrics_values_unchanged_on_a_ct_sized_volume_with_a_small_structure():
+    # The benchmark's pair, scaled down: the cropped result equals the whole-image computation.
+    from benchmarks.metrics import make_pair
+
+    p, t = make_pair((64, 60, 24), 5.0, (0.7, 0.7, 2.5))
+    full = surface.reduce_surface_distances(*surface.surface_distances(p, t, (0.7, 0.7, 2.5), crop=False))
+    assert M.surface_metrics(p, t, spacing=(0.7, 0.7, 2.5)) == full
+    assert 0 < full["hd95"] < 10 and 0 < full["surface_dice"] < 1
+
+
+def test_metrics_benchmark_runs_and_skips_missing_peers(tmp_path, monkeypatch, capsys):
+    from benchmarks import metrics as bench
+
+    def unavailable(*a, **k):
+        raise ImportError("No module named 'monai'")
+
+    monkeypatch.setitem(bench._BUILDERS, "monai", unavailable)
+    rc = bench.main(["--shape=24,20,8", "--radius=3", "--spacing=1,1,2", "--repeats=1", "--peers=monai",
+                     f"--out={tmp_path}"])
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    ours, monai = res["results"]
+    p, t = bench.make_pair((24, 20, 8), 3.0, (1.0, 1.0, 2.0))
+    assert ours["status"] == "ok" and ours["hd95_value"] == [M.hd95(p, t, spacing=(1.0, 1.0, 2.0))]
+    assert ours["both_value"] == [ours["hd95_value"][0], ours["surface_dice_value"][0]]
+    assert all(ours[f"{c}_s"] > 0 for c in bench.COLUMNS)
+    assert monai["status"].startswith("skipped: not importable")
+    assert "monai: skipped" in capsys.readouterr().err
+    assert "| monai | skipped" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert bench.main(["--peers=nope", f"--out={tmp_path}"]) == 2
