@@ -18,21 +18,23 @@ Conventions (chosen and stated):
     Per class, the kept detections of all cases are sorted by score (stable, case order first),
     precision ``tp / (tp + fp + eps)`` is made monotone and read at 101 recall points; classes
     without objects are left out (NaN when no class has any). ``mAP`` averages thresholds
-    0.50:0.05:0.95. (pycocotools' thresholds are ``np.linspace(0.5, 0.95, 10)``, e.g.
-    0.8999999999999999 for 0.9; IoUs are ratios of voxel counts, and no ratio with a denominator
-    below 10^15 lies between the two, so the rounded thresholds match exactly the same pairs.)
+    0.50:0.05:0.95. (pycocotools' thresholds are ``np.linspace(0.5, 0.95, 10)``, the same floats
+    except 0.8999999999999999 for 0.9; an IoU is a ratio of voxel counts, and none with a union
+    below 10^14 voxels rounds between the two, so both match exactly the same pairs.)
   * Per-instance Dice: each ground-truth object against the predicted mask (any class, score >=
     ``score_threshold``) whose Dice with it is highest; an object no prediction overlaps counts 0.
-  * FROC (LUNA16's hit rule and tie handling): a detection hits an object when its mask centroid
-    (rounded to a voxel) lies inside it. An object counts as found at threshold ``τ`` when a
+  * FROC (LUNA16 style): a detection hits an object when its mask centroid (rounded to a voxel) lies
+    inside it (LUNA16 asks for a candidate within the nodule's radius of its centre; on masks the
+    centroid-in-object rule plays that role). An object counts as found at threshold ``τ`` when a
     detection hitting it scores >= ``τ``; a detection hitting no object is a false positive; a
     detection hitting an object is never a false positive (LUNA16 keeps the highest-scoring one and
     ignores the rest). The curve has one point per **distinct** score (tied detections enter
-    together), so it does not depend on the input order. Sensitivity at a rate ``r`` false
-    positives per scan is the highest sensitivity of a curve point with at most ``r`` false
-    positives per scan (a threshold that achieves it; no interpolation between points), at 1/8,
-    1/4, 1/2, 1, 2, 4, 8 by default; ``cpm`` is their mean. With no object in any scan (or no scan)
-    sensitivity is undefined: every rate and ``cpm`` are NaN, like AP without objects.
+    together, as in the ``roc_curve`` LUNA16 builds on), so it does not depend on the input order.
+    Sensitivity at ``r`` false positives per scan is the highest sensitivity of a curve point with at
+    most ``r`` false positives per scan: an operating point some threshold achieves (LUNA16's script
+    also interpolates linearly between points, which credits sensitivities no threshold gives; we
+    do not). Rates 1/8, 1/4, 1/2, 1, 2, 4, 8 by default; ``cpm`` is their mean. With no object in any
+    scan (or no scan) sensitivity is undefined: every rate and ``cpm`` are NaN, like AP without objects.
 """
 
 from __future__ import annotations
