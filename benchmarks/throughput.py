@@ -7,7 +7,8 @@ peak memory, and data-parallel scaling over 1, 2, 4, 8 devices.
 Every (model, dims, dtype, devices) case runs in its own subprocess, so peak memory is per case and
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` can fake N CPU devices for the scaling runs
 (real accelerators are used as they are). A model that fails (bad config, unsupported 3D, timeout) is a
-row with its error, never a crash. Outputs in ``--out``: ``results.json``, ``results.md``, ``results.png``,
+row with its error, never a crash; the run exits 1 with an ``error:`` line when every case failed (and
+says how many failed when some did). Outputs in ``--out``: ``results.json``, ``results.md``, ``results.png``,
 tagged with device kind, jax version and the configuration. Timing protocol: ``benchmarks/common.py``.
 
 The zoo U-Net is benchmarked in the configuration of MONAI's reference UNet (16..256 channels, five
@@ -428,7 +429,22 @@ def main(argv=None) -> int:
     plot_results(results, meta, os.path.join(out, "results.png"))
     print("\n" + md)
     print(f"wrote {out}/results.json, results.md, results.png ({meta['total_wall_s']:.0f} s)")
-    return 0
+    summary, rc = failure_summary(results)
+    if summary:
+        print(summary, file=sys.stderr, flush=True)
+    return rc
+
+
+def failure_summary(results: list[dict]) -> tuple[str, int]:
+    """``(line, exit status)``: 1 with an ``error:`` line when every case failed, 0 with a count of the
+    failed ones when some did, 0 and ``""`` when none did."""
+    failed = [r for r in results if r.get("status") != "ok"]
+    if not failed:
+        return "", 0
+    first = f"{failed[0].get('model')} {failed[0].get('dims')}D: {failed[0].get('error', '?')}"
+    if len(failed) == len(results):
+        return f"error: all {len(results)} benchmark case(s) failed (first: {first})", 1
+    return f"warning: {len(failed)} of {len(results)} benchmark case(s) failed (first: {first})", 0
 
 
 if __name__ == "__main__":

@@ -242,11 +242,26 @@ def confusion_matrix_jax(pred, target, num_classes: int):
 # --------------------------------------------------------------------------- per-class / legacy
 
 def dice_per_class_np(pred: np.ndarray, target: np.ndarray, num_classes: int, empty_value: float = np.nan):
-    """Dice per class of one case from integer label maps ``[*S]`` → ``[num_classes]`` (numpy)."""
+    """Dice per class of one case from integer label maps ``[*S]`` → ``[num_classes]`` (numpy).
+
+    Labels outside ``[0, num_classes)`` (or not integers) raise ``ValueError`` naming the values: they
+    would otherwise count as no class and vanish from every Dice.
+    """
     pred = np.asarray(pred)
     target = np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} != target shape {target.shape}")
+    for name, a in (("pred", pred), ("target", target)):
+        if not a.size or a.dtype == bool:
+            continue
+        ok = (a >= 0) & (a < num_classes)
+        if not np.issubdtype(a.dtype, np.integer):
+            ok &= a == np.round(a)
+        if not ok.all():
+            bad = np.unique(a[~ok])
+            raise ValueError(f"dice_per_class_np: {name} has label values {bad[:10].tolist()}"
+                             f"{' ...' if bad.size > 10 else ''} outside [0, {num_classes - 1}] "
+                             f"(num_classes={num_classes})")
     out = np.empty(num_classes, np.float64)
     for k in range(num_classes):
         p, t = pred == k, target == k

@@ -32,14 +32,27 @@ def test_throughput_cli_writes_json_markdown_png(tmp_path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_failing_model_is_a_row_not_a_crash(tmp_path):
+def test_failing_model_is_a_row_not_a_crash(tmp_path, capsys):
     bad = json.dumps({"unet": {"depth": 0}})
     rc = throughput.main(["--models=unet", "--dims=2", "--size=8", "--batch=1", "--devices=1", "--inprocess",
                           f"--model_kwargs={bad}", f"--out={tmp_path}"])
-    assert rc == 0
+    # Every case failed: still a row in the table, but the run exits 1 saying so (issue #24; it exited 0).
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: all 1 benchmark case(s) failed (first: unet 2D: ValueError") and "depth" in err[-1]
     (r,) = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["results"]
     assert r["status"] == "error" and "depth" in r["error"]
     assert "error: ValueError" in (tmp_path / "results.md").read_text(encoding="utf-8")
+
+
+def test_failure_summary_counts_failed_cases():
+    ok = {"model": "unet", "dims": 2, "status": "ok"}
+    bad = {"model": "fcn", "dims": 3, "status": "error", "error": "RuntimeError: boom"}
+    assert throughput.failure_summary([ok, ok]) == ("", 0)
+    line, rc = throughput.failure_summary([ok, bad, ok])
+    assert rc == 0 and line == "warning: 1 of 3 benchmark case(s) failed (first: fcn 3D: RuntimeError: boom)"
+    line, rc = throughput.failure_summary([bad, dict(bad, model="segnet")])
+    assert rc == 1 and line.startswith("error: all 2 benchmark case(s) failed (first: fcn 3D")
 
 
 @pytest.mark.parametrize("argv,match", [
