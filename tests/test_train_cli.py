@@ -32,6 +32,12 @@ CLI_ERRORS = [  # (argv, fragment of the one-line error)
     (["--config.train.loss=dicee"], "unknown loss 'dicee'"),
     (["--config.train.optimizer=adamax"], "unknown train.optimizer 'adamax'"),
     (["--num_processes=2"], "need --coordinator"),
+    (["--config.train.learning_rate=1e999"], "train.learning_rate must be a finite number"),
+    (["--config.train.log_every=0"], "train.log_every must be a positive integer"),
+    (["--config.train.eval_every=0"], "train.eval_every must be a positive integer"),
+    (["--config.train.checkpoint_every=-5"], "train.checkpoint_every must be a positive integer"),
+    (["--config.train.grad_clip=-1"], "train.grad_clip must be >= 0"),
+    (["--step=7"], "holds no checkpoint"),
 ]
 
 
