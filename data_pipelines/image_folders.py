@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 
 import numpy as np
 
@@ -52,8 +53,6 @@ def _report_unpaired(data_dir: str, images: list[str], masks: list[str], allow_u
     if not allow_unpaired:
         raise ValueError(f"data_dir {data_dir!r}: {'; '.join(parts)} (set data.allow_unpaired=True to train on "
                          f"the pairs only)")
-    import warnings
-
     warnings.warn(f"data_dir {data_dir!r}: skipping {'; '.join(parts)}", UnpairedWarning, stacklevel=3)
 
 
