@@ -30,7 +30,9 @@ Rules (chosen and stated):
     ``boxplots.png`` (finite values per structure, one panel per metric).
 
 Cases run in parallel in a process pool (``--workers``; 1 runs in this process) with a progress bar on a
-terminal. Bad input: ``error: <message>`` on stderr and exit status 2.
+terminal. Workers start from a fresh process (forkserver, or spawn), not a fork of the caller, so calling
+:func:`evaluate_folder` after using JAX is safe; a script that calls it with ``workers > 1`` needs the usual
+``if __name__ == "__main__":`` guard. Bad input: ``error: <message>`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import concurrent.futures
 import csv
 import json
 import math
+import multiprocessing
 import os
 import sys
 
@@ -165,6 +168,13 @@ def _sort_key(name: str):
     return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
 
 
+def _pool_context():
+    """Workers start from a fresh process (forkserver; spawn where there is none), never a fork of this one:
+    a caller that has used JAX has threads that a fork would copy in an unknown state (deadlock risk)."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
 def evaluate_folder(pred_dir: str, ref_dir: str, *, labels=None, regions=None, metrics=DEFAULT_METRICS,
                     workers: int = 1, allow_missing: bool = False, tolerance: float = 1.0,
                     one_empty_distance: float = float("inf"), progress: bool | None = None) -> dict:
@@ -191,7 +201,8 @@ def evaluate_folder(pred_dir: str, ref_dir: str, *, labels=None, regions=None, m
                 results[case] = evaluate_case(case, p, r, structures, metrics, **kw)
                 bar.update()
         else:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(pairs))) as pool:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(pairs)),
+                                                        mp_context=_pool_context()) as pool:
                 futures = {pool.submit(evaluate_case, case, p, r, structures, metrics, **kw): case
                            for case, p, r in pairs}
                 try:
