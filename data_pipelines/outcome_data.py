@@ -37,7 +37,8 @@ from data_pipelines.ehr import (COMORBIDITIES, COVARIATE_NAMES, RISK_WEIGHTS, en
                                 synthetic_ehr)
 from data_pipelines.info import DatasetInfo
 
-__all__ = ["OutcomeDataConfig", "HAZARD", "event_times", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS", "make_outcome_dataset",
+__all__ = ["OutcomeDataConfig", "HAZARD", "event_times", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS",
+           "make_outcome_dataset",
            "encode_covariates", "check_covariates", "tumour_size", "load_outcome_phantoms"]
 
 
@@ -116,7 +117,8 @@ def make_outcome_dataset(config: OutcomeDataConfig) -> tuple[dict, dict, dict]:
     ``label [N, *S]`` int32 (the tumour segmentation), ``covariates [N, F]`` float32,
     ``outcome [N]`` int32, ``tumour_size [N]`` float32 (equivalent diameter, image-derived),
     ``risk [N]`` float32 (the noiseless latent log-odds, for analysis only), ``time [N]`` float32 and
-    ``event [N]`` int32 (censored time to event from ``HAZARD``, :func:`event_times`) and ``patient_id`` (list). ``info`` names the covariates and classes and records the risk model.
+    ``event [N]`` int32 (censored time to event from ``HAZARD``, :func:`event_times`) and ``patient_id`` (list).
+    ``info`` names the covariates and classes and records the risk and hazard models.
     """
     shape = tuple(int(s) for s in config.shape)
     pc = phantoms.PhantomConfig(kind=config.kind, shape=shape, channels=config.channels, p_empty=0.0,

@@ -90,7 +90,8 @@ def _select(cohort: Cohort, covariates, categorical) -> Cohort:
     cov = tuple(covariates) if covariates else cohort.covariates
     unknown = [c for c in cov if c not in cohort.covariates]
     if unknown:
-        raise ValueError(f"--covariates: unknown covariate name(s) {unknown}; {cohort.name} has {list(cohort.covariates)}")
+        raise ValueError(f"--covariates: unknown covariate name(s) {unknown}; {cohort.name} has "
+                         f"{list(cohort.covariates)}")
     cat = tuple(categorical) if categorical is not None else tuple(c for c in cohort.categorical if c in cov)
     bad = [c for c in cat if c not in cov]
     if bad:
@@ -362,7 +363,8 @@ def run_report(dev: Cohort, ext: Cohort | None, settings: Settings, out: str) ->
     result = {
         "cohort": dev.name, "external": None if ext is None else ext.name, "split": split_name,
         "n_development": len(dev), "events_development": int(dev.event.sum()),
-        "n_external": None if ext is None else len(ext), "events_external": None if ext is None else int(ext.event.sum()),
+        "n_external": None if ext is None else len(ext),
+        "events_external": None if ext is None else int(ext.event.sum()),
         "covariates": list(dev.covariates), "categorical": list(dev.categorical),
         "features": list(first[5].feature_names), "encoder": first[5].to_dict(), "time_unit": dev.time_unit,
         "horizons": horizons.tolist(), "ibs_grid": [split_objs[0].grid[0], split_objs[0].grid[-1]],
@@ -551,21 +553,24 @@ def _markdown(res: dict) -> str:
     for m in models:
         lines.append(f"| {m} | " + " | ".join(_fmt(by[(m, k)]) if (m, k) in by else "-" for k in metrics) + " |")
     lines += ["", "## Kaplan-Meier curves by predicted risk tertile", "", f"![KM]({res['plots']['km']})", "",
-              f"## Calibration at t = {res['calibration_horizon']:g}", "", f"![calibration]({res['plots']['calibration']})",
+              f"## Calibration at t = {res['calibration_horizon']:g}", "",
+              f"![calibration]({res['plots']['calibration']})",
               "", "| model | ICI (mean abs. observed - predicted) | predicted by group | observed by group |",
               "|---|---:|---|---|"]
     for m, c in res["calibration"].items():
         lines.append(f"| {m} | {c['ici']:.3f} | {', '.join(f'{v:.2f}' for v in c['predicted'])} | "
                      f"{', '.join(f'{v:.2f}' for v in c['observed'])} |")
     if res["subgroups"]:
-        lines += ["", "## Subgroups (Harrell's C)", "", "| subgroup | level | n | events | " + " | ".join(models) + " |",
+        lines += ["", "## Subgroups (Harrell's C)", "",
+                  "| subgroup | level | n | events | " + " | ".join(models) + " |",
                   "|---|---|---:|---:|" + "---:|" * len(models)]
         for s in res["subgroups"]:
             lines.append(f"| {s['subgroup']} | {s['level']} | {s['n']} | {s['events']} | "
                          + " | ".join(f"{s[m]:.3f}" for m in models) + " |")
     b = res.get("binary") or {}
     if b:
-        lines += ["", f"## Binary outcome: event by t = {b['horizon']:g} ({b['n']} patients known, {b['events']} events)",
+        lines += ["", f"## Binary outcome: event by t = {b['horizon']:g} ({b['n']} patients known, "
+                      f"{b['events']} events)",
                   "", "| model | Brier | ECE |", "|---|---:|---:|"]
         for m, v in b["models"].items():
             lines.append(f"| {m} | {v['brier']:.3f} | {v['ece']:.3f} |")

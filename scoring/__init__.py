@@ -10,6 +10,8 @@ either. One concept per module:
   * :mod:`scoring.regions`: BraTS regions (WT/TC/ET) as masks or channels, and their metrics.
   * :mod:`scoring.instance`: instance-level metrics (COCO AP, per-instance Dice, FROC).
   * :mod:`scoring.outcome`: patient-level outcome metrics of class probabilities.
+  * :mod:`scoring.survival`: time-to-event metrics (Harrell/Uno C, time-dependent AUC, IPCW Brier/IBS, KM).
+  * :mod:`scoring.calibration`: binary calibration (Brier, ECE, curve), DeLong's test, net benefit.
 
 Conventions of each family are in its module's docstring.
 """
@@ -28,6 +30,11 @@ from scoring.overlap import (accuracy, accuracy_jax, confusion_counts, confusion
 from scoring.ranking import auc_roc, auprc
 from scoring.regions import (BRATS_REGIONS, brats_region_channels, brats_region_dice_jax, brats_region_metrics,
                              brats_regions)
+from scoring.calibration import (brier_binary, calibration_curve, delong_test, expected_calibration_error,
+                                 net_benefit)
+from scoring.survival import (brier_score, calibration_at_horizon, concordance_index_censored,
+                              concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score, kaplan_meier,
+                              surv_array)
 from scoring.surface import (DISTANCE_METRIC_NAMES, SURFACE_METRIC_NAMES, assd, bounding_box, check_spacing,
                              distance_to_surface, hausdorff, hd95, reduce_surface_distances, surface_dice,
                              surface_distances, surface_mask, surface_metrics)
@@ -55,4 +62,9 @@ __all__ = [
     "FROC_RATES", "COCO_THRESHOLDS",
     # outcome
     "outcome_metrics",
+    # survival
+    "surv_array", "kaplan_meier", "concordance_index_censored", "concordance_index_ipcw", "cumulative_dynamic_auc",
+    "brier_score", "integrated_brier_score", "calibration_at_horizon",
+    # binary calibration and comparison
+    "brier_binary", "calibration_curve", "expected_calibration_error", "delong_test", "net_benefit",
 ]

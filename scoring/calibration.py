@@ -2,10 +2,10 @@
 
 ``y`` is 0/1 ``[N]``, ``p`` the predicted probability of class 1 ``[N]`` in [0, 1]. Conventions follow
 scikit-learn (``brier_score_loss``, ``calibration.calibration_curve`` with ``strategy="uniform"``: empty bins
-are dropped), so tests compare value for value. ECE uses the same equal-width bins (``n_bins``; a probability on an inner edge
-falls in the lower bin), weighted by the share of patients in each bin. DeLong's test (DeLong et al. 1988, the fast
-midrank algorithm of Sun & Xu 2014) compares two correlated AUCs on the same patients. Net benefit
-(Vickers & Elkin 2006) at threshold ``pt``: ``TP/N - FP/N * pt / (1 - pt)``.
+are dropped), so tests compare value for value. ECE uses the same equal-width bins (``n_bins``; a
+probability on an inner edge falls in the lower bin), weighted by the share of patients in each bin.
+DeLong's test (DeLong et al. 1988, the fast midrank algorithm of Sun & Xu 2014) compares two correlated AUCs
+on the same patients. Net benefit (Vickers & Elkin 2006) at threshold ``pt``: ``TP/N - FP/N * pt / (1 - pt)``.
 """
 
 from __future__ import annotations

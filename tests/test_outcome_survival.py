@@ -86,7 +86,8 @@ def test_fused_model_recovers_the_synthetic_hazard(tmp_path):
     n_fit = int(0.8 * len(train["time"]))
     fit = {k: v[:n_fit] for k, v in train.items() if k in ("image", "covariates", "time", "event")}
     select = {k: v[n_fit:] for k, v in train.items() if k in ("image", "covariates", "time", "event")}
-    meta = DatasetInfo(info["name"], 1, tuple(info["channel_names"]), (), 2, covariate_names=tuple(info["covariate_names"]))
+    meta = DatasetInfo(info["name"], 1, tuple(info["channel_names"]), (), 2,
+                       covariate_names=tuple(info["covariate_names"]))
     cfg = survival_config("cox", "both", steps=150, batch_size=64, learning_rate=3e-3, eval_every=50,
                           encoder_kwargs={"features": 8, "depth": 2, "norm": "none"})
     model = fit_deep_survival(cfg, fit, select, meta, str(tmp_path / "fused"))

@@ -57,8 +57,9 @@ def survival_config(head: str = "cox", modalities: str = "ehr", *, num_bins: int
     kwargs = {"modalities": modalities, "ehr_hidden": tuple(int(h) for h in ehr_hidden), "embed_dim": int(embed_dim),
               "head_hidden": int(head_hidden), "dropout": float(dropout), "fusion": "concat"}
     if modalities == "both":
-        kwargs.update(encoder="unet", encoder_kwargs=dict(encoder_kwargs or {"features": 8, "depth": 3, "norm": "none"}),
-                      pool="avg", pool_levels=int((encoder_kwargs or {}).get("depth", 3)))
+        enc = dict(encoder_kwargs or {"features": 8, "depth": 3, "norm": "none"})
+        # pool every level: the stride-1 level sees the tumour's area directly
+        kwargs.update(encoder="unet", encoder_kwargs=enc, pool="avg", pool_levels=int(enc.get("depth", 4)))
     c.model = ml_collections.ConfigDict({"name": "outcome_net_survival", "kwargs": kwargs})
     c.survival = ml_collections.ConfigDict({"head": head, "num_bins": int(num_bins) if head == "hazard" else 1})
     c.train = ml_collections.ConfigDict({
