@@ -4,6 +4,12 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compile fast, run slow: the suite's programs are tiny, so XLA:CPU's backend optimisation (LLVM at -O2) costs far
+# more time than it saves (test_models' train cases: 24 s -> 16 s). Tests check values, not speed; the library
+# and the benchmarks keep XLA's default. Subprocesses that inherit the environment inherit this too.
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_backend_optimization_level" not in _flags:
+    os.environ["XLA_FLAGS"] = f"{_flags} --xla_backend_optimization_level=0".strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
