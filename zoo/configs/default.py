@@ -31,6 +31,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.patient_column = "patientid"  # isic/folder: metadata.csv column with the patient id (the split's unit)
     c.data.allow_unpaired = False     # isic/folder: skip images without a mask (and masks without an image) with a
                                       #   warning naming each, instead of stopping with the list
+    # Patch training from a plan (data_pipelines.planning / patches); phantoms, brats, isic, folder, luna16.
+    c.data.patch_size = ()            # non-empty: train on random patches of this size (replaces the plan's)
+    c.data.plan = ""                  # a plan JSON to apply (e.g. a run's plan); "": plan from the training cases
+    c.data.modality = ""              # plan normalisation: MR | CT | RGB | other; "": the data set's (brats MR...)
+    c.data.memory_budget = 0          # voxels of one batch for the planned patch/batch; 0: planning.DEFAULT_BUDGET
+    c.data.samples_per_epoch = 512    # training patches per epoch (record i is a pure function of (seed, i))
+    c.data.oversample_foreground = 1 / 3  # fraction of patches centred on a labelled voxel (nnU-Net's third)
+    c.data.val_samples = 0            # fixed validation patches; 0: two per validation case
+    c.data.pad_value = 0.0            # image value where a patch leaves a case smaller than the patch
+    c.data.denoise = ""               # "" | median | curvature_flow (SimpleITK, before resampling)
+    c.data.n4 = False                 # N4 bias-field correction (MR only)
+    c.data.crop = ""                  # "" | nonzero (crop to the body/brain's bounding box)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "unet"
