@@ -14,10 +14,15 @@ from __future__ import annotations
 import functools
 from typing import Iterator, Mapping
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Predictor", "num_cases", "padded_batches"]
+from kernels.sliding_window import sliding_window_inference
+
+__all__ = ["Predictor", "num_cases", "padded_batches", "flip_axes"]
 
 
 def num_cases(inputs) -> int:
@@ -58,6 +63,26 @@ def _jitted(fn):
     return jax.jit(fn, static_argnums=0)
 
 
+def flip_axes(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
+    """Every non-empty set of spatial axes (of ``[B, *S, C]``) to mirror for test-time augmentation (nnU-Net)."""
+    axes = range(1, spatial_dims + 1)
+    return tuple(c for r in range(1, spatial_dims + 1) for c in itertools.combinations(axes, r))
+
+
+def _windowed(task_proba, model, variables, images, roi, overlap, batch_size, flips):
+    def fn(w):
+        return task_proba(model, variables, w)
+
+    out = sliding_window_inference(fn, images, roi, overlap, "gaussian", batch_size)
+    for axes in flips:  # mirrored copies, mirrored back and averaged
+        out = out + jnp.flip(sliding_window_inference(fn, jnp.flip(images, axes), roi, overlap, "gaussian",
+                                                      batch_size), axes)
+    return out / (1 + len(flips))
+
+
+_WINDOWED = jax.jit(_windowed, static_argnums=(0, 1, 4, 5, 6, 7))
+
+
 def _bind(fn, model):
     try:
         hash(model)
@@ -89,6 +114,23 @@ class Predictor:
             self._proba = compiled
         else:
             self._labels = compiled
+
+    def sliding_window_proba(self, images, roi_size, *, overlap: float = 0.5, batch_size: int = 4,
+                             tta: bool = False) -> np.ndarray:
+        """Probabilities ``[B, *S, K]`` of images ``[B, *S, C]`` of any size: Gaussian-weighted windows of
+        ``roi_size`` (the training patch), optionally averaged over every mirroring of the spatial axes."""
+        self._check(images)
+        images = jnp.asarray(images, jnp.float32)
+        roi = tuple(int(r) for r in roi_size)
+        flips = flip_axes(images.ndim - 2) if tta else ()
+        try:
+            hash(self.model)
+            out = _WINDOWED(self.task.predict_proba, self.model, self.variables, images, roi, float(overlap),
+                            int(batch_size), flips)
+        except TypeError:  # an unhashable module: trace this call alone
+            out = jax.jit(functools.partial(_windowed, self.task.predict_proba, self.model), static_argnums=(2, 3, 4, 5))(
+                self.variables, images, roi, float(overlap), int(batch_size), flips)
+        return np.asarray(out, np.float32)
 
     def _check(self, inputs):
         if isinstance(inputs, Mapping):

@@ -16,7 +16,7 @@ import os
 import ml_collections
 import numpy as np
 
-from zoo import optim
+from zoo import optim, store
 from zoo.build import build_model
 from zoo.checkpoint import CheckpointIO, restore_meta
 from zoo.inference import Predictor
@@ -92,8 +92,7 @@ class Pretrained:
 
 
 def _checkpoint_dir(path: str) -> str:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such checkpoint or work directory: {path}")
+    path = store.resolve(path)
     sub = os.path.join(path, "checkpoints")
     return sub if os.path.isdir(sub) else path
 
@@ -111,8 +110,8 @@ def _input_shapes(meta: dict) -> dict:
 
 def load_pretrained(path: str, step: int | None = None, *, in_channels: int | None = None,
                     num_classes: int | None = None, spatial_dims: int | None = None) -> Pretrained:
-    """Restore the model saved in ``path`` (a work directory, its ``checkpoints/`` or ``best/``): ``step``, or
-    the newest step that restores completely.
+    """Restore the model saved in ``path`` (a model-store name, a work directory, its ``checkpoints/`` or
+    ``best/``): ``step``, or the newest step that restores completely.
 
     The optional ``in_channels``/``num_classes``/``spatial_dims`` state what the caller expects;
     a mismatch with the checkpoint's contract raises ``ValueError``.

@@ -219,6 +219,9 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
     prog = _programs(config, setup, info, input_shapes)
     if is_main:
         write_json(os.path.join(workdir, "config.json"), meta)
+        plan = (info.extra or {}).get("plan")
+        if plan:  # the preprocessing plan beside the checkpoints; zoo.predict applies the copy in the metadata
+            write_json(os.path.join(workdir, "plan.json"), plan)
 
     data_sh = sharding.batch_sharding(mesh)
     # Initialise on one device (a small, fast-compiling program), then lay the values out on the mesh.
