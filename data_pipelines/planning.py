@@ -581,8 +581,9 @@ DATASET_MODALITY = {"brats": "MR", "isic": "RGB", "luna16": "CT", "folder": "oth
 def read_cases(name: str, data_dir: str, *, modalities=None, mask_foreground: str = "nonzero",
                allow_unpaired: bool = False):
     """``(cases, channel_names, class_names)`` of a real data set at full resolution: ``cases`` is a list of
-    ``{"patient_id", "image" [*S, C] float32, "label" [*S] int32, "meta"}`` (volumes in LPS as the sources
-    read them; pictures as ``image_folders.read_pair`` scales them)."""
+    ``{"patient_id", "image" [*S, C] float32, "label" [*S] int32, "meta"}``: the intensities as
+    ``readers.read_image`` gives them (raw pixel values, HU, the BraTS samples' values), so a plan made from
+    them applies unchanged to a file read at prediction; volumes in LPS as the sources read them."""
     if not data_dir or not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} does not exist or is not a directory")
     if name == "brats":
@@ -604,8 +605,11 @@ def read_cases(name: str, data_dir: str, *, modalities=None, mask_foreground: st
         pairs = image_folders.find_image_mask_pairs(data_dir, allow_unpaired=allow_unpaired)
         out = []
         for pid, ip, mp in pairs:
-            img, lab = image_folders.read_pair(ip, mp, fg)
-            meta = readers.ImageMeta((1.0, 1.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0)), ip, "picture")
+            _, lab = image_folders.read_pair(ip, mp, fg)  # its checks and foreground rule
+            # the pixel values as read_image gives them (what zoo.predict passes to preprocess_case); the
+            # RGB plan scales them (0..255 -> 0..1); an alpha channel is dropped as read_pair does
+            img, meta = readers.read_image(ip)
+            img = np.ascontiguousarray(img[..., :3] if img.shape[-1] == 4 else img, dtype=np.float32)
             out.append({"patient_id": pid, "image": img, "label": lab, "meta": meta})
         nch = {c["image"].shape[-1] for c in out}
         if len(nch) != 1:

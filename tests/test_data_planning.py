@@ -221,3 +221,15 @@ def test_brats_samples_plan(shared_data, tmp_path, capsys):
     assert [c["name"] for c in plan.channels] == ["FLAIR", "T1c"]
     assert all(c["scheme"] == "zscore_fg" for c in plan.channels)
     assert 0.95 < fp["class_frequencies"][0] < 1.0 and len(fp["class_frequencies"]) == 4
+
+
+def test_isic_samples_plan_applies_to_the_pixels_as_read(shared_data):
+    cases, names, _ = planning.read_cases("isic", str(shared_data / "isic_like"))
+    fp = planning.fingerprint((c["image"], c["label"], c["meta"]) for c in cases)
+    plan = planning.make_plan(fp, modality="RGB", channel_names=names)
+    assert plan.spatial_dims == 2 and plan.spacing is None and plan.patch_size == (192, 256)
+    assert all(c["scheme"] == "rgb" and c["upper"] == 255.0 for c in plan.channels)
+    image, meta = readers.read_image(cases[0]["meta"].path)  # what zoo.predict reads
+    x, ctx = planning.preprocess_case(image, meta, plan)
+    assert x.shape == image.shape and 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5
+    assert planning.restore_case(np.zeros(x.shape[:-1], np.int32), ctx).shape == image.shape[:-1]
