@@ -258,7 +258,7 @@ def main(argv=None) -> int:
                                         batch_size=args.batch_size, label=name, with_auc=False)
             evals[name] = ev
         rows = compare(evals, pairs, n_boot=args.n_boot)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     md = ablation_markdown(rows, skipped, info, title=f"Ablations of {config}" + (" (quick)" if args.quick else ""))

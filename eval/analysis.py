@@ -365,14 +365,16 @@ def main(argv=None) -> int:
     p.add_argument("--min_n", type=int, default=10, help="flag subgroups/strata smaller than this")
     p.add_argument("--n_boot", type=int, default=2000)
     args = p.parse_args(argv)
+    out = args.out or os.path.join(args.workdir, "analysis")
     try:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"--out {out} exists and is not a directory")
         res = analyse_workdir(args.workdir, args.split, metadata=args.metadata, min_n=args.min_n,
                               n_boot=args.n_boot)
-    except (ValueError, FileNotFoundError) as e:
+        os.makedirs(out, exist_ok=True)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join(args.workdir, "analysis")
-    os.makedirs(out, exist_ok=True)
     md = analysis_markdown(res)
     with open(os.path.join(out, "analysis.md"), "w", encoding="utf-8") as f:
         f.write(md)

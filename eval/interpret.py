@@ -245,7 +245,7 @@ def main(argv=None) -> int:
                                    title=f"Grad-CAM {layer} → {cls}, case {i}",
                                    mask=val["label"][i] == args.target_class)
             print(path)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

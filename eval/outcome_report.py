@@ -652,7 +652,7 @@ def main(argv=None) -> int:
         if set(settings.models) & set(TRADITIONAL):
             _Traditional("coxph", settings, 0)  # scikit-survival importable
         res = run_report(dev, ext, settings, args.out)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ext_rows = [r for r in res["rows"] if r["metric"] in ("harrell_c", "uno_c")]

@@ -588,7 +588,7 @@ def main(argv=None) -> int:
                       f"{np.nanmean(ev.per_case('dice')) if 'dice' in metrics else float('nan'):.4f}", flush=True)
         res = write_report(evals, out, n_boot=args.n_boot, seed=args.seed, plot_inputs=plot_inputs,
                            external_pairs=pairs)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(open(res["files"]["md"], encoding="utf-8").read())

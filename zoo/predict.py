@@ -63,6 +63,8 @@ def read_case(path: str, pre: Pretrained) -> tuple[np.ndarray, readers.ImageMeta
     else:
         image, meta = readers.read_image(path)
         files = [path]
+    if meta.format == "picture" and image.shape[-1] == 4 and len(channels) == 3:
+        image = image[..., :3]  # RGBA: the loaders train on RGB and drop the alpha channel too
     if image.shape[-1] != len(channels):
         raise ValueError(f"--input {path}: {image.shape[-1]} channel(s), but the model takes {len(channels)} "
                          f"({', '.join(channels)})")
@@ -258,7 +260,10 @@ def main(argv=None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     def run() -> int:
-        _output_format(args.output)  # a bad output name fails before any work
+        _output_format(args.output)  # a bad output name or folder fails before any work
+        folder = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--output {args.output}: folder {folder} does not exist")
         pre = load_pretrained(args.model)
         image, meta, files = read_case(args.input, pre)
         labels = predict_case(pre, image, meta, tta=args.tta, overlap=args.overlap, batch_size=args.batch_size)

@@ -86,6 +86,8 @@ def resolve(name_or_path: str) -> str:
     entry of that name. Unknown names raise ``ValueError`` listing the close matches."""
     if os.path.exists(name_or_path):
         return name_or_path
+    if os.sep in str(name_or_path) or str(name_or_path).startswith("."):
+        raise FileNotFoundError(f"no such checkpoint or work directory: {name_or_path}")
     entries = {e.name: e for e in list_pretrained()}
     if name_or_path in entries:
         return entries[name_or_path].path
