@@ -16,6 +16,7 @@ from zoo import losses, optim, sharding
 from zoo.build import parse_dtype
 from zoo.outcome_task import OUTCOME_LOSSES
 from zoo.registry import get_spec
+from zoo.survival_task import SURVIVAL_LOSSES
 from zoo.tasks import get_task
 from zoo.training.step import make_augment_fn
 
@@ -78,7 +79,9 @@ def prepare_run(config) -> RunSetup:
     tx, schedule = optim.make_optimizer(config.train)
     if task.name == "segmentation":
         losses.get_loss(config.train.loss)
-    elif task.name == "outcome" and config.train.loss not in OUTCOME_LOSSES:
-        raise ValueError(f"train.loss must be one of {OUTCOME_LOSSES} for the outcome task, "
-                         f"got {config.train.loss!r}")
+    else:
+        allowed = {"outcome": OUTCOME_LOSSES, "survival": SURVIVAL_LOSSES}.get(task.name)
+        if allowed is not None and config.train.loss not in allowed:
+            raise ValueError(f"train.loss must be one of {allowed} for the {task.name} task, "
+                             f"got {config.train.loss!r}")
     return RunSetup(spec=spec, task=task, mesh=mesh, tx=tx, schedule=schedule, augment_fn=augment_fn)
