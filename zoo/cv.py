@@ -17,41 +17,15 @@ import warnings
 
 import numpy as np
 
-from data_pipelines import splits
 from data_pipelines.datasets import load_dataset
 from scoring import dice_per_class_np
 from zoo.cli import default_workdir, parse_run_args, resolve_config, run_cli, run_parser
 from zoo.pretrained import load_pretrained
 from zoo.provenance import write_json
-from zoo.training import prepare_run, train_and_evaluate
+from zoo.training import kfold, prepare_run
+from zoo.training.kfold import patient_folds, subset
 
 __all__ = ["patient_folds", "subset", "cross_validate", "ensemble_predict", "format_cv_table", "main"]
-
-
-def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (``splits.patient_kfold``),
-    with the ``--folds`` checks worded for the command line."""
-    patients = set(str(p) for p in patient_ids)
-    if not isinstance(k, (int, np.integer)) or k < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {k!r}")
-    if k > len(patients):
-        raise ValueError(f"folds={k} is more than the {len(patients)} patients in the training split")
-    return [(f.train, f.val) for f in splits.patient_kfold(list(patient_ids), int(k), seed=seed)]
-
-
-def subset(arrays: dict, idx) -> dict:
-    """Rows ``idx`` of every array (lists such as ``patient_id`` too)."""
-    return {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx]) for k, v in arrays.items()}
-
-
-def _nan_stats(values):
-    v = np.asarray(values, np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = float(np.nanmean(v, axis=0)) if v.ndim == 1 else np.nanmean(v, axis=0)
-        std = (float(np.nanstd(v, axis=0, ddof=1)) if v.ndim == 1 else np.nanstd(v, axis=0, ddof=1)) \
-            if len(v) > 1 else 0.0 * mean
-    return mean, std
 
 
 def ensemble_predict(fold_dirs, images, batch_size: int = 8) -> np.ndarray:
@@ -67,29 +41,12 @@ def cross_validate(config, workdir: str, folds: int, ensemble: bool = False, pro
     """Run the ``folds`` trainings; returns per-fold results, the aggregate and (optionally) the ensemble."""
     setup = prepare_run(config)
     train, test, info = load_dataset(config.data)
-    if "patient_id" not in train:
-        raise ValueError(f"data set {config.data.name!r} has no patient_id; patient-level folds need one")
-    splits = patient_folds(train["patient_id"], folds, int(config.data.seed))
-    os.makedirs(workdir, exist_ok=True)
-    rows = []
-    for i, (tr, va) in enumerate(splits):
-        fold_dir = os.path.join(workdir, f"fold{i}")
-        res = train_and_evaluate(config, fold_dir, progress=progress, setup=setup,
-                                 data=(subset(train, tr), subset(train, va), info))
-        if res.get("preempted"):  # SIGTERM: this fold saved a checkpoint; rerunning resumes it
-            return {"preempted": True, "fold": i, "folds": rows}
-        rows.append({"fold": i, "train_cases": int(len(tr)), "val_cases": int(len(va)),
-                     "train_patients": len(set(train["patient_id"][j] for j in tr)),
-                     "val_patients": len(set(train["patient_id"][j] for j in va)),
-                     "mean_dice": res["mean_dice"], "dice_per_class": res["dice_per_class"],
-                     "best_mean_dice": res.get("best_mean_dice"), "workdir": fold_dir})
-    mean, std = _nan_stats([r["mean_dice"] for r in rows])
-    pc_mean, pc_std = _nan_stats([r["dice_per_class"] for r in rows])
-    out = {"folds": rows, "class_names": list(info.class_names),
-           "aggregate": {"mean_dice": mean, "std_dice": std, "dice_per_class_mean": list(map(float, pc_mean)),
-                         "dice_per_class_std": list(map(float, pc_std))}}
+    out = kfold.run_folds(config, workdir, train, info, folds, progress=progress, setup=setup)
+    if out.get("preempted"):
+        return out
+    out.pop("splits", None)
     if ensemble:
-        pred = ensemble_predict([r["workdir"] for r in rows], test["image"], int(config.train.batch_size))
+        pred = ensemble_predict([r["workdir"] for r in out["folds"]], test["image"], int(config.train.batch_size))
         per_case = np.stack([dice_per_class_np(p, t, info.num_classes) for p, t in zip(pred, test["label"])])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

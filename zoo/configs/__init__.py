@@ -1,7 +1,9 @@
 """Training recipes as plain Python (big_vision style).
 
 Each module ``zoo/configs/NAME.py`` defines ``get_config() -> ml_collections.ConfigDict``.
-``load_config(NAME)`` imports it; :func:`apply_overrides` applies ``field.path=value`` strings
+``load_config(NAME)`` imports it; a module whose ``get_config(arg)`` takes an argument and which lists its
+variants in ``names()`` builds a family of recipes: ``load_config("paper_unet_isic")`` is
+``paper.get_config("unet_isic")``; :func:`apply_overrides` applies ``field.path=value`` strings
 from the command line, refusing unknown fields.
 """
 
@@ -23,9 +25,23 @@ def list_configs() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
 
 
+def _parametrised(name: str, names: list[str]):
+    """``(module, arg)`` when ``name`` is ``<module>_<arg>`` of a module listing ``arg`` in its ``names()``."""
+    for mod_name in sorted(names, key=len, reverse=True):
+        if name.startswith(mod_name + "_"):
+            mod = importlib.import_module(f"zoo.configs.{mod_name}")
+            arg = name[len(mod_name) + 1:]
+            if hasattr(mod, "names") and arg in mod.names():
+                return mod, arg
+    return None
+
+
 def load_config(name: str) -> ml_collections.ConfigDict:
     names = list_configs()
     if name not in names:
+        found = _parametrised(name, names)
+        if found is not None:
+            return found[0].get_config(found[1])
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown config {name!r}{hint} (known: {', '.join(names)})")

@@ -1,0 +1,92 @@
+"""Patient-level k-fold cross-validation, the library part (``zoo.cv`` is its command line;
+``eval.paper_table`` uses it too).
+
+:func:`run_folds` trains fold ``i`` on the other ``K-1`` folds' cases in ``<workdir>/fold<i>`` and validates it
+on fold ``i``; every case of a patient lands in the same fold. The aggregate is the mean ± sample std over folds.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from data_pipelines import splits
+from zoo.training.loop import train_and_evaluate
+from zoo.training.setup import prepare_run
+
+__all__ = ["patient_folds", "subset", "concat", "nan_stats", "run_folds"]
+
+
+def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (``splits.patient_kfold``),
+    with the ``--folds`` checks worded for the command line."""
+    patients = set(str(p) for p in patient_ids)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {k!r}")
+    if k > len(patients):
+        raise ValueError(f"folds={k} is more than the {len(patients)} patients in the training split")
+    return [(f.train, f.val) for f in splits.patient_kfold(list(patient_ids), int(k), seed=seed)]
+
+
+def subset(arrays: dict, idx) -> dict:
+    """Rows ``idx`` of every array (lists such as ``patient_id`` too)."""
+    return {k: ([v[i] for i in idx] if isinstance(v, list) else v[idx]) for k, v in arrays.items()}
+
+
+def concat(a: dict, b: dict) -> dict:
+    """The rows of ``a`` then those of ``b`` (the keys both have)."""
+    out = {}
+    for k in a:
+        if k not in b:
+            continue
+        out[k] = list(a[k]) + list(b[k]) if isinstance(a[k], list) else np.concatenate([a[k], b[k]])
+    return out
+
+
+def nan_stats(values):
+    """``(mean, sample std)`` over axis 0, ignoring NaN (std 0 for a single value)."""
+    v = np.asarray(values, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = float(np.nanmean(v, axis=0)) if v.ndim == 1 else np.nanmean(v, axis=0)
+        std = (float(np.nanstd(v, axis=0, ddof=1)) if v.ndim == 1 else np.nanstd(v, axis=0, ddof=1)) \
+            if len(v) > 1 else 0.0 * mean
+    return mean, std
+
+
+def run_folds(config, workdir: str, arrays: dict, info, folds: int, *, progress: bool = False,
+              setup=None, on_fold=None) -> dict:
+    """Train the ``folds`` folds of ``arrays`` (which must carry ``patient_id``).
+
+    Returns ``{"folds": [...], "aggregate": {...}, "class_names": [...], "splits": [(train_idx, val_idx)]}``
+    or ``{"preempted": True, "fold": i, "folds": rows}`` when a fold was stopped by SIGTERM.
+    ``on_fold(i, fold_dir, train_idx, val_idx, result)`` is called after each fold.
+    """
+    if "patient_id" not in arrays:
+        raise ValueError(f"data set {config.data.name!r} has no patient_id; patient-level folds need one")
+    setup = setup or prepare_run(config)
+    fold_idx = patient_folds(arrays["patient_id"], folds, int(config.data.seed))
+    os.makedirs(workdir, exist_ok=True)
+    rows = []
+    pids = arrays["patient_id"]
+    for i, (tr, va) in enumerate(fold_idx):
+        fold_dir = os.path.join(workdir, f"fold{i}")
+        res = train_and_evaluate(config, fold_dir, progress=progress, setup=setup,
+                                 data=(subset(arrays, tr), subset(arrays, va), info))
+        if res.get("preempted"):  # SIGTERM: this fold saved a checkpoint; rerunning resumes it
+            return {"preempted": True, "fold": i, "folds": rows}
+        rows.append({"fold": i, "train_cases": int(len(tr)), "val_cases": int(len(va)),
+                     "train_patients": len(set(pids[j] for j in tr)),
+                     "val_patients": len(set(pids[j] for j in va)),
+                     "mean_dice": res["mean_dice"], "dice_per_class": res["dice_per_class"],
+                     "best_mean_dice": res.get("best_mean_dice"), "workdir": fold_dir})
+        if on_fold is not None:
+            on_fold(i, fold_dir, tr, va, res)
+    mean, std = nan_stats([r["mean_dice"] for r in rows])
+    pc_mean, pc_std = nan_stats([r["dice_per_class"] for r in rows])
+    return {"folds": rows, "class_names": list(info.class_names),
+            "splits": [(list(map(int, tr)), list(map(int, va))) for tr, va in fold_idx],
+            "aggregate": {"mean_dice": mean, "std_dice": std, "dice_per_class_mean": list(map(float, pc_mean)),
+                          "dice_per_class_std": list(map(float, pc_std))}}
