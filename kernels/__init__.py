@@ -21,3 +21,5 @@ __all__ = ["conv_nd", "conv_transpose_nd", "nms", "roi_align",
 from kernels.pooling import max_pool_with_argmax, max_unpool  # noqa: E402
 
 __all__ += ["max_pool_with_argmax", "max_unpool"]
+from kernels import interop  # noqa: E402  (DLPack wrappers: kernels.interop.elastic_deform(...) on torch/numpy arrays)
+__all__ += ["interop"]

@@ -18,7 +18,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("scoring", "kernels", "data_pipelines", "zoo", "eval", "benchmarks")
 ALLOWED_MODULE_EDGES = {("zoo.registry", "zoo.models")}  # the registry's lazy load of the built-in models
-ENTRY_POINTS = ("zoo.train", "zoo.cv", "zoo.hparam", "zoo.outcome")
+ENTRY_POINTS = ("zoo.train", "zoo.cv", "zoo.hparam", "zoo.outcome", "zoo.serve")
+# Entry points sit on top (DESIGN.md) and may import any package: zoo.serve hands eval.interpret's Grad-CAM/SHAP
+# to zoo.service, which (like all of zoo) does not import eval.
+TOP_LEVEL = ("zoo.serve",)
 
 
 def _modules() -> dict[str, str]:
@@ -116,7 +119,8 @@ def _package(module: str) -> str:
 def test_no_package_import_cycle():
     graph: dict[str, set[str]] = {}
     for m, ts in GRAPH.items():
-        graph.setdefault(_package(m), set()).update(_package(t) for t in ts if _package(t) != _package(m))
+        if m not in TOP_LEVEL:  # imported by nothing (test below), so never on a cycle
+            graph.setdefault(_package(m), set()).update(_package(t) for t in ts if _package(t) != _package(m))
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -128,7 +132,7 @@ def test_no_package_import_cycle():
     ("eval", {"eval", "kernels", "data_pipelines", "scoring", "zoo"}),
 ])
 def test_dependency_direction(package, allowed):
-    bad = sorted((m, t) for m, ts in GRAPH.items() if _package(m) == package for t in ts
+    bad = sorted((m, t) for m, ts in GRAPH.items() if _package(m) == package and m not in TOP_LEVEL for t in ts
                  if _package(t) not in allowed)
     assert not bad, bad
 

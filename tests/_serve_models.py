@@ -1,0 +1,34 @@
+"""Tiny trained models shared by the serve/export tests (trained once per pytest process)."""
+
+from __future__ import annotations
+
+import os
+
+from zoo.configs import apply_overrides, load_config
+
+_CACHE: dict = {}
+
+
+def tiny_models(tmp_path_factory) -> dict:
+    """``{"seg": workdir of a 2D U-Net on brain phantoms (4 channels, 32x32), "outcome": workdir of an
+    image + EHR outcome model (16x16)}``."""
+    if "models" in _CACHE:
+        return _CACHE["models"]
+    from zoo.outcome import run_outcome
+    from zoo.training import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("serve_models")
+    seg = apply_overrides(load_config("smoke"), {
+        "data.num_train": "8", "data.num_val": "4", "model.kwargs.features": "4", "model.kwargs.depth": "2",
+        "train.batch_size": "4", "train.steps": "2", "train.warmup_steps": "0", "train.log_every": "1",
+        "train.eval_every": "2", "train.checkpoint_every": "2"})
+    train_and_evaluate(seg, str(root / "seg"), progress=False)
+    out = apply_overrides(load_config("outcome_smoke"), {
+        "data.image_size": "16,16", "data.num_patients": "40", "model.kwargs.encoder_kwargs.features": "4",
+        "model.kwargs.encoder_kwargs.depth": "2", "model.kwargs.embed_dim": "8", "model.kwargs.head_hidden": "8",
+        "model.kwargs.pool_levels": "2", "train.steps": "2", "train.eval_every": "2", "train.checkpoint_every": "2",
+        "train.log_every": "2", "outcome.pretrain_unet_steps": "0", "outcome.variants": "('both',)",
+        "outcome.baseline": "False"})
+    run_outcome(out, str(root / "out"))
+    _CACHE["models"] = {"seg": str(root / "seg"), "outcome": os.path.join(str(root / "out"), "both")}
+    return _CACHE["models"]

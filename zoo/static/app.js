@@ -1,0 +1,139 @@
+"use strict";
+let TOKEN = new URLSearchParams(location.search).get("token") || "";
+let MODELS = [], RESULT = null, VIEW = null;
+const $ = (id) => document.getElementById(id);
+const COLORS = [[0,0,0],[255,64,64],[64,200,64],[64,128,255],[255,200,0],[200,64,255]];
+
+function headers() { return TOKEN ? {Authorization: "Bearer " + TOKEN} : {}; }
+async function api(path, opts = {}) {
+  opts.headers = Object.assign({}, opts.headers || {}, headers());
+  const r = await fetch(path, opts);
+  const body = await r.json().catch(() => ({detail: r.statusText}));
+  if (!r.ok) throw new Error(r.status + ": " + (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)));
+  return body;
+}
+function b64bytes(s) { const bin = atob(s); const a = new Uint8Array(bin.length); for (let i = 0; i < bin.length; i++) a[i] = bin.charCodeAt(i); return a; }
+
+async function loadModels() {
+  try { MODELS = await api("/api/models"); } catch (e) { $("auth").hidden = false; $("seg-error").textContent = e.message; return; }
+  $("auth").hidden = !TOKEN;
+  for (const [sel, tasks] of [["seg-model", ["segmentation", "instance"]], ["out-model", ["outcome"]]]) {
+    $(sel).innerHTML = "";
+    for (const m of MODELS.filter((m) => tasks.includes(m.task))) {
+      const o = document.createElement("option"); o.value = o.textContent = m.name; $(sel).appendChild(o);
+    }
+  }
+  showCard(); ehrFields();
+}
+function model(name) { return MODELS.find((m) => m.name === name); }
+function showCard() {
+  const m = model($("seg-model").value);
+  if (!m) { $("card").textContent = "no segmentation model served"; return; }
+  const c = m.card || {};
+  const lines = [`${m.name}: ${c.model || "?"} (${m.task}, ${m.spatial_dims}D)`,
+    `data: ${JSON.stringify(c.data || {})}`, `intended use: ${c.intended_use || "-"}`,
+    `metrics: ${JSON.stringify(c.metrics || {})}`, `licence: ${c.data_licence || c.licence || "-"}`,
+    `channels: ${m.channel_names.join(", ")}; classes: ${m.class_names.join(", ")}`];
+  $("card").textContent = lines.join("\n");
+}
+
+async function segment(ev) {
+  ev.preventDefault();
+  $("seg-error").textContent = "";
+  const fd = new FormData();
+  fd.append("model", $("seg-model").value);
+  if ($("file").files.length) fd.append("file", $("file").files[0]);
+  else if ($("sample").value !== "") fd.append("sample", $("sample").value);
+  if ($("reference").files.length) fd.append("reference", $("reference").files[0]);
+  fd.append("tta", $("tta").checked ? "true" : "false");
+  $("seg-run").disabled = true;
+  try { RESULT = await api("/api/segment", {method: "POST", body: fd}); show(); }
+  catch (e) { $("seg-error").textContent = e.message; }
+  finally { $("seg-run").disabled = false; }
+}
+
+function show() {
+  const d = RESULT.display;
+  const raw = b64bytes(d.image_u16);
+  VIEW = {d, image: new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), labels: b64bytes(d.labels_u8),
+          cam: d.gradcam_u8 ? b64bytes(d.gradcam_u8) : null};
+  let best = 0, bestCount = -1; const hw = d.height * d.width;
+  for (let z = 0; z < d.depth; z++) { let c = 0; for (let i = 0; i < hw; i++) if (VIEW.labels[z * hw + i]) c++; if (c > bestCount) { best = z; bestCount = c; } }
+  $("slice").max = d.depth - 1; $("slice").value = best;
+  $("cam-note").textContent = d.gradcam_note || "";
+  $("show-cam").disabled = !VIEW.cam;
+  const view = $("view"); view.width = d.width; view.height = d.height;
+  const rows = [["class", RESULT.unit === "mL" ? "volume (mL)" : "area (mm²)", "Dice"]];
+  for (const [k, v] of Object.entries(RESULT.sizes)) rows.push([k, v.toFixed(2), RESULT.dice ? (RESULT.dice[k] == null ? "n/a" : RESULT.dice[k].toFixed(3)) : "-"]);
+  $("results").innerHTML = rows.map((r, i) => "<tr>" + r.map((c) => i ? `<td>${c}</td>` : `<th>${c}</th>`).join("") + "</tr>").join("");
+  $("downloads").innerHTML = "";
+  for (const [key, f] of Object.entries(RESULT.downloads)) {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([b64bytes(f.base64)])); a.download = f.filename; a.textContent = "download " + f.filename;
+    a.id = "dl-" + key; $("downloads").appendChild(a); $("downloads").appendChild(document.createElement("br"));
+  }
+  draw();
+}
+
+function draw() {
+  if (!VIEW) return;
+  const d = VIEW.d, z = +$("slice").value, hw = d.height * d.width;
+  $("slice-label").textContent = `${z + 1}/${d.depth}`;
+  const win = +$("window").value / 100 * 65535, lev = +$("level").value / 100 * 65535;
+  const lo = lev - win / 2, ctx = $("view").getContext("2d"), img = ctx.createImageData(d.width, d.height);
+  const labels = $("show-labels").checked, cam = $("show-cam").checked && VIEW.cam;
+  for (let i = 0; i < hw; i++) {
+    let g = Math.max(0, Math.min(255, (VIEW.image[z * hw + i] - lo) / Math.max(win, 1) * 255));
+    let r = g, gg = g, b = g;
+    const k = VIEW.labels[z * hw + i];
+    if (labels && k) { const c = COLORS[k % COLORS.length]; r = 0.5 * r + 0.5 * c[0]; gg = 0.5 * gg + 0.5 * c[1]; b = 0.5 * b + 0.5 * c[2]; }
+    if (cam) { const h = VIEW.cam[z * hw + i] / 255; r = (1 - h * 0.6) * r + h * 0.6 * 255; b = (1 - h * 0.6) * b; }
+    img.data.set([r, gg, b, 255], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+  $("view").dataset.drawn = String(z);
+}
+
+function ehrFields() {
+  const m = model($("out-model").value), box = $("ehr-fields");
+  box.innerHTML = "";
+  if (!m) { box.textContent = "no outcome model served"; $("ehr-run").disabled = true; return; }
+  $("ehr-run").disabled = false;
+  let html = "";
+  if (m.ehr_form) {
+    html += `<label>Age <input id="f-age" type="number" value="62" min="18" max="90"></label>`;
+    html += `<label>Sex <select id="f-sex"><option>F</option><option>M</option></select></label>`;
+    for (const c of ["diabetes", "hypertension", "cardiac_disease", "smoker"]) html += `<label><input id="f-${c}" type="checkbox"> ${c}</label>`;
+  } else {
+    for (const c of m.covariate_names) html += `<label>${c} <input id="f-${c}" type="number" value="0" step="any"></label>`;
+  }
+  html += `<label>image: phantom sample <input id="f-sample" type="number" value="0" min="0" max="63"></label>`;
+  box.innerHTML = html;
+}
+
+async function predictRisk(ev) {
+  ev.preventDefault();
+  $("ehr-error").textContent = ""; $("risk").textContent = "";
+  const m = model($("out-model").value), fields = {};
+  if (m.ehr_form) {
+    fields.age = +$("f-age").value; fields.sex = $("f-sex").value;
+    for (const c of ["diabetes", "hypertension", "cardiac_disease", "smoker"]) fields[c] = $("f-" + c).checked ? 1 : 0;
+  } else for (const c of m.covariate_names) fields[c] = +$("f-" + c).value;
+  try {
+    const r = await api("/api/outcome", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({model: m.name, fields, sample: +$("f-sample").value})});
+    $("risk").innerHTML = `<b id="risk-value">risk ${(100 * r.risk).toFixed(1)}%</b> (range ${(100 * r.risk_range[0]).toFixed(1)}–${(100 * r.risk_range[1]).toFixed(1)}%: ${r.risk_range_note})`;
+    const rows = r.shap ? Object.entries(r.shap.values).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])) : [];
+    $("shap").innerHTML = "<tr><th>field</th><th>SHAP (risk)</th></tr>" + rows.map(([k, v]) =>
+      `<tr><td>${k}</td><td>${v >= 0 ? "+" : ""}${v.toFixed(4)}</td><td><div style="background:${v >= 0 ? "#d44" : "#44d"};height:8px;width:${Math.min(200, Math.abs(v) * 2000)}px"></div></td></tr>`).join("");
+  } catch (e) { $("ehr-error").textContent = e.message; }
+}
+
+$("token-set").onclick = () => { TOKEN = $("token").value; loadModels(); };
+$("seg-model").onchange = showCard;
+$("out-model").onchange = ehrFields;
+$("seg-form").onsubmit = segment;
+$("ehr-form").onsubmit = predictRisk;
+for (const id of ["slice", "window", "level", "show-labels", "show-cam"]) $(id).oninput = draw;
+$("show-cam").onchange = draw; $("show-labels").onchange = draw;
+loadModels();
