@@ -11,6 +11,12 @@ Deterministic (seeded per sample), 2D slices or 3D volumes, shaped like the stud
 * ``lung``: CT in Hounsfield units windowed to [0, 1] ([-1000, 400] HU): body, two lungs,
   vessels and 0-4 small solid nodules. Labels: 0 background, 1 nodule.
 
+``difficulty``: ``"easy"`` (the original phantoms, byte for byte; a small U-Net reaches Dice ~0.999) or
+``"realistic"`` (what makes real scans hard: lower lesion contrast, small lesions and so class imbalance,
+partial-volume edges (the noiseless image is blurred, the labels stay sharp), a stronger bias field and more
+noise). The realistic extras come from a second random stream, so the objects' shapes and positions are the
+same at both levels, only smaller, fainter and noisier at ``"realistic"``.
+
 Every sample also carries ``instances`` (one id per connected object, 0 = none) and a
 ``patient_id``. The intensities are designed so the classes are learnable but not trivial
 (texture, bias field, noise and look-alike structures such as vessels).
@@ -26,10 +32,11 @@ import numpy as np
 from data_pipelines.cases import check_image_size
 from data_pipelines.info import DatasetInfo
 
-__all__ = ["KINDS", "NUM_CLASSES", "CHANNEL_NAMES", "CLASS_NAMES", "PhantomConfig", "make_phantom", "phantom_id",
+__all__ = ["KINDS", "DIFFICULTIES", "NUM_CLASSES", "CHANNEL_NAMES", "CLASS_NAMES", "PhantomConfig", "make_phantom", "phantom_id",
            "PhantomSource", "load_phantoms"]
 
 KINDS = ("brain", "skin", "lung")
+DIFFICULTIES = ("easy", "realistic")
 NUM_CLASSES = {"brain": 4, "skin": 2, "lung": 2}
 CHANNEL_NAMES = {"brain": ("FLAIR", "T1", "T1c", "T2"), "skin": ("R", "G", "B"), "lung": ("CT",)}
 CLASS_NAMES = {
@@ -74,6 +81,13 @@ def _blob(rng, grid, center, radius, irregularity=0.15, scale=None):
     return d < radius * wobble
 
 
+def _partial_volume(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur ``img [*S, C]`` over the spatial axes (a voxel at an edge mixes both tissues)."""
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(img, sigma=[sigma] * (img.ndim - 1) + [0.0], mode="nearest").astype(np.float32)
+
+
 def _zscore_inside(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.empty_like(img)
     for c in range(img.shape[-1]):
@@ -88,7 +102,7 @@ def _zscore_inside(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _brain(rng, shape, channels, p_empty):
+def _brain(rng, shape, channels, p_empty, hard=None):
     g = _grid(shape)
     nd = len(shape)
     axes_scale = rng.uniform(0.75, 0.9, size=nd).astype(np.float32)
@@ -99,6 +113,8 @@ def _brain(rng, shape, channels, p_empty):
     if rng.uniform() >= p_empty:
         center = rng.uniform(-0.4, 0.4, size=nd) * axes_scale
         r_core = rng.uniform(0.15, 0.26)
+        if hard is not None:  # small lesions (class imbalance), down to ~1/3 of the easy radius
+            r_core *= hard.uniform(0.35, 1.0)
         oedema = _blob(rng, g, center, r_core * rng.uniform(1.5, 2.0), 0.2) & brain
         core = _blob(rng, g, center, r_core, 0.15) & brain
         necrosis = _blob(rng, g, center, r_core * rng.uniform(0.4, 0.6), 0.15) & core
@@ -109,19 +125,26 @@ def _brain(rng, shape, channels, p_empty):
     tissue = np.zeros(shape + (4,), np.float32)
     tissue[head & ~brain] = _BRAIN_TISSUE["skull"]
     tissue[brain] = _BRAIN_TISSUE["brain"]
+    # Low contrast: each lesion tissue only part of the way from brain to its own intensity.
+    contrast = 1.0 if hard is None else hard.uniform(0.3, 0.7)
+    base = np.asarray(_BRAIN_TISSUE["brain"], np.float32)
     for lab, name in ((2, "oedema"), (3, "enhancing"), (1, "necrosis")):
-        tissue[label == lab] = _BRAIN_TISSUE[name]
+        tissue[label == lab] = base + contrast * (np.asarray(_BRAIN_TISSUE[name], np.float32) - base) \
+            if hard is not None else _BRAIN_TISSUE[name]
     # Grey/white-matter-like texture and a multiplicative bias field, then noise.
     texture = 0.08 * _smooth_field(rng, g, 8, 6.0)
-    bias = 1.0 + 0.15 * _smooth_field(rng, g, 3, 1.0)
+    bias = 1.0 + (0.15 if hard is None else 0.35) * _smooth_field(rng, g, 3, 1.0)
     img = (tissue + texture[..., None] * brain[..., None]) * bias[..., None]
+    if hard is not None:
+        img = _partial_volume(img, hard.uniform(0.7, 1.2))
     img *= rng.uniform(0.8, 1.2, size=4).astype(np.float32)
-    img += rng.normal(0, 0.06, size=img.shape).astype(np.float32) * head[..., None]
+    noise_sd = 0.06 if hard is None else 0.06 * hard.uniform(2.0, 3.5)
+    img += rng.normal(0, noise_sd, size=img.shape).astype(np.float32) * head[..., None]
     img = _zscore_inside(img, brain)
     return img[..., :channels], label, instances
 
 
-def _skin(rng, shape, channels, p_empty):
+def _skin(rng, shape, channels, p_empty, hard=None):
     g = _grid(shape)
     nd = len(shape)
     skin_rgb = np.array([0.85, 0.65, 0.55], np.float32) * rng.uniform(0.85, 1.1)
@@ -131,8 +154,11 @@ def _skin(rng, shape, channels, p_empty):
     instances = np.zeros(shape, np.int32)
     if rng.uniform() >= p_empty:
         center = rng.uniform(-0.3, 0.3, size=nd)
-        lesion = _blob(rng, g, center, rng.uniform(0.25, 0.55), 0.25, rng.uniform(0.7, 1.0, size=nd))
+        radius = rng.uniform(0.25, 0.55) * (1.0 if hard is None else hard.uniform(0.3, 1.0))
+        lesion = _blob(rng, g, center, radius, 0.25, rng.uniform(0.7, 1.0, size=nd))
         lesion_rgb = np.array([0.45, 0.28, 0.2], np.float32) * rng.uniform(0.6, 1.2)
+        if hard is not None:  # faint lesions: part of the way from skin to pigment
+            lesion_rgb = skin_rgb + hard.uniform(0.3, 0.7) * (lesion_rgb - skin_rgb)
         shade = 1.0 + 0.2 * _smooth_field(rng, g, 6, 5.0)
         img[lesion] = (lesion_rgb * shade[lesion][:, None]).astype(np.float32)
         label[lesion] = 1
@@ -144,11 +170,14 @@ def _skin(rng, shape, channels, p_empty):
     # Dermoscope vignette.
     r = np.sqrt((g ** 2).sum(0))
     img *= np.clip(1.35 - 0.5 * r, 0.0, 1.0)[..., None]
-    img += rng.normal(0, 0.03, size=img.shape).astype(np.float32)
+    if hard is not None:
+        img = _partial_volume(img, hard.uniform(0.7, 1.2))
+        img *= (0.9 + 0.1 * _smooth_field(hard, g, 3, 1.0))[..., None]  # uneven illumination, not saturating
+    img += rng.normal(0, 0.03 if hard is None else 0.08, size=img.shape).astype(np.float32)
     return np.clip(img, 0, 1)[..., :channels], label, instances
 
 
-def _lung(rng, shape, channels, p_empty):
+def _lung(rng, shape, channels, p_empty, hard=None):
     g = _grid(shape)
     nd = len(shape)
     hu = np.full(shape, -1000.0, np.float32)
@@ -174,11 +203,14 @@ def _lung(rng, shape, channels, p_empty):
             break
         idx = inside[rng.integers(len(inside))]
         center = np.array([g[d][tuple(idx)] for d in range(nd)])
-        nod = _blob(rng, g, center, rng.uniform(0.06, 0.12), 0.1) & lungs
-        hu[nod] = rng.uniform(0.0, 60.0)
+        r_nod = rng.uniform(0.06, 0.12) * (1.0 if hard is None else hard.uniform(0.5, 1.0))
+        nod = _blob(rng, g, center, r_nod, 0.1) & lungs
+        hu[nod] = rng.uniform(0.0, 60.0) - (0.0 if hard is None else hard.uniform(0.0, 500.0))  # sub-solid
         label[nod] = 1
         instances[nod & (instances == 0)] = k + 1
-    hu += rng.normal(0, 20.0, size=shape).astype(np.float32)
+    if hard is not None:
+        hu = _partial_volume(hu[..., None], hard.uniform(0.7, 1.2))[..., 0]
+    hu += rng.normal(0, 20.0 if hard is None else 80.0, size=shape).astype(np.float32)
     img = np.clip((hu + 1000.0) / 1400.0, 0.0, 1.0)[..., None]
     return img[..., :channels], label, instances
 
@@ -192,6 +224,7 @@ class PhantomConfig:
 
     ``shape`` gives the spatial size (2 entries for slices, 3 for volumes).
     ``channels`` may be fewer than the kind provides (the first ones are kept).
+    ``difficulty``: ``"easy"`` (default; the original phantoms) or ``"realistic"`` (see the module docstring).
     """
 
     kind: str = "brain"
@@ -199,8 +232,11 @@ class PhantomConfig:
     channels: int | None = None
     p_empty: float = 0.1
     seed: int = 0
+    difficulty: str = "easy"
 
     def __post_init__(self):
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"unknown phantom difficulty {self.difficulty!r}; expected one of {DIFFICULTIES}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown phantom kind {self.kind!r}; expected one of {KINDS}")
         if len(self.shape) not in (2, 3) or any(int(s) < 8 for s in self.shape):
@@ -222,7 +258,9 @@ def make_phantom(config: PhantomConfig, index: int) -> dict:
     """One sample: ``image [*S, C] float32``, ``label [*S] int32``, ``instances [*S] int32``, ``patient_id``."""
     rng = np.random.default_rng([config.seed, KINDS.index(config.kind), int(index)])
     shape = tuple(int(s) for s in config.shape)
-    img, label, inst = _MAKERS[config.kind](rng, shape, config.num_channels, config.p_empty)
+    hard = None if config.difficulty == "easy" else np.random.default_rng(
+        [config.seed, KINDS.index(config.kind), int(index), 1 + DIFFICULTIES.index(config.difficulty)])
+    img, label, inst = _MAKERS[config.kind](rng, shape, config.num_channels, config.p_empty, hard)
     return {
         "image": np.ascontiguousarray(img, dtype=np.float32),
         "label": label,
@@ -263,9 +301,12 @@ class PhantomSource:
 
 def load_phantoms(cfg):
     """``(train, val, DatasetInfo)`` from a config's ``data`` section (``kind``, ``spatial_dims``,
-    ``image_size``, ``channels``, ``num_train``, ``num_val``, ``seed``); val follows train's indices."""
+    ``image_size``, ``channels``, ``num_train``, ``num_val``, ``seed``, ``difficulty`` (absent: easy));
+    val follows train's indices."""
     size = check_image_size(cfg)
-    pc = PhantomConfig(kind=cfg.kind, shape=size, channels=cfg.channels or None, seed=cfg.seed)
+    difficulty = cfg.get("difficulty", None) or "easy"
+    pc = PhantomConfig(kind=cfg.kind, shape=size, channels=cfg.channels or None, seed=cfg.seed,
+                       difficulty=str(difficulty))
     train = PhantomSource(pc, cfg.num_train, offset=0).arrays()
     val = PhantomSource(pc, cfg.num_val, offset=cfg.num_train).arrays()
     info = DatasetInfo(f"phantoms/{cfg.kind}", pc.num_classes, CHANNEL_NAMES[cfg.kind][:pc.num_channels],

@@ -16,6 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.spatial_dims = 2
     c.data.image_size = (64, 64)      # spatial size fed to the model
     c.data.channels = 0               # 0: all the data set provides
+    c.data.difficulty = "easy"        # phantoms only: easy | realistic (noise, bias field, partial-volume edges,
+                                      #   low-contrast and small lesions; data_pipelines.phantoms)
     c.data.num_train = 320            # phantoms only
     c.data.num_val = 48
     c.data.val_fraction = 0.2         # real data: patient-level split
