@@ -113,8 +113,8 @@ def _brain(rng, shape, channels, p_empty, hard=None):
     if rng.uniform() >= p_empty:
         center = rng.uniform(-0.4, 0.4, size=nd) * axes_scale
         r_core = rng.uniform(0.15, 0.26)
-        if hard is not None:  # small lesions (class imbalance), down to ~1/3 of the easy radius
-            r_core *= hard.uniform(0.35, 1.0)
+        if hard is not None:  # small lesions (class imbalance), down to ~1/2 of the easy radius
+            r_core *= hard.uniform(0.55, 1.0)
         oedema = _blob(rng, g, center, r_core * rng.uniform(1.5, 2.0), 0.2) & brain
         core = _blob(rng, g, center, r_core, 0.15) & brain
         necrosis = _blob(rng, g, center, r_core * rng.uniform(0.4, 0.6), 0.15) & core
@@ -126,19 +126,19 @@ def _brain(rng, shape, channels, p_empty, hard=None):
     tissue[head & ~brain] = _BRAIN_TISSUE["skull"]
     tissue[brain] = _BRAIN_TISSUE["brain"]
     # Low contrast: each lesion tissue only part of the way from brain to its own intensity.
-    contrast = 1.0 if hard is None else hard.uniform(0.3, 0.7)
+    contrast = 1.0 if hard is None else hard.uniform(0.45, 0.85)
     base = np.asarray(_BRAIN_TISSUE["brain"], np.float32)
     for lab, name in ((2, "oedema"), (3, "enhancing"), (1, "necrosis")):
         tissue[label == lab] = base + contrast * (np.asarray(_BRAIN_TISSUE[name], np.float32) - base) \
             if hard is not None else _BRAIN_TISSUE[name]
     # Grey/white-matter-like texture and a multiplicative bias field, then noise.
     texture = 0.08 * _smooth_field(rng, g, 8, 6.0)
-    bias = 1.0 + (0.15 if hard is None else 0.35) * _smooth_field(rng, g, 3, 1.0)
+    bias = 1.0 + (0.15 if hard is None else 0.25) * _smooth_field(rng, g, 3, 1.0)
     img = (tissue + texture[..., None] * brain[..., None]) * bias[..., None]
     if hard is not None:
-        img = _partial_volume(img, hard.uniform(0.7, 1.2))
+        img = _partial_volume(img, hard.uniform(0.5, 1.0))
     img *= rng.uniform(0.8, 1.2, size=4).astype(np.float32)
-    noise_sd = 0.06 if hard is None else 0.06 * hard.uniform(2.0, 3.5)
+    noise_sd = 0.06 if hard is None else 0.06 * hard.uniform(1.5, 2.5)
     img += rng.normal(0, noise_sd, size=img.shape).astype(np.float32) * head[..., None]
     img = _zscore_inside(img, brain)
     return img[..., :channels], label, instances

@@ -1,4 +1,10 @@
-"""Default recipe: a small 2D U-Net on the brain phantoms (the README's main job, < 5 min on 2 CPU cores)."""
+"""Default recipe: a small 2D U-Net on the brain phantoms (the README's main job, < 5 min on 2 CPU cores).
+
+The phantoms are at ``data.difficulty="realistic"`` (small, faint lesions, partial-volume edges, bias field,
+noise), so the job ends at a validation Dice that says something: measured 2026-12-02, 500 steps, 2 shared
+CPU cores: mean foreground Dice 0.880 (necrosis 0.914, oedema 0.861, enhancing 0.866) in 3 min 30 s wall
+(``easy``, the former phantoms: ~0.999).
+"""
 
 import ml_collections
 
@@ -16,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.spatial_dims = 2
     c.data.image_size = (64, 64)      # spatial size fed to the model
     c.data.channels = 0               # 0: all the data set provides
-    c.data.difficulty = "easy"        # phantoms only: easy | realistic (noise, bias field, partial-volume edges,
+    c.data.difficulty = "realistic"   # phantoms only: easy | realistic (noise, bias field, partial-volume edges,
                                       #   low-contrast and small lesions; data_pipelines.phantoms)
     c.data.num_train = 320            # phantoms only
     c.data.num_val = 48
