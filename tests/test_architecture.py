@@ -18,7 +18,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("scoring", "kernels", "data_pipelines", "zoo", "eval", "benchmarks")
 ALLOWED_MODULE_EDGES = {("zoo.registry", "zoo.models")}  # the registry's lazy load of the built-in models
-ENTRY_POINTS = ("zoo.train", "zoo.cv", "zoo.hparam", "zoo.outcome", "zoo.serve")
+ENTRY_POINTS = ("zoo.train", "zoo.cv", "zoo.hparam", "zoo.outcome", "zoo.serve", "eval.paper_table",
+                "eval.outcome_report")
 # Entry points sit on top (DESIGN.md) and may import any package: zoo.serve hands eval.interpret's Grad-CAM/SHAP
 # to zoo.service, which (like all of zoo) does not import eval.
 TOP_LEVEL = ("zoo.serve",)

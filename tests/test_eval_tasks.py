@@ -211,13 +211,20 @@ def _imports(path):
             yield node.module
 
 
+# The eval command lines that train models (the study's table, the outcome report) are entry points on top of
+# the training core (DESIGN.md); every other eval module reaches models only through the store/prediction path.
+TRAINING_ENTRY_POINTS = ("paper_table.py", "outcome_report.py")
+
+
 def test_eval_imports_only_what_it_may():
     forbidden = ("zoo.train", "zoo.cv", "zoo.outcome", "zoo.hparam", "eval.metrics", "eval.surface",
                  "eval.instance_metrics")
     for name in sorted(os.listdir(os.path.join(ROOT, "eval"))):
         if name.endswith(".py"):
             mods = set(_imports(os.path.join(ROOT, "eval", name)))
-            assert not [m for m in mods if m in forbidden or m.startswith("zoo.training")], name
+            assert not [m for m in mods if m in forbidden], name
+            if name not in TRAINING_ENTRY_POINTS:
+                assert not [m for m in mods if m.startswith("zoo.training")], name
             assert "eval.report" not in mods or name == "ablate.py", name  # report sits on top
     r = subprocess.run([sys.executable, "-c", "import sys, eval.analysis, eval.cases; "
                         "assert 'eval.report' not in sys.modules"], capture_output=True, text=True, cwd=ROOT)
