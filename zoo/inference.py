@@ -103,7 +103,13 @@ class Predictor:
         self.model, self.variables, self.task = model, variables, task
         self.batch_size = int(batch_size)
         self._labels = _bind(task.predict, model)
-        self._proba = _bind(task.predict_proba, model)
+        if getattr(task, "proba_from_labels", False):
+            # Hard outputs (Mask R-CNN's thresholded detections): one-hot of the labels program on the host,
+            # so the detector compiles once for both.
+            k = int(model.num_classes)
+            self._proba = lambda v, b: np.eye(k, dtype=np.float32)[np.asarray(self._labels(v, b))]
+        else:
+            self._proba = _bind(task.predict_proba, model)
 
     def compile(self, example_batch, proba: bool = False) -> None:
         """Compile ahead of time for batches shaped like ``example_batch`` (multi-process runs compile first,

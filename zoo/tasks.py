@@ -77,6 +77,7 @@ class InstanceTask:
 
     name = "instance"
     best_metric = "mean_dice"
+    proba_from_labels = True  # zoo.inference one-hots the labels instead of compiling the detector twice
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "mask_rcnn"):
