@@ -145,10 +145,10 @@ def test_the_shipped_phantom_model_is_listed_loads_by_name_and_segments():
     from scoring import dice_per_class_np
 
     entry = {e.name: e for e in zoo.list_pretrained()}["unet-phantoms-brain2d"]
-    assert entry.card["data_licence"].startswith("synthetic") and entry.card["metrics"]["mean_dice"] > 0.9
+    assert entry.card["data_licence"].startswith("synthetic") and entry.card["metrics"]["mean_dice"] > 0.8
     pre = zoo.load_pretrained("unet-phantoms-brain2d")
-    pc = phantoms.PhantomConfig(kind="brain", shape=(64, 64), seed=123)
+    pc = phantoms.PhantomConfig(kind="brain", shape=(64, 64), seed=123, difficulty="realistic")
     cases = [phantoms.make_phantom(pc, i) for i in range(4)]
     pred = pre.predict(np.stack([c["image"] for c in cases]), batch_size=4)
     fg = [np.nanmean(dice_per_class_np(p, c["label"], 4)[1:]) for p, c in zip(pred, cases)]
-    assert np.nanmean(fg) > 0.5  # the card says 0.96 on its validation phantoms
+    assert np.nanmean(fg) > 0.5  # the card gives its validation Dice on the same kind of phantoms
