@@ -37,7 +37,7 @@ from zoo.training.data import TrainBatches
 from zoo.training.distributed import sync
 from zoo.training.evaluate import evaluate
 from zoo.training.setup import RunSetup, prepare_run
-from zoo.training.state import input_shapes_of, jit_init, make_init_fn
+from zoo.training.state import INPUT_KEYS, jit_init, make_init_fn
 from zoo.training.step import make_train_step
 from zoo.training.workdir import WorkdirLock, check_resumable, truncate_metrics
 
@@ -185,8 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     train_src, val_src = _as_source(train_src), _as_source(val_src)
     bs = int(config.train.batch_size)
     first = train_src[0]
-    input_shapes = input_shapes_of({k: np.zeros((bs, *np.shape(first[k]))) for k in ("image", "covariates")
-                                    if k in first})
+    input_shapes = {k: (bs, *np.shape(first[k])) for k in INPUT_KEYS if k in first}
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     lock = WorkdirLock(workdir) if is_main else contextlib.nullcontext()
