@@ -83,10 +83,17 @@ def _windowed(task_proba, model, variables, images, roi, overlap, batch_size, fl
 _WINDOWED = jax.jit(_windowed, static_argnums=(0, 1, 4, 5, 6, 7))
 
 
-def _bind(fn, model):
+def _hashable(model) -> bool:
+    """Whether ``model`` can be a static jit argument (a module with dict-valued fields cannot)."""
     try:
         hash(model)
-    except TypeError:  # a module with unhashable fields (dict-valued kwargs): one program per Predictor
+    except TypeError:
+        return False
+    return True
+
+
+def _bind(fn, model):
+    if not _hashable(model):  # one program per Predictor
         return jax.jit(functools.partial(fn, model))
     return functools.partial(_jitted(fn), model)
 
@@ -129,13 +136,13 @@ class Predictor:
         images = jnp.asarray(images, jnp.float32)
         roi = tuple(int(r) for r in roi_size)
         flips = flip_axes(images.ndim - 2) if tta else ()
-        try:
-            hash(self.model)
+        if _hashable(self.model):
             out = _WINDOWED(self.task.predict_proba, self.model, self.variables, images, roi, float(overlap),
                             int(batch_size), flips)
-        except TypeError:  # an unhashable module: trace this call alone
-            out = jax.jit(functools.partial(_windowed, self.task.predict_proba, self.model), static_argnums=(2, 3, 4, 5))(
-                self.variables, images, roi, float(overlap), int(batch_size), flips)
+        else:  # a module with unhashable fields: this call's own program
+            out = jax.jit(functools.partial(_windowed, self.task.predict_proba, self.model),
+                          static_argnums=(2, 3, 4, 5))(self.variables, images, roi, float(overlap), int(batch_size),
+                                                       flips)
         return np.asarray(out, np.float32)
 
     def _check(self, inputs):
