@@ -49,6 +49,11 @@ class ArraysSource:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def arrays(self) -> dict:
+        """The underlying fields (numpy arrays and lists such as ``patient_id``), not copied."""
+        return self._arrays
+
     def __getitem__(self, i):
         return {k: v[int(i)] for k, v in self._arrays.items()}
 

@@ -18,12 +18,15 @@ TASKS = ("segmentation", "instance", "outcome")
 
 
 def load_split(config, split: str, data_overrides: dict | None = None):
-    """``(arrays, info)`` of ``split`` (``train``/``val``) rebuilt from a run's config.
+    """``(arrays, info)`` of ``split`` (``train``/``val``) rebuilt from a run's config, from the same record
+    sources the run trained on (``data_pipelines.sources.open_sources``: in-memory data sets, TFDS
+    array_record, patch sources), so every run a trainer writes can be evaluated.
 
     ``data_overrides`` (``{"seed": "7", ...}``, fields of the config's ``data`` section) selects
     another data set, e.g. an external validation split.
     """
-    from data_pipelines.datasets import load_dataset
+    from data_pipelines import loader
+    from data_pipelines.sources import open_sources
 
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
@@ -32,8 +35,11 @@ def load_split(config, split: str, data_overrides: dict | None = None):
 
         config = apply_overrides(config, {f"data.{k}" if not k.startswith("data.") else k: v
                                           for k, v in data_overrides.items()})
-    train, val, info = load_dataset(config.data)
-    return (train if split == "train" else val), info
+    train, val, info = open_sources(config.data)
+    source = train if split == "train" else val
+    if isinstance(source, loader.ArraysSource):
+        return source.arrays, info
+    return loader.gather(source, np.arange(len(source))), info
 
 
 def structures_for(class_names) -> dict | None:

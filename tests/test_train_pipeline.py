@@ -58,6 +58,10 @@ def test_tfds_array_record_trains_like_the_same_records_in_memory(tfds_dir, tmp_
     _, meta = restore_meta(str(tmp_path / "disk" / "checkpoints"))
     it = meta["data_iterator"]
     assert it["kind"] == "grain" and json.loads(it["state"])["next_index"] == 4
+    # eval.report rebuilds the split from the same on-disk source the run trained on.
+    assert report.main(["--workdir", str(tmp_path / "disk"), "--out", str(tmp_path / "rep"), "--n_boot", "20"]) == 0
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text(encoding="utf-8"))
+    assert {r["dataset"] for r in doc["rows"]} == {info.name}
 
 
 def test_saved_iterator_state_resumes_on_the_same_batches():
