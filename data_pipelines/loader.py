@@ -176,8 +176,8 @@ def gather(source, idx, fields: tuple[str, ...] = BATCH_FIELDS) -> dict:
     batch conventions of :func:`to_batch_dict`. An :class:`ArraysSource` gathers with one fancy index."""
     idx = np.asarray(idx, np.int64)
     if isinstance(source, ArraysSource):
-        out = {k: source._arrays[k][idx] for k in fields if k in source._arrays
-               and isinstance(source._arrays[k], np.ndarray)}
+        out = {k: source.arrays[k][idx] for k in fields if k in source.arrays
+               and isinstance(source.arrays[k], np.ndarray)}
     else:
         records = [to_batch_dict({k: v for k, v in source[int(i)].items() if k in fields}) for i in idx]
         out = {k: np.stack([r[k] for r in records]) for k in fields if k in records[0]}
