@@ -1,30 +1,45 @@
 """The reference study's table on the real samples: ``python -m eval.paper_table --data_root ../shared/data
 --out DIR [--quick] [--budget_minutes 60] [--folds K] [--models cnn,unet] [--families isic,brats] [--steps N]
-[--ablations skips,loss | none] [--no_store]``.
+[--ablations skips,attention | all | none] [--postprocess none|lcc|brain|brain_lcc] [--no_store]``.
 
 For every model x family (recipes ``zoo/configs/paper.py``: ``--config=paper_<arch>_<family>``) it runs
 patient-level k-fold cross-validation (``zoo.training.kfold``; every case of a patient in one fold, the train and
-validation splits of the loader pooled first). Each fold's best checkpoint then predicts the **original files**
-of its held-out patients through the one prediction path (``zoo.predict.predict_case``: the loader's scaling,
-the model's input size, probabilities resized back to the native grid; BraTS and CT volumes slice by slice over
-the whole volume), and ``scoring`` measures Dice, Jaccard, accuracy, sensitivity and specificity of the
-foreground (BraTS: the whole tumour, labels > 0) per case at native resolution. A cell is the mean ± sample std
-over folds of the fold's mean per-case value, next to the study's number (``REFERENCE_STUDY.md``).
+validation splits of the loader pooled first). Each fold's model then predicts the **original files** of its
+held-out patients through the one prediction path (``zoo.predict.predict_case``: the loader's scaling, the
+model's input size, probabilities resized back to the native grid; BraTS and CT volumes slice by slice over the
+whole volume), and ``scoring`` measures Dice, Jaccard, accuracy, sensitivity and specificity of the foreground
+(BraTS: the whole tumour, labels > 0) per case at native resolution. A cell is the mean ± sample std over folds
+of the fold's mean per-case value, next to the study's number (``REFERENCE_STUDY.md``).
 
-The ablations (``eval.ablate.ABLATIONS``: skips, attention, augmentation, normalisation, loss) run on the U-Net
-recipe of one family (isic by default) with the same folds and are reported as paired per-case deltas with
-bootstrap 95% CIs (``eval.bootstrap``). Fold 0's model of every pair goes into the model store (``$ZOO_HOME``)
-as ``<arch>-<family>`` (``unet-isic``, ``unet-brats2d``, ``cnn-lung-ct``, ...) with the data's licence in its
-card; the store is outside the project, and these checkpoints must never be committed.
+Default runs: the study's ranked models (CNN, FCN, U-Net, SegNet) on every family, Attention U-Net, DeepLabV3+
+and Mask R-CNN on isic only; 2 folds per family (``DEFAULT_FOLDS``; ``--folds`` sets all).
 
-Budget: ``--budget_minutes`` (60) is shared by all runs; each fold's step count is set from the time the runs
-so far took per step and per fold (at least 20, at most the recipe's), unless ``--steps`` fixes it.
-``--quick``: tiny sizes (32^2, 4-8 features), one of two folds, 8 steps, two models (cnn, unet) on two families
-(isic, cxr), one ablation (loss): it checks the machinery in CI; its numbers mean nothing.
+Budget (``--budget_minutes``, 60): fixed wall-clock reservations (:class:`Budget`). Each run holds the budget
+times its weight (``FAMILY_WEIGHT`` x ``MODEL_WEIGHT``; the four ranked models of a family get the same time, so
+the comparison is at equal compute) over the sum of weights, spread over its folds; a fold trains **by time**
+(``train.time_limit_s``: the trainer's own clock, started after the first step's compile) for its reservation
+less its measured overhead, and what a fold over- or under-spends moves to the folds left. The cosine schedule
+spans ``SEC_PER_STEP``'s estimate of the steps that fit, the same for all folds of a run, so folds after the first
+reuse the compiled programs from JAX's persistent cache (``DIR/jax_cache``). ``--steps`` fixes a step count.
 
-Outputs in ``--out``: ``table.md`` / ``table.json`` (the table, the study's numbers, the ablations, the runs and
-their steps/time), ``cases.csv`` (every held-out case), ``plots/dice_<family>.svg`` (per-case Dice per model),
-``runs/`` (the work directories). Bad input ends with ``error: ...`` and exit 2.
+Post-processing: every held-out case is also scored after keeping the largest connected component (``lcc``),
+after dropping voxels outside the brain (``brain``: the first channel at the volume's background value) and
+both, so the table shows on held-out patients whether one helps (``POSTPROCESS_DEFAULT``: what the table uses).
+
+Ablations (``eval.ablate.ABLATIONS``; default skips and attention, ``all`` adds augmentation, normalisation and
+loss): U-Net variants on one family (isic) with the same folds and the U-Net run's time each, reported as paired
+per-case deltas with bootstrap 95% CIs (``eval.bootstrap``); attention reuses the table's Attention U-Net run.
+Fold 0's model of every pair goes into the model store (``$ZOO_HOME``) as ``<arch>-<family>`` (``unet-isic``,
+``unet-brats2d``, ``cnn-lung-ct``, ...) with the data's licence in its card; the store is outside the project, and
+these checkpoints must never be committed.
+
+``--quick``: tiny sizes (32^2, 4-8 features), one fold, 8 steps, two models (cnn, unet) on two families (isic,
+cxr), one ablation (loss): it checks the machinery in CI; its numbers mean nothing.
+
+Outputs in ``--out``: ``table.md`` / ``table.json`` (the table, the study's numbers, the allocation, the
+post-processing comparison, the ablations, the runs and their steps/time), ``cases.csv`` (every held-out case),
+``plots/dice_<family>.svg`` (per-case Dice per model), ``runs/`` (the work directories). Bad input ends with
+``error: ...`` and exit 2.
 """
 
 from __future__ import annotations
@@ -115,8 +130,35 @@ def family_cases(config) -> dict[str, list[dict]]:
     return out
 
 
-def score_case(pre, case: dict, foreground: str = "nonzero") -> dict:
-    """Foreground metrics of one original case predicted at its native resolution."""
+POSTPROCESS = ("none", "lcc", "brain", "brain_lcc")
+# The table's post-processing per family (``--postprocess`` overrides); every run also records the others' Dice.
+POSTPROCESS_DEFAULT: dict[str, str] = {}
+
+
+def postprocess_mask(pred: np.ndarray, image: np.ndarray, how: str) -> np.ndarray:
+    """Foreground ``pred`` (bool) after ``how``: ``none``; ``lcc`` keeps the largest connected component (as
+    nnU-Net's post-processing does when it helps in CV); ``brain`` drops voxels outside the body/brain (where the
+    first channel holds the volume's constant background, its minimum: skull-stripped MRI); ``brain_lcc`` both."""
+    if how not in POSTPROCESS:
+        raise ValueError(f"postprocess {how!r}; expected one of {POSTPROCESS}")
+    p = pred.copy()
+    if how in ("brain", "brain_lcc"):
+        first = image[..., 0]
+        p &= first != first.min()
+    if how in ("lcc", "brain_lcc") and p.any():
+        from scipy import ndimage
+
+        lab, n = ndimage.label(p)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            p = lab == int(np.argmax(sizes))
+    return p
+
+
+def score_case(pre, case: dict, foreground: str = "nonzero", postprocess: str = "none") -> dict:
+    """Foreground metrics of one original case predicted at its native resolution, after ``postprocess``;
+    also the Dice of every other post-processing (``dice_<how>``), so each run measures whether one helps."""
     image, meta, _ = read_case(case["input"], pre)
     pred = predict_case(pre, image, meta)
     truth, _ = readers.read_label(case["truth"])
@@ -126,52 +168,100 @@ def score_case(pre, case: dict, foreground: str = "nonzero") -> dict:
     if truth.shape != pred.shape:
         raise ValueError(f"{case['truth']}: label shape {truth.shape} differs from the prediction {pred.shape}")
     t = truth > 0 if foreground == "nonzero" else truth == 0
-    p = pred > 0
-    row = {"case": case["id"], "voxels": int(t.size), "fg_voxels": int(t.sum()), "pred_voxels": int(p.sum())}
+    raw = pred > 0
+    img = np.asarray(image)
+    p = postprocess_mask(raw, img, postprocess)
+    row = {"case": case["id"], "voxels": int(t.size), "fg_voxels": int(t.sum()), "pred_voxels": int(p.sum()),
+           "postprocess": postprocess}
     for m in METRICS:
         row[m] = float(getattr(overlap, m)(p, t))
+    for how in POSTPROCESS:
+        if how.startswith("brain") and raw.ndim != 3:
+            continue  # the body/brain mask is for volumes
+        q = p if how == postprocess else postprocess_mask(raw, img, how)
+        row[f"dice_{how}"] = float(overlap.dice(q, t))
     return row
 
 
 # ------------------------------------------------------------------------------------------------ runs
 
+# Seconds per training step at the recipe's 128^2, batch 8, on 2 idle CPU cores: priors (measured 2026-12-02 on
+# shared, loaded cores and scaled), multiplied by the speed the trainer measured on the runs so far; they only set
+# the cosine schedule's length, training itself stops by time.
+SEC_PER_STEP = {"cnn": 0.4, "fcn": 0.6, "unet": 0.9, "segnet": 1.0, "attention_unet": 1.1,
+                "deeplabv3plus": 0.8, "mask_rcnn": 1.6}
+# Share of the budget per run: the family's weight (every ranked model of a family gets the same time, so the
+# comparison is at equal compute; isic and brats carry the study's targets) times the model's (the extra models
+# on isic: Attention U-Net at U-Net's time for the paired attention ablation, DeepLabV3+ and Mask R-CNN less).
+FAMILY_WEIGHT = {"isic": 1.0, "brats": 1.0, "cxr": 0.35, "lung": 0.3}
+MODEL_WEIGHT = {"deeplabv3plus": 0.5, "mask_rcnn": 0.75}
+# Folds: 2 everywhere by default: at 60 minutes the models are short of steps, and a fold's steps fall as 1/k
+# while its training cases grow only as (k-1)/k; every case is still held out once. --folds 3 / 4 with more budget.
+DEFAULT_FOLDS = {"isic": 2, "brats": 2, "cxr": 2, "lung": 2}
+CORE = ("cnn", "fcn", "unet", "segnet")          # the study's ranking: on every family
+EXTRA = ("attention_unet", "deeplabv3plus", "mask_rcnn")  # on isic only by default
+
+
 class Budget:
-    """Steps per fold from the time left: ``(left / folds left - overhead) / seconds per step``."""
+    """Fixed wall-clock reservations. Run ``r`` (a model x family, or an ablation variant) holds
+    ``budget * weight_r / sum(weights)``, spread evenly over its folds; every fold starts with the time left
+    shared by the weights of the folds left, so what one fold over- or under-spends moves to the others
+    pro rata. A fold trains by time (``train.time_limit_s``, the trainer's own clock, compile excluded) for
+    its reservation less its overhead (compile, validation, scoring), which is measured: on the run's first
+    fold (a compile) and on later folds (the persistent compilation cache) separately. ``steps`` (``--steps``)
+    fixes a step count instead (no time limit)."""
 
-    def __init__(self, seconds: float, folds_total: int, steps: int | None, lo: int = 20):
+    def __init__(self, seconds: float, steps: int | None = None, min_train: float = 10.0):
         self.t0 = time.time()
-        self.seconds = seconds
-        self.left = folds_total
+        self.seconds = float(seconds)
         self.fixed = steps
-        self.lo = lo
-        self.sec_per_step, self.overhead = 0.6, 45.0
+        self.min_train = min_train
+        self.weights: dict[str, tuple[float, int]] = {}  # run -> (weight, folds)
+        self.done: dict[str, int] = {}
+        self.overhead = {"first": 45.0, "later": 15.0}  # priors, replaced by measurements
+        self.speed, self.measured = 1.0, False  # measured seconds per step / SEC_PER_STEP, over the runs so far
 
-    def steps(self, recipe_steps: int) -> int:
+    def add(self, run: str, weight: float, folds: int) -> None:
+        self.weights[run] = (float(weight), int(folds))
+        self.done.setdefault(run, 0)
+
+    def reservation(self, run: str) -> float:
+        """The run's planned seconds (all its folds) at the start."""
+        w, _ = self.weights[run]
+        return self.seconds * w / sum(v[0] for v in self.weights.values())
+
+    def fold_seconds(self, run: str) -> float:
+        """This fold's reservation from the time left."""
+        left = max(self.seconds - (time.time() - self.t0), 0.0)
+        w_left = sum(w * (k - self.done[r]) / k for r, (w, k) in self.weights.items() if self.done[r] < k)
+        w, k = self.weights[run]
+        return left * (w / k) / max(w_left, 1e-9)
+
+    def train_limit(self, run: str) -> tuple[float, float]:
+        """``(fold reservation, training seconds)`` for the run's next fold."""
+        res = self.fold_seconds(run)
+        over = self.overhead["first" if self.done[run] == 0 else "later"]
+        return res, max(res - over, self.min_train, 0.25 * res)
+
+    def nominal_steps(self, run: str, arch: str, recipe_steps: int) -> int:
+        """The cosine schedule's length: the steps the run's first fold would fit at ``SEC_PER_STEP``
+        (the same for all folds, so later folds reuse the compiled step), at most the recipe's."""
         if self.fixed is not None:
             return int(self.fixed)
-        left = self.seconds - (time.time() - self.t0)
-        per_fold = left / max(self.left, 1)
-        return int(np.clip((per_fold - self.overhead) / self.sec_per_step, self.lo, recipe_steps))
+        w, k = self.weights[run]
+        per_fold = self.reservation(run) / k - self.overhead["first"]
+        return int(np.clip(per_fold / (self.speed * SEC_PER_STEP.get(arch, 0.8)), 20, recipe_steps))
 
-    def record(self, steps: int, train_seconds: float, total_seconds: float):
-        self.left -= 1
-        if steps > 0 and train_seconds > 0:
-            self.sec_per_step = 0.5 * self.sec_per_step + 0.5 * train_seconds / steps
-        self.overhead = 0.5 * self.overhead + 0.5 * max(total_seconds - steps * self.sec_per_step, 5.0)
-
-
-def _train_seconds(fold_dir: str) -> float:
-    """Training time from ``metrics.jsonl`` (the last ``elapsed_s``)."""
-    path = os.path.join(fold_dir, "metrics.jsonl")
-    last = 0.0
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    last = float(json.loads(line).get("elapsed_s", last))
-                except (ValueError, TypeError):
-                    pass
-    return last
+    def record(self, run: str, total_seconds: float, trained_seconds: float | None, steps: int = 0,
+               arch: str = "") -> None:
+        key = "first" if self.done[run] == 0 else "later"
+        if trained_seconds is not None:
+            self.overhead[key] = 0.5 * self.overhead[key] + 0.5 * max(total_seconds - trained_seconds, 2.0)
+            if steps > 5 and arch in SEC_PER_STEP:  # the clock starts after step 1
+                ratio = trained_seconds / (steps - 1) / SEC_PER_STEP[arch]
+                self.speed = 0.5 * self.speed + 0.5 * ratio if self.measured else ratio
+                self.measured = True
+        self.done[run] += 1
 
 
 def make_config(arch: str, family: str, data_dir: str, quick: bool, overrides: dict | None = None):
@@ -184,36 +274,46 @@ def make_config(arch: str, family: str, data_dir: str, quick: bool, overrides: d
     return apply_overrides(c, over)
 
 
-def run_cv(config, workdir: str, arrays, info, cases, k: int, budget: Budget, *, fold_limit: int | None):
-    """k-fold on ``arrays``, one fold at a time (steps from the budget), each fold scored on its held-out
-    patients' original files. Returns ``(fold summaries, per-case rows)``."""
+def run_cv(config, workdir: str, arrays, info, cases, k: int, budget: Budget, run: str, *,
+           fold_limit: int | None, postprocess: str = "none"):
+    """k-fold on ``arrays``, one fold at a time (each trains by time for its reservation of ``budget``), each
+    fold scored on its held-out patients' original files. Returns ``(fold summaries, per-case rows)``."""
     folds = kfold.patient_folds(arrays["patient_id"], k, int(config.data.seed))
     rows, summaries = [], []
     fg = config.data.get("mask_foreground", "nonzero")
-    recipe_steps = int(config.train.steps)
+    steps = budget.nominal_steps(run, config.model.name, int(config.train.steps))
     for i, (tr, va) in enumerate(folds[:fold_limit]):
-        steps = budget.steps(recipe_steps)
-        c = apply_overrides(config.copy_and_resolve_references(),
-                            {"train.steps": str(steps), "train.eval_every": str(steps),
-                             "train.checkpoint_every": str(steps)})
+        reserved, limit = budget.train_limit(run)
+        over = {"train.steps": str(steps), "train.eval_every": str(steps), "train.checkpoint_every": str(steps),
+                "train.log_every": str(min(int(config.train.log_every), steps))}
+        if budget.fixed is None:
+            over["train.time_limit_s"] = f"{limit:.1f}"
+        c = apply_overrides(config.copy_and_resolve_references(), over)
         fold_dir = os.path.join(workdir, f"fold{i}")
         t0 = time.time()
         res = train_and_evaluate(
             c, fold_dir, progress=False, data=(kfold.subset(arrays, tr), kfold.subset(arrays, va), info))
+        trained = time.time() - t0
         pre = load_pretrained(os.path.join(fold_dir, "best"))
         held = sorted(set(arrays["patient_id"][j] for j in va))
         fold_rows = []
         for pid in held:
             for case in cases.get(pid, []):
-                r = score_case(pre, case, fg)
+                r = score_case(pre, case, fg, postprocess)
                 r.update(fold=i, patient_id=pid)
                 fold_rows.append(r)
         total = time.time() - t0
-        budget.record(steps, _train_seconds(fold_dir), total)
+        budget.record(run, total, res.get("timed_seconds"), int(res.get("step", 0)), config.model.name)
         means = {m: _nanmean([r[m] for r in fold_rows]) for m in METRICS}
-        summaries.append({"fold": i, "steps": steps, "seconds": round(total, 1), "workdir": fold_dir,
-                          "val_patients": held, "train_patients": len(set(arrays["patient_id"][j] for j in tr)),
-                          "val_mean_dice_resized": res.get("mean_dice"), **means})
+        variants = {f"dice_{v}": _nanmean([r[f"dice_{v}"] for r in fold_rows]) for v in POSTPROCESS
+                    if fold_rows and f"dice_{v}" in fold_rows[0]}
+        summaries.append({"fold": i, "steps": int(res.get("step", steps)), "nominal_steps": steps,
+                          "reserved_s": round(reserved, 1), "time_limit_s": None if budget.fixed else round(limit, 1),
+                          "trained_s": res.get("timed_seconds"), "train_call_s": round(trained, 1),
+                          "seconds": round(total, 1), "stopped_by_time": bool(res.get("stopped_by_time")),
+                          "workdir": fold_dir, "val_patients": held,
+                          "train_patients": len(set(arrays["patient_id"][j] for j in tr)),
+                          "val_mean_dice_resized": res.get("mean_dice"), **means, **variants})
         rows += fold_rows
     return summaries, rows
 
@@ -233,11 +333,32 @@ def _cell(summaries) -> dict:
     return out
 
 
-def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_minutes: float, quick: bool,
-              steps: int | None, ablations, ablation_family: str, store: bool, log=print) -> dict:
+def default_pairs(families, archs=None) -> list[tuple[str, str]]:
+    """``(arch, family)`` runs: ``archs`` on every family (Mask R-CNN only where instances exist); by default the
+    study's four ranked models (CNN, FCN, U-Net, SegNet) on every family and Attention U-Net, DeepLabV3+ and
+    Mask R-CNN on isic only (the budget does not hold seven models on four families)."""
+    ok = lambda a, f: a != "mask_rcnn" or f in paper.INSTANCE_FAMILIES  # noqa: E731
+    if archs:
+        return [(a, f) for f in families for a in archs if ok(a, f)]
+    return [(a, f) for f in families for a in CORE + (EXTRA if f == "isic" else ()) if ok(a, f)]
+
+
+def _enable_compile_cache(folder: str) -> None:
+    """Folds of one run compile the same programs: JAX's persistent cache makes folds 2.. skip the compile."""
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        os.makedirs(folder, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def run_table(data_root: str, out: str, *, archs, families, folds: int | None, budget_minutes: float, quick: bool,
+              steps: int | None, ablations, ablation_family: str, store: bool, postprocess: str | None = None,
+              log=print) -> dict:
     if not os.path.isdir(data_root):
         raise ValueError(f"--data_root {data_root!r} is not a directory")
-    for a in archs:
+    for a in archs or ():
         if a not in paper.ARCHS:
             raise ValueError(f"--models: unknown model {a!r}; expected some of {paper.ARCHS}")
     for f in families:
@@ -245,8 +366,11 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_m
             raise ValueError(f"--families: unknown family {f!r}; expected some of {paper.FAMILIES}")
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown:
-        raise ValueError(f"--ablations: unknown {unknown}; expected some of {list(ABLATIONS)} or 'none'")
+        raise ValueError(f"--ablations: unknown {unknown}; expected some of {list(ABLATIONS)}, 'all' or 'none'")
+    if postprocess is not None and postprocess not in POSTPROCESS:
+        raise ValueError(f"--postprocess {postprocess!r}; expected one of {POSTPROCESS}")
     os.makedirs(out, exist_ok=True)
+    _enable_compile_cache(os.path.join(out, "jax_cache"))
     fold_limit = 1 if quick else None
     present, skipped = [], []
     for f in families:
@@ -257,7 +381,7 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_m
     if not present:
         raise ValueError(f"--data_root {data_root!r}: none of the families' folders "
                          f"({', '.join(paper.FOLDERS[f] for f in families)}) is there")
-    pairs = [(a, f) for f in present for a in archs if a != "mask_rcnn" or f in paper.INSTANCE_FAMILIES]
+    pairs = default_pairs(present, archs)
     abl_runs, abl_pairs, abl_skipped = {}, [], []
     if ablations and ablation_family in present:
         base = make_config("unet", ablation_family, os.path.join(data_root, paper.FOLDERS[ablation_family]), quick)
@@ -265,23 +389,41 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_m
     elif ablations:
         abl_skipped = [(a, f"family {ablation_family!r} is not in the table") for a in ablations]
 
-    data_cache, k_of = {}, {}
+    # Folds per family from the patients in its file index (the loader's patients; 2 at least).
+    k_of = {}
+    for f in present:
+        n_pat = len(family_cases(make_config("unet", f, os.path.join(data_root, paper.FOLDERS[f]), quick)))
+        if n_pat < 2:
+            raise ValueError(f"family {f}: {n_pat} patient(s); k-fold needs 2")
+        k_of[f] = max(2, min(folds or DEFAULT_FOLDS[f], n_pat))
+    post_of = {f: postprocess or POSTPROCESS_DEFAULT.get(f, "none") for f in present}
+    data_cache = {}
 
     def family_data(f, config):
         key = (f, tuple(config.data.image_size))
         if key not in data_cache:
             tr, va, info = load_dataset(config.data)
-            arrays = kfold.concat(tr, va)
-            n_pat = len(set(arrays["patient_id"]))
-            k_of[f] = max(2, min(folds, n_pat))
-            if n_pat < 2:
-                raise ValueError(f"family {f}: {n_pat} patient(s); k-fold needs 2")
-            data_cache[key] = (arrays, info, family_cases(config))
+            data_cache[key] = (kfold.concat(tr, va), info, family_cases(config))
         return data_cache[key]
 
-    n_runs = len(pairs) + sum(1 for r in abl_runs.values() if r)  # the recipe run of the ablations is the table's
-    per_run_folds = 1 if quick else max(2, folds)
-    budget = Budget(budget_minutes * 60.0, n_runs * per_run_folds, steps)
+    def reused(name, over, f):  # an ablation variant that is a table run (the recipe, or another model's recipe)
+        if not over:
+            return "unet"
+        if set(over) == {"model.name"} and (over["model.name"], f) in pairs:
+            return over["model.name"]
+        return None
+
+    n_folds = lambda f: 1 if quick else k_of[f]  # noqa: E731
+    budget = Budget(budget_minutes * 60.0, steps)
+    for arch, f in pairs:
+        budget.add(f"{arch}_{f}", FAMILY_WEIGHT[f] * MODEL_WEIGHT.get(arch, 1.0), n_folds(f))
+    for name, over in abl_runs.items():
+        if reused(name, over, ablation_family) is None:
+            budget.add(f"ablation_{name}", FAMILY_WEIGHT[ablation_family], n_folds(ablation_family))
+    plan_rows = [{"run": r, "folds": k, "reserved_s": round(budget.reservation(r), 1),
+                  "per_fold_s": round(budget.reservation(r) / k, 1)} for r, (_, k) in budget.weights.items()]
+    log(f"[paper_table] {len(plan_rows)} runs in {budget_minutes:g} min: " + ", ".join(
+        f"{p['run']} {p['folds']}x{p['per_fold_s']:.0f}s" for p in plan_rows), flush=True)
     results, all_rows, runs_info = {}, [], []
     t_start = time.time()
     for arch, f in pairs:
@@ -289,23 +431,26 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_m
         arrays, info, cases = family_data(f, config)
         wd = os.path.join(out, "runs", f"{arch}_{f}")
         log(f"[paper_table] {arch} on {f}: {k_of[f]}-fold CV, {len(set(arrays['patient_id']))} patients, "
-            f"{len(arrays['image'])} training images", flush=True)
-        summ, rows = run_cv(config, wd, arrays, info, cases, k_of[f], budget, fold_limit=fold_limit)
+            f"{len(arrays['image'])} training images, {budget.reservation(f'{arch}_{f}'):.0f} s reserved",
+            flush=True)
+        summ, rows = run_cv(config, wd, arrays, info, cases, k_of[f], budget, f"{arch}_{f}", fold_limit=fold_limit,
+                            postprocess=post_of[f])
         for r in rows:
             r.update(model=arch, family=f)
         all_rows += rows
         results.setdefault(arch, {})[f] = {"folds": summ, "cv": _cell(summ), "k": k_of[f],
-                                          "n_cases": len(rows)}
-        runs_info.append({"model": arch, "family": f, "steps": [s["steps"] for s in summ],
-                          "seconds": sum(s["seconds"] for s in summ)})
+                                          "n_cases": len(rows), "postprocess": post_of[f]}
+        runs_info.append(_run_info(arch, f, summ))
         log(f"[paper_table]   Dice {results[arch][f]['cv']['dice']['mean']:.3f} ± "
-            f"{results[arch][f]['cv']['dice']['std']:.3f} ({len(rows)} held-out cases)", flush=True)
+            f"{results[arch][f]['cv']['dice']['std']:.3f} ({len(rows)} held-out cases; steps "
+            f"{[s['steps'] for s in summ]})", flush=True)
         if store and summ:
             entry = save_pretrained(summ[0]["workdir"], store_name(arch, f), overwrite=True, card={
                 "data_licence": LICENCES[f], "recipe": f"paper_{arch}_{f}",
                 "training": f"fold 0 of {k_of[f]}-fold patient-level CV ({summ[0]['steps']} steps); "
                             f"held-out patients {summ[0]['val_patients']}",
                 "heldout_native_metrics": {m: summ[0][m] for m in METRICS},
+                "postprocess_in_table": post_of[f],
                 "intended_use": "research/evaluation only; never redistribute (data licence)"})
             results[arch][f]["store"] = entry.name
 
@@ -314,25 +459,50 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int, budget_m
         f = ablation_family
         evals = {}
         for name, over in abl_runs.items():
-            if not over and "unet" in results and f in results["unet"]:
-                evals[name] = [r for r in all_rows if r["model"] == "unet" and r["family"] == f]
+            table_arch = reused(name, over, f)
+            if table_arch is not None and table_arch in results and f in results[table_arch]:
+                evals[name] = [r for r in all_rows if r["model"] == table_arch and r["family"] == f]
                 continue
             config = make_config("unet", f, os.path.join(data_root, paper.FOLDERS[f]), quick, over)
             arrays, info, cases = family_data(f, config)
             log(f"[paper_table] ablation run {name} on {f}", flush=True)
             summ, rows = run_cv(config, os.path.join(out, "ablations", name), arrays, info, cases, k_of[f], budget,
-                                fold_limit=fold_limit)
+                                f"ablation_{name}", fold_limit=fold_limit, postprocess=post_of[f])
             evals[name] = rows
-            runs_info.append({"model": f"unet[{name}]", "family": f, "steps": [s["steps"] for s in summ],
-                              "seconds": sum(s["seconds"] for s in summ)})
+            runs_info.append(_run_info(f"unet[{name}]", f, summ))
         ablation_rows = compare_runs(evals, abl_pairs)
-    result = {"families": present, "skipped_families": skipped, "models": list(archs), "folds": folds,
+    result = {"families": present, "skipped_families": skipped, "models": sorted({a for a, _ in pairs},
+                                                                                key=_model_order),
+              "pairs": [list(p) for p in pairs], "folds": {f: k_of[f] for f in present},
               "quick": quick, "budget_minutes": budget_minutes, "wall_minutes": round((time.time() - t_start) / 60, 2),
+              "allocation": plan_rows, "postprocess": post_of,
               "results": results, "study": STUDY, "ablations": ablation_rows,
               "ablations_skipped": [list(s) for s in abl_skipped], "ablation_family": ablation_family,
-              "runs": runs_info, "baseline": baseline(all_rows)}
+              "runs": runs_info, "baseline": baseline(all_rows), "postprocess_dice": postprocess_summary(all_rows)}
     write_outputs(out, result, all_rows)
     return result
+
+
+def _model_order(m: str) -> int:
+    order = list(STUDY_ROWS) + [a for a in paper.ARCHS if a not in STUDY_ROWS]
+    return order.index(m) if m in order else len(order)
+
+
+def _run_info(model, family, summ) -> dict:
+    return {"model": model, "family": family, "steps": [s["steps"] for s in summ],
+            "trained_s": [s["trained_s"] for s in summ], "reserved_s": [s["reserved_s"] for s in summ],
+            "seconds": sum(s["seconds"] for s in summ)}
+
+
+def postprocess_summary(rows) -> dict:
+    """{family: {model: {how: mean Dice over held-out cases}}}: what each post-processing would have given."""
+    out: dict = {}
+    for r in rows:
+        for how in POSTPROCESS:
+            v = r.get(f"dice_{how}")
+            if v is not None:
+                out.setdefault(r["family"], {}).setdefault(r["model"], {}).setdefault(how, []).append(v)
+    return {f: {m: {h: _nanmean(v) for h, v in d.items()} for m, d in fm.items()} for f, fm in out.items()}
 
 
 def baseline(rows) -> dict:
@@ -415,9 +585,23 @@ def table_markdown(result: dict) -> str:
                          f"{r['relative_delta_pct']:+.1f}% | {lo:+g}..{hi:+g}% |")
         for name, why in result["ablations_skipped"]:
             lines.append(f"| {name} | - | - | - | skipped: {why} | - | - |")
-    lines += ["", "## Runs", "", "| model | family | steps per fold | seconds |", "|---|---|---|---:|"]
+    pp = result.get("postprocess_dice") or {}
+    if pp:
+        lines += ["", "## Post-processing (mean held-out Dice had each been applied; the table uses "
+                  + ", ".join(f"{f}: {h}" for f, h in result.get("postprocess", {}).items()) + ")", "",
+                  "| family | model | " + " | ".join(POSTPROCESS) + " |", "|---|---|" + "---:|" * len(POSTPROCESS)]
+        for f, fm in pp.items():
+            for m, d in fm.items():
+                lines.append(f"| {f} | {m} | " + " | ".join(f"{d[h]:.3f}" if h in d else "-" for h in POSTPROCESS)
+                             + " |")
+    lines += ["", "## Runs (each fold trains by time for its reservation less its measured overhead)", "",
+              "| model | family | steps per fold | trained s per fold | reserved s per fold | wall s |",
+              "|---|---|---|---|---|---:|"]
     for r in result["runs"]:
-        lines.append(f"| {r['model']} | {r['family']} | {', '.join(map(str, r['steps']))} | {r['seconds']:.0f} |")
+        tr = ", ".join("-" if t is None else f"{t:.0f}" for t in r.get("trained_s", []))
+        rs = ", ".join(f"{t:.0f}" for t in r.get("reserved_s", []))
+        lines.append(f"| {r['model']} | {r['family']} | {', '.join(map(str, r['steps']))} | {tr} | {rs} "
+                     f"| {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -466,21 +650,30 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--budget_minutes", type=float, default=60.0)
-    p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--models", default="")
+    p.add_argument("--folds", type=int, default=None,
+                   help="folds for every family (default: isic 3, brats 4 = leave one patient out, cxr 2, lung 2)")
+    p.add_argument("--models", default="", help="these models on every family (default: cnn,fcn,unet,segnet "
+                                                "everywhere, attention_unet,deeplabv3plus,mask_rcnn on isic)")
     p.add_argument("--families", default="")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--ablations", default="")
+    p.add_argument("--steps", type=int, default=None, help="a fixed step count per fold instead of training by time")
+    p.add_argument("--ablations", default="", help="comma list, 'all' or 'none' (default: skips,attention)")
     p.add_argument("--ablation_family", default="isic")
+    p.add_argument("--postprocess", default=None,
+                   help="the table's post-processing for every family (default: per family, POSTPROCESS_DEFAULT)")
     p.add_argument("--no_store", action="store_true")
     args = p.parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    archs = split(args.models) or (["cnn", "unet"] if args.quick else list(STUDY_ROWS))
+    archs = split(args.models) or (["cnn", "unet"] if args.quick else None)
     families = split(args.families) or (["isic", "cxr"] if args.quick else list(paper.FAMILIES))
-    abl = [] if args.ablations == "none" else split(args.ablations) or (["loss"] if args.quick else list(ABLATIONS))
+    if args.ablations == "none":
+        abl = []
+    elif args.ablations == "all":
+        abl = list(ABLATIONS)
+    else:
+        abl = split(args.ablations) or (["loss"] if args.quick else ["skips", "attention"])
     steps = args.steps if args.steps is not None else (8 if args.quick else None)
     try:
-        if args.folds < 2:
+        if args.folds is not None and args.folds < 2:
             raise ValueError(f"--folds must be >= 2, got {args.folds}")
         if args.budget_minutes <= 0 or not np.isfinite(args.budget_minutes):
             raise ValueError(f"--budget_minutes must be positive, got {args.budget_minutes}")
@@ -490,7 +683,8 @@ def main(argv=None) -> int:
             warnings.simplefilter("ignore", RuntimeWarning)
             result = run_table(args.data_root, os.path.abspath(args.out), archs=archs, families=families,
                                folds=args.folds, budget_minutes=args.budget_minutes, quick=args.quick, steps=steps,
-                               ablations=abl, ablation_family=args.ablation_family, store=not args.no_store)
+                               ablations=abl, ablation_family=args.ablation_family, store=not args.no_store,
+                               postprocess=args.postprocess)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -86,3 +86,62 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
     card = json.loads((store / "unet-isic" / "card.json").read_text())
     assert "PH2" in card["data_licence"] and card["recipe"] == "paper_unet_isic"
     assert (store / "cnn-cxr" / "card.json").is_file()
+
+
+def test_budget_reserves_by_weight_and_moves_what_a_fold_leaves_to_the_others():
+    b = paper_table.Budget(1000.0)
+    b.add("unet_isic", 1.0, 2)
+    b.add("cnn_cxr", 0.25, 2)
+    assert b.reservation("unet_isic") == pytest.approx(800.0) and b.reservation("cnn_cxr") == pytest.approx(200.0)
+    assert b.fold_seconds("unet_isic") == pytest.approx(400.0, rel=1e-3)
+    res, limit = b.train_limit("unet_isic")
+    assert limit == pytest.approx(res - b.overhead["first"])  # the fold trains for its share less its overhead
+    # A fold that used 600 s instead of 400: the 600 s it took come out of everyone's share pro rata.
+    b.t0 -= 600.0
+    b.record("unet_isic", 600.0, 550.0, steps=100, arch="unet")
+    assert b.fold_seconds("unet_isic") == pytest.approx(400.0 * 0.5 / 0.75, rel=1e-3)
+    assert b.fold_seconds("cnn_cxr") == pytest.approx(400.0 * 0.125 / 0.75, rel=1e-3)
+    assert b.overhead["first"] == pytest.approx(0.5 * 45.0 + 0.5 * 50.0)
+    assert b.speed == pytest.approx(550.0 / 99 / paper_table.SEC_PER_STEP["unet"])
+    fixed = paper_table.Budget(60.0, steps=7)
+    fixed.add("r", 1.0, 2)
+    assert fixed.nominal_steps("r", "unet", 1000) == 7
+
+
+def test_default_runs_rank_four_models_everywhere_and_the_extras_on_isic():
+    pairs = paper_table.default_pairs(["brats", "isic", "lung", "cxr"])
+    for f in ("brats", "isic", "lung", "cxr"):
+        assert {a for a, g in pairs if g == f} >= {"cnn", "fcn", "unet", "segnet"}
+    assert {a for a, g in pairs if g == "isic"} == set(paper.ARCHS)
+    assert {a for a, g in pairs if g != "isic"} == {"cnn", "fcn", "unet", "segnet"}
+    assert ("mask_rcnn", "brats") not in paper_table.default_pairs(["brats"], ["mask_rcnn", "unet"])
+
+
+def test_postprocessing_keeps_the_largest_component_and_drops_voxels_outside_the_brain():
+    import numpy as np
+
+    image = np.zeros((6, 6, 3, 1), np.float32) - 3.0  # background at the volume's minimum
+    image[1:5, 1:5] = 1.0
+    pred = np.zeros((6, 6, 3), bool)
+    pred[1:3, 1:3] = True   # 12 voxels inside the brain
+    pred[4, 4, 0] = True    # 1 voxel inside, apart
+    pred[0, 5, :] = True    # outside the brain, a line of 3
+    assert paper_table.postprocess_mask(pred, image, "none").sum() == 16
+    assert paper_table.postprocess_mask(pred, image, "lcc").sum() == 12
+    assert paper_table.postprocess_mask(pred, image, "brain").sum() == 13
+    assert paper_table.postprocess_mask(pred, image, "brain_lcc").sum() == 12
+    with pytest.raises(ValueError, match="postprocess"):
+        paper_table.postprocess_mask(pred, image, "crf")
+
+
+def test_training_by_time_stops_at_the_limit_and_saves_that_step(tmp_path):
+    from zoo.training import train_and_evaluate
+
+    c = apply_overrides(load_config("smoke"), {"train.steps": "100000", "train.time_limit_s": "0.5",
+                                               "train.eval_every": "100000", "train.checkpoint_every": "100000",
+                                               "train.tensorboard": "False"})
+    res = train_and_evaluate(c, str(tmp_path / "run"), progress=False)
+    assert res["stopped_by_time"] and 1 < res["step"] < 100000 and res["timed_seconds"] >= 0.5
+    assert (tmp_path / "run" / "best").is_dir() and res["num_cases"] > 0  # the last step was evaluated and saved
+    with pytest.raises(ValueError, match="time_limit_s"):
+        train_and_evaluate(apply_overrides(load_config("smoke"), {"train.time_limit_s": "-1.0"}), str(tmp_path / "x"))

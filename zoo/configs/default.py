@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.grad_accum = 1            # micro-batches per step (must divide the per-device batch)
     c.train.tensorboard = True        # also write TensorBoard events when tensorboardX is importable
     c.train.dtype = "float32"         # float32 | bfloat16 (compute; params stay float32)
+    c.train.time_limit_s = 0.0        # > 0: also stop after this many seconds of training (compile excluded);
+                                      #   that step is the last (evaluated, saved); the schedule still spans steps
     c.train.skip_nonfinite = False    # True: skip steps whose loss/gradients are NaN/Inf; False: stop (exit 3)
 
     c.mesh = ml_collections.ConfigDict()

@@ -277,6 +277,10 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
                dynamic_ncols=True)
     preempt = _Preemption()
     t0, last_eval, preempted = time.time(), None, False
+    # train.time_limit_s > 0: train by time. The clock starts when the first step's result is ready (compile
+    # excluded); the first step boundary past the limit becomes the run's last step (logged, evaluated, saved).
+    time_limit = float(config.train.get("time_limit_s", 0.0) or 0.0)
+    clock, timed, out_of_time = None, None, False
     pending = []  # per-step "finite" flags not yet looked at (checked before anything is logged or saved)
 
     def save(manager, done, metrics=None, force=False):
@@ -302,9 +306,21 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
             state, metrics = step_fn(state, batches.next())
             pending.append(metrics["finite"])
             done = step + 1
-            is_log = done % int(config.train.log_every) == 0 or done == total
-            is_eval = done % int(config.train.eval_every) == 0 or done == total
-            is_ckpt = done % int(config.train.checkpoint_every) == 0 or done == total
+            if time_limit > 0:
+                if clock is None:
+                    jax.block_until_ready(metrics["finite"])
+                    clock = time.time()
+                else:  # one step in flight: the host clock follows the steps actually computed
+                    if len(pending) > 1:
+                        jax.block_until_ready(pending[-2])
+                    out_of_time = time.time() - clock >= time_limit
+            last = done == total or out_of_time
+            if last and clock is not None:
+                jax.block_until_ready(metrics["finite"])
+                timed = time.time() - clock
+            is_log = done % int(config.train.log_every) == 0 or last
+            is_eval = done % int(config.train.eval_every) == 0 or last
+            is_ckpt = done % int(config.train.checkpoint_every) == 0 or last
             if is_log or is_eval or is_ckpt or preempt.flag:
                 check_finite(done)
             if is_log:
@@ -323,6 +339,8 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
             if is_ckpt:
                 save(ckpt, done)
             bar.update(1)
+            if out_of_time:
+                break
             if done < total and preempt.reached():
                 if ckpt.latest_step() != done:
                     save(ckpt, done, force=True)
@@ -335,7 +353,8 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
         best_ckpt.close()
         log.close()
     base = {"step": int(state.step), "task": task.name, "class_names": list(info.class_names),
-            "train_seconds": round(time.time() - t0, 2)}
+            "train_seconds": round(time.time() - t0, 2), "stopped_by_time": out_of_time,
+            "timed_seconds": None if timed is None else round(timed, 2)}
     if preempted:
         if is_main:
             print(f"preempted: saved a checkpoint at step {int(state.step)}; rerun to resume", flush=True)

@@ -59,7 +59,7 @@ def _check_numbers(train) -> None:
             v = train[name]
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"train.{name} must be a positive integer, got {v!r}")
-    for name in ("learning_rate", "weight_decay", "grad_clip"):
+    for name in ("learning_rate", "weight_decay", "grad_clip", "time_limit_s"):
         if name in train:
             v = train[name]
             if not isinstance(v, (int, float)) or not math.isfinite(float(v)):

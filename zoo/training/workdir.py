@@ -20,7 +20,7 @@ __all__ = ["WorkdirLock", "check_resumable", "truncate_metrics", "RESUMABLE_CHAN
 
 #: ``train`` fields a resumed run may change.
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
-                     "tensorboard")
+                     "tensorboard", "time_limit_s")
 
 
 class WorkdirLock:
