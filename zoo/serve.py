@@ -3,11 +3,14 @@
 
 One page (``zoo/static/index.html``) and a JSON API (OpenAPI at ``/docs``): ``GET /api/health``,
 ``GET /api/models``, ``POST /api/segment`` (multipart: ``model``, ``file`` or ``sample``, optional
-``reference``, ``tta``, ``gradcam``), ``POST /api/outcome`` (JSON). Routes parse and validate, then call
-``zoo.service`` (the functions the tests call), which predicts through ``zoo.predict.predict_case``.
+``reference``, ``tta``, ``gradcam``), ``POST /api/outcome`` (JSON; for a time-to-event model the answer holds
+the predicted survival curve). Routes parse and validate, then call ``zoo.service`` (the functions the tests
+call), which predicts through ``zoo.predict.predict_case``.
 
 Models (store names, work directories or ``zoo.export`` folders; default: the whole store) are loaded and
-compiled at start-up. Requests run in a bounded pool (``--workers`` threads, ``--queue`` waiting, then 503;
+compiled at start-up. A work directory written by ``zoo.survival.fit_deep_survival`` (it holds
+``survival.json``; ``python -m eval.outcome_report`` writes them for ``deep_cox`` / ``deep_hazard``) is served
+as a time-to-event model. Requests run in a bounded pool (``--workers`` threads, ``--queue`` waiting, then 503;
 ``--timeout`` seconds, then 504). Uploads: at most ``--max-upload-mb`` MiB (checked on the Content-Length and
 counted while the body streams: 413), parsed by content (a wrong type or a corrupt file: 4xx naming it), saved
 under names chosen by the server in a temporary folder removed after the response (kept with ``--keep``).
@@ -59,6 +62,8 @@ class ModelInfo(BaseModel):
     spatial_dims: int
     covariate_names: list[str]
     ehr_form: bool
+    covariate_defaults: Optional[list[float]] = Field(None, description="time-to-event models: the training means")
+    time_unit: str = ""
 
 class Download(BaseModel):
     filename: str
@@ -93,20 +98,37 @@ class OutcomeRequest(BaseModel):
         description="age, sex ('F'/'M') and 0/1 comorbidities, or one number per covariate name")
     sample: int = Field(0, ge=0, le=63, description="the bundled phantom whose image goes with the fields")
     shap: bool = True
+    horizon: Optional[float] = Field(None, gt=0, description="time-to-event models: the time the risk (1 - S(t)) "
+                                     "is given at; default: the median training time")
 
 class Shap(BaseModel):
     base_value: float
     values: dict[str, float]
 
+class SurvivalCurve(BaseModel):
+    times: list[float]
+    survival: list[float] = Field(description="S(t | x) at times")
+    lower: Optional[list[float]] = None
+    upper: Optional[list[float]] = None
+    interval_note: str
+    horizon: float
+    survival_at_horizon: float
+    horizon_range: Optional[list[float]] = None
+    median_time: Optional[float] = Field(None, description="first time with S <= 0.5 (null: not reached)")
+    time_unit: str
+    head: str = Field(description="cox (Breslow baseline) or hazard (discrete-time logistic hazard)")
+
 class OutcomeResult(BaseModel):
     model: str
-    risk: float
-    risk_range: list[float]
+    kind: str = Field(description="probability (binary outcome) or survival (time-to-event)")
+    risk: float = Field(description="probability of the outcome; time-to-event: 1 - S(horizon)")
+    risk_range: Optional[list[float]] = None
     risk_range_note: str
     covariates: dict[str, float]
     shap: Optional[Shap] = None
     shap_note: str
     sample: int
+    survival: Optional[SurvivalCurve] = None
 
 
 def _explainers():
@@ -246,9 +268,9 @@ def create_app(models: dict, *, token: str | None = None, max_upload_mb: float =
 
     @app.post("/api/outcome", response_model=OutcomeResult)
     async def outcome(req: OutcomeRequest):
-        m = _model(req.model, ("outcome",))
+        m = _model(req.model, ("outcome", "survival"))
         return await _pooled(service.outcome, m, dict(req.fields), req.sample,
-                             explain_tabular if req.shap else None)
+                             explain_tabular if req.shap else None, req.horizon)
 
     app.state.pool = pool
     return app

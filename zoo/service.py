@@ -33,7 +33,8 @@ from zoo import predict as zpredict
 from zoo import store
 
 __all__ = ["ACCEPTED_SUFFIXES", "ServedModel", "Busy", "InferencePool", "upload_suffix", "read_upload",
-           "read_reference", "load_model", "phantom_sample", "segment", "outcome", "model_info"]
+           "read_reference", "load_model", "phantom_sample", "segment", "outcome", "survival_curve", "model_info",
+           "summary_pdf"]
 
 # Suffix -> what the upload is. A zip holds a DICOM series or an .mhd header with its raw file.
 ACCEPTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".zip")
@@ -136,6 +137,7 @@ class ServedModel:
     pre: object
     card: dict
     exported: bool = False
+    survival: object = None  # a zoo.survival.SurvivalModel (time-to-event models: curves from survival.json)
 
     @property
     def task(self) -> str:
@@ -157,25 +159,46 @@ def _card(name_or_path: str, pre) -> dict:
             "data": {"name": cfg.get("data", {}).get("name", "?")}, "note": "work directory (no store card)"}
 
 
+def _survival_card(path: str, sm) -> dict:
+    meta, cfg = sm.meta, sm.pretrained.meta.get("config", {})
+    extra = meta.get("extra") or {}
+    card = {"model": cfg.get("model", {}).get("name", "?"), "task": "survival", "head": meta["head"],
+            "data": {"name": extra.get("cohort", cfg.get("data", {}).get("name", "?")),
+                     "covariates": list(meta["covariate_names"]), "time_unit": extra.get("time_unit", "")},
+            "metrics": {"harrell_c": meta.get("best_harrell_c_val"), "split": extra.get(
+                "inner_validation", "validation split (patients unseen in training)")},
+            "intended_use": extra.get("intended_use", "research: survival curves from the covariates"),
+            "data_licence": extra.get("data_licence", "-"), "source": os.path.abspath(path)}
+    return card
+
+
 def load_model(name_or_path: str, warm: bool = True) -> ServedModel:
-    """Load a store entry, work directory or exported folder (``zoo.export``) and run it once."""
+    """Load a store entry, work directory or exported folder (``zoo.export``) and run it once. A work
+    directory written by ``zoo.survival.fit_deep_survival`` (it holds ``survival.json``) is served as a
+    time-to-event model with its survival curves."""
     path = store.resolve(name_or_path)
-    from zoo import exported
+    from zoo import exported, survival
 
     if exported.is_exported(path):
         pre = exported.ExportedModel.load(path)
         served = ServedModel(name=_display_name(name_or_path), pre=pre, card=pre.card, exported=True)
+    elif os.path.isfile(os.path.join(path, survival.SURVIVAL_FILE)):
+        sm = survival.SurvivalModel.load(path)
+        served = ServedModel(name=_display_name(name_or_path), pre=sm.pretrained, card=_survival_card(path, sm),
+                             survival=sm)
     else:
         from zoo.pretrained import load_pretrained
 
         pre = load_pretrained(path)
         served = ServedModel(name=_display_name(name_or_path), pre=pre, card=_card(name_or_path, pre))
     if warm:  # compile every program a request will run, before the first request
-        image, meta, _ = phantom_sample(served, 0)
+        image, meta, _ = phantom_sample(served, 0) if served.data.get("channel_names") else (None, None, None)
         if served.task in ("segmentation", "instance"):
             zpredict.predict_case(served.pre, image, meta)
         elif served.task == "outcome":
             _outcome_proba(served, image, _default_covariates(served)[None])
+        elif served.survival is not None:
+            survival_curve(served, _default_covariates(served), image)
     return served
 
 
@@ -185,10 +208,23 @@ def _display_name(name_or_path: str) -> str:
 
 def model_info(m: ServedModel) -> dict:
     d = m.data
+    defaults = [float(v) for v in m.survival.mean] if m.survival is not None else None
     return {"name": m.name, "task": m.task, "exported": m.exported, "card": m.card,
             "channel_names": list(d.get("channel_names") or ()), "class_names": list(d.get("class_names") or ()),
             "spatial_dims": int(d.get("spatial_dims", 2)), "covariate_names": list(d.get("covariate_names") or ()),
-            "ehr_form": tuple(d.get("covariate_names") or ()) == ehr.COVARIATE_NAMES}
+            "ehr_form": tuple(d.get("covariate_names") or ()) == ehr.COVARIATE_NAMES,
+            "covariate_defaults": defaults,
+            "time_unit": (m.survival.meta.get("extra") or {}).get("time_unit", "") if m.survival is not None else ""}
+
+
+def _image_size(m: ServedModel) -> tuple:
+    cfg = m.pre.config.data
+    if cfg.get("image_size"):
+        return tuple(int(s) for s in cfg.image_size)
+    inputs = m.pre.meta.get("inputs") or {}
+    if "image" in inputs:  # models trained on in-memory arrays (e.g. survival): the saved input shape
+        return tuple(int(s) for s in inputs["image"][1:-1])
+    raise ValueError(f"model {m.name!r} takes no image")
 
 
 def phantom_sample(m: ServedModel, index: int):
@@ -197,7 +233,7 @@ def phantom_sample(m: ServedModel, index: int):
         raise ValueError(f"sample must be 0..63, got {index}")
     cfg = m.pre.config.data
     channels = len(m.data.get("channel_names") or ()) or None
-    shape = tuple(int(s) for s in cfg.image_size)
+    shape = _image_size(m)
     pc = phantoms.PhantomConfig(kind=str(cfg.get("kind", "brain") or "brain"), shape=shape, channels=channels,
                                 seed=1000)  # not the training seed: samples are unseen cases
     s = phantoms.make_phantom(pc, int(index))
@@ -258,10 +294,14 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
     shown = np.asarray(image[..., 0], np.float32)
     lo, hi = float(shown.min()), float(shown.max())
     q = np.round((shown - lo) / max(hi - lo, 1e-12) * 65535.0).astype("<u2")
+    pdf_path = os.path.join(folder, "summary.pdf")
+    summary_pdf(pdf_path, summary, overlay_path, m.card)
     with open(label_path, "rb") as f:
         label_bytes = f.read()
     with open(overlay_path, "rb") as f:
         overlay_bytes = f.read()
+    with open(pdf_path, "rb") as f:
+        pdf_bytes = f.read()
     disp = _display(q)
     return {**summary,
             "display": {"depth": int(disp.shape[0]), "height": int(disp.shape[1]), "width": int(disp.shape[2]),
@@ -272,7 +312,64 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
             "downloads": {"label_map": {"filename": "prediction" + suffix, "base64": _b64_bytes(label_bytes)},
                           "overlay_png": {"filename": "overlay.png", "base64": _b64_bytes(overlay_bytes)},
                           "summary_json": {"filename": "summary.json",
-                                           "base64": _b64_bytes(json.dumps(summary, indent=1).encode())}}}
+                                           "base64": _b64_bytes(json.dumps(summary, indent=1).encode())},
+                          "summary_pdf": {"filename": "summary.pdf", "base64": _b64_bytes(pdf_bytes)}}}
+
+
+def _card_lines(card: dict, width: int = 100) -> list[str]:
+    import textwrap
+
+    lines = []
+    for k, v in card.items():
+        text = v if isinstance(v, str) else json.dumps(v, default=str)
+        lines += textwrap.wrap(f"{k}: {text}", width, subsequent_indent="    ") or [f"{k}:"]
+    return lines
+
+
+def summary_pdf(path: str, summary: dict, overlay_png: str, card: dict) -> None:
+    """A one-page (two when the card is long) PDF of a segmentation result: the overlay, the volume (mL) or
+    area (mm²) and Dice per class, the input geometry and the model card. Written with matplotlib's
+    ``PdfPages`` on an object-oriented ``Figure`` (no pyplot state, safe in the worker threads), to a
+    temporary name then renamed (atomic)."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    unit = "volume (mL)" if summary["unit"] == "mL" else "area (mm²)"
+    rows = [[name, f"{size:.3f}", "-" if summary["dice"] is None else
+             ("n/a" if summary["dice"].get(name) is None else f"{summary['dice'][name]:.3f}")]
+            for name, size in summary["sizes"].items()]
+    card_lines = _card_lines(card)
+    tmp = path + ".tmp"
+    title = f"medzoo segmentation summary: {summary['model']}"
+    with PdfPages(tmp, metadata={"Title": title, "Subject": f"model {summary['model']}",
+                                 "Creator": "medzoo zoo.serve"}) as pdf:
+        fig = Figure(figsize=(8.27, 11.69))  # A4
+        fig.text(0.06, 0.965, title, fontsize=14, weight="bold")
+        fig.text(0.06, 0.945, f"image shape {summary['shape']}, spacing {summary['spacing_mm']} mm, "
+                              f"test-time augmentation: {'yes' if summary['tta'] else 'no'}", fontsize=9)
+        ax = fig.add_axes((0.06, 0.48, 0.5, 0.45))
+        with Image.open(overlay_png) as im:
+            ax.imshow(np.asarray(im.convert("RGB")))
+        ax.set_axis_off()
+        ax.set_title("overlay (slice with the most foreground)", fontsize=9)
+        tab = fig.add_axes((0.6, 0.6, 0.36, 0.3))
+        tab.set_axis_off()
+        table = tab.table(cellText=rows or [["-", "-", "-"]], colLabels=["class", unit, "Dice"], loc="upper center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        if summary["dice"] is None:
+            tab.text(0, 0, "Dice: no reference mask was given", fontsize=8, transform=tab.transAxes)
+        fig.text(0.06, 0.45, "Model card", fontsize=11, weight="bold")
+        per_page = 40
+        fig.text(0.06, 0.44, "\n".join(card_lines[:per_page]), fontsize=7, va="top", family="monospace")
+        fig.text(0.06, 0.02, "Research software: not a medical device; check every result.", fontsize=7)
+        pdf.savefig(fig)
+        for start in range(per_page, len(card_lines), 100):
+            more = Figure(figsize=(8.27, 11.69))
+            more.text(0.06, 0.97, "\n".join(card_lines[start:start + 100]), fontsize=7, va="top", family="monospace")
+            pdf.savefig(more)
+    os.replace(tmp, path)
 
 
 def _b64_bytes(b: bytes) -> str:
@@ -321,6 +418,8 @@ def explain(m: ServedModel, image, meta, labels, explain_image):
 # ------------------------------------------------------------------------------------------------ outcome
 
 def _default_covariates(m: ServedModel) -> np.ndarray:
+    if m.survival is not None:  # the training split's means (the network's standardisation)
+        return np.asarray(m.survival.mean, np.float32)
     return np.zeros(len(m.data["covariate_names"]), np.float32)
 
 
@@ -348,10 +447,106 @@ def encode_fields(m: ServedModel, fields: dict) -> np.ndarray:
         raise ValueError(f"covariate {e.args[0]!r} missing; the model takes {', '.join(names)}") from None
 
 
-def outcome(m: ServedModel, fields: dict, sample: int = 0, explain_tabular=None) -> dict:
+CURVE_POINTS = 61
+SURVIVAL_BATCH = 32  # one compiled batch shape for every survival request (SHAP batches included)
+
+
+def _survival_support(sm) -> tuple[float, float]:
+    """``(t_max, default horizon)``: the last training time of the baseline (Cox) or the last interval edge
+    (logistic hazard); the horizon is the median training time (``extra.horizon`` when the model names one)."""
+    if sm.head == "cox":
+        t = np.asarray(sm.meta["breslow"]["times"], np.float64)
+    else:
+        t = np.asarray(sm.meta["edges"], np.float64)[1:]
+    horizon = (sm.meta.get("extra") or {}).get("horizon")
+    return float(t.max()), float(horizon if horizon is not None else np.median(t))
+
+
+def survival_curve(m: ServedModel, covariates: np.ndarray, image=None, horizon: float | None = None) -> dict:
+    """The predicted survival curve ``S(t | x)`` of one patient on ``CURVE_POINTS`` times in ``[0, t_max]``
+    (``t_max``: the end of the training follow-up the model's baseline covers), with ``S`` at ``horizon``
+    and the median survival time (``None`` when the curve stays above 0.5). Fused image + EHR models: also the
+    pointwise range of ``S`` over the mirrored images (a model-sensitivity band, not a confidence interval);
+    EHR-only models give no interval (the deep model has no uncertainty estimate)."""
+    sm = m.survival
+    t_max, default = _survival_support(sm)
+    horizon = default if horizon is None else float(horizon)
+    if not 0.0 < horizon <= t_max:
+        raise ValueError(f"horizon must be in (0, {t_max:g}] {sm.meta.get('extra', {}).get('time_unit', '')}"
+                         f" (the training follow-up), got {horizon:g}")
+    times = np.linspace(0.0, t_max, CURVE_POINTS)
+    grid = np.unique(np.r_[times, horizon])
+    cov = np.asarray(covariates, np.float64)[None]
+    if image is None:
+        images = [None]
+    else:
+        images = [image] + [np.flip(image, axis=a) for a in range(image.ndim - 1)]
+    curves = np.stack([sm.survival(cov, grid, None if im is None else np.asarray(im, np.float32)[None],
+                                   batch_size=SURVIVAL_BATCH)[0] for im in images])
+    s = np.clip(curves[0], 0.0, 1.0)
+    at = int(np.searchsorted(grid, horizon))
+    below = np.nonzero(s <= 0.5)[0]
+    keep = np.isin(grid, times)
+    out = {"times": grid[keep].tolist(), "survival": s[keep].tolist(), "lower": None, "upper": None,
+           "interval_note": "no interval: the model gives a point estimate of S(t) only",
+           "horizon": horizon, "survival_at_horizon": float(s[at]),
+           "median_time": float(grid[below[0]]) if len(below) else None,
+           "time_unit": (sm.meta.get("extra") or {}).get("time_unit", ""), "head": sm.head}
+    if len(images) > 1:
+        lo, hi = np.clip(curves.min(0), 0, 1), np.clip(curves.max(0), 0, 1)
+        out.update(lower=lo[keep].tolist(), upper=hi[keep].tolist(),
+                   interval_note="range of S(t) over the mirrored images (model sensitivity, not a confidence "
+                                 "interval)", horizon_range=[float(lo[at]), float(hi[at])])
+    return out
+
+
+def _survival_outcome(m: ServedModel, fields: dict, sample: int, explain_tabular, horizon) -> dict:
+    cov = encode_fields(m, fields)
+    image = phantom_sample(m, sample)[0] if m.data.get("channel_names") else None
+    curve = survival_curve(m, cov, image, horizon)
+    h = curve["horizon"]
+    risk = 1.0 - curve["survival_at_horizon"]
+    names = list(m.data["covariate_names"])
+    shap, note = None, "SHAP is not enabled on this server"
+    if explain_tabular is not None:
+        sm = m.survival
+        extra = sm.meta.get("extra") or {}
+        if extra.get("background"):
+            background = np.asarray(extra["background"], np.float32)
+            where = f"{len(background)} training patients"
+        else:
+            rng = np.random.default_rng(0)
+            background = (sm.mean + sm.sd * rng.normal(0, 1, (32, len(cov)))).astype(np.float32)
+            where = "32 patients drawn from the training means and SDs"
+        im = None if image is None else np.asarray(image, np.float32)
+
+        def event_probability(X):
+            X = np.asarray(X, np.float64)
+            ims = None if im is None else np.repeat(im[None], len(X), axis=0)
+            return 1.0 - sm.survival(X, [h], ims, batch_size=SURVIVAL_BATCH)[:, 0]
+
+        expl = explain_tabular(event_probability, background, cov[None], feature_names=names,
+                               max_evals=2 * len(names) + 1)
+        shap = {"base_value": float(np.ravel(expl.base_values)[0]),
+                "values": {n: float(v) for n, v in zip(names, np.asarray(expl.values)[0])}}
+        note = f"SHAP (permutation) of the event probability by t = {h:g} against {where}"
+    unit = curve["time_unit"]
+    return {"model": m.name, "kind": "survival", "risk": float(risk),
+            "risk_range": None if curve.get("horizon_range") is None else
+            [1.0 - curve["horizon_range"][1], 1.0 - curve["horizon_range"][0]],
+            "risk_range_note": (f"event probability by t = {h:g} {unit}: 1 - S(t); "
+                                + curve["interval_note"]),
+            "covariates": {n: float(v) for n, v in zip(names, cov)}, "shap": shap, "shap_note": note,
+            "sample": int(sample), "survival": curve}
+
+
+def outcome(m: ServedModel, fields: dict, sample: int = 0, explain_tabular=None, horizon: float | None = None) -> dict:
     """Risk of the adverse outcome for ``fields`` with phantom ``sample``'s image: the risk, its spread over
     the mirrored images (test-time augmentation; a model-sensitivity range, not a confidence interval) and
-    the SHAP contribution of each covariate (against a synthetic EHR background)."""
+    the SHAP contribution of each covariate (against a synthetic EHR background). Time-to-event models: the
+    survival curve (:func:`survival_curve`), the risk is the event probability by ``horizon``."""
+    if m.survival is not None:
+        return _survival_outcome(m, fields, sample, explain_tabular, horizon)
     if m.task != "outcome":
         raise ValueError(f"model {m.name!r} is a {m.task} model; /api/outcome takes outcome models")
     cov = encode_fields(m, fields)
@@ -374,10 +569,10 @@ def outcome(m: ServedModel, fields: dict, sample: int = 0, explain_tabular=None)
         shap = {"base_value": float(np.ravel(expl.base_values)[0]),
                 "values": {n: float(v) for n, v in zip(names, np.asarray(expl.values)[0])}}
         note = "SHAP (permutation) against 32 synthetic EHR patients, same image"
-    return {"model": m.name, "risk": risk, "risk_range": [min(spread), max(spread)],
+    return {"model": m.name, "kind": "probability", "risk": risk, "risk_range": [min(spread), max(spread)],
             "risk_range_note": "spread of the risk over the mirrored images (not a confidence interval)",
             "covariates": {n: float(v) for n, v in zip(names, cov)}, "shap": shap, "shap_note": note,
-            "sample": int(sample)}
+            "sample": int(sample), "survival": None}
 
 
 # ------------------------------------------------------------------------------------------------ pool

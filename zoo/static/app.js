@@ -17,7 +17,7 @@ function b64bytes(s) { const bin = atob(s); const a = new Uint8Array(bin.length)
 async function loadModels() {
   try { MODELS = await api("/api/models"); } catch (e) { $("auth").hidden = false; $("seg-error").textContent = e.message; return; }
   $("auth").hidden = !TOKEN;
-  for (const [sel, tasks] of [["seg-model", ["segmentation", "instance"]], ["out-model", ["outcome"]]]) {
+  for (const [sel, tasks] of [["seg-model", ["segmentation", "instance"]], ["out-model", ["outcome", "survival"]]]) {
     $(sel).innerHTML = "";
     for (const m of MODELS.filter((m) => tasks.includes(m.task))) {
       const o = document.createElement("option"); o.value = o.textContent = m.name; $(sel).appendChild(o);
@@ -105,10 +105,41 @@ function ehrFields() {
     html += `<label>Sex <select id="f-sex"><option>F</option><option>M</option></select></label>`;
     for (const c of ["diabetes", "hypertension", "cardiac_disease", "smoker"]) html += `<label><input id="f-${c}" type="checkbox"> ${c}</label>`;
   } else {
-    for (const c of m.covariate_names) html += `<label>${c} <input id="f-${c}" type="number" value="0" step="any"></label>`;
+    m.covariate_names.forEach((c, i) => {
+      const v = m.covariate_defaults ? +m.covariate_defaults[i].toPrecision(4) : 0;
+      html += `<label>${esc(c)} <input id="f-${esc(c)}" type="number" value="${v}" step="any"></label>`;
+    });
   }
-  html += `<label>image: phantom sample <input id="f-sample" type="number" value="0" min="0" max="63"></label>`;
+  if (m.task === "survival") html += `<label>horizon (${esc(m.time_unit || "time")}) <input id="f-horizon" type="number" min="0" step="any" placeholder="default"></label>`;
+  if (m.channel_names.length) html += `<label>image: phantom sample <input id="f-sample" type="number" value="0" min="0" max="63"></label>`;
   box.innerHTML = html;
+  $("ehr-run").textContent = m.task === "survival" ? "Predict survival" : "Predict risk";
+  $("surv").hidden = true;
+}
+function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]); }
+
+// The survival curve S(t) as an SVG step/line plot (with the interval band when the model gives one).
+function drawSurvival(c) {
+  const W = 420, H = 220, L = 44, R = 10, T = 10, B = 34, svg = $("surv-plot");
+  const tmax = c.times[c.times.length - 1] || 1;
+  const x = (t) => L + (W - L - R) * t / tmax, y = (s) => T + (H - T - B) * (1 - s);
+  const line = (ys) => ys.map((s, i) => `${i ? "L" : "M"}${x(c.times[i]).toFixed(1)},${y(s).toFixed(1)}`).join("");
+  let g = `<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#999"/>`;
+  for (const s of [0, 0.25, 0.5, 0.75, 1]) g += `<line x1="${L - 4}" x2="${L}" y1="${y(s)}" y2="${y(s)}" stroke="#999"/><text x="${L - 6}" y="${y(s) + 4}" font-size="10" text-anchor="end">${s}</text>`;
+  for (let k = 0; k <= 4; k++) { const t = tmax * k / 4; g += `<text x="${x(t)}" y="${H - B + 14}" font-size="10" text-anchor="middle">${Math.round(t)}</text>`; }
+  g += `<text x="${(L + W - R) / 2}" y="${H - 4}" font-size="11" text-anchor="middle">time (${esc(c.time_unit || "?")})</text>`;
+  g += `<text x="12" y="${(T + H - B) / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${(T + H - B) / 2})">S(t)</text>`;
+  if (c.lower && c.upper) {
+    const band = line(c.upper) + c.lower.map((s, i) => `L${x(c.times[i]).toFixed(1)},${y(s).toFixed(1)}`).reverse().join("") + "Z";
+    g += `<path id="surv-band" d="${band}" fill="#9bd" fill-opacity="0.4" stroke="none"/>`;
+  }
+  g += `<line x1="${x(c.horizon)}" x2="${x(c.horizon)}" y1="${T}" y2="${H - B}" stroke="#d44" stroke-dasharray="3,3"/>`;
+  g += `<path id="surv-line" d="${line(c.survival)}" fill="none" stroke="#226" stroke-width="2"/>`;
+  svg.innerHTML = g;
+  svg.dataset.points = String(c.times.length);
+  const med = c.median_time == null ? `not reached by ${Math.round(tmax)}` : Math.round(c.median_time);
+  $("surv-note").textContent = `S(${c.horizon}) = ${(100 * c.survival_at_horizon).toFixed(1)}%; median survival: ${med} ${c.time_unit}; ${c.interval_note}`;
+  $("surv").hidden = false;
 }
 
 async function predictRisk(ev) {
@@ -119,10 +150,15 @@ async function predictRisk(ev) {
     fields.age = +$("f-age").value; fields.sex = $("f-sex").value;
     for (const c of ["diabetes", "hypertension", "cardiac_disease", "smoker"]) fields[c] = $("f-" + c).checked ? 1 : 0;
   } else for (const c of m.covariate_names) fields[c] = +$("f-" + c).value;
+  const req = {model: m.name, fields, sample: $("f-sample") ? +$("f-sample").value : 0};
+  if ($("f-horizon") && $("f-horizon").value !== "") req.horizon = +$("f-horizon").value;
+  $("surv").hidden = true;
   try {
     const r = await api("/api/outcome", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({model: m.name, fields, sample: +$("f-sample").value})});
-    $("risk").innerHTML = `<b id="risk-value">risk ${(100 * r.risk).toFixed(1)}%</b> (range ${(100 * r.risk_range[0]).toFixed(1)}–${(100 * r.risk_range[1]).toFixed(1)}%: ${r.risk_range_note})`;
+      body: JSON.stringify(req)});
+    const range = r.risk_range ? ` (range ${(100 * r.risk_range[0]).toFixed(1)}–${(100 * r.risk_range[1]).toFixed(1)}%)` : "";
+    $("risk").innerHTML = `<b id="risk-value">risk ${(100 * r.risk).toFixed(1)}%</b>${range}: ${esc(r.risk_range_note)}`;
+    if (r.survival) drawSurvival(r.survival);
     const rows = r.shap ? Object.entries(r.shap.values).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])) : [];
     $("shap").innerHTML = "<tr><th>field</th><th>SHAP (risk)</th></tr>" + rows.map(([k, v]) =>
       `<tr><td>${k}</td><td>${v >= 0 ? "+" : ""}${v.toFixed(4)}</td><td><div style="background:${v >= 0 ? "#d44" : "#44d"};height:8px;width:${Math.min(200, Math.abs(v) * 2000)}px"></div></td></tr>`).join("");
