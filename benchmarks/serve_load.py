@@ -1,11 +1,13 @@
 """Bounded load test of ``zoo.serve`` on localhost: ``python -m benchmarks.serve_load --model NAME_OR_PATH
-[--requests 50] [--clients 8]``.
+[--requests 50] [--clients 8] [--workers 2] [--warmup 25] [--every 25] [--out FILE.json]``.
 
 Starts ``python -m zoo.serve`` on 127.0.0.1 (a free port) as a child process (an entry point is imported by
-nothing), sends ``--requests`` segmentation
-requests (a phantom NIfTI upload each) from ``--clients`` concurrent threads, and prints failures, p50/p95
-latency and the server's RSS before and after (memory should stay flat: the pool bounds what is in flight).
-Only 127.0.0.1 traffic.
+nothing), sends ``--warmup`` then ``--requests`` segmentation requests (a phantom NIfTI upload each) from
+``--clients`` concurrent threads, and prints failures, p50/p95 latency of the measured requests and the
+server's resident memory: at the start (server up, models compiled), after the warm-up, every ``--every``
+completed requests, at the end, and the least-squares slope of RSS over the measured requests (MiB per 100
+requests). "Flat" is a measured statement: ``rss_slope_mb_per_100`` near 0 and ``rss_end - rss_after_warmup``
+small against the RSS itself. Only 127.0.0.1 traffic.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import concurrent.futures
 import gzip
 import json
+import os
 import socket
 import sys
 import time
@@ -27,7 +30,14 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=50)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=25, help="requests sent first, not timed (allocator warm-up)")
+    p.add_argument("--every", type=int, default=25, help="record the server's RSS every this many requests")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--no-pdf", action="store_true", help="ask for no PDF summary (pdf=false; ~0.3 s less each)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.requests < 1 or args.clients < 1 or args.workers < 1 or args.warmup < 0 or args.every < 1:
+        p.error(f"--requests, --clients, --workers and --every must be >= 1 and --warmup >= 0 (got {args.requests}, "
+                f"{args.clients}, {args.workers}, {args.every}, {args.warmup})")
 
     import httpx
     import nibabel as nib
@@ -75,22 +85,59 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
 
     def one(i):
         t = time.perf_counter()
-        r = httpx.post(url, data={"model": name, "gradcam": "false"}, files={"file": ("case.nii.gz", body)},
-                       timeout=120)
+        r = httpx.post(url, data={"model": name, "gradcam": "false", "pdf": "false" if args.no_pdf else "true"},
+                       files={"file": ("case.nii.gz", body)}, timeout=120)
         return r.status_code, time.perf_counter() - t
 
-    one(0)  # warm the HTTP path
-    rss0 = proc.memory_info().rss
-    with concurrent.futures.ThreadPoolExecutor(args.clients) as ex:
-        results = list(ex.map(one, range(args.requests)))
-    rss1 = proc.memory_info().rss
+    def rss_mb():
+        return proc.memory_info().rss / 2**20
+
+    rss_start = rss_mb()
+    for s, _ in _run(one, args.warmup, args.clients, None, None):
+        if s != 200:
+            raise SystemExit(f"error: a warm-up request failed with HTTP {s}")
+    series = [(0, rss_mb())]
+    results = _run(one, args.requests, args.clients, args.every, lambda done: series.append((done, rss_mb())))
+    if series[-1][0] != args.requests:
+        series.append((args.requests, rss_mb()))
     lat = np.array([t for _, t in results]) * 1000
     failed = sum(s != 200 for s, _ in results)
-    out = {"model": name, "requests": args.requests, "clients": args.clients, "workers": args.workers,
-           "failed": failed, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-           "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20}
-    print(json.dumps(out, indent=1))
+    n, r = np.array([d for d, _ in series], np.float64), np.array([m for _, m in series])
+    slope = float(np.polyfit(n, r, 1)[0] * 100) if len(series) > 2 else float("nan")
+    out = {"model": name, "requests": args.requests, "warmup": args.warmup, "clients": args.clients, "pdf": not args.no_pdf,
+           "workers": args.workers, "failed": failed, "p50_ms": float(np.percentile(lat, 50)),
+           "p95_ms": float(np.percentile(lat, 95)), "rss_start_mb": rss_start, "rss_after_warmup_mb": series[0][1],
+           "rss_end_mb": series[-1][1], "rss_growth_after_warmup_mb": series[-1][1] - series[0][1],
+           "rss_slope_mb_per_100": slope,
+           "rss_series_mb": [{"requests": int(d), "rss_mb": round(m, 1)} for d, m in series]}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, args.out)
     return 0 if failed == 0 else 1
+
+
+def _run(one, count, clients, every, record):
+    """``count`` calls of ``one`` from ``clients`` threads; ``record(done)`` after every ``every`` completions."""
+    import threading
+
+    lock, done, out = threading.Lock(), [0], []
+
+    def wrapped(i):
+        res = one(i)
+        with lock:
+            out.append(res)
+            done[0] += 1
+            if every and done[0] % every == 0:
+                record(done[0])
+        return res
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as ex:
+        list(ex.map(wrapped, range(count)))
+    return out
 
 
 if __name__ == "__main__":

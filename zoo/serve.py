@@ -3,7 +3,8 @@
 
 One page (``zoo/static/index.html``) and a JSON API (OpenAPI at ``/docs``): ``GET /api/health``,
 ``GET /api/models``, ``POST /api/segment`` (multipart: ``model``, ``file`` or ``sample``, optional
-``reference``, ``tta``, ``gradcam``), ``POST /api/outcome`` (JSON; for a time-to-event model the answer holds
+``reference``, ``tta``, ``gradcam``, ``pdf``: the label map, overlay PNG, JSON and PDF summaries come back as
+downloads), ``POST /api/outcome`` (JSON; for a time-to-event model the answer holds
 the predicted survival curve). Routes parse and validate, then call ``zoo.service`` (the functions the tests
 call), which predicts through ``zoo.predict.predict_case``.
 
@@ -237,7 +238,7 @@ def create_app(models: dict, *, token: str | None = None, max_upload_mb: float =
     @app.post("/api/segment", response_model=SegmentResult)
     async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None),
                       sample: Optional[int] = Form(None), reference: Optional[UploadFile] = File(None),
-                      tta: bool = Form(False), gradcam: bool = Form(True)):
+                      tta: bool = Form(False), gradcam: bool = Form(True), pdf: bool = Form(True)):
         m = _model(model, ("segmentation", "instance"))
         if (file is None) == (sample is None):
             raise HTTPException(400, "send either a file or a sample number")
@@ -259,7 +260,7 @@ def create_app(models: dict, *, token: str | None = None, max_upload_mb: float =
                 if ref_path is not None:
                     ref = service.read_reference(ref_path, ref_suffix, folder, image.shape[:-1])
                 return service.segment(m, image, meta, read_path, folder, reference=ref, tta=tta,
-                                       explain_image=explain_image if gradcam else None)
+                                       explain_image=explain_image if gradcam else None, pdf=pdf)
 
             return await _pooled(work)
         finally:

@@ -4,7 +4,7 @@ Uploads are parsed into arrays here (by content: a file that does not parse is a
 predicted through ``zoo.predict.predict_case`` (the CLI's path: plan, scaling, geometry), measured (volume
 in mL from the real spacing, area in mm² for 2D, per-class Dice against a reference mask) and turned into
 what a page draws (display arrays as base64) and downloads (the label map in the input's geometry written
-by ``zoo.predict.write_label``, the overlay PNG of ``zoo.predict.write_overlay``, a JSON summary).
+by ``zoo.predict.write_label``, the overlay PNG of ``zoo.predict.write_overlay``, a JSON and a PDF summary).
 
 Nothing here takes a path from a request: files live only in a temporary folder the caller creates, under
 names chosen here (``upload<suffix>``; the client's name only decides which suffix).
@@ -264,8 +264,9 @@ def _label_suffix(meta, read_path: str) -> str:
 
 
 def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str, *, reference=None,
-            tta: bool = False, explain_image=None) -> dict:
-    """Predict, measure and package one case (see the module docstring). ``folder``: the request's temp dir."""
+            tta: bool = False, explain_image=None, pdf: bool = True) -> dict:
+    """Predict, measure and package one case (see the module docstring). ``folder``: the request's temp dir;
+    ``pdf``: also the PDF summary (:func:`summary_pdf`, about 0.3 s of matplotlib on a CPU core)."""
     if m.task not in ("segmentation", "instance"):
         raise ValueError(f"model {m.name!r} is a {m.task} model; /api/segment takes segmentation models")
     channels = len(m.data["channel_names"])
@@ -294,26 +295,30 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
     shown = np.asarray(image[..., 0], np.float32)
     lo, hi = float(shown.min()), float(shown.max())
     q = np.round((shown - lo) / max(hi - lo, 1e-12) * 65535.0).astype("<u2")
-    pdf_path = os.path.join(folder, "summary.pdf")
-    summary_pdf(pdf_path, summary, overlay_path, m.card)
+    pdf_bytes = None
+    if pdf:
+        pdf_path = os.path.join(folder, "summary.pdf")
+        summary_pdf(pdf_path, summary, overlay_path, m.card)
+        with open(pdf_path, "rb") as f:
+            pdf_bytes = f.read()
     with open(label_path, "rb") as f:
         label_bytes = f.read()
     with open(overlay_path, "rb") as f:
         overlay_bytes = f.read()
-    with open(pdf_path, "rb") as f:
-        pdf_bytes = f.read()
     disp = _display(q)
+    downloads = {"label_map": {"filename": "prediction" + suffix, "base64": _b64_bytes(label_bytes)},
+                 "overlay_png": {"filename": "overlay.png", "base64": _b64_bytes(overlay_bytes)},
+                 "summary_json": {"filename": "summary.json",
+                                  "base64": _b64_bytes(json.dumps(summary, indent=1).encode())}}
+    if pdf_bytes is not None:
+        downloads["summary_pdf"] = {"filename": "summary.pdf", "base64": _b64_bytes(pdf_bytes)}
     return {**summary,
             "display": {"depth": int(disp.shape[0]), "height": int(disp.shape[1]), "width": int(disp.shape[2]),
                         "image_u16": _b64(disp), "image_range": [lo, hi],
                         "labels_u8": _b64(_display(labels.astype(np.uint8))),
                         "gradcam_u8": None if cam is None else _b64(_display(np.round(cam * 255).astype(np.uint8))),
                         "gradcam_note": cam_note},
-            "downloads": {"label_map": {"filename": "prediction" + suffix, "base64": _b64_bytes(label_bytes)},
-                          "overlay_png": {"filename": "overlay.png", "base64": _b64_bytes(overlay_bytes)},
-                          "summary_json": {"filename": "summary.json",
-                                           "base64": _b64_bytes(json.dumps(summary, indent=1).encode())},
-                          "summary_pdf": {"filename": "summary.pdf", "base64": _b64_bytes(pdf_bytes)}}}
+            "downloads": downloads}
 
 
 def _card_lines(card: dict, width: int = 100) -> list[str]:
