@@ -138,6 +138,46 @@ def test_bfloat16_values_match_reference(op, xs, ws, strides):
     _close(got, want, jnp.bfloat16, "value")
 
 
+FEW_CHANNEL_CASES = [
+    # x shape, w shape, padding: Cin * Cout <= conv.FEW_CHANNELS -> channels-first shifted sums on CPU
+    ((2, 7, 9, 2), (3, 3, 2, 2), "SAME"),               # the segmentation head's 2 -> 2 conv, odd sizes
+    ((1, 5, 6, 7, 2), (3, 3, 3, 2, 2), "SAME"),         # 3D
+    ((1, 5, 6, 7, 1), (3, 3, 3, 1, 4), "VALID"),        # 1 -> 4, no padding
+    ((2, 9, 2), (5, 2, 3), ((1, 2),)),                  # 1D, even kernel, explicit asymmetric padding
+    ((1, 4, 5, 6, 2), (1, 1, 1, 2, 2), "SAME"),         # 1^3 kernel
+]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("xs,ws,padding", FEW_CHANNEL_CASES)
+def test_few_channel_convolution_matches_reference(xs, ws, padding, dtype):
+    x, w = _rand(xs, 20, dtype), _rand(ws, 21, dtype)
+    assert ws[-2] * ws[-1] <= conv.FEW_CHANNELS
+    with conv.conv_lowering("cpu"):
+        jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv_nd(x, w, 1, padding))(x, w))
+        _compare(lambda x, w: conv.conv_nd(x, w, 1, padding), lambda x, w: conv.conv_nd_reference(x, w, 1, padding),
+                 x, w, 22, dtype)
+    assert "conv_general_dilated" not in jaxpr and "custom_vjp" in jaxpr  # the shifted-sum form was chosen
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("xs,ws,strides,padding", [
+    ((1, 3, 4, 5, 3), (3, 3, 3, 3, 2), 2, "torch"),          # MONAI's last up-convolution: 32 -> 2 channels
+    ((1, 3, 4, 5, 3), (3, 3, 3, 3, 2), 2, "SAME"),
+    ((1, 3, 4, 5, 3), (2, 2, 2, 3, 4), 2, "SAME"),           # kernel == stride
+    ((1, 3, 4, 5, 3), (3, 2, 4, 3, 2), (2, 1, 3), "SAME"),   # per-axis strides, kernel < / == / > stride
+])
+def test_few_output_channel_transpose_matches_reference(xs, ws, strides, padding, dtype):
+    """3D transposed convolutions with few output channels: matmul + col2im forward, phase-form backward."""
+    x, w = _rand(xs, 23, dtype), _rand(ws, 24, dtype)
+    assert ws[-1] <= conv.FEW_OUTPUT_CHANNELS
+    with conv.conv_lowering("cpu"):
+        ref = _compare(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding),
+                       lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding), x, w, 25, dtype)
+    st = (strides,) * 3 if isinstance(strides, int) else strides
+    assert ref.shape == (xs[0], *[s * k for s, k in zip(xs[1:-1], st)], ws[-1])
+
+
 def test_lowering_selection_and_override(monkeypatch):
     x, w = _rand((1, 6, 6, 2), 0), _rand((3, 3, 2, 2), 1)
     monkeypatch.delenv(conv.ENV_VAR, raising=False)
