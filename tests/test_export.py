@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import zoo
 from _serve_models import tiny_models
 from zoo import export, exported, service
 from zoo.pretrained import load_pretrained
@@ -70,18 +71,83 @@ def test_serve_serves_an_exported_model(exported_dir):
     assert res["shape"] == [32, 32] and "exported" in res["display"]["gradcam_note"]
 
 
-def test_onnx_agrees_where_jax2onnx_converts(exported_dir, tmp_path):
-    pytest.importorskip("jax2onnx", reason="jax2onnx (optional extra 'onnx') is not installed")
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+def _onnx_runtime():
+    pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (pip install -e '.[onnx]' && "
+                                           "pip install --no-deps jax2onnx==0.17.1)")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (extra 'onnx')")
+
+
+def _ort_run(ort, model_or_path, x):
+    blob = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_onnx_cli_export_agrees_with_the_jitted_model(exported_dir, tmp_path):
+    ort = _onnx_runtime()
     seg, _ = exported_dir
-    try:
-        path = export.export_onnx(seg, str(tmp_path / "onnx"))
-    except ValueError as e:
-        pytest.skip(f"jax2onnx cannot convert the U-Net: {e}")
+    out = tmp_path / "onnx"
+    assert export.main(["--model", seg, "--out", str(out), "--format", "onnx"]) == 0
+    assert (out / exported.ARTIFACT).exists() and json.loads((out / export.ONNX_MANIFEST).read_text())["batch"] == "any"
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 4)).astype(np.float32)
+    np.testing.assert_allclose(_ort_run(ort, str(out / "model.onnx"), x), load_pretrained(seg).predict_proba(x),
+                               atol=1e-4)
+
+
+# Registered segmentation models jax2onnx 0.17.1 cannot convert, and why (the closing note of issue 22).
+ONNX_CANNOT = {
+    "deeplabv3plus": "with a symbolic batch the bilinear resize compares a symbolic dimension jax cannot decide; "
+                     "for batch 1 jax2onnx writes a graph whose shapes contradict themselves (an Add after the "
+                     "ASPP / decoder; ONNX Runtime refuses to load it)",
+}
+SEG_MODELS = [n for n in zoo.list_models() if zoo.get_spec(n).task == "segmentation"]
+TINY_FOR = {"residual_unet": {"channels": (4, 8, 16), "strides": (2, 2)}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEG_MODELS)
+def test_onnx_agrees_for_every_registered_segmentation_model(name):
+    """Each registered segmentation model (2D, 4 channels, 4 classes, 32x32, features 4, random weights): the
+    ONNX Runtime output equals the jitted ``predict_proba`` within 1e-4 (batch 2, or 1 where the export is for
+    a static batch)."""
+    ort = _onnx_runtime()
+    import functools
+
+    import jax
+
+    from zoo.tasks import SegmentationTask
+    from zoo.training import jit_init
+
+    model = zoo.create_model(name, spatial_dims=2, in_channels=4, num_classes=4, **TINY_FOR.get(name, {"features": 4}))
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 4)).astype(np.float32)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    np.testing.assert_allclose(got, load_pretrained(seg).predict_proba(x), atol=1e-4)
+    keys = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
+    variables = dict(jit_init(functools.partial(model.init, train=False))(keys, x))
+    fn = functools.partial(SegmentationTask.predict_proba, model, variables)
+    try:
+        proto, batch = export.onnx_model(fn, (1, 32, 32, 4))
+    except ValueError as e:
+        if name in ONNX_CANNOT:
+            pytest.skip(f"{name}: {ONNX_CANNOT[name]} ({e})")
+        raise
+    x = x[:1] if batch == 1 else x
+    try:
+        got = _ort_run(ort, proto, x)
+    except Exception as e:  # ONNX Runtime refuses the graph at load time
+        if name in ONNX_CANNOT:
+            pytest.skip(f"{name}: {ONNX_CANNOT[name]} ({type(e).__name__}: {str(e)[:200]})")
+        raise
+    want = np.asarray(jax.jit(fn)(x))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_onnx_without_jax2onnx_is_one_line(exported_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import jax2onnx now raises ImportError
+    seg, _ = exported_dir
+    assert export.main(["--model", seg, "--out", str(tmp_path / "o"), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the optional jax2onnx" in err and "--no-deps jax2onnx==0.17.1" in err
+    assert not (tmp_path / "o" / "model.onnx").exists()
 
 
 def test_bad_model_is_one_line(tmp_path, capsys):

@@ -152,7 +152,7 @@ class ResNet(nn.Module):
                         name="stem")(x)
         x = nn.relu(layers.Norm(self.norm, dtype=self.dtype, name="stem_norm")(x, train))
         outs = [x]
-        x = nn.max_pool(x, (3,) * nd, strides=(2,) * nd, padding="SAME")
+        x = nn.max_pool(x, window_shape=(3,) * nd, strides=(2,) * nd, padding="SAME")
         stride, dilation = 4, 1
         for i, n in enumerate(self.blocks):
             s = 1 if i == 0 else 2
@@ -206,7 +206,7 @@ class VGG(nn.Module):
                 x = layers.Conv(self.features * m, 3, use_bias=self.norm == "none", dtype=self.dtype,
                                 name=f"stage{i}_conv{j}")(x)
                 x = nn.relu(layers.Norm(self.norm, dtype=self.dtype, name=f"stage{i}_norm{j}")(x, train))
-            x = nn.max_pool(x, (2,) * nd, strides=(2,) * nd)
+            x = nn.max_pool(x, window_shape=(2,) * nd, strides=(2,) * nd)
             outs.append(x)
         return outs
 

@@ -6,13 +6,21 @@ symbolic batch dimension, serialized to ``DIR/model.stablehlo``; beside it ``exp
 ``null`` = any batch; task; data contract; config), ``card.json``, ``plan.json`` (when the run has a plan) and
 ``load_exported.py`` (a copy of ``zoo.exported``: jax + numpy only, no model code).
 
-``onnx``: the same function through ``jax2onnx`` (optional: ``pip install jax2onnx onnxruntime``) to
-``DIR/model.onnx`` (batch dimension named ``N``), run by ONNX Runtime; the StableHLO files are written too.
+``onnx``: the same function through ``jax2onnx`` to ``DIR/model.onnx`` (batch dimension named ``N``; a model
+whose operations need a static batch, e.g. SegNet's max-pool-with-argmax, is converted for batch 1 and says so
+in ``onnx.json``), run by ONNX Runtime; the StableHLO files are written too. Every jax2onnx release that
+converts the transposed convolutions of the U-Nets (0.13.1 to 0.17.1 at the time of writing) pins
+``orbax-checkpoint<0.11.37``, which pip would satisfy by downgrading this project's Orbax; jax2onnx itself does
+not import Orbax, so install it without its dependency list::
+
+    pip install -e ".[onnx]"                      # onnx, onnx-ir, onnxruntime
+    pip install --no-deps "jax2onnx==0.17.1"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shutil
@@ -25,7 +33,9 @@ from zoo import store
 from zoo.cli import run_cli
 from zoo.provenance import write_json
 
-__all__ = ["export_stablehlo", "export_onnx", "inference_function", "main"]
+__all__ = ["export_stablehlo", "export_onnx", "onnx_model", "inference_function", "main", "ONNX_MANIFEST"]
+
+ONNX_MANIFEST = "onnx.json"
 
 
 def _input_shapes(pre) -> dict:
@@ -103,30 +113,95 @@ def export_stablehlo(name_or_path: str, out: str) -> dict:
     return manifest
 
 
-def export_onnx(name_or_path: str, out: str) -> str:
-    """Write ``out/model.onnx`` with jax2onnx (and the StableHLO files); returns its path."""
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def _grows(old, new) -> bool:
+    try:
+        return len(old) == len(new) and all(bool(n >= o) for o, n in zip(old, new))
+    except Exception:  # a symbolic dimension jax cannot compare
+        return False
+
+
+@contextlib.contextmanager
+def _upsampling_resize_without_antialias():
+    """jax2onnx has no rule for an antialiased ``jax.image.resize``; when every output dimension is at least the
+    input's (upsampling), antialiasing changes nothing (jax only widens the kernel when shrinking), so the
+    resize is traced with ``antialias=False``. Only while ``onnx_model`` traces; the test compares the ONNX
+    output with the unpatched jitted model."""
+    import jax
+
+    orig = jax.image.resize
+
+    def resize(image, shape, method, antialias=True, **kwargs):
+        if antialias and _grows(tuple(image.shape), tuple(shape)):
+            antialias = False
+        return orig(image, shape, method, antialias=antialias, **kwargs)
+
+    jax.image.resize = resize
+    try:
+        yield
+    finally:
+        jax.image.resize = orig
+
+
+def onnx_model(fn, input_shape: tuple, name: str = "medzoo"):
+    """``(onnx.ModelProto, batch)``: ``fn`` on one float32 input of ``input_shape`` (``[1, *S, C]``) through
+    jax2onnx, with a symbolic batch ``N`` when the model's operations allow one, else for batch 1. Raises
+    ``ValueError`` naming what jax2onnx could not convert, or that it is not installed."""
     try:
         from jax2onnx import to_onnx
     except ImportError as e:
-        raise ValueError(f"--format onnx needs the optional jax2onnx package ({e}); "
-                         f"pip install jax2onnx onnxruntime") from None
+        raise ValueError(f"--format onnx needs the optional jax2onnx package ({e}); pip install -e \".[onnx]\" "
+                         f"&& pip install --no-deps jax2onnx==0.17.1") from None
+    def traced(x):  # jax2onnx swaps in its own resize while it traces: wrap whichever is current then
+        with _upsampling_resize_without_antialias():
+            return fn(x)
+
+    errors = []
+    for batch in ("N", 1):
+        try:
+            model = to_onnx(traced, [(batch, *input_shape[1:])], model_name=name)
+        except Exception as e:  # jax2onnx raises its own types for primitives or shapes it cannot convert
+            errors.append(f"batch {batch}: {_first_line(e)}")
+            continue
+        return model, batch
+    raise ValueError("jax2onnx cannot convert this model (" + "; ".join(errors) + ")")
+
+
+def export_onnx(name_or_path: str, out: str) -> str:
+    """Write ``out/model.onnx`` with jax2onnx (and the StableHLO files, and ``onnx.json``); returns its path."""
     from zoo.pretrained import load_pretrained
 
-    export_stablehlo(name_or_path, out)
     pre = load_pretrained(name_or_path)
     shapes = _input_shapes(pre)
-    if len(shapes) != 1:
-        raise ValueError("--format onnx: only image-only (segmentation) models are converted")
-    fn = inference_function(pre)
+    if pre.task != "segmentation" or len(shapes) != 1:
+        raise ValueError(f"--format onnx: only image-only segmentation models are converted ({name_or_path} is a "
+                         f"{pre.task} model)")
+    model, batch = onnx_model(inference_function(pre), shapes["image"])
+    try:  # what a hospital deploys it with must accept it (jax2onnx can write a graph whose shapes disagree)
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    if onnxruntime is not None:
+        try:
+            onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ValueError(f"--format onnx: ONNX Runtime refuses the graph jax2onnx wrote ({_first_line(e)})") from None
+    export_stablehlo(name_or_path, out)
     path = os.path.join(out, "model.onnx")
-    try:
-        model = to_onnx(fn, [("N", *shapes["image"][1:])], model_name="medzoo")
-    except Exception as e:  # jax2onnx raises for primitives it has no rule for
-        raise ValueError(f"--format onnx: jax2onnx cannot convert this model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    import onnx
+    tmp = os.path.join(out, ".tmp-model.onnx")
+    with open(tmp, "wb") as f:
+        f.write(model.SerializeToString())
+    os.replace(tmp, path)
+    from importlib import metadata
 
-    onnx.save_model(model, path)
+    write_json(os.path.join(out, ONNX_MANIFEST), {
+        "input": [batch if batch == 1 else None, *shapes["image"][1:]], "output": "probabilities [N, *S, K]",
+        "batch": "any" if batch == "N" else "1 (the model's operations need a static batch)",
+        "jax2onnx_version": metadata.version("jax2onnx")})
     return path
 
 

@@ -61,7 +61,7 @@ class CNN(nn.Module):
             x = layers.ConvBlock(f, num_convs=self.convs_per_block, norm=self.norm, dtype=self.dtype,
                                  dropout=self.dropout if i == self.depth else 0.0, name=f"block{i}")(x, train)
             if i < self.depth:
-                x = nn.max_pool(x, (2,) * nd, strides=(2,) * nd)
+                x = nn.max_pool(x, window_shape=(2,) * nd, strides=(2,) * nd)
         logits = layers.Conv(self.num_classes, 1, dtype=self.dtype, name="classifier")(x)
         return layers.upsample_linear(logits, full).astype(jnp.float32)
 
