@@ -166,6 +166,7 @@ def test_outcome_survival_curve(client, models):
 
 @pytest.mark.parametrize("change,fragment", [
     ({"drop": "nodes"}, "covariate 'nodes' missing"),
+    ({"set": ("age", "old")}, "covariate 'age' must be a number"),
     ({"horizon": 1e7}, "horizon must be in"),
     ({"horizon": -1}, "horizon"),
 ])
@@ -174,6 +175,8 @@ def test_outcome_survival_bad_requests(client, models, change, fragment):
     req = {"model": "survival-tiny", "fields": fields, "shap": False}
     if "drop" in change:
         del fields[change["drop"]]
+    elif "set" in change:
+        fields[change["set"][0]] = change["set"][1]
     else:
         req.update(change)
     r = client.post("/api/outcome", json=req)

@@ -446,10 +446,21 @@ def encode_fields(m: ServedModel, fields: dict) -> np.ndarray:
             raise ValueError(f"EHR fields missing: {', '.join(missing)}")
         com = np.array([[float(bool(fields.get(c, 0))) for c in ehr.COMORBIDITIES]])
         return ehr.encode_covariates([float(fields["age"])], [str(fields["sex"])], com)[0]
-    try:
-        return np.array([float(fields[n]) for n in names], np.float32)
-    except KeyError as e:
-        raise ValueError(f"covariate {e.args[0]!r} missing; the model takes {', '.join(names)}") from None
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise ValueError(f"covariate {missing[0]!r} missing; the model takes {', '.join(names)}")
+    out = []
+    for n in names:
+        v = fields[n]
+        try:
+            if isinstance(v, str):
+                raise ValueError
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise ValueError(f"covariate {n!r} must be a number, got {v!r}") from None
+        if not np.isfinite(out[-1]):
+            raise ValueError(f"covariate {n!r} must be finite, got {v!r}")
+    return np.array(out, np.float32)
 
 
 CURVE_POINTS = 61
@@ -477,8 +488,8 @@ def survival_curve(m: ServedModel, covariates: np.ndarray, image=None, horizon: 
     t_max, default = _survival_support(sm)
     horizon = default if horizon is None else float(horizon)
     if not 0.0 < horizon <= t_max:
-        raise ValueError(f"horizon must be in (0, {t_max:g}] {sm.meta.get('extra', {}).get('time_unit', '')}"
-                         f" (the training follow-up), got {horizon:g}")
+        unit = (sm.meta.get("extra") or {}).get("time_unit", "")
+        raise ValueError(f"horizon must be in (0, {t_max:g}] {unit} (the training follow-up), got {horizon:g}")
     times = np.linspace(0.0, t_max, CURVE_POINTS)
     grid = np.unique(np.r_[times, horizon])
     cov = np.asarray(covariates, np.float64)[None]
