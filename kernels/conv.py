@@ -508,7 +508,9 @@ def _conv_nd_auto_cpu(x, w, strides, padding, dilation, feature_group_count):
     """The per-case choice on XLA:CPU (measurements in docs/performance.md)."""
     nd, st, pad, dil = _resolve(x, w, strides, padding, dilation, feature_group_count)
     if (all(s == 1 for s in st) and all(d == 1 for d in dil) and feature_group_count == 1
-            and w.shape[-2] * w.shape[-1] <= FEW_CHANNELS):
+            and w.shape[-2] * w.shape[-1] <= FEW_CHANNELS
+            and int(np.prod(w.shape[:nd])) * w.shape[-2] * w.shape[-1] <= FEW_CHANNELS * 27):
+        # (the last bound keeps the unrolled sum small: a 7^3 kernel would be thousands of terms)
         return conv_few_channels(x, w, pad)
     if nd != 3:
         # 1D/2D: XLA:CPU's own strided convolution beat the polyphase form both ways on this machine.
