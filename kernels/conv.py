@@ -341,6 +341,12 @@ FEW_CHANNELS = 8
 FEW_OUTPUT_CHANNELS = 4
 
 
+def _tap(xc, t, outs, channels=None):
+    """``xc [B, C, *P][:, channels, t_1 : t_1 + outs_1, ...]``: the input window of kernel tap ``t``."""
+    lo, hi = (0, xc.shape[1]) if channels is None else channels
+    return lax.slice(xc, (0, lo) + tuple(t), (xc.shape[0], hi) + tuple(t[i] + outs[i] for i in range(len(t))))
+
+
 def _shifted_sums(xc, w, outs):
     """Channels-first correlation by shifted sums: ``xc [B, Ci, *P]`` (already padded), ``w [*K, Ci, Co]`` ->
     ``[B, Co, *outs]``. One fused elementwise loop per output channel, vectorised along the contiguous last
@@ -350,7 +356,7 @@ def _shifted_sums(xc, w, outs):
     acc = [None] * co_n
     for t in np.ndindex(*ks):
         for ci in range(ci_n):
-            sl = lax.slice(xc, (0, ci) + t, (xc.shape[0], ci + 1) + tuple(t[i] + outs[i] for i in range(nd)))
+            sl = _tap(xc, t, outs, (ci, ci + 1))
             for co in range(co_n):
                 term = sl * w[t + (ci, co)]
                 acc[co] = term if acc[co] is None else acc[co] + term
@@ -370,32 +376,31 @@ def conv_few_channels(x, w, pad):
     acc_dtype = dtype if jax.numpy.finfo(dtype).bits >= 32 else jax.numpy.float32
 
     def forward(x, w):
-        xp = _pad_spatial(x.astype(acc_dtype), pad)
-        outs = [xp.shape[1 + i] - (ks[i] - 1) for i in range(nd)]
-        return jax.numpy.moveaxis(_shifted_sums(jax.numpy.moveaxis(xp, -1, 1), w.astype(acc_dtype), outs), 1, -1)
+        """``(y, xc)``: the output and the padded channels-first input (the kernel gradient's operand)."""
+        xc = jax.numpy.moveaxis(_pad_spatial(x.astype(acc_dtype), pad), -1, 1)
+        outs = [xc.shape[2 + i] - (ks[i] - 1) for i in range(nd)]
+        return jax.numpy.moveaxis(_shifted_sums(xc, w.astype(acc_dtype), outs), 1, -1).astype(dtype), xc
 
     @jax.custom_vjp
     def op(x, w):
-        return forward(x, w).astype(dtype)
+        return forward(x, w)[0]
 
     def fwd(x, w):
-        return op(x, w), (x, w)
+        y, xc = forward(x, w)
+        return y, (xc, w)
 
     def bwd(res, gy):
-        x, w = res
+        xc, w = res
         gc = jax.numpy.moveaxis(gy.astype(acc_dtype), -1, 1)  # [B, Co, *O]
         gp = lax.pad(gc, lax.full((), 0, acc_dtype), [(0, 0, 0)] * 2 + [(k - 1, k - 1, 0) for k in ks])
         wf = jax.numpy.swapaxes(jax.numpy.flip(w.astype(acc_dtype), tuple(range(nd))), -1, -2)
-        dxp = _shifted_sums(gp, wf, [gy.shape[1 + i] + ks[i] - 1 for i in range(nd)])  # d/d(padded x)
+        dxp = _shifted_sums(gp, wf, xc.shape[2:])  # d/d(padded x)
         dx = lax.slice(dxp, (0, 0) + tuple(lo for lo, _ in pad),
-                       dxp.shape[:2] + tuple(pad[i][0] + x.shape[1 + i] for i in range(nd)))
-        xc = jax.numpy.moveaxis(_pad_spatial(x.astype(acc_dtype), pad), -1, 1)
+                       dxp.shape[:2] + tuple(xc.shape[2 + i] - hi for i, (_, hi) in enumerate(pad)))
         outs = gy.shape[1:-1]
-        dw = jax.numpy.stack([
-            jax.numpy.einsum("bi...,bo...->io",
-                             lax.slice(xc, (0, 0) + t, xc.shape[:2] + tuple(t[i] + outs[i] for i in range(nd))), gc)
-            for t in np.ndindex(*ks)]).reshape(w.shape)
-        return jax.numpy.moveaxis(dx, 1, -1).astype(x.dtype), dw.astype(w.dtype)
+        dw = jax.numpy.stack([jax.numpy.einsum("bi...,bo...->io", _tap(xc, t, outs), gc)
+                              for t in np.ndindex(*ks)]).reshape(w.shape)
+        return jax.numpy.moveaxis(dx, 1, -1).astype(dtype), dw.astype(w.dtype)
 
     op.defvjp(fwd, bwd)
     return op(x, w)
@@ -539,9 +544,8 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
     if resolve_conv_lowering() == "cpu":
         nd = _check(x, w, 1)
         st = _tuple(strides, nd, "strides")
-        few = w.shape[-1] <= FEW_OUTPUT_CHANNELS
         if nd == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
-            if few:
+            if w.shape[-1] <= FEW_OUTPUT_CHANNELS:
                 return _col2im_forward(x, w, st, padding, lambda x, w: conv_transpose_nd_cpu(x, w, st, padding))
             return conv_transpose_nd_cpu(x, w, strides, padding)
         pads = _adjoint_padding(w, st, _transpose_padding(w, st, padding, nd), nd)
