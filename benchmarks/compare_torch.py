@@ -29,7 +29,6 @@ over rounds, and our/their ratio of rates (> 1: we are faster).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -173,10 +172,10 @@ def format_table(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The rows of the comparison (issue #25's harness): work, dims, batch, inference batch, side.
+# The shapes of the comparison (issue #25's harness), per spatial dims: (train batch, inference batch, side).
 SUITE_SHAPES = {2: (8, 16, 128), 3: (2, 2, 64)}
 SUITE_QUICK = {2: (2, 4, 64), 3: (1, 1, 32)}
-ELASTIC = {2: (32, 256), 3: (2, 96)}
+ELASTIC = {2: (32, 256), 3: (2, 96)}  # (batch, side)
 ELASTIC_QUICK = {2: (4, 64), 3: (1, 32)}
 
 
@@ -290,9 +289,9 @@ def main(argv=None) -> int:
     quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
     batch = args.batch or quick[args.dims][0]
     size = args.size or quick[args.dims][1]
-    if batch < 1 or size < 16 or size % 16:
-        print(f"error: --batch must be >= 1 and --size a multiple of 16 (four 2x poolings); got {batch}, {size}",
-              file=sys.stderr)
+    if batch < 1 or size < 16 or size % 16 or (args.infer_batch is not None and args.infer_batch < 1):
+        print(f"error: --batch and --infer_batch must be >= 1 and --size a multiple of 16 (four 2x poolings); "
+              f"got {batch}, {args.infer_batch}, {size}", file=sys.stderr)
         return 2
     try:
         out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
@@ -309,15 +308,14 @@ def main(argv=None) -> int:
 
 
 def _write(path: str, content) -> None:
-    """Write ``content`` (a dict as JSON, or text) atomically."""
+    """Write ``content`` (a dict as strict JSON, or text) atomically (``zoo.provenance``)."""
+    from zoo import provenance
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        if isinstance(content, str):
-            f.write(content)
-        else:
-            json.dump(content, f, indent=2, default=float)
-    os.replace(tmp, path)
+    if isinstance(content, str):
+        provenance.write_text(path, content, suffix=".md")
+    else:
+        provenance.write_json(path, content)
     print(f"wrote {path}")
 
 

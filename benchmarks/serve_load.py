@@ -44,7 +44,6 @@ def main(argv=None) -> int:
     import psutil
     import uvicorn
 
-    import os
     import subprocess
 
     from zoo import service
@@ -113,10 +112,9 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
+        from zoo import provenance
+
+        provenance.write_json(args.out, out, indent=1)
     return 0 if failed == 0 else 1
 
 

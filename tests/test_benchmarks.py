@@ -139,6 +139,8 @@ def test_compare_torch_skips_or_validates(capsys):
         assert compare_torch.main(["--lowerings=gpu"]) == 2
         assert "--lowerings" in capsys.readouterr().err
         assert compare_torch.main(["--size=20"]) == 2
+        assert compare_torch.main(["--infer_batch=0"]) == 2
+        assert "--infer_batch" in capsys.readouterr().err
         assert compare_torch.main(["--models=segnet"]) == 2
         assert "--models" in capsys.readouterr().err
         assert compare_torch.main(["--devices=0"]) == 2

@@ -14,7 +14,7 @@ import tempfile
 
 import jax
 
-__all__ = ["run_info", "run_metadata", "write_json", "strict_json"]
+__all__ = ["run_info", "run_metadata", "write_json", "write_text", "strict_json"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-learn")
 
@@ -78,12 +78,19 @@ def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
 
 
 def write_json(path: str, obj, indent: int = 2) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
+    """Write ``obj`` as strict JSON atomically (NaN/Inf as ``null``; see :func:`write_text`)."""
+    write_text(path, json.dumps(strict_json(json.loads(json.dumps(obj, default=_plain))), indent=indent,
+                                allow_nan=False), suffix=".json")
+
+
+def write_text(path: str, text: str, suffix: str = ".txt") -> None:
+    """Write ``text`` atomically: a temporary file in the same folder, then ``os.replace`` (readers see the old
+    file or the whole new one; the temporary is removed on failure)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(strict_json(json.loads(json.dumps(obj, default=_plain))), f, indent=indent, allow_nan=False)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
