@@ -12,15 +12,19 @@ whole volume), and ``scoring`` measures Dice, Jaccard, accuracy, sensitivity and
 of the fold's mean per-case value, next to the study's number (``REFERENCE_STUDY.md``).
 
 Default runs: the study's ranked models (CNN, FCN, U-Net, SegNet) on every family, Attention U-Net, DeepLabV3+
-and Mask R-CNN on isic only; 2 folds per family (``DEFAULT_FOLDS``; ``--folds`` sets all).
+and Mask R-CNN on isic only; BraTS leave-one-patient-out (4 folds), 2 folds elsewhere (``DEFAULT_FOLDS``; ``--folds``
+sets all). BraTS cells also give the sub-regions (tumour core, enhancing tumour) of the same predictions.
 
 Budget (``--budget_minutes``, 60): fixed wall-clock reservations (:class:`Budget`). Each run holds the budget
-times its weight (``FAMILY_WEIGHT`` x ``MODEL_WEIGHT``; the four ranked models of a family get the same time, so
-the comparison is at equal compute) over the sum of weights, spread over its folds; a fold trains **by time**
-(``train.time_limit_s``: the trainer's own clock, started after the first step's compile) for its reservation
-less its measured overhead, and what a fold over- or under-spends moves to the folds left. The cosine schedule
-spans ``SEC_PER_STEP``'s estimate of the steps that fit, the same for all folds of a run, so folds after the first
-reuse the compiled programs from JAX's persistent cache (``DIR/jax_cache``). ``--steps`` fixes a step count.
+times its weight (``FAMILY_WEIGHT`` x the model's ``SEC_PER_STEP``) over the sum of weights, spread over its folds.
+The models of a family (on the ablation family also the ablation variants) form a group that trains **the same
+number of steps**, as a study trains every model for the same epochs: the steps the group's time fits at
+``SEC_PER_STEP`` x the speed measured so far, fixed when the group's first run starts (the slower U-Net gets more
+time than the CNN, not fewer steps). A fold stops at those steps or at its time (``train.time_limit_s``: the
+trainer's own clock, started after the first step's compile; its reservation less its measured overhead),
+whichever comes first, and what a fold over- or under-spends moves to the folds left. Every fold of a run has
+the same schedule, so folds after the first reuse the compiled programs from JAX's persistent cache
+(``DIR/jax_cache``). ``--steps`` fixes a step count.
 
 Post-processing: every held-out case is also scored after keeping the largest connected component (``lcc``),
 after dropping voxels outside the brain (``brain``: the first channel at the volume's background value) and
@@ -55,24 +59,26 @@ import warnings
 import numpy as np
 
 from data_pipelines import readers
-from data_pipelines.brats import find_brats_cases
+from data_pipelines.brats import find_brats_cases, map_brats_labels
 from data_pipelines.ct import find_ct_cases
 from data_pipelines.datasets import load_dataset
 from data_pipelines.image_folders import find_image_mask_pairs, read_metadata_csv
 from eval.ablate import ABLATIONS, plan as ablation_plan
 from eval.bootstrap import bootstrap_ci, paired_delta_ci
 from scoring import overlap
+from scoring.regions import brats_region_metrics
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
 from zoo.predict import predict_case, read_case
 from zoo.pretrained import load_pretrained
-from zoo.provenance import write_json
+from zoo.provenance import write_json, write_text
 from zoo.store import save_pretrained
 from zoo.training import kfold, train_and_evaluate
 
 __all__ = ["STUDY", "METRICS", "family_cases", "score_case", "run_table", "table_markdown", "main"]
 
 METRICS = ("dice", "jaccard", "accuracy", "sensitivity", "specificity")
+SUBREGIONS = ("TC", "ET")  # BraTS tumour core and enhancing tumour, beside the whole tumour (the table's cell)
 STUDY_ROWS = ("unet", "segnet", "mask_rcnn", "fcn", "cnn")
 # REFERENCE_STUDY.md: {model: {family: {metric: value}}}; the study's LUNA column is our lung (CT) family.
 _U = dict(zip(METRICS, (.85, .75, .92, .88, .90)))
@@ -180,6 +186,11 @@ def score_case(pre, case: dict, foreground: str = "nonzero", postprocess: str = 
            "postprocess": postprocess}
     for m in METRICS:
         row[m] = float(getattr(overlap, m)(p, t))
+    if pre.config.data.name == "brats":  # the sub-regions of the post-processed prediction (labels 0..3)
+        regions = brats_region_metrics(np.where(p, pred, 0), map_brats_labels(truth, path=case["truth"]),
+                                       metrics=("dice",))
+        for name in SUBREGIONS:
+            row[f"dice_{name.lower()}"] = float(regions[name]["dice"])
     for how in POSTPROCESS:
         if how.startswith("brain") and raw.ndim != 3:
             continue  # the body/brain mask is for volumes
@@ -190,19 +201,31 @@ def score_case(pre, case: dict, foreground: str = "nonzero", postprocess: str = 
 
 # ------------------------------------------------------------------------------------------------ runs
 
-# Seconds per training step at the recipe's 128^2, batch 8, on 2 idle CPU cores: priors (measured 2026-12-02 on
-# shared, loaded cores and scaled), multiplied by the speed the trainer measured on the runs so far; they only set
-# the cosine schedule's length, training itself stops by time.
-SEC_PER_STEP = {"cnn": 0.4, "fcn": 0.6, "unet": 0.9, "segnet": 1.0, "attention_unet": 1.1,
-                "deeplabv3plus": 0.8, "mask_rcnn": 1.6}
-# Share of the budget per run: the family's weight (every ranked model of a family gets the same time, so the
-# comparison is at equal compute; isic and brats carry the study's targets) times the model's (the extra models
-# on isic: Attention U-Net at U-Net's time for the paired attention ablation, DeepLabV3+ and Mask R-CNN less).
-FAMILY_WEIGHT = {"isic": 1.0, "brats": 1.0, "cxr": 0.35, "lung": 0.3}
-MODEL_WEIGHT = {"deeplabv3plus": 0.5, "mask_rcnn": 0.75}
-# Folds: 2 everywhere by default: at 60 minutes the models are short of steps, and a fold's steps fall as 1/k
-# while its training cases grow only as (k-1)/k; every case is still held out once. --folds 3 / 4 with more budget.
-DEFAULT_FOLDS = {"isic": 2, "brats": 2, "cxr": 2, "lung": 2}
+# Seconds per training step at the recipe's 128^2, batch 8, the study's augmentation inside the step, on 2 idle
+# CPU cores (Xeon, AVX-512; measured 2026-12-02: cnn/fcn/unet from the trainer's own clock in a table run,
+# segnet/attention_unet/deeplabv3plus from benchmarks.common's train step, mask_rcnn scaled from an earlier
+# ratio to U-Net), multiplied by the speed the trainer measured on the runs so far; they set the steps a group's
+# time fits, the fold's time limit stops it if it runs slower.
+SEC_PER_STEP = {"cnn": 0.18, "fcn": 0.14, "unet": 0.36, "segnet": 0.29, "attention_unet": 0.36,
+                "deeplabv3plus": 0.09, "mask_rcnn": 0.65}
+# Share of the budget per run: its family's weight times its SEC_PER_STEP (every model of a family trains the same
+# steps). isic and brats carry the study's targets; brats (4 folds: every fold trains on 3 of the 4 patients and
+# scores the 4th over its whole volume) needs the most; cxr and lung are small and quick to learn or, for lung
+# (2 patients, so every fold trains on one CT and one lesion), not learnable at all.
+FAMILY_WEIGHT = {"isic": 1.3, "brats": 2.5, "cxr": 0.8, "lung": 0.3}
+
+
+def run_weight(arch: str, family: str) -> float:
+    """A run's share of the budget (see ``FAMILY_WEIGHT``): family x seconds per step relative to the ranked
+    models' mean, so the runs of one family train the same number of steps in their shares."""
+    mean = float(np.mean([SEC_PER_STEP[a] for a in CORE]))
+    return FAMILY_WEIGHT[family] * SEC_PER_STEP.get(arch, mean) / mean
+
+
+# Folds: brats leave-one-patient-out (4: with 4 patients, 2 folds train on 2 and held-out Dice swung 0.43-0.94 per
+# patient); 2 elsewhere (a fold's steps fall as 1/k while its training cases grow only as (k-1)/k; every case is
+# still held out once).
+DEFAULT_FOLDS = {"isic": 2, "brats": 4, "cxr": 2, "lung": 2}
 CORE = ("cnn", "fcn", "unet", "segnet")          # the study's ranking: on every family
 EXTRA = ("attention_unet", "deeplabv3plus", "mask_rcnn")  # on isic only by default
 
@@ -223,12 +246,20 @@ class Budget:
         self.min_train = min_train
         self.weights: dict[str, tuple[float, int]] = {}  # run -> (weight, folds)
         self.done: dict[str, int] = {}
-        self.overhead = {"first": 45.0, "later": 15.0}  # priors, replaced by measurements
+        self.arch: dict[str, str] = {}
+        self.group: dict[str, str] = {}  # run -> group whose runs train the same steps
+        self.group_steps: dict[str, int] = {}
+        self.overhead = {"first": 30.0, "later": 12.0}  # priors (2 idle cores), replaced by measurements
         self.speed, self.measured = 1.0, False  # measured seconds per step / SEC_PER_STEP, over the runs so far
 
-    def add(self, run: str, weight: float, folds: int) -> None:
+    def add(self, run: str, weight: float, folds: int, arch: str = "", group: str | None = None) -> None:
+        """``group``: runs that train the same number of steps (the models of one family), fixed when the
+        group's first run starts from the time the group's runs hold then."""
         self.weights[run] = (float(weight), int(folds))
         self.done.setdefault(run, 0)
+        self.arch[run] = arch
+        if group is not None:
+            self.group[run] = group
 
     def reservation(self, run: str) -> float:
         """The run's planned seconds (all its folds) at the start."""
@@ -249,13 +280,24 @@ class Budget:
         return res, max(res - over, self.min_train, 0.25 * res)
 
     def nominal_steps(self, run: str, arch: str, recipe_steps: int) -> int:
-        """The cosine schedule's length: the steps the run's first fold would fit at ``SEC_PER_STEP``
-        (the same for all folds, so later folds reuse the compiled step), at most the recipe's."""
+        """The run's steps per fold (the cosine schedule's length, the same for all folds, so later folds reuse
+        the compiled step), at most the recipe's: what the run's first fold fits from the time left at
+        ``SEC_PER_STEP`` x the measured speed; for a group, what the group's runs fit together, fixed for the
+        whole group when its first run starts (every run of the group trains that many steps)."""
         if self.fixed is not None:
             return int(self.fixed)
-        w, k = self.weights[run]
-        per_fold = self.reservation(run) / k - self.overhead["first"]
-        return int(np.clip(per_fold / (self.speed * SEC_PER_STEP.get(arch, 0.8)), 20, recipe_steps))
+        g = self.group.get(run)
+        if g is not None and g in self.group_steps:
+            return self.group_steps[g]
+        members = [r for r in self.weights if self.group.get(r) == g and self.done[r] == 0] if g else [run]
+        if run not in members:
+            members.append(run)
+        sps = lambda r: SEC_PER_STEP.get(self.arch.get(r) or arch, 0.8)  # noqa: E731
+        train = sum(max(self.fold_seconds(r) - self.overhead["first"], 0.0) for r in members)
+        steps = int(np.clip(train / (self.speed * sum(sps(r) for r in members)), 20, recipe_steps))
+        if g is not None:
+            self.group_steps[g] = steps
+        return steps
 
     def record(self, run: str, total_seconds: float, trained_seconds: float | None, steps: int = 0,
                arch: str = "") -> None:
@@ -309,7 +351,7 @@ def run_cv(config, workdir: str, arrays, info, cases, k: int, budget: Budget, ru
                 fold_rows.append(r)
         total = time.time() - t0
         budget.record(run, total, res.get("timed_seconds"), int(res.get("step", 0)), config.model.name)
-        means = {m: _nanmean([r[m] for r in fold_rows]) for m in METRICS}
+        means = {m: _nanmean([r[m] for r in fold_rows]) for m in METRICS + _region_keys(fold_rows)}
         variants = {f"dice_{v}": _nanmean([r[f"dice_{v}"] for r in fold_rows]) for v in POSTPROCESS
                     if fold_rows and f"dice_{v}" in fold_rows[0]}
         summaries.append({"fold": i, "steps": int(res.get("step", steps)), "nominal_steps": steps,
@@ -330,9 +372,13 @@ def _nanmean(v) -> float:
     return float(np.nanmean(v))
 
 
+def _region_keys(rows) -> tuple:
+    return tuple(f"dice_{n.lower()}" for n in SUBREGIONS if any(f"dice_{n.lower()}" in r for r in rows))
+
+
 def _cell(summaries) -> dict:
     out = {}
-    for m in METRICS:
+    for m in METRICS + _region_keys(summaries):
         mean, std = kfold.nan_stats([s[m] for s in summaries])
         out[m] = {"mean": float(mean), "std": float(std)}
     return out
@@ -386,6 +432,9 @@ def run_table(data_root: str, out: str, *, archs, families, folds: int | None, b
         raise ValueError(f"--ablations: unknown {unknown}; expected some of {list(ABLATIONS)}, 'all' or 'none'")
     if postprocess is not None and postprocess not in POSTPROCESS:
         raise ValueError(f"--postprocess {postprocess!r}; expected one of {POSTPROCESS}")
+    if not dry_run and os.path.isdir(os.path.join(out, "runs")):
+        # A fold's work directory would resume its earlier checkpoints (another budget, another schedule).
+        raise ValueError(f"--out {out!r} holds an earlier table's runs/; pass a new folder (nothing was changed)")
     os.makedirs(out, exist_ok=True)
     undo = _enable_compile_cache(os.path.join(out, "jax_cache"))
     try:
@@ -443,10 +492,13 @@ def _run_table(data_root, out, *, archs, families, folds, budget_minutes, quick,
     n_folds = lambda f: 1 if quick else k_of[f]  # noqa: E731
     budget = Budget(budget_minutes * 60.0, steps)
     for arch, f in pairs:
-        budget.add(f"{arch}_{f}", FAMILY_WEIGHT[f] * MODEL_WEIGHT.get(arch, 1.0), n_folds(f))
+        # Every model of a family trains the same steps (on the ablation family the ablation variants too: paired
+        # deltas at equal steps).
+        budget.add(f"{arch}_{f}", run_weight(arch, f), n_folds(f), arch, group=f)
     for name, over in abl_runs.items():
         if reused(name, over, ablation_family) is None:
-            budget.add(f"ablation_{name}", FAMILY_WEIGHT[ablation_family], n_folds(ablation_family))
+            budget.add(f"ablation_{name}", run_weight("unet", ablation_family), n_folds(ablation_family), "unet",
+                       group=ablation_family)
     plan_rows = [{"run": r, "folds": k, "reserved_s": round(budget.reservation(r), 1),
                   "per_fold_s": round(budget.reservation(r) / k, 1)} for r, (_, k) in budget.weights.items()]
     log(f"[paper_table] {len(plan_rows)} runs in {budget_minutes:g} min: " + ", ".join(
@@ -617,6 +669,13 @@ def table_markdown(result: dict) -> str:
                          f"{r['relative_delta_pct']:+.1f}% | {lo:+g}..{hi:+g}% |")
         for name, why in result["ablations_skipped"]:
             lines.append(f"| {name} | - | - | - | skipped: {why} | - | - |")
+    sub = [(m, f, r["cv"]) for m in models for f in fams
+           for r in [result["results"].get(m, {}).get(f)] if r and "dice_tc" in r["cv"]]
+    if sub:
+        lines += ["", "## BraTS sub-regions (Dice of the same predictions; the table's cell is the whole tumour)", "",
+                  "| model | family | WT | TC (necrosis + enhancing) | ET (enhancing) |", "|---|---|---:|---:|---:|"]
+        for m, f, cv in sub:
+            lines.append(f"| {m} | {f} | {_fmt(cv, 'dice')} | {_fmt(cv, 'dice_tc')} | {_fmt(cv, 'dice_et')} |")
     pp = result.get("postprocess_dice") or {}
     if pp:
         lines += ["", "## Post-processing (mean held-out Dice had each been applied; the table uses "
@@ -626,7 +685,8 @@ def table_markdown(result: dict) -> str:
             for m, d in fm.items():
                 lines.append(f"| {f} | {m} | " + " | ".join(f"{d[h]:.3f}" if h in d else "-" for h in POSTPROCESS)
                              + " |")
-    lines += ["", "## Runs (each fold trains by time for its reservation less its measured overhead)", "",
+    lines += ["", "## Runs (a family's models train the same steps; a fold stops there or at its reservation less its "
+              "measured overhead)", "",
               "| model | family | steps per fold | trained s per fold | reserved s per fold | wall s |",
               "|---|---|---|---|---|---:|"]
     for r in result["runs"]:
@@ -663,10 +723,10 @@ def _svg_strip(rows, family, models, path):
 
 def write_outputs(out: str, result: dict, rows) -> None:
     write_json(os.path.join(out, "table.json"), result)
-    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as fh:
-        fh.write(table_markdown(result))
+    write_text(os.path.join(out, "table.md"), table_markdown(result), suffix=".md")
     if rows:
-        keys = ["family", "model", "fold", "patient_id", "case", *METRICS, "fg_voxels", "pred_voxels", "voxels"]
+        keys = ["family", "model", "fold", "patient_id", "case", *METRICS, *_region_keys(rows), "fg_voxels",
+                "pred_voxels", "voxels"]
         with open(os.path.join(out, "cases.csv"), "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
@@ -683,7 +743,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--budget_minutes", type=float, default=60.0)
     p.add_argument("--folds", type=int, default=None,
-                   help="folds for every family (default: isic 3, brats 4 = leave one patient out, cxr 2, lung 2)")
+                   help="folds for every family (default: brats 4 = leave one patient out, isic, cxr and lung 2)")
     p.add_argument("--models", default="", help="these models on every family (default: cnn,fcn,unet,segnet "
                                                 "everywhere, attention_unet,deeplabv3plus,mask_rcnn on isic)")
     p.add_argument("--families", default="")

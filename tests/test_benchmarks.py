@@ -145,3 +145,20 @@ def test_compare_torch_skips_or_validates(capsys):
         assert "--models" in capsys.readouterr().err
         assert compare_torch.main(["--devices=0"]) == 2
         assert "--devices" in capsys.readouterr().err
+
+
+def test_gpu_check_sees_the_cpu_lowering_on_cpu_and_reports_problems():
+    from benchmarks import gpu_check
+
+    low = gpu_check.lowering_check(16)
+    # On this CPU host `auto` is the CPU lowering: a different program from plain lax, with custom VJPs.
+    assert low["backend"] == "cpu" and low["auto_resolves_to"] == "cpu"
+    assert not low["same_program_as_lax"] and low["custom_vjp_calls"] > 0
+    assert low["conv_general_dilated_lax"] > 0
+    r = {"env": {"device_kind": "cpu", "platform": "cpu", "jax": "x"}, "shape": "quick", "batch": 1, "size": 16,
+         "lowering": low, "auto_vs_lax_train": 1.1, "problems": ["bfloat16/lax: boom"],
+         "cases": [{"dtype": "bfloat16", "lowering": "lax", "status": "error", "error": "boom"},
+                   {"dtype": "float32", "lowering": "cpu", "status": "ok", "train_steps_per_s": 2.0,
+                    "train_mfu": None, "infer_images_per_s": 3.0, "compile_train_s": 1.0}]}
+    md = gpu_check.markdown(r)
+    assert "under `auto`: **cpu**" in md and "error: boom" in md and "1.10x" in md and "| float32 | cpu | 2 |" in md

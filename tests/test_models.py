@@ -281,3 +281,16 @@ def test_model_card(name):
     card = zoo.model_card(name)
     assert card.name == name and card.summary and card.reference and card.licence
     assert "[B, *S, C]" in card.input_contract and card.spatial_dims == (2, 3)
+
+
+def test_upsample_linear_matches_the_antialiased_resize_when_growing_and_shrinks_antialiased():
+    from zoo import layers
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 7, 3))
+    up = layers.upsample_linear(x, (10, 21))  # traced without antialiasing (exportable)
+    ref = jax.image.resize(x, (2, 10, 21, 3), "linear", antialias=True)
+    np.testing.assert_allclose(np.asarray(up), np.asarray(ref), atol=1e-6)
+    down = layers.upsample_linear(x, (2, 7))  # one axis shrinks: antialiased, as jax's default
+    np.testing.assert_allclose(np.asarray(down), np.asarray(jax.image.resize(x, (2, 2, 7, 3), "linear")), atol=1e-6)
+    assert not np.allclose(np.asarray(down), np.asarray(jax.image.resize(x, (2, 2, 7, 3), "linear",
+                                                                         antialias=False)), atol=1e-3)

