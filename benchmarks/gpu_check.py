@@ -3,10 +3,10 @@
 It answers, in one process and one short run:
 
 1. **Which convolution lowering the models trace on this backend.** ``kernels.conv`` has CPU lowerings
-   (depth taps, few-channel shifted sums, col2im transposes; each a ``jax.custom_vjp``); on an accelerator the
-   ``auto`` setting must trace plain ``lax`` convolutions. The check traces one 3D ``residual_unet`` train
-   step (loss + gradients) under ``auto`` and under a forced ``lax`` and compares the two programs: equal
-   programs, no ``custom_vjp`` and one ``conv_general_dilated`` per convolution mean the CPU code is not used.
+   (depth taps, few-channel shifted sums, col2im transposes, the last two with a ``jax.custom_vjp``); on an
+   accelerator the ``auto`` setting must trace plain ``lax`` convolutions. The check traces one 3D
+   ``residual_unet`` loss and its gradient under ``auto`` and under a forced ``lax`` and compares the gradient
+   programs; equal programs and no ``custom_vjp`` in the forward program mean the CPU code is not used.
 2. **The bf16 train step and its MFU**: the zoo U-Net in MONAI's configuration, 3D, float32 and bfloat16,
    through ``benchmarks.throughput.run_case`` (the trainer's own step; FLOPs from XLA's cost analysis over the
    device's dense peak in ``benchmarks.common.PEAK_TFLOPS``).
@@ -63,14 +63,16 @@ def lowering_check(size: int) -> dict:
         y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
         return jnp.mean(y ** 2)
 
-    programs = {}
+    programs, forward = {}, {}
     for name in ("auto", "lax"):
         with conv.conv_lowering(name):
             resolved = conv.resolve_conv_lowering()
             programs[name] = (resolved, jax.make_jaxpr(jax.grad(loss))(variables["params"]))
+            # The forward program still names the custom VJPs (the gradient program has them resolved).
+            forward[name] = jax.make_jaxpr(loss)(variables["params"])
     auto_resolved, auto_jaxpr = programs["auto"]
-    prims = _primitives(auto_jaxpr)
-    lax_prims = _primitives(programs["lax"][1])
+    prims = _primitives(forward["auto"])
+    lax_prims = _primitives(forward["lax"])
     return {"backend": jax.default_backend(), "auto_resolves_to": auto_resolved,
             "same_program_as_lax": str(auto_jaxpr) == str(programs["lax"][1]),
             "custom_vjp_calls": sum(v for k, v in prims.items() if k.startswith("custom_vjp")),
