@@ -91,6 +91,7 @@ def _case(dtype: str, lowering: str | None, shape: dict) -> dict:
     keep = ("status", "error", "dtype", "conv_lowering", "size", "batch", "train_steps_per_s", "train_tflops_per_s",
             "train_mfu", "infer_images_per_s", "compile_train_s", "final_loss", "peak_bytes")
     out = {k: r.get(k) for k in keep if k in r}
+    out["requested"] = lowering or "auto"
     out["lowering"] = (r.get("env") or {}).get("conv_lowering", lowering or "auto")
     out["device_kind"] = (r.get("env") or {}).get("device_kind")
     return out
@@ -106,8 +107,8 @@ def run(shape_name: str) -> dict:
     result["lowering"] = lowering_check(shape["size"])
     cases = [("float32", None), ("bfloat16", None), ("bfloat16", "lax"), ("bfloat16", "cpu")]
     result["cases"] = [_case(dt, low, shape) for dt, low in cases]
-    by = {(c["dtype"], c["lowering"]): c for c in result["cases"] if c.get("status") == "ok"}
-    auto = by.get(("bfloat16", result["lowering"]["auto_resolves_to"]))
+    by = {(c["dtype"], c["requested"]): c for c in result["cases"] if c.get("status") == "ok"}
+    auto = by.get(("bfloat16", "auto"))
     plain = by.get(("bfloat16", "lax"))
     if auto and plain:
         result["auto_vs_lax_train"] = auto["train_steps_per_s"] / plain["train_steps_per_s"]
@@ -116,7 +117,7 @@ def run(shape_name: str) -> dict:
     if jax.default_backend() != "cpu" and (low["auto_resolves_to"] != "lax" or not low["same_program_as_lax"]
                                            or low["custom_vjp_calls"]):
         problems.append(f"{jax.default_backend()}: auto traced the CPU lowering ({low})")
-    problems += [f"{c['dtype']}/{c['lowering']}: {c.get('error')}" for c in result["cases"] if c.get("status") != "ok"]
+    problems += [f"{c['dtype']}/{c['requested']}: {c.get('error')}" for c in result["cases"] if c.get("status") != "ok"]
     result["problems"] = problems
     return result
 
@@ -135,10 +136,12 @@ def markdown(r: dict) -> str:
         return "-" if v is None else fmt.format(v)
 
     for c in r["cases"]:
+        req = c.get("requested", c["lowering"])
+        low = req if req == c["lowering"] else f"{req} ({c['lowering']})"
         if c.get("status") != "ok":
-            lines.append(f"| {c['dtype']} | {c['lowering']} | error: {c.get('error')} | | | | |")
+            lines.append(f"| {c['dtype']} | {low} | error: {c.get('error')} | | | | |")
             continue
-        lines.append(f"| {c['dtype']} | {c['lowering']} | {f(c.get('train_steps_per_s'))} | "
+        lines.append(f"| {c['dtype']} | {low} | {f(c.get('train_steps_per_s'))} | "
                      f"{f(c.get('train_tflops_per_s'))} | {f(c.get('train_mfu'), '{:.1%}')} | "
                      f"{f(c.get('infer_images_per_s'))} | {f(c.get('compile_train_s'), '{:.1f}')} |")
     if "auto_vs_lax_train" in r:
