@@ -26,7 +26,7 @@ import numpy as np
 import scipy
 import scipy.ndimage as ndi
 
-from kernels import augment
+from kernels import augment, geometry
 
 MAX_ANGLE, SCALE = 15.0, (0.85, 1.15)
 
@@ -103,14 +103,29 @@ def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: f
     imgs, labs = _data(batch, shape)
     ji, jl = jnp.asarray(imgs), jnp.asarray(labs)
     result = {"shape": list(shape), "batch": batch, "alpha": alpha, "sigma": sigma}
+    # The default resampling (the native kernel where it is built) and, interleaved in the same run,
+    # the pure-XLA form it replaces (geometry.set_warp_backend("xla")).
+    result["warp_backend"] = "native" if geometry._resolve_backend(ji, jl) == "native" else "xla"
     for control in controls:
-        fn = augment.make_batch_pipeline(_spec(alpha, sigma, control))
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(jax.random.key(0), ji, jl))
-        result[f"compile_s_{control}"] = time.perf_counter() - t0
-        keys = iter(jax.random.split(jax.random.key(1), repeats))
-        dt = _median_time(lambda: jax.block_until_ready(fn(next(keys), ji, jl)), repeats)
-        result[f"jax_{control}_per_s"] = batch / dt
+        fns = {}
+        for backend in (("auto", "xla") if result["warp_backend"] == "native" else ("auto",)):
+            prev = geometry.set_warp_backend(backend)
+            try:
+                fn = augment.make_batch_pipeline(_spec(alpha, sigma, control))
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(jax.random.key(0), ji, jl))
+                result[f"compile_s_{control}" + ("_xla" if backend == "xla" else "")] = time.perf_counter() - t0
+            finally:
+                geometry.set_warp_backend(prev)
+            fns[backend] = fn
+        keys = iter(jax.random.split(jax.random.key(1), repeats * len(fns)))
+        times = {b: [] for b in fns}
+        for _ in range(repeats):
+            for b, fn in fns.items():
+                times[b].append(_median_time(lambda: jax.block_until_ready(fn(next(keys), ji, jl)), 1))
+        result[f"jax_{control}_per_s"] = batch / float(np.median(times["auto"]))
+        if "xla" in times:
+            result[f"jax_{control}_xla_per_s"] = batch / float(np.median(times["xla"]))
     rng = np.random.default_rng(0)
     dt = _median_time(lambda: [_scipy_sample(rng, x, y, alpha, sigma) for x, y in zip(imgs, labs)],
                       max(1, min(repeats, 3)))
@@ -128,6 +143,8 @@ def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: f
         result[f"ratio_{control}_vs_scipy"] = result[f"jax_{control}_per_s"] / result["scipy_per_s"]
         if "monai_per_s" in result:
             result[f"ratio_{control}_vs_monai"] = result[f"jax_{control}_per_s"] / result["monai_per_s"]
+        if f"jax_{control}_xla_per_s" in result:
+            result[f"native_speedup_{control}"] = result[f"jax_{control}_per_s"] / result[f"jax_{control}_xla_per_s"]
     return result
 
 
@@ -202,6 +219,8 @@ def main(argv=None) -> dict:
         for c in controls:
             line += f" | jax[{c}] {r[f'jax_{c}_per_s']:.1f} ({r[f'ratio_{c}_vs_scipy']:.1f}x scipy"
             line += f", {r[f'ratio_{c}_vs_monai']:.1f}x MONAI)" if "monai_per_s" in r else ")"
+            if f"jax_{c}_xla_per_s" in r:
+                line += f" [{r['warp_backend']} warp; XLA gathers {r[f'jax_{c}_xla_per_s']:.1f}]"
         if "monai_per_s" in r:
             line += f" | MONAI {r['monai_per_s']:.1f}"
         print(line)

@@ -208,7 +208,10 @@ def suite(rounds: int = 3, quick: bool = False, dtypes=("float32", "bfloat16"), 
         elastic.append(r)
         rows.append({"work": f"elastic deformation {dims}D, {batch}x{'x'.join([str(size)] * dims)} (+ label map)",
                      "dtype": "float32", "unit": "img/s" if dims == 2 else "vol/s", "theirs_name": "scipy loop",
-                     "theirs": r["scipy_per_s"], "ours": r["jax_per_s"], "ratio": r["ratio_vs_scipy"]})
+                     "theirs": r["scipy_per_s"], "ours": r["jax_per_s"], "ratio": r["ratio_vs_scipy"],
+                     "note": f"{r['warp_backend']} warp" + (
+                         f"; XLA gathers {r['jax_bspline_xla_per_s']:.3g} ({r['jax_bspline_xla_per_s'] / r['scipy_per_s']:.1f}x)"
+                         if "jax_bspline_xla_per_s" in r else "")})
     import jax
     import torch
 
@@ -224,10 +227,10 @@ def format_suite(out: dict) -> str:
     lines = [f"residual U-Net vs PyTorch {out['torch']} + MONAI ({out['torch_threads']} threads), jax {out['jax']} "
              f"(conv lowering {out['conv_lowering']}), {out['env']['device_kind']}; median of {out['rounds']} "
              f"interleaved rounds{' (quick shapes)' if out['quick'] else ''}", "",
-             "| work | dtype | theirs | ours | ratio (ours/theirs) |", "|---|---|---:|---:|---:|"]
+             "| work | dtype | theirs | ours | ratio (ours/theirs) | note |", "|---|---|---:|---:|---:|---|"]
     for r in out["rows"]:
         lines.append(f"| {r['work']} | {r['dtype']} | {r['theirs_name']} {r['theirs']:.3g} {r['unit']} | "
-                     f"{r['ours']:.3g} {r['unit']} | {r['ratio']:.2f}x |")
+                     f"{r['ours']:.3g} {r['unit']} | {r['ratio']:.2f}x | {r.get('note', '')} |")
     return "\n".join(lines) + "\n"
 
 

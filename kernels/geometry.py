@@ -38,6 +38,7 @@ __all__ = [
     "check_sample", "identity_grid", "affine_coordinates", "map_linear", "map_nearest", "warp",
     "affine_transform", "gaussian_matrix", "bspline_matrix", "smooth_noise", "elastic_displacement",
     "elastic_deform", "ELASTIC_CONTROLS", "separable_apply", "noise_shape", "gaussian_radius", "bspline_spacing",
+    "set_warp_backend", "WARP_BACKENDS",
 ]
 
 ELASTIC_CONTROLS = ("bspline", "gaussian")
@@ -198,12 +199,53 @@ def _map_nearest(label, coords: list) -> jnp.ndarray:
     return out.reshape(out_spatial)
 
 
+WARP_BACKENDS = ("auto", "native", "xla")
+_warp_backend = "auto"
+
+
+def set_warp_backend(backend: str) -> str:
+    """Choose how :func:`warp` resamples on CPU; returns the previous choice. ``"auto"`` (default): the native
+    kernel (:mod:`kernels.native`, ``csrc/warp.cc``) where it is built, else XLA gathers; ``"native"``: the
+    kernel, or an error naming why it is unavailable; ``"xla"``: always the XLA gathers (the reference).
+    Other platforms (GPU, TPU) always use the XLA form."""
+    global _warp_backend
+    if backend not in WARP_BACKENDS:
+        raise ValueError(f"warp backend must be one of {WARP_BACKENDS}; got {backend!r}")
+    previous, _warp_backend = _warp_backend, backend
+    return previous
+
+
+# Label dtypes that round-trip through the kernel's int32 exactly.
+_NATIVE_LABEL_DTYPES = tuple(np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32))
+
+
+def _resolve_backend(image, label) -> str:
+    if _warp_backend == "xla":
+        return "xla"
+    why = None
+    if np.dtype(image.dtype) != np.float32:
+        why = f"the image is {image.dtype}, the kernel takes float32"
+    elif label is not None and np.dtype(label.dtype) not in _NATIVE_LABEL_DTYPES:
+        why = f"the label map is {label.dtype}, the kernel takes integers of up to 32 bits"
+    else:
+        from kernels import native
+
+        if not native.available("warp"):
+            why = native.status()["warp"]
+    if why is None:
+        return "native"
+    if _warp_backend == "native":
+        raise ValueError(f"warp backend 'native' was requested but cannot be used: {why}")
+    return "xla"
+
+
 def warp(image, label=None, *, matrix=None, displacement=None):
     """One resampling pass: input coords = ``matrix`` applied to the output grid + ``displacement``.
 
     ``image [*S, C]`` (linear), ``label [*S]`` (nearest) or None, ``matrix`` homogeneous ``(D+1)x(D+1)``
     (output voxel -> input voxel) or None for the identity, ``displacement [D, *S]`` in input-voxel units
-    or None. Returns ``(image, label)`` with the input shapes and dtypes.
+    or None. Returns ``(image, label)`` with the input shapes and dtypes. On CPU a float32 image runs
+    through the native kernel when it is built (see :func:`set_warp_backend`), elsewhere through XLA gathers.
     """
     check_sample(image, label)
     spatial = tuple(np.shape(image)[:-1])
@@ -211,16 +253,51 @@ def warp(image, label=None, *, matrix=None, displacement=None):
         matrix = _check_matrix(matrix, len(spatial))
     if displacement is not None:
         displacement = _check_displacement(displacement, spatial)
-    return _warp(jnp.asarray(image), None if label is None else jnp.asarray(label), matrix, displacement)
+    image = jnp.asarray(image)
+    label = None if label is None else jnp.asarray(label)
+    return _warp(image, label, matrix, displacement, backend=_resolve_backend(image, label))
 
 
-@jax.jit
-def _warp(image, label, matrix, displacement):
+@functools.partial(jax.jit, static_argnames="backend")
+def _warp(image, label, matrix, displacement, backend="xla"):
     # One compiled program per shape (eager op-by-op dispatch would compile dozens of small ones).
+    if backend == "native":
+        return jax.lax.platform_dependent(image, label, matrix, displacement, cpu=_warp_native_jvp,
+                                          default=_warp_xla)
+    return _warp_xla(image, label, matrix, displacement)
+
+
+def _warp_xla(image, label, matrix, displacement):
     coords = _axis_coordinates(matrix, tuple(image.shape[:-1]), displacement)
     out_image = _map_linear(image, coords).astype(image.dtype)
     out_label = None if label is None else _map_nearest(label, coords)
     return out_image, out_label
+
+
+def _warp_native(image, label, matrix, displacement):
+    """The ``medzoo_warp`` FFI call (kernels/csrc/warp.cc); absent operands travel as 1-element dummies."""
+    d = image.ndim - 1
+    m = jnp.eye(d, d + 1, dtype=jnp.float32) if matrix is None else matrix[:d]
+    lab = jnp.zeros((1,), jnp.int32) if label is None else label.astype(jnp.int32)
+    disp = jnp.zeros((1,), jnp.float32) if displacement is None else displacement
+    call = jax.ffi.ffi_call("medzoo_warp", (jax.ShapeDtypeStruct(image.shape, jnp.float32),
+                                            jax.ShapeDtypeStruct(lab.shape, jnp.int32)),
+                            vmap_method="broadcast_all")
+    out_image, out_label = call(image, lab, m, disp, ndim=np.int64(d), has_label=np.int64(label is not None),
+                                has_disp=np.int64(displacement is not None))
+    return out_image, None if label is None else out_label.astype(label.dtype)
+
+
+@jax.custom_jvp
+def _warp_native_jvp(image, label, matrix, displacement):
+    return _warp_native(image, label, matrix, displacement)
+
+
+@_warp_native_jvp.defjvp
+def _warp_native_tangents(primals, tangents):
+    # The kernel has no derivative of its own: differentiate the XLA form, which computes the same values.
+    _, out_tangents = jax.jvp(_warp_xla, primals, tangents)
+    return _warp_native(*primals), out_tangents
 
 
 def affine_transform(image, matrix, label=None):

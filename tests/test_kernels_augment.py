@@ -285,6 +285,9 @@ def test_benchmark_quick_code_path(tmp_path):
     for case in ("2d", "3d"):
         r = result[case]
         assert r["jax_per_s"] > 0 and r["scipy_per_s"] > 0 and r["ratio_vs_scipy"] > 0
+        assert r["warp_backend"] in ("native", "xla")
+        if r["warp_backend"] == "native":  # the XLA form it replaced, measured in the same run
+            assert r["jax_bspline_xla_per_s"] > 0 and r["native_speedup_bspline"] > 0
 
 
 def test_train_step_overhead_code_path():

@@ -1,0 +1,205 @@
+"""kernels.native and the native warp kernel (kernels/csrc/warp.cc) against the XLA form of geometry.warp.
+
+The scipy references in tests/test_kernels_augment.py run through the default backend, i.e. this kernel
+wherever it builds; here both forms are compared directly, including the cases scipy cannot check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from kernels import augment, geometry, native
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not native.available("warp"),
+                                reason=f"native warp kernel not built here: {native.status()['warp']}")
+
+
+def _both(*args, **kwargs):
+    prev = geometry.set_warp_backend("xla")
+    try:
+        ref = geometry.warp(*args, **kwargs)
+        geometry.set_warp_backend("native")
+        out = geometry.warp(*args, **kwargs)
+    finally:
+        geometry.set_warp_backend(prev)
+    return ref, out
+
+
+def _sample(rng, shape, c, label_dtype=np.int32):
+    d = len(shape)
+    img = rng.standard_normal((*shape, c)).astype(np.float32)
+    lab = rng.integers(0, 5, shape).astype(label_dtype)
+    m = np.eye(d + 1, dtype=np.float32)
+    m[:d, :d] += rng.normal(0, 0.2, (d, d)).astype(np.float32)
+    m[:d, d] = rng.normal(0, 2, d).astype(np.float32)
+    disp = rng.normal(0, 1.5, (d, *shape)).astype(np.float32)
+    return img, lab, m, disp
+
+
+def _assert_close(ref, out, label_dtype=None):
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(ref[0]), rtol=1e-5, atol=2e-5)
+    assert out[0].dtype == ref[0].dtype and out[0].shape == ref[0].shape
+    if ref[1] is None:
+        assert out[1] is None
+        return
+    assert out[1].dtype == ref[1].dtype == np.dtype(label_dtype) and out[1].shape == ref[1].shape
+    # A label may differ only where the sample point is within float32 rounding of a half-voxel boundary.
+    assert np.mean(np.asarray(out[1]) != np.asarray(ref[1])) <= 1e-3
+
+
+@pytest.mark.parametrize("shape,c", [((17, 23), 1), ((16, 16), 3), ((9, 11, 13), 1), ((7, 8, 6), 2),
+                                     ((1, 7), 1), ((5, 1, 6), 1)])
+@pytest.mark.parametrize("parts", [(), ("matrix",), ("displacement",), ("matrix", "displacement")])
+def test_native_warp_equals_xla(shape, c, parts):
+    rng = np.random.default_rng(len(shape) * 100 + c)
+    img, lab, m, disp = _sample(rng, shape, c)
+    kw = {k: v for k, v in (("matrix", m), ("displacement", disp)) if k in parts}
+    for label in (lab, None):
+        ref, out = _both(img, label, **kw)
+        _assert_close(ref, out, np.int32)
+    if not parts:  # the identity warp is exact in both forms
+        ref, out = _both(img, lab)
+        np.testing.assert_array_equal(np.asarray(out[0]), img)
+        np.testing.assert_array_equal(np.asarray(out[1]), lab)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.bool_])
+def test_native_warp_keeps_label_dtype(dtype):
+    rng = np.random.default_rng(3)
+    img, lab, m, disp = _sample(rng, (12, 10, 9), 1, dtype)
+    if dtype == np.int8:
+        lab = (lab.astype(np.int16) - 3).astype(np.int8)  # negative labels survive the int32 round trip
+    ref, out = _both(img, lab, matrix=m, displacement=disp)
+    _assert_close(ref, out, dtype)
+
+
+def test_native_warp_outside_and_nan_points_read_zero():
+    rng = np.random.default_rng(4)
+    img, lab, _, _ = _sample(rng, (8, 9, 10), 2)
+    lab = lab + 1  # no zero labels inside, so zeros in the output mean "outside"
+    disp = np.zeros((3, 8, 9, 10), np.float32)
+    disp[2, :, :, :3] = 50.0        # far outside along x
+    disp[0, 0, 0, 5] = np.nan       # NaN coordinate
+    disp[1, 2, 3, 4] = -0.5         # a half-voxel shift that stays inside
+    ref, out = _both(img, lab, displacement=disp)
+    _assert_close(ref, out, np.int32)
+    o_img, o_lab = np.asarray(out[0]), np.asarray(out[1])
+    assert np.all(o_img[:, :, :3] == 0) and np.all(o_lab[:, :, :3] == 0)
+    assert np.all(o_img[0, 0, 5] == 0) and o_lab[0, 0, 5] == 0
+    assert np.all(o_lab[:, :, 3:][np.abs(disp[:, :, :, 3:]).sum(0) == 0] > 0)
+
+
+def test_native_warp_vmapped_batched_pipeline_equals_xla():
+    rng = np.random.default_rng(6)
+    imgs = rng.standard_normal((3, 20, 18, 16, 1)).astype(np.float32)
+    labs = rng.integers(0, 3, (3, 20, 18, 16)).astype(np.int32)
+    spec = {"rotate": {"max_angle": 15.0}, "scale": {"range": (0.9, 1.1)}, "elastic": {"alpha": 20.0, "sigma": 3.0}}
+    outs = {}
+    for backend in ("xla", "native"):
+        prev = geometry.set_warp_backend(backend)
+        try:
+            outs[backend] = augment.make_batch_pipeline(spec)(jax.random.key(0), jnp.asarray(imgs), jnp.asarray(labs))
+        finally:
+            geometry.set_warp_backend(prev)
+    _assert_close(outs["xla"], outs["native"], np.int32)
+    assert not np.allclose(np.asarray(outs["native"][0]), imgs)  # the pipeline did warp
+
+
+def test_native_warp_gradient_equals_xla():
+    rng = np.random.default_rng(7)
+    img, _, m, disp = _sample(rng, (9, 10, 8), 2)
+
+    def loss(backend):
+        def f(image, matrix, displacement):
+            prev = geometry.set_warp_backend(backend)
+            try:
+                out, _ = geometry.warp(image, None, matrix=matrix, displacement=displacement)
+            finally:
+                geometry.set_warp_backend(prev)
+            return jnp.sum(out ** 2)
+        return jax.grad(f, argnums=(0, 1, 2))(jnp.asarray(img), jnp.asarray(m), jnp.asarray(disp))
+
+    for g_xla, g_native in zip(loss("xla"), loss("native")):
+        np.testing.assert_allclose(np.asarray(g_native), np.asarray(g_xla), rtol=1e-4, atol=1e-4)
+
+
+def test_non_float32_images_use_the_xla_form_and_native_request_says_why():
+    rng = np.random.default_rng(8)
+    img = rng.standard_normal((6, 7, 1)).astype(jnp.bfloat16)
+    out, _ = geometry.warp(img, None, matrix=np.eye(3, dtype=np.float32))
+    assert out.dtype == jnp.bfloat16
+    prev = geometry.set_warp_backend("native")
+    try:
+        with pytest.raises(ValueError, match="bfloat16"):
+            geometry.warp(img, None)
+        with pytest.raises(ValueError, match="int64|up to 32 bits"):
+            geometry.warp(np.zeros((4, 4, 1), np.float32), np.zeros((4, 4), np.uint32))
+    finally:
+        geometry.set_warp_backend(prev)
+    with pytest.raises(ValueError, match="warp backend must be one of"):
+        geometry.set_warp_backend("fast")
+
+
+def test_native_status_and_cached_library():
+    assert native.status()["warp"].startswith("ready: ")
+    path = native.library_path("warp")
+    assert path.exists() and path.suffix == ".so" and path.parent == native.cache_dir()
+    with pytest.raises(ValueError, match="unknown native kernel"):
+        native.available("nope")
+
+
+def _run(code: str, env_extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+_FALLBACK = """
+    import warnings
+    import numpy as np
+    from kernels import geometry, native
+    img = np.arange(30, dtype=np.float32).reshape(5, 6, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, _ = geometry.warp(img, None, matrix=np.eye(3, dtype=np.float32))
+    assert np.array_equal(np.asarray(out), img)
+    print("STATUS", native.status()["warp"])
+    print("WARNINGS", len([w for w in caught if "native" in str(w.message)]))
+"""
+
+
+def test_opt_out_uses_xla_without_warning():
+    res = _run(_FALLBACK, {"MEDZOO_NATIVE": "0"})
+    assert res.returncode == 0, res.stderr
+    assert "STATUS disabled by MEDZOO_NATIVE=0" in res.stdout and "WARNINGS 0" in res.stdout
+
+
+def test_missing_compiler_falls_back_with_one_warning(tmp_path):
+    res = _run(_FALLBACK, {"CXX": str(tmp_path / "no-such-compiler"), "MEDZOO_KERNEL_CACHE": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert "STATUS unavailable: RuntimeError: no C++ compiler found" in res.stdout
+    assert "WARNINGS 1" in res.stdout
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_fresh_cache_builds_atomically(tmp_path):
+    res = _run("""
+        from kernels import native
+        assert native.available("warp"), native.status()
+        print("BUILT", native.library_path("warp"))
+    """, {"MEDZOO_KERNEL_CACHE": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    built = list(tmp_path.glob("*.so"))
+    assert len(built) == 1 and f"BUILT {built[0]}" in res.stdout
+    assert not list(tmp_path.glob("*.tmp*"))  # no temporary left behind
