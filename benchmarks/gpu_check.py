@@ -12,6 +12,8 @@ It answers, in one process and one short run:
    device's dense peak in ``benchmarks.common.PEAK_TFLOPS``).
 3. **The conv lowering is not slower than plain lax there**: the same bf16 train step timed with ``auto`` and
    with ``lax`` forced (and with the CPU lowering forced, for the record), as a ratio in this one run.
+4. **The augmentation's resampling**: whether the compiled elastic + affine pipeline calls the native CPU warp
+   kernel (``kernels.native``); on an accelerator it must not (XLA gathers there).
 
 On a CPU host the script still runs (``--quick`` for tiny shapes: the test suite does): it then reports the CPU
 lowering in use, which is the expected answer there. Writes ``gpu_check.json`` and ``gpu_check.md`` to
@@ -95,6 +97,19 @@ def _case(dtype: str, lowering: str | None, shape: dict) -> dict:
     return out
 
 
+def warp_check() -> dict:
+    """Compile a small elastic + affine pipeline for the default backend; say whether it calls the CPU kernel."""
+    import jax
+    import jax.numpy as jnp
+
+    from kernels import augment
+
+    fn = augment.make_batch_pipeline({"rotate": {"max_angle": 10.0}, "elastic": {"alpha": 10.0, "sigma": 3.0}})
+    images, labels = jnp.zeros((2, 16, 16, 16, 1), jnp.float32), jnp.zeros((2, 16, 16, 16), jnp.int32)
+    text = fn.lower(jax.random.key(0), images, labels).as_text()
+    return {"backend": jax.default_backend(), "calls_native_warp": "medzoo_warp" in text}
+
+
 def run(shape_name: str) -> dict:
     import jax
 
@@ -103,6 +118,7 @@ def run(shape_name: str) -> dict:
     shape = SHAPES[shape_name]
     result = {"env": common.env_info(), "shape": shape_name, **shape}
     result["lowering"] = lowering_check(shape["size"])
+    result["warp"] = warp_check()
     cases = [("float32", None), ("bfloat16", None), ("bfloat16", "lax"), ("bfloat16", "cpu")]
     result["cases"] = [_case(dt, low, shape) for dt, low in cases]
     by = {(c["dtype"], c["requested"]): c for c in result["cases"] if c.get("status") == "ok"}
@@ -115,6 +131,8 @@ def run(shape_name: str) -> dict:
     if jax.default_backend() != "cpu" and (low["auto_resolves_to"] != "lax" or not low["same_program_as_lax"]
                                            or low["custom_vjp_calls"]):
         problems.append(f"{jax.default_backend()}: auto traced the CPU lowering ({low})")
+    if jax.default_backend() != "cpu" and result["warp"]["calls_native_warp"]:
+        problems.append(f"{jax.default_backend()}: the augmentation pipeline calls the CPU warp kernel")
     problems += [f"{c['dtype']}/{c['requested']}: {c.get('error')}" for c in result["cases"] if c.get("status") != "ok"]
     result["problems"] = problems
     return result
@@ -126,7 +144,9 @@ def markdown(r: dict) -> str:
              f"({r['batch']}x1x{r['size']}^3)", "",
              f"- conv lowering under `auto`: **{low['auto_resolves_to']}**; same program as forced `lax`: "
              f"{low['same_program_as_lax']}; custom_vjp calls: {low['custom_vjp_calls']}; conv_general_dilated: "
-             f"{low['conv_general_dilated']} (forced lax: {low['conv_general_dilated_lax']})", "",
+             f"{low['conv_general_dilated']} (forced lax: {low['conv_general_dilated_lax']})",
+             f"- augmentation resampling: {'native CPU kernel' if r['warp']['calls_native_warp'] else 'XLA gathers'}"
+             f" on {r['warp']['backend']}", "",
              "| dtype | lowering | train steps/s | TFLOP/s | MFU | infer vol/s | compile s |",
              "|---|---|---:|---:|---:|---:|---:|"]
 

@@ -155,11 +155,16 @@ def test_gpu_check_sees_the_cpu_lowering_on_cpu_and_reports_problems():
     assert low["backend"] == "cpu" and low["auto_resolves_to"] == "cpu"
     assert not low["same_program_as_lax"] and low["custom_vjp_calls"] > 0
     assert low["conv_general_dilated_lax"] > 0
+    from kernels import native
+
+    warp = gpu_check.warp_check()
+    assert warp["backend"] == "cpu" and warp["calls_native_warp"] == native.available("warp")
     r = {"env": {"device_kind": "cpu", "platform": "cpu", "jax": "x"}, "shape": "quick", "batch": 1, "size": 16,
-         "lowering": low, "auto_vs_lax_train": 1.1, "problems": ["bfloat16/lax: boom"],
+         "lowering": low, "warp": warp, "auto_vs_lax_train": 1.1, "problems": ["bfloat16/lax: boom"],
          "cases": [{"dtype": "bfloat16", "requested": "lax", "lowering": "lax", "status": "error", "error": "boom"},
                    {"dtype": "float32", "requested": "auto", "lowering": "cpu", "status": "ok",
                     "train_steps_per_s": 2.0, "train_mfu": None, "infer_images_per_s": 3.0, "compile_train_s": 1.0}]}
     md = gpu_check.markdown(r)
     assert "under `auto`: **cpu**" in md and "| bfloat16 | lax | error: boom" in md and "1.10x" in md
     assert "| float32 | auto (cpu) | 2 |" in md
+    assert f"augmentation resampling: {'native CPU kernel' if warp['calls_native_warp'] else 'XLA gathers'} on cpu" in md

@@ -203,3 +203,13 @@ def test_fresh_cache_builds_atomically(tmp_path):
     built = list(tmp_path.glob("*.so"))
     assert len(built) == 1 and f"BUILT {built[0]}" in res.stdout
     assert not list(tmp_path.glob("*.tmp*"))  # no temporary left behind
+
+
+def test_accelerator_lowering_uses_xla_gathers():
+    """platform_dependent: the CPU program calls the kernel, a CUDA program (lowered here, not run) does not."""
+    f = jax.jit(lambda x, y: geometry.warp(x, y, matrix=jnp.eye(3)))
+    args = (jnp.zeros((8, 9, 1), jnp.float32), jnp.zeros((8, 9), jnp.int32))
+    allow = [jax.export.DisabledSafetyCheck.custom_call("medzoo_warp")]
+    text = {p: jax.export.export(f, platforms=(p,), disabled_checks=allow)(*args).mlir_module() for p in ("cpu", "cuda")}
+    assert "medzoo_warp" in text["cpu"]
+    assert "medzoo_warp" not in text["cuda"] and "gather" in text["cuda"]
