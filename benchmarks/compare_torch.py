@@ -104,7 +104,7 @@ def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, rep
     import torch
 
     from benchmarks import common
-    from kernels import conv
+    from kernels import conv, native
     from zoo import sharding
 
     torch.set_num_threads(torch_threads or os.cpu_count() or 1)
@@ -120,8 +120,14 @@ def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, rep
         for low in lowerings:
             for n in devices:
                 mesh = sharding.make_mesh((n, 1), devices=jax.devices()[:n])
-                with conv.conv_lowering(low):
-                    name = f"{model_name}[{conv.resolve_conv_lowering()}]" + (f" x{n} dev" if n > 1 else "")
+                # "cpu-xla": the cpu lowering with its 3D convolutions on the XLA rewrites instead of oneDNN
+                with conv.conv_lowering("cpu" if low == "cpu-xla" else low), \
+                        conv.use_onednn(False if low == "cpu-xla" else None):
+                    resolved = conv.resolve_conv_lowering()
+                    if resolved == "cpu" and low != "cpu-xla" and dims == 3 and dtype == "float32" \
+                            and native.available("dnnl_conv"):
+                        resolved = "cpu+onednn"
+                    name = f"{model_name}[{resolved}]" + (f" x{n} dev" if n > 1 else "")
                     model = common.build_model(model_name, dims, dtype)
                     steps = common.build_jax_steps(model, "segmentation", data, mesh=mesh)
                     infer = steps if infer_data is data else common.build_jax_steps(
@@ -242,7 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--number", type=int, default=2)
-    p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto)")
+    p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto); "
+                   "cpu-xla: the cpu lowering without oneDNN (its 3D convolutions on the XLA rewrites)")
     p.add_argument("--models", default="residual_unet,unet",
                    help="zoo models to time against MONAI (residual_unet: the same network; unet: the plain U-Net)")
     p.add_argument("--devices", default="1",
@@ -273,11 +280,11 @@ def main(argv=None) -> int:
             _write(os.path.splitext(args.out)[0] + ".md", table)
         return 0
     lowerings = [v.strip() for v in args.lowerings.split(",") if v.strip()]
-    bad = [v for v in lowerings if v not in ("auto", "lax", "cpu")]
+    bad = [v for v in lowerings if v not in ("auto", "lax", "cpu", "cpu-xla")]
     models = [v.strip() for v in args.models.split(",") if v.strip()]
     if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1 or not models or \
             any(m not in ("residual_unet", "unet") for m in models):
-        print(f"error: --lowerings must be from auto,lax,cpu (got {args.lowerings!r}), --models from "
+        print(f"error: --lowerings must be from auto,lax,cpu,cpu-xla (got {args.lowerings!r}), --models from "
               f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1", file=sys.stderr)
         return 2
     try:

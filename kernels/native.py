@@ -30,9 +30,14 @@ from pathlib import Path
 
 __all__ = ["available", "status", "library_path", "cache_dir", "compiler", "SOURCES", "FFI_TARGETS"]
 
-SOURCES = {"warp": "warp.cc"}
+SOURCES = {"warp": "warp.cc", "dnnl_conv": "dnnl_conv.cc"}
 # FFI target name -> (source, exported handler symbol)
-FFI_TARGETS = {"medzoo_warp": ("warp", "MedzooWarp")}
+FFI_TARGETS = {"medzoo_warp": ("warp", "MedzooWarp"),
+               "medzoo_dnnl_conv3d_fwd": ("dnnl_conv", "MedzooDnnlConv3dFwd"),
+               "medzoo_dnnl_conv3d_bwd_data": ("dnnl_conv", "MedzooDnnlConv3dBwdData"),
+               "medzoo_dnnl_conv3d_bwd_weights": ("dnnl_conv", "MedzooDnnlConv3dBwdWeights")}
+# Sources that link a library: how to find it (the oneDNN CPU wheels put it under sys.prefix).
+_ONEDNN_HINT = "pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0"
 _CSRC = Path(__file__).with_name("csrc")
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-std=c++17", "-fPIC", "-shared",
           "-pthread")
@@ -87,6 +92,28 @@ def _compiler_version(cxx: str) -> str:
         return ""
 
 
+def onednn_prefix() -> Path | None:
+    """The prefix holding oneDNN's header and library (the ``onednn-*-cpu-gomp`` wheels install them into
+    ``sys.prefix``; ``$MEDZOO_ONEDNN_ROOT`` overrides), or None."""
+    import sys
+
+    for root in filter(None, (os.environ.get("MEDZOO_ONEDNN_ROOT"), sys.prefix, sys.base_prefix)):
+        root = Path(root)
+        if (root / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists() and list((root / "lib").glob("libdnnl.so*")):
+            return root
+    return None
+
+
+def _link_flags(name: str) -> list:
+    if name != "dnnl_conv":
+        return []
+    root = onednn_prefix()
+    if root is None:
+        raise RuntimeError(f"oneDNN is not installed ({_ONEDNN_HINT})")
+    lib = str(root / "lib")
+    return ["-I", str(root / "include"), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}"]
+
+
 def library_path(name: str) -> Path:
     """Where the built library for source ``name`` lives (or would, once built) on this machine."""
     import jaxlib
@@ -94,8 +121,12 @@ def library_path(name: str) -> Path:
     cxx = compiler() or ""
     src = (_CSRC / SOURCES[name]).read_bytes()
     h = hashlib.sha256()
+    try:
+        link = " ".join(_link_flags(name))
+    except RuntimeError:
+        link = "missing"
     for part in (src, jaxlib.__version__.encode(), cxx.encode(), _compiler_version(cxx).encode() if cxx else b"",
-                 _cpu_signature().encode(), " ".join(_FLAGS).encode()):
+                 _cpu_signature().encode(), " ".join(_FLAGS).encode(), link.encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / f"{name}-{h.hexdigest()[:16]}.so"
@@ -104,6 +135,7 @@ def library_path(name: str) -> Path:
 def _build(name: str) -> Path:
     import jax
 
+    _link_flags(name)  # a missing library is named before anything else
     out = library_path(name)
     if out.exists():
         return out
@@ -113,7 +145,8 @@ def _build(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp.so", dir=out.parent)
     os.close(fd)
-    cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), str(_CSRC / SOURCES[name]), "-o", tmp]
+    link = _link_flags(name)
+    cmd = [cxx, *_FLAGS, "-w", "-I", jax.ffi.include_dir(), str(_CSRC / SOURCES[name]), *link, "-o", tmp]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if res.returncode != 0:

@@ -213,3 +213,107 @@ def test_accelerator_lowering_uses_xla_gathers():
     text = {p: jax.export.export(f, platforms=(p,), disabled_checks=allow)(*args).mlir_module() for p in ("cpu", "cuda")}
     assert "medzoo_warp" in text["cpu"]
     assert "medzoo_warp" not in text["cuda"] and "gather" in text["cuda"]
+
+
+# ----------------------------------------------------------------------------- oneDNN 3D convolutions
+
+from kernels import conv  # noqa: E402
+
+onednn = pytest.mark.skipif(not native.available("dnnl_conv"),
+                            reason=f"oneDNN convolutions not built here: {native.status()['dnnl_conv']}")
+
+CONV3D_CASES = [
+    # x spatial, Cin, Cout, kernel, strides, padding
+    ((9, 10, 8), 3, 5, (3, 3, 3), 1, "SAME"),
+    ((10, 9, 11), 4, 6, (3, 3, 3), 2, "SAME"),
+    ((7, 8, 9), 3, 4, (3, 3, 3), (1, 2, 1), [(1, 0), (0, 1), (2, 1)]),
+    ((8, 8, 8), 5, 3, (2, 2, 2), 2, "VALID"),
+    ((11, 6, 7), 4, 4, (1, 1, 1), 1, "SAME"),
+    ((6, 7, 5), 6, 8, (1, 3, 3), (2, 1, 1), "SAME"),
+]
+
+
+@onednn
+@pytest.mark.parametrize("spatial,cin,cout,kernel,strides,padding", CONV3D_CASES)
+def test_onednn_conv3d_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
+    rng = np.random.default_rng(cin * 10 + cout)
+    x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((*kernel, cin, cout)).astype(np.float32))
+    t = jnp.asarray(rng.standard_normal(conv.conv_nd_reference(x, w, strides, padding).shape).astype(np.float32))
+
+    def value_and_grads(fn):
+        return fn(x, w), jax.grad(lambda x, w: jnp.sum(fn(x, w) * t), argnums=(0, 1))(x, w)
+
+    ref = value_and_grads(lambda x, w: conv.conv_nd_reference(x, w, strides, padding))
+    with conv.conv_lowering("cpu"), conv.use_onednn(True):
+        f = jax.jit(lambda x, w: conv.conv_nd(x, w, strides, padding))
+        assert "medzoo_dnnl_conv3d_fwd" in f.lower(x, w).as_text()
+        out = value_and_grads(f)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+@onednn
+def test_onednn_conv3d_under_vmap_and_opt_out():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((3, 2, 6, 7, 5, 4)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4, 6)).astype(np.float32))
+    with conv.conv_lowering("cpu"):
+        out = jax.vmap(lambda xi: conv.conv_nd(xi, w, 2))(x)
+        with conv.use_onednn(False):
+            text = jax.jit(lambda x: conv.conv_nd(x, w)).lower(x[0]).as_text()
+    ref = jax.vmap(lambda xi: conv.conv_nd_reference(xi, w, 2))(x)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
+    assert "medzoo_dnnl" not in text
+    bf16 = x[0].astype(jnp.bfloat16)
+    with conv.conv_lowering("cpu"):  # bfloat16 keeps the XLA rewrites
+        assert "medzoo_dnnl" not in jax.jit(lambda x: conv.conv_nd(x, w.astype(jnp.bfloat16))).lower(bf16).as_text()
+
+
+@onednn
+def test_onednn_conv3d_accelerator_lowering_keeps_the_xla_rewrites():
+    x, w = jnp.zeros((1, 6, 6, 6, 3), jnp.float32), jnp.zeros((3, 3, 3, 3, 4), jnp.float32)
+    with conv.conv_lowering("cpu"):
+        f = jax.jit(lambda x: conv.conv_nd(x, w))
+        allow = [jax.export.DisabledSafetyCheck.custom_call("medzoo_dnnl_conv3d_fwd")]
+        text = {p: jax.export.export(f, platforms=(p,), disabled_checks=allow)(x).mlir_module() for p in ("cpu", "cuda")}
+    assert "medzoo_dnnl_conv3d_fwd" in text["cpu"] and "medzoo_dnnl" not in text["cuda"]
+
+
+@onednn
+def test_onednn_residual_unet_3d_gradient_equals_xla_rewrites():
+    """The whole network's gradient (many convolutions, some of them run by XLA on its pool threads)."""
+    from zoo import create_model
+
+    model = create_model("residual_unet", spatial_dims=3, in_channels=1, num_classes=2, norm="batch")
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 32, 32, 32, 1)).astype(np.float32))
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def grads():
+        def loss(p):
+            y, _ = model.apply({**variables, "params": p}, x, train=True, mutable=["batch_stats"])
+            return jnp.mean(y ** 2)
+        return jax.jit(jax.grad(loss))(variables["params"])
+
+    with conv.conv_lowering("cpu"):
+        with conv.use_onednn(True):
+            got = grads()
+        with conv.use_onednn(False):
+            want = grads()
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=2e-5)
+
+
+def test_native_opt_out_keeps_3d_convolutions_in_xla():
+    res = _run("""
+        import jax, jax.numpy as jnp
+        from kernels import conv, native
+        x, w = jnp.ones((1, 5, 5, 5, 4)), jnp.ones((3, 3, 3, 4, 3))  # (more than the few-channel form takes)
+        with conv.conv_lowering("cpu"):
+            text = jax.jit(lambda x: conv.conv_nd(x, w)).lower(x).as_text()
+            y = conv.conv_nd(x, w)
+        assert "medzoo_dnnl" not in text and float(y[0, 2, 2, 2, 0]) == 108.0
+        print("STATUS", native.status()["dnnl_conv"])
+    """, {"MEDZOO_NATIVE": "0"})
+    assert res.returncode == 0, res.stderr
+    assert "STATUS disabled by MEDZOO_NATIVE=0" in res.stdout

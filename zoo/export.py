@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+from kernels import conv
 from zoo import exported as zexported
 from zoo import store
 from zoo.cli import run_cli
@@ -93,7 +94,9 @@ def export_stablehlo(name_or_path: str, out: str) -> dict:
                          f"(segmentation and outcome models are)")
     shapes = _input_shapes(pre)
     (batch,) = export.symbolic_shape("N")
-    exp = export.export(jax.jit(inference_function(pre)))(_spec(shapes, batch))
+    # Exported programs must run without this machine's native kernels: keep the convolutions in XLA.
+    with conv.use_onednn(False):
+        exp = export.export(jax.jit(inference_function(pre)))(_spec(shapes, batch))
     os.makedirs(out, exist_ok=True)
     tmp = os.path.join(out, ".tmp-" + zexported.ARTIFACT)
     with open(tmp, "wb") as f:
@@ -129,7 +132,8 @@ def onnx_model(fn, input_shape: tuple, name: str = "medzoo"):
     errors = []
     for batch in ("N", 1):
         try:
-            model = to_onnx(fn, [(batch, *input_shape[1:])], model_name=name)
+            with conv.use_onednn(False):  # ONNX has no oneDNN custom calls: keep the convolutions in XLA
+                model = to_onnx(fn, [(batch, *input_shape[1:])], model_name=name)
         except Exception as e:  # jax2onnx raises its own types for primitives or shapes it cannot convert
             errors.append(f"batch {batch}: {_first_line(e)}")
             continue

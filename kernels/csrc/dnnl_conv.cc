@@ -1,0 +1,253 @@
+// 3D convolutions on CPU through oneDNN, called from JAX through the XLA FFI (kernels/conv.py, "cpu" lowering).
+//
+// Three targets, float32, channels-last as the zoo stores them (x [N, D, H, W, Cin], w [KD, KH, KW, Cin, Cout],
+// y [N, OD, OH, OW, Cout]), strides and explicit low/high padding as attributes, no dilation, one group:
+//   medzoo_dnnl_conv3d_fwd        y  = conv(x, w)
+//   medzoo_dnnl_conv3d_bwd_data   dx = conv^T(dy, w)      (x's shape given by the result buffer)
+//   medzoo_dnnl_conv3d_bwd_weights dw = dconv/dw(x, dy)
+// Activations stay in ndhwc (no reorders); weights travel in oneDNN's preferred blocked layout through one
+// small reorder per call. Primitives are built once per shape and kept (oneDNN's own JIT kernels: the same
+// ones PyTorch's CPU convolutions use). oneDNN runs on its OpenMP threads.
+
+#include <pthread.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+struct Geometry {
+  memory::dims src, wei, dst, strides, pad_lo, pad_hi;
+  std::vector<int64_t> key(int kind) const {
+    std::vector<int64_t> k{kind};
+    for (const auto* v : {&src, &wei, &dst, &strides, &pad_lo, &pad_hi}) k.insert(k.end(), v->begin(), v->end());
+    return k;
+  }
+};
+
+// NDHWC / DHWIO buffers -> oneDNN's logical NCDHW / OIDHW dims.
+Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
+                  ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo, ffi::Span<const int64_t> hi) {
+  Geometry g;
+  g.src = {x[0], x[4], x[1], x[2], x[3]};
+  g.wei = {w[4], w[3], w[0], w[1], w[2]};
+  g.dst = {y[0], y[4], y[1], y[2], y[3]};
+  g.strides.assign(strides.begin(), strides.end());
+  g.pad_lo.assign(lo.begin(), lo.end());
+  g.pad_hi.assign(hi.begin(), hi.end());
+  return g;
+}
+
+struct Plan {
+  dnnl::primitive prim;
+  memory::desc weights;    // the primitive's (blocked) weights layout
+  memory::desc plain;      // DHWIO
+  dnnl::reorder to_blocked, to_plain;
+};
+
+std::mutex cache_mu;
+std::map<std::vector<int64_t>, std::shared_ptr<Plan>>& cache() {
+  static auto* c = new std::map<std::vector<int64_t>, std::shared_ptr<Plan>>();
+  return *c;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dnnl::prop_kind kind) {
+  memory::desc src(g.src, dt::f32, tag::ndhwc), dst(g.dst, dt::f32, tag::ndhwc), wei(g.wei, dt::f32, tag::any);
+  return dnnl::convolution_forward::primitive_desc(engine(), kind, dnnl::algorithm::convolution_direct, src, wei,
+                                                   dst, g.strides, memory::dims{0, 0, 0}, g.pad_lo, g.pad_hi);
+}
+
+enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+
+std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
+  auto key = g.key(kind);
+  std::lock_guard<std::mutex> lock(cache_mu);
+  auto it = cache().find(key);
+  if (it != cache().end()) return it->second;
+  auto p = std::make_shared<Plan>();
+  p->plain = memory::desc(g.wei, dt::f32, tag::dhwio);
+  memory::desc src(g.src, dt::f32, tag::ndhwc), dst(g.dst, dt::f32, tag::ndhwc), any(g.wei, dt::f32, tag::any);
+  if (kind == kForward) {
+    auto pd = forward_pd(g, dnnl::prop_kind::forward_inference);
+    p->prim = dnnl::convolution_forward(pd);
+    p->weights = pd.weights_desc();
+    p->to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p->plain, engine(), p->weights));
+  } else if (kind == kBackwardData) {
+    auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
+    auto pd = dnnl::convolution_backward_data::primitive_desc(engine(), dnnl::algorithm::convolution_direct, src,
+                                                              any, dst, g.strides, memory::dims{0, 0, 0}, g.pad_lo,
+                                                              g.pad_hi, hint);
+    p->prim = dnnl::convolution_backward_data(pd);
+    p->weights = pd.weights_desc();
+    p->to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p->plain, engine(), p->weights));
+  } else {
+    auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(engine(), dnnl::algorithm::convolution_direct,
+                                                                 src, any, dst, g.strides, memory::dims{0, 0, 0},
+                                                                 g.pad_lo, g.pad_hi, hint);
+    p->prim = dnnl::convolution_backward_weights(pd);
+    p->weights = pd.diff_weights_desc();
+    p->to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p->weights, engine(), p->plain));
+  }
+  cache()[key] = p;
+  return p;
+}
+
+// Every oneDNN call runs on one long-lived worker thread with a full-size stack, one call at a time: XLA
+// runs FFI handlers on its intra-op pool threads, whose stacks are too small for oneDNN's JIT and
+// brgemm kernels (a whole 3D U-Net gradient crashed there, each layer alone did not), and each call
+// already spreads over every core on oneDNN's OpenMP team.
+class Worker {
+ public:
+  static Worker& get() {
+    static Worker* w = new Worker();  // never destroyed: the thread outlives static destruction
+    return *w;
+  }
+  void run(const std::function<void()>& f) {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [&] { return task_ == nullptr; });
+    bool done = false;
+    task_ = &f;
+    done_ = &done;
+    wake_.notify_all();
+    finished_.wait(lock, [&] { return done; });
+  }
+
+ private:
+  Worker() {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, size_t{64} << 20);
+    pthread_t t;
+    pthread_create(&t, &attr, &Worker::loop, this);
+    pthread_attr_destroy(&attr);
+    pthread_detach(t);
+  }
+  static void* loop(void* self) {
+    auto* w = static_cast<Worker*>(self);
+    std::unique_lock<std::mutex> lock(w->mu_);
+    for (;;) {
+      w->wake_.wait(lock, [&] { return w->task_ != nullptr; });
+      const std::function<void()>* f = w->task_;
+      lock.unlock();
+      (*f)();
+      lock.lock();
+      *w->done_ = true;
+      w->task_ = nullptr;
+      w->finished_.notify_all();
+      w->idle_.notify_all();
+    }
+    return nullptr;
+  }
+  std::mutex mu_;
+  std::condition_variable wake_, finished_, idle_;
+  const std::function<void()>* task_ = nullptr;
+  bool* done_ = nullptr;
+};
+
+template <typename F>
+ffi::Error guarded(F&& f) {
+  std::string error;
+  std::function<void()> task = [&] {
+    try {
+      f();
+    } catch (const dnnl::error& e) {
+      error = std::string("oneDNN: ") + e.what();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  };
+  Worker::get().run(task);
+  if (!error.empty()) return ffi::Error::Internal(error);
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo, ffi::Span<const int64_t> hi) {
+  return guarded([&] {
+    auto g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, lo, hi);
+    auto p = plan(g, kForward);
+    dnnl::stream s(engine());
+    memory xm({g.src, dt::f32, tag::ndhwc}, engine(), x.typed_data());
+    memory ym({g.dst, dt::f32, tag::ndhwc}, engine(), y->typed_data());
+    memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
+    p->to_blocked.execute(s, wp, wb);
+    p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DST, ym}});
+    s.wait();
+  });
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+                        ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
+                        ffi::Span<const int64_t> hi) {
+  return guarded([&] {
+    auto g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, lo, hi);
+    auto p = plan(g, kBackwardData);
+    dnnl::stream s(engine());
+    memory dym({g.dst, dt::f32, tag::ndhwc}, engine(), dy.typed_data());
+    memory dxm({g.src, dt::f32, tag::ndhwc}, engine(), dx->typed_data());
+    memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
+    p->to_blocked.execute(s, wp, wb);
+    p->prim.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DIFF_SRC, dxm}});
+    s.wait();
+  });
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
+                           ffi::Span<const int64_t> hi) {
+  return guarded([&] {
+    auto g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, lo, hi);
+    auto p = plan(g, kBackwardWeights);
+    dnnl::stream s(engine());
+    memory xm({g.src, dt::f32, tag::ndhwc}, engine(), x.typed_data());
+    memory dym({g.dst, dt::f32, tag::ndhwc}, engine(), dy.typed_data());
+    memory wb(p->weights, engine()), wp(p->plain, engine(), dw->typed_data());
+    p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
+    p->to_plain.execute(s, wb, wp);
+    s.wait();
+  });
+}
+
+}  // namespace
+
+#define MEDZOO_CONV_ATTRS                                   \
+  .Attr<ffi::Span<const int64_t>>("strides")               \
+      .Attr<ffi::Span<const int64_t>>("pad_lo")            \
+      .Attr<ffi::Span<const int64_t>>("pad_hi")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dFwd, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dBwdData, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dBwdWeights, BackwardWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
