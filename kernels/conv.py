@@ -43,7 +43,7 @@ from jax import lax
 
 __all__ = ["conv_nd", "conv_transpose_nd", "conv_nd_reference", "conv_transpose_nd_reference",
            "conv_nd_cpu", "conv_transpose_nd_cpu", "LOWERINGS", "set_conv_lowering", "get_conv_lowering",
-           "resolve_conv_lowering", "conv_lowering", "conv3d_onednn", "use_onednn"]
+           "resolve_conv_lowering", "conv_lowering", "conv3d_onednn", "conv_transpose3d_onednn", "use_onednn"]
 
 LOWERINGS = ("auto", "lax", "cpu")
 ENV_VAR = "MEDZOO_CONV_LOWERING"
@@ -570,6 +570,34 @@ def conv3d_onednn(x, w, st, pad):
     return op(x, w)
 
 
+def conv_transpose3d_onednn(x, w, st, lows):
+    """3D float32 transposed convolution (``lax.conv_transpose`` semantics, low paddings ``lows`` of the
+    dilated input, output ``S * st``) through oneDNN: it is the backward-data pass of the stride-``st``
+    convolution ``F`` from the output's space to the input's, with the kernel flipped and its channel axes
+    swapped (``V``); its gradients are ``F`` itself (input) and ``F``'s weight gradient (kernel)."""
+    ks = w.shape[:3]
+    pads = [(k - 1 - lo, lo - s + 1) for k, lo, s in zip(ks, lows, st)]
+    out = (x.shape[0], *[n * s for n, s in zip(x.shape[1:4], st)], w.shape[-1])
+    v = jax.numpy.swapaxes(jax.numpy.flip(w, (0, 1, 2)), -1, -2)
+
+    @jax.custom_vjp
+    def op(x, v):
+        return _onednn_call("medzoo_dnnl_conv3d_bwd_data", out, x, v, st, pads)
+
+    def fwd(x, v):
+        return op(x, v), (x, v)
+
+    def bwd(res, g):
+        x, v = res
+        g = g.astype(np.float32)
+        dx = _onednn_call("medzoo_dnnl_conv3d_fwd", x.shape, g, v, st, pads)
+        dv = _onednn_call("medzoo_dnnl_conv3d_bwd_weights", v.shape, g, x, st, pads)
+        return dx, dv
+
+    op.defvjp(fwd, bwd)
+    return op(x, v)
+
+
 def _conv_nd_auto_cpu(x, w, strides, padding, dilation, feature_group_count):
     """The per-case choice on XLA:CPU (measurements in docs/performance.md)."""
     nd, st, pad, dil = _resolve(x, w, strides, padding, dilation, feature_group_count)
@@ -611,6 +639,12 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
         nd = _check(x, w, 1)
         st = _tuple(strides, nd, "strides")
         if nd == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
+            lows = _transpose_padding(w, st, padding, nd)
+            # oneDNN (every output count: measured faster than the col2im form too), where its padding fits
+            if all(lo - s + 1 >= 0 for lo, s in zip(lows, st)) and _onednn_ok(x, w, (1, 1, 1), 1):
+                return lax.platform_dependent(
+                    x, w, cpu=lambda x, w: conv_transpose3d_onednn(x, w, st, lows),
+                    default=lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding))
             if w.shape[-1] <= FEW_OUTPUT_CHANNELS:
                 return _col2im_forward(x, w, st, padding, lambda x, w: conv_transpose_nd_cpu(x, w, st, padding))
             return conv_transpose_nd_cpu(x, w, strides, padding)

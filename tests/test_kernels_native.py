@@ -317,3 +317,26 @@ def test_native_opt_out_keeps_3d_convolutions_in_xla():
     """, {"MEDZOO_NATIVE": "0"})
     assert res.returncode == 0, res.stderr
     assert "STATUS disabled by MEDZOO_NATIVE=0" in res.stdout
+
+
+@onednn
+@pytest.mark.parametrize("spatial,cin,cout,kernel,strides,padding", [
+    ((5, 6, 4), 6, 5, 3, 2, "SAME"), ((5, 6, 4), 6, 5, 2, 2, "SAME"), ((4, 5, 3), 3, 4, 3, 2, "torch"),
+    ((5, 4, 6), 4, 3, 3, (2, 1, 2), "SAME"), ((4, 4, 5), 5, 2, 4, 2, "SAME"), ((3, 4, 3), 4, 6, 2, 2, [(1, 1)] * 3)])
+def test_onednn_conv_transpose3d_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
+    rng = np.random.default_rng(cin * 10 + cout + kernel)
+    x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((kernel,) * 3 + (cin, cout)).astype(np.float32))
+    t = jnp.asarray(rng.standard_normal(conv.conv_transpose_nd_reference(x, w, strides, padding).shape)
+                    .astype(np.float32))
+
+    def value_and_grads(fn):
+        return fn(x, w), jax.grad(lambda x, w: jnp.sum(fn(x, w) * t), argnums=(0, 1))(x, w)
+
+    ref = value_and_grads(lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding))
+    with conv.conv_lowering("cpu"), conv.use_onednn(True):
+        f = jax.jit(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding))
+        assert "medzoo_dnnl_conv3d_bwd_data" in f.lower(x, w).as_text()
+        out = value_and_grads(f)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
