@@ -124,7 +124,7 @@ def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, rep
                 with conv.conv_lowering("cpu" if low == "cpu-xla" else low), \
                         conv.use_onednn(False if low == "cpu-xla" else None):
                     resolved = conv.resolve_conv_lowering()
-                    if resolved == "cpu" and low != "cpu-xla" and dims == 3 and dtype == "float32" \
+                    if resolved == "cpu" and low != "cpu-xla" and dims >= 2 and dtype == "float32" \
                             and native.available("dnnl_conv"):
                         resolved = "cpu+onednn"
                     name = f"{model_name}[{resolved}]" + (f" x{n} dev" if n > 1 else "")

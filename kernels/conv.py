@@ -23,6 +23,12 @@ All models build their convolutions through :func:`conv_nd` and :func:`conv_tran
   forward and, backward, the adjoint strided convolution when kernels overlap (``K > stride``), else the
   phase form (a ``jax.custom_vjp``; exact: the transposed convolution is that convolution's adjoint).
 
+  On CPU hosts where :mod:`kernels.native` builds ``csrc/dnnl_conv.cc`` (the ``onednn-cpu-gomp`` wheels, a C++
+  compiler), 2D and 3D float32 convolutions and transposed convolutions (no dilation, one group) go to
+  oneDNN instead (:func:`conv_onednn`, :func:`conv_transpose_onednn`: the kernels PyTorch's CPU convolutions
+  use, forward and both gradients), except the few-channel convolutions, which stay shifted sums. Inside
+  ``jax.lax.platform_dependent``, so accelerators keep the XLA forms; :func:`use_onednn` switches it per trace.
+
 The lowering is ``"auto"`` by default: ``"cpu"`` when ``jax.default_backend() == "cpu"``, else
 ``"lax"``. Override with the environment variable ``MEDZOO_CONV_LOWERING=auto|lax|cpu`` or
 :func:`set_conv_lowering` / the :func:`conv_lowering` context manager. The choice is made when
@@ -43,7 +49,7 @@ from jax import lax
 
 __all__ = ["conv_nd", "conv_transpose_nd", "conv_nd_reference", "conv_transpose_nd_reference",
            "conv_nd_cpu", "conv_transpose_nd_cpu", "LOWERINGS", "set_conv_lowering", "get_conv_lowering",
-           "resolve_conv_lowering", "conv_lowering", "conv3d_onednn", "conv_transpose3d_onednn", "use_onednn"]
+           "resolve_conv_lowering", "conv_lowering", "conv_onednn", "conv_transpose_onednn", "use_onednn"]
 
 LOWERINGS = ("auto", "lax", "cpu")
 ENV_VAR = "MEDZOO_CONV_LOWERING"
@@ -527,7 +533,7 @@ def use_onednn(enabled: bool | None):
 
 
 def _onednn_ok(x, w, dil, feature_group_count) -> bool:
-    if _onednn_enabled is False or x.ndim != 5 or x.dtype != np.float32 or w.dtype != np.float32:
+    if _onednn_enabled is False or x.ndim not in (3, 4, 5) or x.dtype != np.float32 or w.dtype != np.float32:
         return False
     if feature_group_count != 1 or any(d != 1 for d in dil):
         return False
@@ -546,15 +552,16 @@ def _onednn_call(target, out_shape, a, b, st, pad):
         pad_hi=np.asarray([p[1] for p in pad], np.int64))
 
 
-def conv3d_onednn(x, w, st, pad):
-    """3D float32 convolution through oneDNN (forward, and both gradients in its ``custom_vjp``), channels-last,
+def conv_onednn(x, w, st, pad):
+    """1D-3D float32 convolution through oneDNN (forward, and both gradients in its ``custom_vjp``), channels-last,
     explicit padding pairs, no dilation or groups. Only callable where ``kernels.native`` built ``dnnl_conv``."""
-    out = (x.shape[0], *[(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:4], pad, w.shape[:3], st)],
+    nd = x.ndim - 2
+    out = (x.shape[0], *[(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:-1], pad, w.shape[:nd], st)],
            w.shape[-1])
 
     @jax.custom_vjp
     def op(x, w):
-        return _onednn_call("medzoo_dnnl_conv3d_fwd", out, x, w, st, pad)
+        return _onednn_call("medzoo_dnnl_conv_fwd", out, x, w, st, pad)
 
     def fwd(x, w):
         return op(x, w), (x, w)
@@ -562,27 +569,27 @@ def conv3d_onednn(x, w, st, pad):
     def bwd(res, g):
         x, w = res
         g = g.astype(np.float32)
-        dx = _onednn_call("medzoo_dnnl_conv3d_bwd_data", x.shape, g, w, st, pad)
-        dw = _onednn_call("medzoo_dnnl_conv3d_bwd_weights", w.shape, x, g, st, pad)
+        dx = _onednn_call("medzoo_dnnl_conv_bwd_data", x.shape, g, w, st, pad)
+        dw = _onednn_call("medzoo_dnnl_conv_bwd_weights", w.shape, x, g, st, pad)
         return dx, dw
 
     op.defvjp(fwd, bwd)
     return op(x, w)
 
 
-def conv_transpose3d_onednn(x, w, st, lows):
-    """3D float32 transposed convolution (``lax.conv_transpose`` semantics, low paddings ``lows`` of the
+def conv_transpose_onednn(x, w, st, lows):
+    """1D-3D float32 transposed convolution (``lax.conv_transpose`` semantics, low paddings ``lows`` of the
     dilated input, output ``S * st``) through oneDNN: it is the backward-data pass of the stride-``st``
     convolution ``F`` from the output's space to the input's, with the kernel flipped and its channel axes
     swapped (``V``); its gradients are ``F`` itself (input) and ``F``'s weight gradient (kernel)."""
-    ks = w.shape[:3]
-    pads = [(k - 1 - lo, lo - s + 1) for k, lo, s in zip(ks, lows, st)]
-    out = (x.shape[0], *[n * s for n, s in zip(x.shape[1:4], st)], w.shape[-1])
-    v = jax.numpy.swapaxes(jax.numpy.flip(w, (0, 1, 2)), -1, -2)
+    nd = x.ndim - 2
+    pads = [(k - 1 - lo, lo - s + 1) for k, lo, s in zip(w.shape[:nd], lows, st)]
+    out = (x.shape[0], *[n * s for n, s in zip(x.shape[1:-1], st)], w.shape[-1])
+    v = jax.numpy.swapaxes(jax.numpy.flip(w, tuple(range(nd))), -1, -2)
 
     @jax.custom_vjp
     def op(x, v):
-        return _onednn_call("medzoo_dnnl_conv3d_bwd_data", out, x, v, st, pads)
+        return _onednn_call("medzoo_dnnl_conv_bwd_data", out, x, v, st, pads)
 
     def fwd(x, v):
         return op(x, v), (x, v)
@@ -590,8 +597,8 @@ def conv_transpose3d_onednn(x, w, st, lows):
     def bwd(res, g):
         x, v = res
         g = g.astype(np.float32)
-        dx = _onednn_call("medzoo_dnnl_conv3d_fwd", x.shape, g, v, st, pads)
-        dv = _onednn_call("medzoo_dnnl_conv3d_bwd_weights", v.shape, g, x, st, pads)
+        dx = _onednn_call("medzoo_dnnl_conv_fwd", x.shape, g, v, st, pads)
+        dv = _onednn_call("medzoo_dnnl_conv_bwd_weights", v.shape, g, x, st, pads)
         return dx, dv
 
     op.defvjp(fwd, bwd)
@@ -608,13 +615,14 @@ def _conv_nd_auto_cpu(x, w, strides, padding, dilation, feature_group_count):
         return conv_few_channels(x, w, pad)
     if nd != 3:
         # 1D/2D: XLA:CPU's own strided convolution beat the polyphase form both ways on this machine.
-        return conv_nd_reference(x, w, st, pad, dil, feature_group_count)
-    if _onednn_ok(x, w, dil, feature_group_count):
-        # oneDNN's kernels ran 2-10x faster than the rewrites below on every 3D layer of the U-Nets except the
-        # few-channel ones above; accelerators (a forced "cpu" lowering there) keep the rewrites.
-        return lax.platform_dependent(x, w, cpu=lambda x, w: conv3d_onednn(x, w, st, pad),
-                                      default=lambda x, w: conv_nd_cpu(x, w, st, pad, dil, feature_group_count))
-    return conv_nd_cpu(x, w, st, pad, dil, feature_group_count)
+        xla = lambda x, w: conv_nd_reference(x, w, st, pad, dil, feature_group_count)  # noqa: E731
+    else:
+        xla = lambda x, w: conv_nd_cpu(x, w, st, pad, dil, feature_group_count)  # noqa: E731
+    if nd >= 2 and _onednn_ok(x, w, dil, feature_group_count):
+        # oneDNN's kernels ran 2-10x faster than the rewrites on every 3D layer of the U-Nets except the
+        # few-channel ones above; accelerators (a forced "cpu" lowering there) keep the XLA forms.
+        return lax.platform_dependent(x, w, cpu=lambda x, w: conv_onednn(x, w, st, pad), default=xla)
+    return xla(x, w)
 
 
 def conv_nd(x, w, strides=1, padding="SAME", dilation=1, feature_group_count=1):
@@ -631,28 +639,36 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
     """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
-    On XLA:CPU, 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the adjoint strided
+    On XLA:CPU, 2D/3D float32: oneDNN (:func:`conv_transpose_onednn`) where ``kernels.native`` builds it.
+    Otherwise 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the adjoint strided
     convolution (:func:`_conv_transpose_adjoint_vjp`) when the kernel overlaps (``K > stride`` on some axis),
     else the phase form's VJP; 3D: the phase form both ways.
     """
     if resolve_conv_lowering() == "cpu":
         nd = _check(x, w, 1)
         st = _tuple(strides, nd, "strides")
-        if nd == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
-            lows = _transpose_padding(w, st, padding, nd)
-            # oneDNN (every output count: measured faster than the col2im form too), where its padding fits
-            if all(lo - s + 1 >= 0 for lo, s in zip(lows, st)) and _onednn_ok(x, w, (1, 1, 1), 1):
-                return lax.platform_dependent(
-                    x, w, cpu=lambda x, w: conv_transpose3d_onednn(x, w, st, lows),
-                    default=lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding))
-            if w.shape[-1] <= FEW_OUTPUT_CHANNELS:
-                return _col2im_forward(x, w, st, padding, lambda x, w: conv_transpose_nd_cpu(x, w, st, padding))
-            return conv_transpose_nd_cpu(x, w, strides, padding)
-        pads = _adjoint_padding(w, st, _transpose_padding(w, st, padding, nd), nd)
-        # Kernel <= stride on every axis: the phase form is one 1x1 convolution, and its VJP measured
-        # faster than the adjoint's (U-Net 2x2/2 up-convolutions: train step 0.90 vs 1.0 s).
-        if pads is not None and any(k > s for k, s in zip(w.shape[:nd], st)):
-            return _conv_transpose_adjoint_vjp(x, w, st, padding, pads)
-        return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides, padding),
-                                         lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding), x, w)
+        lows = _transpose_padding(w, st, padding, nd)
+        # oneDNN (every output count: measured faster than the col2im form too), where its padding fits
+        if nd >= 2 and all(lo - s + 1 >= 0 for lo, s in zip(lows, st)) and _onednn_ok(x, w, (1,) * nd, 1):
+            return lax.platform_dependent(
+                x, w, cpu=lambda x, w: conv_transpose_onednn(x, w, st, lows),
+                default=lambda x, w: _conv_transpose_nd_xla_cpu(x, w, strides, padding))
+        return _conv_transpose_nd_xla_cpu(x, w, strides, padding)
     return conv_transpose_nd_reference(x, w, strides, padding)
+
+
+def _conv_transpose_nd_xla_cpu(x, w, strides, padding):
+    """The XLA forms of :func:`conv_transpose_nd` on CPU (measurements in docs/performance.md)."""
+    nd = _check(x, w, 1)
+    st = _tuple(strides, nd, "strides")
+    if nd == 3:  # 3D: the phase form both ways (lax's 3D lhs-dilated conv is far slower)
+        if w.shape[-1] <= FEW_OUTPUT_CHANNELS:
+            return _col2im_forward(x, w, st, padding, lambda x, w: conv_transpose_nd_cpu(x, w, st, padding))
+        return conv_transpose_nd_cpu(x, w, strides, padding)
+    pads = _adjoint_padding(w, st, _transpose_padding(w, st, padding, nd), nd)
+    # Kernel <= stride on every axis: the phase form is one 1x1 convolution, and its VJP measured
+    # faster than the adjoint's (U-Net 2x2/2 up-convolutions: train step 0.90 vs 1.0 s).
+    if pads is not None and any(k > s for k, s in zip(w.shape[:nd], st)):
+        return _conv_transpose_adjoint_vjp(x, w, st, padding, pads)
+    return _lax_forward_cpu_backward(lambda x, w: conv_transpose_nd_reference(x, w, strides, padding),
+                                     lambda x, w: conv_transpose_nd_cpu(x, w, strides, padding), x, w)

@@ -33,9 +33,9 @@ __all__ = ["available", "status", "library_path", "cache_dir", "compiler", "SOUR
 SOURCES = {"warp": "warp.cc", "dnnl_conv": "dnnl_conv.cc"}
 # FFI target name -> (source, exported handler symbol)
 FFI_TARGETS = {"medzoo_warp": ("warp", "MedzooWarp"),
-               "medzoo_dnnl_conv3d_fwd": ("dnnl_conv", "MedzooDnnlConv3dFwd"),
-               "medzoo_dnnl_conv3d_bwd_data": ("dnnl_conv", "MedzooDnnlConv3dBwdData"),
-               "medzoo_dnnl_conv3d_bwd_weights": ("dnnl_conv", "MedzooDnnlConv3dBwdWeights")}
+               "medzoo_dnnl_conv_fwd": ("dnnl_conv", "MedzooDnnlConvFwd"),
+               "medzoo_dnnl_conv_bwd_data": ("dnnl_conv", "MedzooDnnlConvBwdData"),
+               "medzoo_dnnl_conv_bwd_weights": ("dnnl_conv", "MedzooDnnlConvBwdWeights")}
 # Sources that link a library: how to find it (the oneDNN CPU wheels put it under sys.prefix).
 _ONEDNN_HINT = "pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0"
 _CSRC = Path(__file__).with_name("csrc")

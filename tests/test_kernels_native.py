@@ -215,7 +215,7 @@ def test_accelerator_lowering_uses_xla_gathers():
     assert "medzoo_warp" not in text["cuda"] and "gather" in text["cuda"]
 
 
-# ----------------------------------------------------------------------------- oneDNN 3D convolutions
+# ----------------------------------------------------------------------------- oneDNN convolutions (2D, 3D)
 
 from kernels import conv  # noqa: E402
 
@@ -230,12 +230,14 @@ CONV3D_CASES = [
     ((8, 8, 8), 5, 3, (2, 2, 2), 2, "VALID"),
     ((11, 6, 7), 4, 4, (1, 1, 1), 1, "SAME"),
     ((6, 7, 5), 6, 8, (1, 3, 3), (2, 1, 1), "SAME"),
+    ((9, 10), 3, 5, (3, 3), 2, "SAME"),  # 2D goes the same way
+    ((7, 8), 4, 6, (3, 3), 1, [(1, 1), (0, 2)]),
 ]
 
 
 @onednn
 @pytest.mark.parametrize("spatial,cin,cout,kernel,strides,padding", CONV3D_CASES)
-def test_onednn_conv3d_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
+def test_onednn_conv_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
     rng = np.random.default_rng(cin * 10 + cout)
     x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
     w = jnp.asarray(rng.standard_normal((*kernel, cin, cout)).astype(np.float32))
@@ -247,7 +249,7 @@ def test_onednn_conv3d_equals_lax_in_value_and_both_gradients(spatial, cin, cout
     ref = value_and_grads(lambda x, w: conv.conv_nd_reference(x, w, strides, padding))
     with conv.conv_lowering("cpu"), conv.use_onednn(True):
         f = jax.jit(lambda x, w: conv.conv_nd(x, w, strides, padding))
-        assert "medzoo_dnnl_conv3d_fwd" in f.lower(x, w).as_text()
+        assert "medzoo_dnnl_conv_fwd" in f.lower(x, w).as_text()
         out = value_and_grads(f)
     for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
@@ -275,9 +277,9 @@ def test_onednn_conv3d_accelerator_lowering_keeps_the_xla_rewrites():
     x, w = jnp.zeros((1, 6, 6, 6, 3), jnp.float32), jnp.zeros((3, 3, 3, 3, 4), jnp.float32)
     with conv.conv_lowering("cpu"):
         f = jax.jit(lambda x: conv.conv_nd(x, w))
-        allow = [jax.export.DisabledSafetyCheck.custom_call("medzoo_dnnl_conv3d_fwd")]
+        allow = [jax.export.DisabledSafetyCheck.custom_call("medzoo_dnnl_conv_fwd")]
         text = {p: jax.export.export(f, platforms=(p,), disabled_checks=allow)(x).mlir_module() for p in ("cpu", "cuda")}
-    assert "medzoo_dnnl_conv3d_fwd" in text["cpu"] and "medzoo_dnnl" not in text["cuda"]
+    assert "medzoo_dnnl_conv_fwd" in text["cpu"] and "medzoo_dnnl" not in text["cuda"]
 
 
 @onednn
@@ -322,11 +324,12 @@ def test_native_opt_out_keeps_3d_convolutions_in_xla():
 @onednn
 @pytest.mark.parametrize("spatial,cin,cout,kernel,strides,padding", [
     ((5, 6, 4), 6, 5, 3, 2, "SAME"), ((5, 6, 4), 6, 5, 2, 2, "SAME"), ((4, 5, 3), 3, 4, 3, 2, "torch"),
-    ((5, 4, 6), 4, 3, 3, (2, 1, 2), "SAME"), ((4, 4, 5), 5, 2, 4, 2, "SAME"), ((3, 4, 3), 4, 6, 2, 2, [(1, 1)] * 3)])
-def test_onednn_conv_transpose3d_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
+    ((5, 4, 6), 4, 3, 3, (2, 1, 2), "SAME"), ((4, 4, 5), 5, 2, 4, 2, "SAME"), ((3, 4, 3), 4, 6, 2, 2, [(1, 1)] * 3),
+    ((5, 6), 6, 5, 3, 2, "SAME"), ((4, 5), 3, 4, 2, 2, "SAME")])
+def test_onednn_conv_transpose_equals_lax_in_value_and_both_gradients(spatial, cin, cout, kernel, strides, padding):
     rng = np.random.default_rng(cin * 10 + cout + kernel)
     x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
-    w = jnp.asarray(rng.standard_normal((kernel,) * 3 + (cin, cout)).astype(np.float32))
+    w = jnp.asarray(rng.standard_normal((kernel,) * len(spatial) + (cin, cout)).astype(np.float32))
     t = jnp.asarray(rng.standard_normal(conv.conv_transpose_nd_reference(x, w, strides, padding).shape)
                     .astype(np.float32))
 
@@ -336,7 +339,7 @@ def test_onednn_conv_transpose3d_equals_lax_in_value_and_both_gradients(spatial,
     ref = value_and_grads(lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding))
     with conv.conv_lowering("cpu"), conv.use_onednn(True):
         f = jax.jit(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding))
-        assert "medzoo_dnnl_conv3d_bwd_data" in f.lower(x, w).as_text()
+        assert "medzoo_dnnl_conv_bwd_data" in f.lower(x, w).as_text()
         out = value_and_grads(f)
     for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))

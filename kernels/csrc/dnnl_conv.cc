@@ -1,11 +1,11 @@
-// 3D convolutions on CPU through oneDNN, called from JAX through the XLA FFI (kernels/conv.py, "cpu" lowering).
+// 1D-3D convolutions on CPU through oneDNN, called from JAX through the XLA FFI (kernels/conv.py, "cpu" lowering).
 //
-// Three targets, float32, channels-last as the zoo stores them (x [N, D, H, W, Cin], w [KD, KH, KW, Cin, Cout],
-// y [N, OD, OH, OW, Cout]), strides and explicit low/high padding as attributes, no dilation, one group:
-//   medzoo_dnnl_conv3d_fwd        y  = conv(x, w)
-//   medzoo_dnnl_conv3d_bwd_data   dx = conv^T(dy, w)      (x's shape given by the result buffer)
-//   medzoo_dnnl_conv3d_bwd_weights dw = dconv/dw(x, dy)
-// Activations stay in ndhwc (no reorders); weights travel in oneDNN's preferred blocked layout through one
+// Three targets, float32, channels-last as the zoo stores them (x [N, *S, Cin], w [*K, Cin, Cout],
+// y [N, *S', Cout]), strides and explicit low/high padding as attributes, no dilation, one group:
+//   medzoo_dnnl_conv_fwd         y  = conv(x, w)
+//   medzoo_dnnl_conv_bwd_data    dx = conv^T(dy, w)      (x's shape given by the result buffer)
+//   medzoo_dnnl_conv_bwd_weights dw = dconv/dw(x, dy)
+// Activations stay channels-last (no reorders); weights travel in oneDNN's preferred blocked layout through one
 // small reorder per call. Primitives are built once per shape and kept (oneDNN's own JIT kernels: the same
 // ones PyTorch's CPU convolutions use). oneDNN runs on its OpenMP threads.
 
@@ -45,18 +45,32 @@ struct Geometry {
   }
 };
 
-// NDHWC / DHWIO buffers -> oneDNN's logical NCDHW / OIDHW dims.
+// Channels-last buffers (N, *S, C) / (*K, I, O) -> oneDNN's logical (N, C, *S) / (O, I, *K) dims, 1-3 spatial.
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo, ffi::Span<const int64_t> hi) {
+  const size_t nd = x.size() - 2;
   Geometry g;
-  g.src = {x[0], x[4], x[1], x[2], x[3]};
-  g.wei = {w[4], w[3], w[0], w[1], w[2]};
-  g.dst = {y[0], y[4], y[1], y[2], y[3]};
+  g.src = {x[0], x[nd + 1]};
+  g.dst = {y[0], y[nd + 1]};
+  g.wei = {w[nd + 1], w[nd]};
+  for (size_t i = 0; i < nd; ++i) {
+    g.src.push_back(x[1 + i]);
+    g.dst.push_back(y[1 + i]);
+    g.wei.push_back(w[i]);
+  }
   g.strides.assign(strides.begin(), strides.end());
   g.pad_lo.assign(lo.begin(), lo.end());
   g.pad_hi.assign(hi.begin(), hi.end());
   return g;
 }
+
+tag act_tag(const Geometry& g) {
+  return g.src.size() == 5 ? tag::ndhwc : g.src.size() == 4 ? tag::nhwc : tag::nwc;
+}
+tag wei_tag(const Geometry& g) {
+  return g.src.size() == 5 ? tag::dhwio : g.src.size() == 4 ? tag::hwio : tag::wio;
+}
+memory::dims no_dilation(const Geometry& g) { return memory::dims(g.src.size() - 2, 0); }
 
 struct Plan {
   dnnl::primitive prim;
@@ -72,9 +86,9 @@ std::map<std::vector<int64_t>, std::shared_ptr<Plan>>& cache() {
 }
 
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dnnl::prop_kind kind) {
-  memory::desc src(g.src, dt::f32, tag::ndhwc), dst(g.dst, dt::f32, tag::ndhwc), wei(g.wei, dt::f32, tag::any);
+  memory::desc src(g.src, dt::f32, act_tag(g)), dst(g.dst, dt::f32, act_tag(g)), wei(g.wei, dt::f32, tag::any);
   return dnnl::convolution_forward::primitive_desc(engine(), kind, dnnl::algorithm::convolution_direct, src, wei,
-                                                   dst, g.strides, memory::dims{0, 0, 0}, g.pad_lo, g.pad_hi);
+                                                   dst, g.strides, no_dilation(g), g.pad_lo, g.pad_hi);
 }
 
 enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
@@ -85,8 +99,8 @@ std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
   auto it = cache().find(key);
   if (it != cache().end()) return it->second;
   auto p = std::make_shared<Plan>();
-  p->plain = memory::desc(g.wei, dt::f32, tag::dhwio);
-  memory::desc src(g.src, dt::f32, tag::ndhwc), dst(g.dst, dt::f32, tag::ndhwc), any(g.wei, dt::f32, tag::any);
+  p->plain = memory::desc(g.wei, dt::f32, wei_tag(g));
+  memory::desc src(g.src, dt::f32, act_tag(g)), dst(g.dst, dt::f32, act_tag(g)), any(g.wei, dt::f32, tag::any);
   if (kind == kForward) {
     auto pd = forward_pd(g, dnnl::prop_kind::forward_inference);
     p->prim = dnnl::convolution_forward(pd);
@@ -95,7 +109,7 @@ std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
   } else if (kind == kBackwardData) {
     auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
     auto pd = dnnl::convolution_backward_data::primitive_desc(engine(), dnnl::algorithm::convolution_direct, src,
-                                                              any, dst, g.strides, memory::dims{0, 0, 0}, g.pad_lo,
+                                                              any, dst, g.strides, no_dilation(g), g.pad_lo,
                                                               g.pad_hi, hint);
     p->prim = dnnl::convolution_backward_data(pd);
     p->weights = pd.weights_desc();
@@ -103,7 +117,7 @@ std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
   } else {
     auto hint = forward_pd(g, dnnl::prop_kind::forward_training);
     auto pd = dnnl::convolution_backward_weights::primitive_desc(engine(), dnnl::algorithm::convolution_direct,
-                                                                 src, any, dst, g.strides, memory::dims{0, 0, 0},
+                                                                 src, any, dst, g.strides, no_dilation(g),
                                                                  g.pad_lo, g.pad_hi, hint);
     p->prim = dnnl::convolution_backward_weights(pd);
     p->weights = pd.diff_weights_desc();
@@ -188,8 +202,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result
     auto g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, lo, hi);
     auto p = plan(g, kForward);
     dnnl::stream s(engine());
-    memory xm({g.src, dt::f32, tag::ndhwc}, engine(), x.typed_data());
-    memory ym({g.dst, dt::f32, tag::ndhwc}, engine(), y->typed_data());
+    memory xm({g.src, dt::f32, act_tag(g)}, engine(), x.typed_data());
+    memory ym({g.dst, dt::f32, act_tag(g)}, engine(), y->typed_data());
     memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
     p->to_blocked.execute(s, wp, wb);
     p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DST, ym}});
@@ -204,8 +218,8 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::
     auto g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, lo, hi);
     auto p = plan(g, kBackwardData);
     dnnl::stream s(engine());
-    memory dym({g.dst, dt::f32, tag::ndhwc}, engine(), dy.typed_data());
-    memory dxm({g.src, dt::f32, tag::ndhwc}, engine(), dx->typed_data());
+    memory dym({g.dst, dt::f32, act_tag(g)}, engine(), dy.typed_data());
+    memory dxm({g.src, dt::f32, act_tag(g)}, engine(), dx->typed_data());
     memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
     p->to_blocked.execute(s, wp, wb);
     p->prim.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DIFF_SRC, dxm}});
@@ -220,8 +234,8 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ff
     auto g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, lo, hi);
     auto p = plan(g, kBackwardWeights);
     dnnl::stream s(engine());
-    memory xm({g.src, dt::f32, tag::ndhwc}, engine(), x.typed_data());
-    memory dym({g.dst, dt::f32, tag::ndhwc}, engine(), dy.typed_data());
+    memory xm({g.src, dt::f32, act_tag(g)}, engine(), x.typed_data());
+    memory dym({g.dst, dt::f32, act_tag(g)}, engine(), dy.typed_data());
     memory wb(p->weights, engine()), wp(p->plain, engine(), dw->typed_data());
     p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
     p->to_plain.execute(s, wb, wp);
@@ -236,17 +250,17 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ff
       .Attr<ffi::Span<const int64_t>>("pad_lo")            \
       .Attr<ffi::Span<const int64_t>>("pad_hi")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dFwd, Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvFwd, Forward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dBwdData, BackwardData,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvBwdData, BackwardData,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConv3dBwdWeights, BackwardWeights,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvBwdWeights, BackwardWeights,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
