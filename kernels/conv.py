@@ -522,8 +522,8 @@ _onednn_enabled: bool | None = None  # None: wherever kernels.native builds it
 
 @contextlib.contextmanager
 def use_onednn(enabled: bool | None):
-    """``with use_onednn(False): ...``: traces inside keep 3D float32 convolutions of the ``cpu`` lowering on
-    the XLA rewrites instead of oneDNN (``True`` requires it, ``None`` restores the default: where built)."""
+    """``with use_onednn(False): ...``: traces inside keep the ``cpu`` lowering's 2D/3D float32 convolutions on
+    the XLA forms instead of oneDNN (``True`` requires oneDNN, ``None`` restores the default: where it builds)."""
     global _onednn_enabled
     previous, _onednn_enabled = _onednn_enabled, enabled
     try:
@@ -552,29 +552,33 @@ def _onednn_call(target, out_shape, a, b, st, pad):
         pad_hi=np.asarray([p[1] for p in pad], np.int64))
 
 
+def _onednn_vjp(forward, backward):
+    """``op(a, b) = forward(a, b)`` with the gradients ``backward(a, b, g) -> (da, db)`` (float32 cotangent)."""
+
+    @jax.custom_vjp
+    def op(a, b):
+        return forward(a, b)
+
+    def fwd(a, b):
+        return op(a, b), (a, b)
+
+    def bwd(res, g):
+        return backward(*res, g.astype(np.float32))
+
+    op.defvjp(fwd, bwd)
+    return op
+
+
 def conv_onednn(x, w, st, pad):
     """1D-3D float32 convolution through oneDNN (forward, and both gradients in its ``custom_vjp``), channels-last,
     explicit padding pairs, no dilation or groups. Only callable where ``kernels.native`` built ``dnnl_conv``."""
     nd = x.ndim - 2
     out = (x.shape[0], *[(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:-1], pad, w.shape[:nd], st)],
            w.shape[-1])
-
-    @jax.custom_vjp
-    def op(x, w):
-        return _onednn_call("medzoo_dnnl_conv_fwd", out, x, w, st, pad)
-
-    def fwd(x, w):
-        return op(x, w), (x, w)
-
-    def bwd(res, g):
-        x, w = res
-        g = g.astype(np.float32)
-        dx = _onednn_call("medzoo_dnnl_conv_bwd_data", x.shape, g, w, st, pad)
-        dw = _onednn_call("medzoo_dnnl_conv_bwd_weights", w.shape, x, g, st, pad)
-        return dx, dw
-
-    op.defvjp(fwd, bwd)
-    return op(x, w)
+    return _onednn_vjp(
+        lambda x, w: _onednn_call("medzoo_dnnl_conv_fwd", out, x, w, st, pad),
+        lambda x, w, g: (_onednn_call("medzoo_dnnl_conv_bwd_data", x.shape, g, w, st, pad),
+                         _onednn_call("medzoo_dnnl_conv_bwd_weights", w.shape, x, g, st, pad)))(x, w)
 
 
 def conv_transpose_onednn(x, w, st, lows):
@@ -586,23 +590,10 @@ def conv_transpose_onednn(x, w, st, lows):
     pads = [(k - 1 - lo, lo - s + 1) for k, lo, s in zip(w.shape[:nd], lows, st)]
     out = (x.shape[0], *[n * s for n, s in zip(x.shape[1:-1], st)], w.shape[-1])
     v = jax.numpy.swapaxes(jax.numpy.flip(w, tuple(range(nd))), -1, -2)
-
-    @jax.custom_vjp
-    def op(x, v):
-        return _onednn_call("medzoo_dnnl_conv_bwd_data", out, x, v, st, pads)
-
-    def fwd(x, v):
-        return op(x, v), (x, v)
-
-    def bwd(res, g):
-        x, v = res
-        g = g.astype(np.float32)
-        dx = _onednn_call("medzoo_dnnl_conv_fwd", x.shape, g, v, st, pads)
-        dv = _onednn_call("medzoo_dnnl_conv_bwd_weights", v.shape, g, x, st, pads)
-        return dx, dv
-
-    op.defvjp(fwd, bwd)
-    return op(x, v)
+    return _onednn_vjp(
+        lambda x, v: _onednn_call("medzoo_dnnl_conv_bwd_data", out, x, v, st, pads),
+        lambda x, v, g: (_onednn_call("medzoo_dnnl_conv_fwd", x.shape, g, v, st, pads),
+                         _onednn_call("medzoo_dnnl_conv_bwd_weights", v.shape, g, x, st, pads)))(x, v)
 
 
 def _conv_nd_auto_cpu(x, w, strides, padding, dilation, feature_group_count):

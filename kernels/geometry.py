@@ -11,7 +11,9 @@ Boundary convention (the same as scipy ``mode="constant", cval=0``): a sample po
 ``[0, n-1]`` on any axis reads 0 (background for labels); inside, images are interpolated
 linearly and labels take the nearest voxel (ties round up, ``floor(x + 0.5)``, as scipy does).
 
-Speed: the warp is one hand-written gather on flat indices (2^D corners) rather than
+Speed: on CPU a float32 warp is one native pass (``kernels/csrc/warp.cc`` through the XLA FFI, see
+:func:`set_warp_backend`; 2-2.6x the XLA form below in the augmentation pipeline). The XLA form, the
+reference and the choice on accelerators, is one hand-written gather on flat indices (2^D corners) rather than
 ``jax.scipy.ndimage.map_coordinates`` (PERFORMANCE.md: about 2x faster on XLA:CPU); affine
 coordinates are built from per-axis ramps by broadcasting (fused, no grid materialised first).
 Random displacement fields are smoothed separably, either with a full-resolution Gaussian as

@@ -1,8 +1,13 @@
 """Native CPU kernels: C++ sources in ``kernels/csrc``, compiled once per machine and registered as XLA FFI targets.
 
     from kernels import native
-    native.available("warp")   # True once kernels/csrc/warp.cc is built and registered for the CPU
-    native.status()            # {"warp": "ready: /root/.cache/medzoo/kernels/warp-....so"} or the reason not
+    native.available("warp")       # True once kernels/csrc/warp.cc is built and registered for the CPU
+    native.available("dnnl_conv")  # kernels/csrc/dnnl_conv.cc: oneDNN convolutions (needs the oneDNN wheels)
+    native.status()                # {"warp": "ready: /root/.cache/medzoo/kernels/warp-....so", ...} or why not
+
+Kernels: ``warp`` (``kernels.geometry.warp``: the augmentation's resampling) and ``dnnl_conv`` (``kernels.conv``:
+2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp``
+wheels, which install its header and library into ``sys.prefix``; ``$MEDZOO_ONEDNN_ROOT`` points elsewhere).
 
 Nothing is downloaded: the sources ship with the package and the FFI headers with jaxlib
 (``jax.ffi.include_dir()``). The first use on a machine compiles the source with the system C++ compiler

@@ -241,15 +241,22 @@ def test_onednn_conv_equals_lax_in_value_and_both_gradients(spatial, cin, cout, 
     rng = np.random.default_rng(cin * 10 + cout)
     x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
     w = jnp.asarray(rng.standard_normal((*kernel, cin, cout)).astype(np.float32))
-    t = jnp.asarray(rng.standard_normal(conv.conv_nd_reference(x, w, strides, padding).shape).astype(np.float32))
+    _assert_onednn_matches(lambda x, w: conv.conv_nd(x, w, strides, padding),
+                           lambda x, w: conv.conv_nd_reference(x, w, strides, padding), x, w, "medzoo_dnnl_conv_fwd")
 
-    def value_and_grads(fn):
-        return fn(x, w), jax.grad(lambda x, w: jnp.sum(fn(x, w) * t), argnums=(0, 1))(x, w)
 
-    ref = value_and_grads(lambda x, w: conv.conv_nd_reference(x, w, strides, padding))
+def _assert_onednn_matches(fn, reference, x, w, target):
+    """``fn`` under the cpu lowering with oneDNN calls ``target`` and equals ``reference`` in value and both
+    gradients (of a random linear functional of the output)."""
+    t = jnp.asarray(np.random.default_rng(0).standard_normal(reference(x, w).shape).astype(np.float32))
+
+    def value_and_grads(f):
+        return f(x, w), jax.grad(lambda x, w: jnp.sum(f(x, w) * t), argnums=(0, 1))(x, w)
+
+    ref = value_and_grads(reference)
     with conv.conv_lowering("cpu"), conv.use_onednn(True):
-        f = jax.jit(lambda x, w: conv.conv_nd(x, w, strides, padding))
-        assert "medzoo_dnnl_conv_fwd" in f.lower(x, w).as_text()
+        f = jax.jit(fn)
+        assert target in f.lower(x, w).as_text()
         out = value_and_grads(f)
     for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
@@ -330,16 +337,6 @@ def test_onednn_conv_transpose_equals_lax_in_value_and_both_gradients(spatial, c
     rng = np.random.default_rng(cin * 10 + cout + kernel)
     x = jnp.asarray(rng.standard_normal((2, *spatial, cin)).astype(np.float32))
     w = jnp.asarray(rng.standard_normal((kernel,) * len(spatial) + (cin, cout)).astype(np.float32))
-    t = jnp.asarray(rng.standard_normal(conv.conv_transpose_nd_reference(x, w, strides, padding).shape)
-                    .astype(np.float32))
-
-    def value_and_grads(fn):
-        return fn(x, w), jax.grad(lambda x, w: jnp.sum(fn(x, w) * t), argnums=(0, 1))(x, w)
-
-    ref = value_and_grads(lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding))
-    with conv.conv_lowering("cpu"), conv.use_onednn(True):
-        f = jax.jit(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding))
-        assert "medzoo_dnnl_conv_bwd_data" in f.lower(x, w).as_text()
-        out = value_and_grads(f)
-    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    _assert_onednn_matches(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding),
+                           lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding), x, w,
+                           "medzoo_dnnl_conv_bwd_data")
