@@ -43,11 +43,15 @@ def count_params(model, input_shape: Sequence[int]) -> int:
 def count_flops(model, input_shape: Sequence[int]) -> float:
     """FLOPs of one eval-mode forward pass on ``input_shape``, from XLA's HLO cost analysis (no compile, no data).
 
-    Convolutions count 2 FLOPs per multiply-add; element-wise ops, norms and resizes are included.
+    Convolutions count 2 FLOPs per multiply-add; element-wise ops, norms and resizes are included. Traced with
+    the convolutions in XLA (``kernels.conv.use_onednn(False)``): XLA counts nothing inside a native kernel.
     """
+    from kernels import conv
+
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     variables = _abstract_variables(model, x)
-    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+    with conv.use_onednn(False):
+        lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
     cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
         cost = cost[0]
