@@ -318,14 +318,14 @@ def main(argv=None) -> int:
 
 
 def _write(path: str, content) -> None:
-    """Write ``content`` (a dict as strict JSON, or text) atomically (``zoo.provenance``)."""
-    from zoo import provenance
+    """Write ``content`` (a dict as strict JSON, or text) atomically (``data_pipelines.atomic``)."""
+    from data_pipelines import atomic
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if isinstance(content, str):
-        provenance.write_text(path, content, suffix=".md")
+        atomic.write_text(path, content)
     else:
-        provenance.write_json(path, content)
+        atomic.write_json(path, content)
     print(f"wrote {path}")
 
 

@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import jax
 
-    from zoo.provenance import write_json, write_text
+    from data_pipelines.atomic import write_json, write_text
 
     shape = "quick" if args.quick else ("cpu" if jax.default_backend() == "cpu" else "full")
     r = run(shape)

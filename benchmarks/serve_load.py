@@ -112,9 +112,9 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:
-        from zoo import provenance
+        from data_pipelines import atomic
 
-        provenance.write_json(args.out, out, indent=1)
+        atomic.write_json(args.out, out, indent=1)
     return 0 if failed == 0 else 1
 
 

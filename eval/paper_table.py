@@ -71,7 +71,7 @@ from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
 from zoo.predict import predict_case, read_case
 from zoo.pretrained import load_pretrained
-from zoo.provenance import write_json, write_text
+from data_pipelines.atomic import write_json, write_text
 from zoo.store import save_pretrained
 from zoo.training import kfold, train_and_evaluate
 
@@ -723,7 +723,7 @@ def _svg_strip(rows, family, models, path):
 
 def write_outputs(out: str, result: dict, rows) -> None:
     write_json(os.path.join(out, "table.json"), result)
-    write_text(os.path.join(out, "table.md"), table_markdown(result), suffix=".md")
+    write_text(os.path.join(out, "table.md"), table_markdown(result))
     if rows:
         keys = ["family", "model", "fold", "patient_id", "case", *METRICS, *_region_keys(rows), "fg_voxels",
                 "pred_voxels", "voxels"]

@@ -2,10 +2,13 @@
 
 * no import cycle between modules, nor between packages (the registry's lazy import of ``zoo.models`` is the
   one allowed exception: timm's pattern, the models register themselves with the registry they import);
-* the dependency direction of DESIGN.md: ``scoring`` and ``kernels`` import nothing of the project but
-  ``kernels`` itself; ``data_pipelines`` only ``kernels`` and ``scoring``; ``zoo`` no ``eval``; ``eval`` no
-  entry point;
-* ``zoo.train`` (the command line) is imported by nothing.
+* the dependency direction of DESIGN.md for the libraries: ``scoring`` and ``kernels`` import nothing of the
+  project but themselves; ``data_pipelines`` only ``kernels`` and ``scoring``; ``zoo`` no ``eval``;
+* entry points (a module that defines a command-line ``main``, or a ``__main__``) sit on top: they may import
+  any package, and nothing imports them;
+* no private name (``_x``) crosses a module: not imported from another module, not reached as an attribute of
+  anything but ``self``/``cls`` (third-party privates such as Starlette's ``request._receive`` included); a
+  private *module* (``pkg/_base.py``) is its package's own and may be imported by its siblings.
 """
 
 from __future__ import annotations
@@ -18,11 +21,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("scoring", "kernels", "data_pipelines", "zoo", "eval", "benchmarks")
 ALLOWED_MODULE_EDGES = {("zoo.registry", "zoo.models")}  # the registry's lazy load of the built-in models
-ENTRY_POINTS = ("zoo.train", "zoo.cv", "zoo.hparam", "zoo.outcome", "zoo.serve", "eval.paper_table",
-                "eval.outcome_report")
-# Entry points sit on top (DESIGN.md) and may import any package: zoo.serve hands eval.interpret's Grad-CAM/SHAP
-# to zoo.service, which (like all of zoo) does not import eval.
-TOP_LEVEL = ("zoo.serve",)
 
 
 def _modules() -> dict[str, str]:
@@ -37,6 +35,17 @@ def _modules() -> dict[str, str]:
 
 
 MODULES = _modules()
+
+
+def _defines_main(path: str) -> bool:
+    if os.path.basename(path) == "__main__.py":
+        return True
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    return any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+
+
+# A module that defines a command-line ``main`` is an entry point (DESIGN.md: on top, imported by nothing).
+ENTRY_POINTS = {m for m, path in MODULES.items() if _defines_main(path)}
 
 
 def _resolve(name: str) -> str | None:
@@ -120,7 +129,7 @@ def _package(module: str) -> str:
 def test_no_package_import_cycle():
     graph: dict[str, set[str]] = {}
     for m, ts in GRAPH.items():
-        if m not in TOP_LEVEL:  # imported by nothing (test below), so never on a cycle
+        if m not in ENTRY_POINTS:  # imported by nothing (test below), so never on a cycle
             graph.setdefault(_package(m), set()).update(_package(t) for t in ts if _package(t) != _package(m))
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
@@ -133,7 +142,7 @@ def test_no_package_import_cycle():
     ("eval", {"eval", "kernels", "data_pipelines", "scoring", "zoo"}),
 ])
 def test_dependency_direction(package, allowed):
-    bad = sorted((m, t) for m, ts in GRAPH.items() if _package(m) == package and m not in TOP_LEVEL for t in ts
+    bad = sorted((m, t) for m, ts in GRAPH.items() if _package(m) == package and m not in ENTRY_POINTS for t in ts
                  if _package(t) not in allowed)
     assert not bad, bad
 
@@ -141,3 +150,39 @@ def test_dependency_direction(package, allowed):
 def test_entry_points_are_imported_by_nothing():
     importers = sorted((m, t) for m, ts in GRAPH.items() for t in ts if t in ENTRY_POINTS)
     assert not importers, importers
+
+
+def test_entry_points_are_found():
+    # the rule above is blind if the scan finds no entry point
+    assert {"zoo.train", "zoo.predict", "zoo.serve", "eval.evaluate"} <= ENTRY_POINTS
+
+
+def _private_crossings(module: str) -> list[str]:
+    path = MODULES[module]
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    pkg = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    target = _resolve(f"{node.module}.{a.name}") if node.module else None
+                    sibling_module = (target == f"{node.module}.{a.name}"
+                                      and target.rpartition(".")[0] == pkg)
+                    if not sibling_module:
+                        out.append(f"{module}:{node.lineno} imports {node.module}.{a.name}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if any(part.startswith("_") and not part.startswith("__") for part in a.name.split(".")):
+                    target = _resolve(a.name)
+                    if not (target == a.name and target.rpartition(".")[0] == pkg):
+                        out.append(f"{module}:{node.lineno} imports {a.name}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                out.append(f"{module}:{node.lineno} reaches {ast.unparse(node)}")
+    return out
+
+
+def test_no_private_name_crosses_a_module():
+    bad = [line for m in sorted(MODULES) for line in _private_crossings(m)]
+    assert not bad, "\n".join(bad)

@@ -20,7 +20,8 @@ from zoo import sharding
 from zoo.configs import apply_overrides, load_config, split_overrides
 from zoo.registry import get_spec
 
-__all__ = ["run_parser", "parse_run_args", "resolve_config", "default_workdir", "run_cli", "USAGE_ERROR"]
+__all__ = ["command_parser", "run_command", "run_parser", "parse_run_args", "resolve_config", "default_workdir",
+           "run_cli", "USAGE_ERROR"]
 
 USAGE_ERROR = 2
 
@@ -29,8 +30,26 @@ _SHORTCUTS = (("model", "model.name"), ("dataset", "data.name"), ("data_dir", "d
               ("mesh", "mesh.shape"), ("steps", "train.steps"))
 
 
-def run_parser(prog: str, description: str, default_config: str = "default", **kwargs) -> argparse.ArgumentParser:
+def command_parser(prog: str, doc: str | None, *, out: str | None = None, out_required: bool = False,
+                   out_default: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """The one way a command line is declared: ``prog`` (``python -m pkg.mod``), the description from the first
+    line of the module's docstring ``doc``, and ``--out`` when ``out`` (its help) is given."""
+    description = (doc or "").strip().splitlines()[0] if (doc or "").strip() else None
     p = argparse.ArgumentParser(prog=prog, description=description, **kwargs)
+    if out is not None:
+        p.add_argument("--out", required=out_required, default=None if out_required else out_default, help=out)
+    return p
+
+
+def run_command(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.Namespace], int | None]) -> int:
+    """Parse ``argv`` (usage errors: argparse's message and exit 2), then run ``body(args)`` inside the one error
+    boundary :func:`run_cli`; ``None`` from ``body`` is exit 0."""
+    args = parser.parse_args(argv)
+    return run_cli(lambda: body(args) or 0)
+
+
+def run_parser(prog: str, description: str, default_config: str = "default", **kwargs) -> argparse.ArgumentParser:
+    p = command_parser(prog, description, **kwargs)
     p.add_argument("--config", default=default_config, help=f"recipe name in zoo/configs (default: {default_config})")
     p.add_argument("--workdir", default="", help="output directory (default: workdirs/<config>-<time>)")
     p.add_argument("--model", default=None, help="shortcut for --config.model.name")

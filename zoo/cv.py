@@ -21,7 +21,7 @@ from data_pipelines.datasets import load_dataset
 from scoring import dice_per_class_np
 from zoo.cli import default_workdir, parse_run_args, resolve_config, run_cli, run_parser
 from zoo.pretrained import load_pretrained
-from zoo.provenance import write_json
+from data_pipelines.atomic import write_json
 from zoo.training import kfold, prepare_run
 from zoo.training.kfold import patient_folds, subset
 

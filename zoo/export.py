@@ -31,7 +31,7 @@ from kernels import conv
 from zoo import exported as zexported
 from zoo import store
 from zoo.cli import run_cli
-from zoo.provenance import write_json
+from data_pipelines.atomic import write_json
 
 __all__ = ["export_stablehlo", "export_onnx", "onnx_model", "inference_function", "main", "ONNX_MANIFEST"]
 

@@ -33,7 +33,8 @@ from zoo.build import build_model
 from zoo.cli import default_workdir, parse_run_args, run_cli, run_parser
 from zoo.configs import apply_overrides, load_config
 from zoo.models.outcome import transfer_unet_encoder
-from zoo.provenance import run_metadata, write_json
+from data_pipelines.atomic import write_json
+from zoo.provenance import run_metadata
 from zoo.registry import create_model, get_spec
 from zoo.tasks import get_task
 from zoo.training import create_train_state, format_outcome_table, make_train_step, prepare_run, train_and_evaluate

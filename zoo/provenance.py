@@ -6,15 +6,15 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import subprocess
-import tempfile
 
 import jax
 
-__all__ = ["run_info", "run_metadata", "write_json", "write_text", "strict_json"]
+from data_pipelines import atomic
+
+__all__ = ["run_info", "run_metadata"]
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-learn")
 
@@ -42,27 +42,6 @@ def run_info(seed: int) -> dict:
             "devices": [str(d) for d in jax.devices()], "time": datetime.datetime.now().isoformat()}
 
 
-def _plain(o):
-    if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return dataclasses.asdict(o)
-    if hasattr(o, "item") and callable(o.item):  # numpy scalars
-        return o.item()
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    return str(o)
-
-
-def strict_json(obj):
-    """``obj`` with NaN and infinities as ``None`` (JSON ``null``): strict parsers reject ``NaN``/``Infinity``."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return obj
-
-
 def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
     """The one description of a run, written as ``config.json`` and saved in every checkpoint's ``meta``:
     resolved config, model, task, data contract (``DatasetInfo`` as a dict), provenance and mesh.
@@ -74,25 +53,4 @@ def run_metadata(config, task: str, info, mesh=None, **extra) -> dict:
         meta["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
     meta.update(extra)
     # Through JSON once: tuples become lists, numpy scalars numbers; what is saved is what is read back.
-    return strict_json(json.loads(json.dumps(meta, default=_plain)))
-
-
-def write_json(path: str, obj, indent: int = 2) -> None:
-    """Write ``obj`` as strict JSON atomically (NaN/Inf as ``null``; see :func:`write_text`)."""
-    write_text(path, json.dumps(strict_json(json.loads(json.dumps(obj, default=_plain))), indent=indent,
-                                allow_nan=False), suffix=".json")
-
-
-def write_text(path: str, text: str, suffix: str = ".txt") -> None:
-    """Write ``text`` atomically: a temporary file in the same folder, then ``os.replace`` (readers see the old
-    file or the whole new one; the temporary is removed on failure)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    return json.loads(atomic.dumps(meta))

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 
 from zoo.checkpoint import CheckpointIO, restore_meta
-from zoo.provenance import write_json
+from data_pipelines.atomic import write_json
 
 __all__ = ["StoreEntry", "store_home", "PACKAGE_STORE", "list_pretrained", "resolve", "save_pretrained"]
 

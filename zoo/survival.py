@@ -29,7 +29,7 @@ import numpy as np
 from data_pipelines.info import DatasetInfo
 from scoring.survival import check_survival
 from zoo.pretrained import load_pretrained
-from zoo.provenance import write_json
+from data_pipelines.atomic import write_json
 from zoo.training import train_and_evaluate
 
 __all__ = ["survival_config", "time_bins", "discretise", "breslow", "fit_deep_survival", "SurvivalModel",

@@ -32,7 +32,8 @@ from zoo import sharding
 from zoo.build import build_model
 from zoo.checkpoint import CheckpointIO, restore_meta
 from zoo.inference import Predictor
-from zoo.provenance import run_metadata, strict_json, write_json
+from data_pipelines.atomic import strict_json, write_json
+from zoo.provenance import run_metadata
 from zoo.training.data import TrainBatches
 from zoo.training.distributed import sync
 from zoo.training.evaluate import evaluate
