@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2      # latest N in <workdir>/checkpoints
     c.train.keep_best = 1             # best N by validation Dice in <workdir>/best
     c.train.grad_accum = 1            # micro-batches per step (must divide the per-device batch)
-    c.train.tensorboard = True        # also write TensorBoard events when tensorboardX is importable
+    c.train.tensorboard = False       # True: also write TensorBoard events (needs tensorboardX; never via torch)
     c.train.dtype = "float32"         # float32 | bfloat16 (compute; params stay float32)
     c.train.time_limit_s = 0.0        # > 0: also stop after this many seconds of training (compile excluded);
                                       #   that step is the last (evaluated, saved); the schedule still spans steps

@@ -54,20 +54,25 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Logger:
-    """JSONL metrics (+ TensorBoard when a writer library is importable); silent off process 0."""
+    """JSONL metrics (+ TensorBoard events when ``train.tensorboard`` asks and ``tensorboardX`` is importable);
+    silent off process 0."""
 
     def __init__(self, workdir: str, enabled: bool, tensorboard: bool):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
         self.tb = None
         if enabled and tensorboard:
-            for mod in ("tensorboardX", "torch.utils.tensorboard"):
-                try:  # optional: never required, never TensorFlow
-                    self.tb = __import__(mod, fromlist=["SummaryWriter"]).SummaryWriter(
-                        os.path.join(workdir, "tensorboard"))
-                    break
-                except Exception:  # an optional writer that fails to import is simply not used
-                    continue
+            # tensorboardX only: it writes event files with numpy and protobuf alone. Never
+            # torch.utils.tensorboard (it would pull PyTorch into a JAX run) nor TensorFlow's writer.
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                import warnings
+
+                warnings.warn("train.tensorboard=True but tensorboardX is not installed (pip install tensorboardX); "
+                              "writing metrics.jsonl only", RuntimeWarning, stacklevel=2)
+            else:
+                self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
