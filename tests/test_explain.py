@@ -1,4 +1,5 @@
-"""Grad-CAM against a hand-computed two-layer model; SHAP against closed-form linear values."""
+"""zoo.explain: Grad-CAM against a hand-computed two-layer model; SHAP against closed-form linear values; the
+``python -m eval.interpret`` command line over it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from eval import interpret
+from zoo import explain
 
 
 class TwoLayer(nn.Module):
@@ -30,21 +32,21 @@ def test_gradcam_matches_hand_computation():
     v = model.init(jax.random.key(1), x)
     region = np.zeros((2, 6, 5), bool)
     region[:, 1:4, 2:5] = True
-    cam = interpret.gradcam(model, v, x, layer="feat", target_class=1, region=region, normalize=False)
+    cam = explain.gradcam(model, v, x, layer="feat", target_class=1, region=region, normalize=False)
     # dScore/dA = W_head[:, 1] inside the region, 0 outside; weights = that mean over the grid.
     w2 = np.asarray(v["params"]["head"]["kernel"])[:, 1]
     a = np.asarray(x) @ np.asarray(v["params"]["feat"]["kernel"]) + np.asarray(v["params"]["feat"]["bias"])
     weights = w2 * region.reshape(2, -1).mean(1)[:, None]
     want = np.maximum(np.einsum("bhwc,bc->bhw", a, weights), 0)
     assert np.allclose(cam, want, atol=1e-5)
-    norm = interpret.gradcam(model, v, x, layer="feat", target_class=1, region=region)
+    norm = explain.gradcam(model, v, x, layer="feat", target_class=1, region=region)
     assert norm.shape == (2, 6, 5) and np.all((norm >= 0) & (norm <= 1 + 1e-6))
     assert np.allclose(norm.reshape(2, -1).max(1), [1, 1], atol=1e-6) or not want.any()
-    assert "feat" in interpret.layer_names(model, v, x)
+    assert "feat" in explain.layer_names(model, v, x)
     with pytest.raises(ValueError, match="no layer"):
-        interpret.gradcam(model, v, x, layer="nope", target_class=0)
+        explain.gradcam(model, v, x, layer="nope", target_class=0)
     with pytest.raises(ValueError, match="target_class"):
-        interpret.gradcam(model, v, x, layer="feat", target_class=5)
+        explain.gradcam(model, v, x, layer="feat", target_class=5)
 
 
 def test_gradcam_on_registered_unet_and_overlay(tmp_path):
@@ -56,9 +58,9 @@ def test_gradcam_on_registered_unet_and_overlay(tmp_path):
     rng = np.random.default_rng(0)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(1), x, train=False))
     v = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape), s.dtype), shapes)
-    cam = interpret.gradcam(model, v, x, layer="enc1", target_class=1)
+    cam = explain.gradcam(model, v, x, layer="enc1", target_class=1)
     assert cam.shape == (1, 8, 8) and np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6
-    path = interpret.gradcam_overlay(np.asarray(x[0]), cam[0], str(tmp_path / "cam.png"))
+    path = explain.gradcam_overlay(np.asarray(x[0]), cam[0], str(tmp_path / "cam.png"))
     assert (tmp_path / "cam.png").stat().st_size > 1000 and path.endswith("cam.png")
 
 
@@ -68,19 +70,19 @@ def test_shap_linear_closed_form_and_additivity(tmp_path):
     bg = rng.normal(size=(30, 4))
     x = rng.normal(size=(5, 4))
     w = np.array([0.5, -1.0, 2.0, 0.0])
-    expl = interpret.shap_tabular(lambda z: z @ w + 0.3, bg, x, feature_names=["age", "sex", "asa", "bmi"])
+    expl = explain.shap_tabular(lambda z: z @ w + 0.3, bg, x, feature_names=["age", "sex", "asa", "bmi"])
     assert np.allclose(expl.values, w * (x - bg.mean(0)), atol=1e-6)
 
     def logistic(z):
         return 1 / (1 + np.exp(-(z @ w + z[:, 0] * z[:, 1])))
 
-    expl = interpret.shap_tabular(logistic, bg, x)
+    expl = explain.shap_tabular(logistic, bg, x)
     assert np.allclose(expl.base_values + expl.values.sum(1), logistic(x), atol=1e-6)
     assert np.abs(expl.values[:, 3]).max() < 1e-9  # a feature the model ignores gets zero credit
-    interpret.shap_importance_plot(expl, str(tmp_path / "shap.png"))
+    explain.shap_importance_plot(expl, str(tmp_path / "shap.png"))
     assert (tmp_path / "shap.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="share F"):
-        interpret.shap_tabular(logistic, bg, x[:, :3])
+        explain.shap_tabular(logistic, bg, x[:, :3])
 
 
 def test_gradcam_cli_missing_workdir(tmp_path, capsys):
