@@ -105,7 +105,7 @@ def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: f
     result = {"shape": list(shape), "batch": batch, "alpha": alpha, "sigma": sigma}
     # The default resampling (the native kernel where it is built) and, interleaved in the same run,
     # the pure-XLA form it replaces (geometry.set_warp_backend("xla")).
-    result["warp_backend"] = "native" if geometry._resolve_backend(ji, jl) == "native" else "xla"
+    result["warp_backend"] = "native" if geometry.resolve_backend(ji, jl) == "native" else "xla"
     for control in controls:
         fns = {}
         for backend in (("auto", "xla") if result["warp_backend"] == "native" else ("auto",)):

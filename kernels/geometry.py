@@ -40,7 +40,7 @@ __all__ = [
     "check_sample", "identity_grid", "affine_coordinates", "map_linear", "map_nearest", "warp",
     "affine_transform", "gaussian_matrix", "bspline_matrix", "smooth_noise", "elastic_displacement",
     "elastic_deform", "ELASTIC_CONTROLS", "separable_apply", "noise_shape", "gaussian_radius", "bspline_spacing",
-    "set_warp_backend", "WARP_BACKENDS",
+    "set_warp_backend", "resolve_backend", "WARP_BACKENDS",
 ]
 
 ELASTIC_CONTROLS = ("bspline", "gaussian")
@@ -221,7 +221,10 @@ def set_warp_backend(backend: str) -> str:
 _NATIVE_LABEL_DTYPES = tuple(np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32))
 
 
-def _resolve_backend(image, label) -> str:
+def resolve_backend(image, label) -> str:
+    """``"native"`` or ``"xla"``: the resampling :func:`warp` uses for this ``image`` (and ``label`` map or None)
+    under the current :func:`set_warp_backend` setting; raises ``ValueError`` when ``"native"`` was asked for and
+    the kernel cannot take these arrays (or is not built)."""
     if _warp_backend == "xla":
         return "xla"
     why = None
@@ -257,7 +260,7 @@ def warp(image, label=None, *, matrix=None, displacement=None):
         displacement = _check_displacement(displacement, spatial)
     image = jnp.asarray(image)
     label = None if label is None else jnp.asarray(label)
-    return _warp(image, label, matrix, displacement, backend=_resolve_backend(image, label))
+    return _warp(image, label, matrix, displacement, backend=resolve_backend(image, label))
 
 
 @functools.partial(jax.jit, static_argnames="backend")
