@@ -69,16 +69,9 @@ def _spec(shapes: dict, batch):
 
 
 def _card(name_or_path: str, pre) -> dict:
-    path = store.resolve(name_or_path)
-    card_path = os.path.join(path, "card.json")
-    if os.path.isfile(card_path):
-        import json
+    from zoo.cards import read_card  # the one card reader (the application reads cards with it too)
 
-        with open(card_path, encoding="utf-8") as f:
-            return json.load(f)
-    cfg = pre.meta["config"]
-    return {"model": cfg["model"]["name"], "task": pre.task, "data": {"name": cfg["data"]["name"]},
-            "source": os.path.abspath(path), "step": pre.step}
+    return read_card(store.resolve(name_or_path), pre)
 
 
 def export_stablehlo(name_or_path: str, out: str) -> dict:
