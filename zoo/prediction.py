@@ -1,0 +1,238 @@
+"""Case-level prediction in the input's geometry: read a case, predict it with a run's own preprocessing, write
+the label map (the library behind ``python -m zoo.predict`` and the clinician application).
+
+:func:`read_case` reads one image file (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case folder
+holding one file per modality, matched by the patterns the model was trained with (BraTS names; label files in the
+folder are ignored).
+
+:func:`predict_case` sends the case through the run's own preprocessing and brings it back on the input's grid:
+
+* a run trained with a plan (``data_pipelines.planning``): ``preprocess_case`` (orientation, crop, spacing,
+  normalisation exactly as in training), Gaussian-weighted sliding windows of the plan's patch
+  (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by slice), then ``restore_case``;
+* a run without a plan (images resized to ``data.image_size`` by its loader): the same intensity scaling as
+  that loader (:func:`intensity_scaling`: pictures to [0, 1], CT through its HU window), axial slices of volumes
+  in LPS orientation, each resized to the training size and its probabilities resized back;
+* ``tta``: the probabilities averaged over every mirroring of the spatial axes.
+
+:func:`write_label` writes the label map with the input's exact shape, spacing, origin and direction (a NIfTI
+input keeps its affine and header), or as a PNG mask of the input's height and width, atomically
+(``data_pipelines.atomic``); :func:`write_overlay` a PNG of the image with the contours.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from data_pipelines import geometry, planning, readers
+from data_pipelines.atomic import atomic_path
+from zoo.pretrained import Pretrained
+
+__all__ = ["read_case", "predict_case", "intensity_scaling", "output_format", "write_label", "write_overlay",
+           "LABEL_NAME", "VOLUME_FORMATS"]
+
+LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
+VOLUME_FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",)}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _modality_patterns(pre: Pretrained) -> dict:
+    from data_pipelines.brats import BRATS_PATTERNS
+
+    custom = pre.config.data.get("patterns", None)
+    return dict(custom) if custom else dict(BRATS_PATTERNS)
+
+
+def read_case(path: str, pre: Pretrained) -> tuple[np.ndarray, readers.ImageMeta, list[str]]:
+    """``(image [*S, C], meta, files)`` for ``path`` with the model's channels (see the module docstring)."""
+    channels = tuple(pre.meta["data"]["channel_names"])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--input {path}: no such file or folder")
+    if os.path.isdir(path) and readers.image_format(path) == "dicom" and not _case_files(path):
+        image, meta = readers.read_image(path)
+        files = [path]
+    elif os.path.isdir(path):
+        image, meta, files = _read_case_folder(path, channels, _modality_patterns(pre))
+    else:
+        image, meta = readers.read_image(path)
+        files = [path]
+    if meta.format == "picture" and image.shape[-1] == 4 and len(channels) == 3:
+        image = image[..., :3]  # RGBA: the loaders train on RGB and drop the alpha channel too
+    if image.shape[-1] != len(channels):
+        raise ValueError(f"--input {path}: {image.shape[-1]} channel(s), but the model takes {len(channels)} "
+                         f"({', '.join(channels)})")
+    return image, meta, files
+
+
+def _case_files(folder: str) -> list[str]:
+    suffixes = readers.VOLUME_SUFFIXES + readers.PICTURE_SUFFIXES
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.lower().endswith(suffixes) and not n.startswith(".") and not n.lower().endswith(".dcm"))
+
+
+def _read_case_folder(folder, channels, patterns):
+    files = [f for f in _case_files(folder) if not LABEL_NAME.search(os.path.basename(f).lower())]
+    if len(channels) == 1 and len(files) == 1:
+        chosen = files
+    else:
+        chosen = []
+        for ch in channels:
+            pat = patterns.get(ch)
+            hits = [f for f in files if pat and re.search(pat, os.path.basename(f).lower())]
+            if len(hits) != 1:
+                raise ValueError(f"--input {folder}: expected one file for modality {ch} (pattern {pat!r}), found "
+                                 f"{len(hits)}: {[os.path.basename(h) for h in hits]}; the model takes "
+                                 f"{len(channels)} modalities ({', '.join(channels)})")
+            chosen.append(hits[0])
+    arrays, meta0, shape0 = [], None, None
+    for f in chosen:
+        arr, meta = readers.read_image(f)
+        if meta0 is None:
+            meta0, shape0 = meta, arr.shape
+        geometry.check_same_geometry(shape0[:meta0.ndim], meta0, arr.shape[:meta.ndim], meta)
+        arrays.append(arr.astype(np.float32))
+    return np.concatenate(arrays, axis=-1), meta0, chosen
+
+
+# ------------------------------------------------------------------------------------------------ predicting
+
+def intensity_scaling(image: np.ndarray, pre: Pretrained) -> np.ndarray:
+    """``image`` scaled as the run's loader scaled its training images (runs without a plan)."""
+    data = pre.config.data
+    if np.issubdtype(image.dtype, np.integer) and data.name in ("isic", "folder"):
+        return image.astype(np.float32) / float(np.iinfo(image.dtype).max)
+    if data.name == "luna16":
+        from data_pipelines.ct import hu_window
+
+        return hu_window(image, data.get("hu_window", None) or (-1000.0, 400.0))
+    return image.astype(np.float32)
+
+
+def _windows(pre, x, roi, nd_model, overlap, batch_size, tta):
+    """Probabilities ``[*S, K]`` of ``x [*S, C]``: whole (model dims == image dims) or slice by slice along the
+    last spatial axis (a 2D model on a volume)."""
+    p = pre.predictor
+    if x.ndim - 1 == nd_model:
+        return p.sliding_window_proba(x[None], roi, overlap=overlap, batch_size=batch_size, tta=tta)[0]
+    if x.ndim - 1 == 3 and nd_model == 2:
+        slices = np.moveaxis(x, 2, 0)  # [Z, H, W, C]
+        out = [p.sliding_window_proba(slices[i:i + 8], roi, overlap=overlap, batch_size=batch_size, tta=tta)
+               for i in range(0, len(slices), 8)]
+        return np.moveaxis(np.concatenate(out), 0, 2)
+    raise ValueError(f"a {nd_model}D model cannot predict a {x.ndim - 1}D image")
+
+
+def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *, tta: bool = False,
+                 overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
+    """Label map ``[*S]`` on the input's grid for ``image [*S, C]`` with geometry ``meta``."""
+    if pre.task not in ("segmentation", "instance"):
+        raise ValueError(f"zoo.predict segments images; this is a {pre.task!r} model")
+    nd_model = int(pre.meta["data"]["spatial_dims"])
+    plan = (pre.meta["data"].get("extra") or {}).get("plan")
+    if plan:
+        plan = planning.Plan.from_dict(plan)
+        x, ctx = planning.preprocess_case(image, meta, plan)
+        proba = _windows(pre, x, plan.patch_size, nd_model, overlap, batch_size, tta)
+        return planning.restore_case(proba, ctx, order=1).argmax(-1).astype(np.int32)
+    size = tuple(int(s) for s in pre.config.data.image_size)
+    x = intensity_scaling(image, pre)
+    if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])
+        x, lps = geometry.reorient(x, meta, "LPS")
+    if x.ndim - 1 == nd_model:
+        small = geometry.resize(x, size)
+        proba = _windows(pre, small, size, nd_model, overlap, batch_size, tta)
+        proba = geometry.resize(proba, x.shape[:-1])
+    else:
+        slices = np.stack([geometry.resize(x[:, :, z], size) for z in range(x.shape[2])], axis=2)
+        proba = _windows(pre, slices, size, nd_model, overlap, batch_size, tta)
+        proba = np.stack([geometry.resize(proba[:, :, z], x.shape[:2]) for z in range(x.shape[2])], axis=2)
+    labels = proba.argmax(-1).astype(np.int32)
+    if meta.ndim == 3:
+        labels, _ = geometry.reorient(labels, lps, geometry.orientation_code(meta), is_label=True)
+    return labels
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def output_format(path: str) -> str:
+    """The label-map format the name ``path`` asks for (``nifti``, ``nrrd``, ``mha``, ``png``); other names raise."""
+    low = path.lower()
+    for fmt, suffixes in VOLUME_FORMATS.items():
+        if low.endswith(suffixes):
+            return fmt
+    if low.endswith(".png"):
+        return "png"
+    raise ValueError(f"--output {path}: write a label map as .nii.gz/.nii, .nrrd, .mha (one file) or .png")
+
+
+def _atomic(path: str, write) -> None:
+    """``write(tmp)`` into a unique temporary beside ``path`` (``data_pipelines.atomic.atomic_path``), then renamed
+    over ``path``; a missing folder is named as the ``--output`` problem."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output {path}: folder {folder} does not exist")
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def write_label(labels: np.ndarray, meta: readers.ImageMeta, input_path: str, output_path: str,
+                num_classes: int) -> None:
+    """Write ``labels [*S]`` with the geometry of the input (``meta``; a NIfTI input's own affine/header)."""
+    fmt = output_format(output_path)
+    labels = np.asarray(labels)
+    dtype = np.uint8 if num_classes <= 256 else np.int32
+    if fmt == "png":
+        if labels.ndim != 2:
+            raise ValueError(f"--output {output_path}: a PNG holds a 2D mask; this prediction is {labels.ndim}D "
+                             f"(write .nii.gz)")
+        from PIL import Image
+
+        scale = 255 if num_classes == 2 else 1
+        _atomic(output_path, lambda p: Image.fromarray((labels * scale).astype(np.uint8)).save(p, format="PNG"))
+        return
+    if labels.ndim < 2 or meta.format == "picture":
+        raise ValueError(f"--output {output_path}: a picture input has no geometry to write a volume with; "
+                         f"use --output ….png")
+    if fmt == "nifti" and readers.image_format(input_path) == "nifti":
+        import nibabel as nib
+
+        src = nib.load(input_path)
+        header = src.header.copy()
+        header.set_data_dtype(dtype)
+        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+        img = nib.Nifti1Image(labels.astype(dtype), src.affine, header)
+        _atomic(output_path, lambda p: nib.save(img, p))  # the temporary name keeps the suffix
+        return
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(labels.astype(dtype).T))  # (i, j, k) -> ITK's (k, j, i)
+    img.SetSpacing([float(s) for s in meta.spacing])
+    img.SetOrigin([float(o) for o in meta.origin])
+    img.SetDirection([float(v) for v in meta.direction_matrix.reshape(-1)])
+    _atomic(output_path, lambda p: sitk.WriteImage(img, p, useCompression=True))  # the suffix picks the writer
+
+
+def write_overlay(image: np.ndarray, labels: np.ndarray, path: str) -> None:
+    """A PNG of the (middle axial slice of the) image with the label map's contours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img, lab = np.asarray(image, np.float32), np.asarray(labels)
+    if lab.ndim == 3:
+        z = int(np.argmax((lab > 0).sum(axis=(0, 1)))) if lab.any() else lab.shape[2] // 2
+        img, lab = img[:, :, z], lab[:, :, z]
+    shown = img[..., :3] if img.shape[-1] >= 3 else img[..., 0]
+    lo, hi = np.percentile(shown, [1, 99])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(np.clip((shown - lo) / max(hi - lo, 1e-6), 0, 1), cmap=None if shown.ndim == 3 else "gray")
+    if lab.any():
+        ax.contour(lab, levels=np.arange(0.5, lab.max() + 0.5), cmap="autumn", linewidths=1.2)
+    ax.set_axis_off()
+    _atomic(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight", dpi=100))
+    plt.close(fig)
