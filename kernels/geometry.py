@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "check_sample", "identity_grid", "affine_coordinates", "map_linear", "map_nearest", "warp",
+    "check_sample", "affine_coordinates", "warp",
     "affine_transform", "gaussian_matrix", "bspline_matrix", "smooth_noise", "elastic_displacement",
     "elastic_deform", "ELASTIC_CONTROLS", "separable_apply", "noise_shape", "gaussian_radius", "bspline_spacing",
     "set_warp_backend", "resolve_backend", "WARP_BACKENDS",
@@ -90,11 +90,6 @@ def _positive(value, name: str) -> float:
 
 # ----------------------------------------------------------------------------- sampling
 
-def identity_grid(spatial: Sequence[int]) -> jnp.ndarray:
-    """Voxel index grid ``[D, *S]`` float32 (``coords[d][x] = x_d``)."""
-    return jnp.indices(tuple(spatial), dtype=jnp.float32)
-
-
 def affine_coordinates(matrix, spatial: Sequence[int]) -> jnp.ndarray:
     """Input coordinates ``[D, *S]`` sampled by each output voxel under ``matrix``."""
     spatial = tuple(spatial)
@@ -141,18 +136,6 @@ def _strides(spatial):
     return strides[::-1]
 
 
-def _as_axes(coords, d: int) -> list:
-    coords = jnp.asarray(coords, jnp.float32)
-    if coords.ndim < 1 or coords.shape[0] != d:
-        raise ValueError(f"coords must have shape [{d}, *T] for a {d}D input; got {tuple(coords.shape)}")
-    return [coords[a] for a in range(d)]
-
-
-def map_linear(image, coords) -> jnp.ndarray:
-    """Linear interpolation of ``image [*S, C]`` at ``coords [D, *T]`` -> ``[*T, C]`` (scipy constant, cval 0)."""
-    return _map_linear(image, _as_axes(coords, image.ndim - 1))
-
-
 def _map_linear(image, coords: list) -> jnp.ndarray:
     # One flat-index gather per corner (2^D): on XLA:CPU this beats a single gather of 2^D-voxel
     # windows (lax.gather slice_sizes=(2,)*D) by ~2x, and pairs along the last axis by ~2.5x.
@@ -181,11 +164,6 @@ def _map_linear(image, coords: list) -> jnp.ndarray:
         out = term if out is None else out + term
     out = jnp.where(inside[:, None], out, jnp.zeros((), out.dtype))
     return out.reshape(*out_spatial, c)
-
-
-def map_nearest(label, coords) -> jnp.ndarray:
-    """Nearest-voxel lookup of ``label [*S]`` at ``coords [D, *T]`` -> ``[*T]`` (scipy order 0, constant, cval 0)."""
-    return _map_nearest(label, _as_axes(coords, label.ndim))
 
 
 def _map_nearest(label, coords: list) -> jnp.ndarray:
