@@ -1,9 +1,17 @@
-"""Bootstrap confidence intervals over cases (percentile method).
+"""Bootstrap confidence intervals over cases (percentile method): the project's one bootstrap.
 
 Cases are the resampling unit (voxels within a case are not independent). NaN values
 (metric not applicable to a case, e.g. Dice with an empty target and prediction) are
 ignored by the default statistic ``nanmean``; a resample with no finite value gives NaN
 and is dropped from the percentile computation.
+
+* :func:`bootstrap_ci`: the mean of per-case values; :func:`paired_delta_ci` / :func:`unpaired_delta_ci`:
+  differences of means (paired on the same cases, or two independent case sets);
+* :func:`bootstrap_statistics`: a percentile CI of **any** set-level statistic (AUC, C-index, a dict of
+  metrics) over resampled indices, of one case set (``n``) or of several resampled each within itself
+  (``n=[n_1, n_2, ...]``, e.g. the test sets of cross-validation folds: the statistic gets one index array per
+  set and may average over them), with :func:`resample_indices` the draws it uses and
+  :func:`percentile_interval` the interval of any bootstrap distribution. The outcome report's CIs use it.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["CI", "bootstrap_ci", "paired_delta_ci", "unpaired_delta_ci", "bootstrap_statistics"]
+__all__ = ["CI", "bootstrap_ci", "paired_delta_ci", "unpaired_delta_ci", "bootstrap_statistics",
+           "resample_indices", "percentile_interval"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +64,10 @@ def _nanmean_rows(x: np.ndarray) -> np.ndarray:
         return np.nanmean(x, axis=-1)
 
 
-def _percentiles(boot: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(boot, level: float = 0.95) -> tuple[float, float]:
+    """``(low, high)``: the central ``level`` percentile interval of the finite values of ``boot``
+    (NaN, NaN when none is finite)."""
+    boot = np.asarray(boot, np.float64)
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
         return float("nan"), float("nan")
@@ -73,7 +85,7 @@ def bootstrap_ci(values, *, n_boot: int = 2000, level: float = 0.95, seed: int =
         return CI(float("nan"), float("nan"), float("nan"), 0, level)
     est = float(_nanmean_rows(v))
     idx = np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))
-    lo, hi = _percentiles(_nanmean_rows(v[idx]), level)
+    lo, hi = percentile_interval(_nanmean_rows(v[idx]), level)
     return CI(est, lo, hi, n_finite, level)
 
 
@@ -99,30 +111,42 @@ def unpaired_delta_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, seed: in
     rng = np.random.default_rng(seed)
     ba = a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(1)
     bb = b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(1)
-    lo, hi = _percentiles(bb - ba, level)
+    lo, hi = percentile_interval(bb - ba, level)
     return CI(float(b.mean() - a.mean()), lo, hi, int(min(a.size, b.size)), level)
 
 
-def bootstrap_statistics(statistic, n: int, *, n_boot: int = 2000, level: float = 0.95,
+def resample_indices(sizes, n_boot: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """``draws[set][b]``: ``n_boot`` resamples (with replacement) of each case set of ``sizes``, drawn set by set
+    from one ``np.random.default_rng(seed)`` (so one set's draws do not depend on how many sets follow)."""
+    rng = np.random.default_rng(seed)
+    return [[rng.integers(0, int(n), size=int(n)) for _ in range(n_boot)] for n in sizes]
+
+
+def bootstrap_statistics(statistic, n, *, n_boot: int = 2000, level: float = 0.95,
                          seed: int = 0) -> dict[str, CI]:
     """Percentile bootstrap CIs of a set-level statistic (e.g. AUC) over ``n`` cases resampled.
 
     ``statistic(idx [M] int) -> {name: float}`` computes every quantity on the cases ``idx``; the
     estimate is its value on all cases, and a resample where a quantity is undefined (NaN) is
-    dropped from that quantity's percentiles.
+    dropped from that quantity's percentiles. ``n`` may also be a sequence of set sizes (several
+    case sets, each resampled within itself, e.g. cross-validation folds): ``statistic`` then takes
+    a list of index arrays, one per set. A quantity whose estimate is NaN gets a NaN interval; ``CI.n``
+    is the number of cases (all sets together).
     """
     _check(n_boot, level)
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive number of cases, got {n!r}")
-    est = statistic(np.arange(n))
-    rng = np.random.default_rng(seed)
+    groups = not isinstance(n, (int, np.integer))
+    sizes = list(n) if groups else [n]
+    if not sizes or any(not isinstance(k, (int, np.integer)) or k < 1 for k in sizes):
+        raise ValueError(f"n must be a positive number of cases (or a list of them), got {n!r}")
+    est = statistic([np.arange(k) for k in sizes] if groups else np.arange(n))
+    draws = resample_indices(sizes, n_boot, seed)
     boot = {k: np.empty(n_boot) for k in est}
     for b in range(n_boot):
-        vals = statistic(rng.integers(0, n, size=n))
+        vals = statistic([d[b] for d in draws] if groups else draws[0][b])
         for k in boot:
             boot[k][b] = vals.get(k, float("nan"))
     out = {}
     for k, v in est.items():
-        lo, hi = _percentiles(boot[k], level) if np.isfinite(v) else (float("nan"), float("nan"))
-        out[k] = CI(float(v), lo, hi, int(n), level)
+        lo, hi = percentile_interval(boot[k], level) if np.isfinite(v) else (float("nan"), float("nan"))
+        out[k] = CI(float(v), lo, hi, int(sum(sizes)), level)
     return out

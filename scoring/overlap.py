@@ -147,7 +147,9 @@ def per_class_metrics(cm, empty_value: float = float("nan")) -> dict[str, np.nda
 
 # --------------------------------------------------------------------------- jittable twins
 
-def _check_shapes_jax(pred, target):
+def check_shapes_jax(pred, target):
+    """Raise ``ValueError`` naming both shapes unless ``pred`` and ``target`` have the same (static) shape: the
+    check every jittable metric makes first (a shape is known at trace time, so it works under ``jit``)."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} != target shape {target.shape}")
 
@@ -156,7 +158,7 @@ def confusion_counts_jax(pred, target, threshold: float = 0.5):
     """Jittable ``(TP, FP, FN, TN)`` float32 scalars of binary masks / probabilities ``[*S]``."""
     import jax.numpy as jnp
 
-    _check_shapes_jax(pred, target)
+    check_shapes_jax(pred, target)
     p = pred if pred.dtype == jnp.bool_ else (pred >= threshold if jnp.issubdtype(pred.dtype, jnp.floating)
                                                else pred > 0)
     t = target if target.dtype == jnp.bool_ else (target >= threshold
@@ -230,7 +232,7 @@ def confusion_matrix_jax(pred, target, num_classes: int):
     """
     import jax.numpy as jnp
 
-    _check_shapes_jax(pred, target)
+    check_shapes_jax(pred, target)
     p = pred.reshape(-1).astype(jnp.int32)
     t = target.reshape(-1).astype(jnp.int32)
     valid = (p >= 0) & (p < num_classes) & (t >= 0) & (t < num_classes)

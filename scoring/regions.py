@@ -6,7 +6,7 @@ import numpy as np
 
 from scoring._inputs import label_map as _label_map
 from scoring.binary import METRICS
-from scoring.overlap import _check_shapes_jax, dice_jax
+from scoring.overlap import check_shapes_jax, dice_jax
 
 __all__ = ["BRATS_REGIONS", "brats_regions", "brats_region_channels", "brats_region_metrics",
            "brats_region_dice_jax"]
@@ -43,7 +43,7 @@ def brats_region_dice_jax(pred, target, empty_value: float = float("nan")):
     """Jittable Dice of the regions ``[WT, TC, ET]`` → ``[3]`` float32 from label maps ``[*S]``."""
     import jax.numpy as jnp
 
-    _check_shapes_jax(pred, target)
+    check_shapes_jax(pred, target)
     out = []
     for labels in BRATS_REGIONS.values():
         lab = jnp.asarray(labels)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from eval import analysis as A
+from eval import error_analysis as A
 import scoring as M
 from eval.bootstrap import bootstrap_ci, paired_delta_ci, unpaired_delta_ci
 from eval.streaming import HistogramAUC, SegmentationAccumulator

@@ -12,7 +12,7 @@ import pytest
 
 import scoring as M
 from data_pipelines import readers
-from eval import evaluate as ev
+from eval import evaluate, folders as ev
 
 SPACING = (0.8, 1.25, 2.5)  # anisotropic, mm
 METRICS = ("dice", "jaccard", "sensitivity", "hd95", "assd", "surface_dice")
@@ -64,8 +64,8 @@ def _close(a, b):
 def test_good_folder_matches_scoring_on_the_same_arrays(tmp_path):
     pred_dir, ref_dir, cases = _folders(tmp_path, pred_suffix=".nii")  # formats may differ per folder
     out = tmp_path / "out"
-    rc = ev.main([f"--pred={pred_dir}", f"--ref={ref_dir}", "--labels=1,2", f"--metrics={','.join(METRICS)}",
-                  "--workers=1", "--n_boot=200", f"--out={out}"])
+    rc = evaluate.main([f"--pred={pred_dir}", f"--ref={ref_dir}", "--labels=1,2",
+                        f"--metrics={','.join(METRICS)}", "--workers=1", "--n_boot=200", f"--out={out}"])
     assert rc == 0
     with open(out / "per_case.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -110,7 +110,7 @@ def test_in_process_and_pool_agree_and_labels_default_to_all_found(tmp_path):
 
 
 def _run_error(argv, capsys):
-    rc = ev.main(argv)
+    rc = evaluate.main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
@@ -142,8 +142,8 @@ def test_missing_prediction_is_an_error_or_an_empty_prediction(tmp_path, capsys)
     err = _run_error([f"--pred={pred_dir}", f"--ref={ref_dir}", "--workers=1", f"--out={tmp_path / 'o'}"], capsys)
     assert "1 reference case(s) have no prediction: c3" in err and "--allow_missing" in err
     out = tmp_path / "o2"
-    assert ev.main([f"--pred={pred_dir}", f"--ref={ref_dir}", "--labels=1", "--metrics=dice,hd95",
-                    "--allow_missing", "--workers=1", "--n_boot=50", f"--out={out}"]) == 0
+    assert evaluate.main([f"--pred={pred_dir}", f"--ref={ref_dir}", "--labels=1", "--metrics=dice,hd95",
+                          "--allow_missing", "--workers=1", "--n_boot=50", f"--out={out}"]) == 0
     with open(out / "per_case.csv", encoding="utf-8") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
     assert float(rows["c3"]["dice"]) == 0.0 and math.isinf(float(rows["c3"]["hd95"]))

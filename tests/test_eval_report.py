@@ -1,4 +1,5 @@
-"""End to end: a smoke checkpoint → eval.report / analysis / ablate outputs, checked against scoring."""
+"""End to end: a smoke checkpoint → eval.report / analysis outputs and the ablations' paired deltas, checked
+against scoring."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from eval import ablate, analysis, report
+from eval import analysis, checkpoints, report
+from eval.deltas import CaseValues, paired_deltas
+from eval.studies import ablations
 import scoring as M
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +38,7 @@ def _expected_case_values(wd):
     pre = load_pretrained(wd)
     _, val, info = load_dataset(pre.config.data)
     pred = pre.predict(val["image"])
-    out = {m: [] for m in report.STUDY_METRICS}
+    out = {m: [] for m in checkpoints.STUDY_METRICS}
     for p, t in zip(pred, val["label"]):
         pr, tr = M.brats_regions(p), M.brats_regions(t)
         for m in out:
@@ -61,7 +64,7 @@ def test_report_numbers_equal_metric_functions(smoke_workdir, tmp_path):
     with open(out / "report.csv", encoding="utf-8") as f:
         csv_rows = list(csv.DictReader(f))
     table1 = []
-    for m in report.STUDY_METRICS:
+    for m in checkpoints.STUDY_METRICS:
         row = [r for r in internal if r["structure"] == "mean" and r["metric"] == m][0]
         est = float(np.nanmean(want[m]))
         assert row["estimate"] == pytest.approx(est, abs=1e-9), m
@@ -111,26 +114,26 @@ def test_analysis_cli_with_subgroups(smoke_workdir, tmp_path):
 
 
 def test_ablation_compare_same_run_gives_zero_delta(smoke_workdir):
-    ev, _, _ = report.evaluate_workdir(smoke_workdir, metrics=("dice", "jaccard", "sensitivity", "specificity"),
+    ev, _, _ = checkpoints.evaluate_workdir(smoke_workdir, metrics=("dice", "jaccard", "sensitivity", "specificity"),
                                        with_auc=False)
-    ab = ablate.ABLATIONS["skips"]
-    rows = ablate.compare({"a": ev, "b": ev}, [(ab, "a", "b")], n_boot=100)
+    ab = ablations.ABLATIONS["skips"]
+    rows = paired_deltas({"a": CaseValues.of_eval(ev), "b": CaseValues.of_eval(ev)}, [(ab, "a", "b")], n_boot=100)
     assert len(rows) == 4
     for r in rows:
         assert r["delta"] == 0.0 and r["delta_ci_low"] == 0.0 and r["delta_ci_high"] == 0.0 and r["identical"]
-    md = ablate.ablation_markdown(rows)
+    md = ablations.ablation_markdown(rows)
     assert "no effect" in md and "-10..-5%" in md
-    missing = ablate.compare({"a": ev}, [(ab, "a", "b")])
+    missing = paired_deltas({"a": CaseValues.of_eval(ev)}, [(ab, "a", "b")])
     assert "error" in missing[0]
     # A finished run is reused, not retrained (no subprocess is started).
-    res = ablate.train_run("smoke", smoke_workdir, {}, steps=4)
+    res = ablations.train_run("smoke", smoke_workdir, {}, steps=4)
     assert res["reused"] and res["rc"] == 0
 
 
 def test_ablation_plan():
     from zoo.configs import load_config
 
-    runs, pairs, skipped = ablate.plan(list(ablate.ABLATIONS), available_models={"unet"},
+    runs, pairs, skipped = ablations.plan(list(ablations.ABLATIONS), available_models={"unet"},
                                        base_config=load_config("smoke"))
     assert [s[0] for s in skipped] == ["attention"]
     assert runs["recipe"] == {} and runs["skip_connections=False"] == {"model.kwargs.skip_connections": "False"}
@@ -139,4 +142,4 @@ def test_ablation_plan():
     assert by["loss"] == ("train.loss=ce", "train.loss=dice")
     assert len(runs) == 6  # the recipe is shared by three ablations
     with pytest.raises(ValueError, match="unknown ablations"):
-        ablate.plan(["nope"])
+        ablations.plan(["nope"])

@@ -1,5 +1,6 @@
-"""eval.report / eval.analysis on each task's code path, with a stand-in for ``zoo.load_pretrained``'s
-``Pretrained`` (task, meta, config, step, predict, predict_proba, iter_proba) and fake data: no training."""
+"""eval.report / eval.analysis (eval.checkpoints, eval.tables, eval.error_analysis) on each task's code path,
+with a stand-in for ``zoo.load_pretrained``'s ``Pretrained`` (task, meta, config, step, predict, predict_proba,
+iter_proba) and fake data: no training."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import scoring as M
-from eval import analysis, cases, report
+from eval import cases, checkpoints, error_analysis, report, tables
 from eval.streaming import HistogramAUC, SegmentationAccumulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,15 +113,15 @@ def runs(monkeypatch):
         raise AssertionError("unknown config")
 
     monkeypatch.setattr(zoo, "load_pretrained", load_pretrained)
-    monkeypatch.setattr(report, "load_split", load_split)
-    monkeypatch.setattr(analysis, "load_split", load_split)
+    monkeypatch.setattr(checkpoints, "load_split", load_split)
+    monkeypatch.setattr(error_analysis, "load_split", load_split)
     return table
 
 
 def test_evaluate_arrays_streams_proba_and_equals_direct_accumulation():
     arrays, info = _seg_data()
     pre = StandIn("segmentation", _seg_proba)
-    acc, auc = report.evaluate_arrays(pre.iter_proba, arrays, 3, info.class_names, batch_size=3,
+    acc, auc = checkpoints.evaluate_arrays(pre.iter_proba, arrays, 3, info.class_names, batch_size=3,
                                       metrics=("dice", "hd95", "surface_dice"))
     assert pre.calls == 3  # 7 cases in batches of 3
     proba = _seg_proba(arrays["image"])
@@ -139,13 +140,13 @@ def test_segmentation_and_instance_workdirs(runs, tmp_path):
     arrays, info = _seg_data()
     runs["seg"] = (StandIn("segmentation", _seg_proba), arrays, info)
     runs["inst"] = (StandIn("instance", _onehot_proba, model="mask_rcnn"), arrays, info)
-    seg, _, _ = report.evaluate_workdir("seg", metrics=("dice", "jaccard"), batch_size=4)
-    inst, _, pre = report.evaluate_workdir("inst", metrics=("dice", "jaccard"), batch_size=4)
+    seg, _, _ = checkpoints.evaluate_workdir("seg", metrics=("dice", "jaccard"), batch_size=4)
+    inst, _, pre = checkpoints.evaluate_workdir("inst", metrics=("dice", "jaccard"), batch_size=4)
     assert seg.task == "segmentation" and seg.auc is not None
     assert inst.task == "instance" and inst.auc is None  # one-hot probabilities: no voxel AUC
     # Same semantic label maps → same per-case metrics.
     assert np.array_equal(seg.acc.values, inst.acc.values, equal_nan=True)
-    res = report.write_report([seg, inst], str(tmp_path), n_boot=50, plot_inputs={inst.label: (arrays, pre.predict)})
+    res = tables.write_report([seg, inst], str(tmp_path), n_boot=50, plot_inputs={inst.label: (arrays, pre.predict)})
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "no voxel AUC" in md and "Table 1" in md and "Table 5" not in md
     voxel = {r["model"] for r in res["rows"] if r["structure"].startswith("voxel:")}
@@ -158,12 +159,12 @@ def test_segmentation_and_instance_workdirs(runs, tmp_path):
 def test_outcome_workdir_report_and_cli(runs, tmp_path, capsys):
     arrays, info = _outcome_data()
     runs["out"] = (StandIn("outcome", _outcome_proba, model="outcome_net"), arrays, info)
-    ev, _, _ = report.evaluate_workdir("out", batch_size=7)
-    assert isinstance(ev, report.OutcomeEval) and ev.proba.shape == (30, 2)
+    ev, _, _ = checkpoints.evaluate_workdir("out", batch_size=7)
+    assert isinstance(ev, checkpoints.OutcomeEval) and ev.proba.shape == (30, 2)
     want = M.outcome_metrics(arrays["outcome"], _outcome_proba(arrays))
     assert ev.metrics() == want and ev.case_ids == [str(i) for i in arrays["patient_id"]]
-    rows = report.build_tables([ev], n_boot=200)
-    assert [r["metric"] for r in rows] == list(report.OUTCOME_METRICS)
+    rows = tables.build_tables([ev], n_boot=200)
+    assert [r["metric"] for r in rows] == list(checkpoints.OUTCOME_METRICS)
     for r in rows:
         assert r["structure"] == "patient" and r["n"] == 30
         assert r["estimate"] == pytest.approx(want[r["metric"]], abs=1e-12)
@@ -194,12 +195,12 @@ def test_outcome_inputs_are_checked():
 def test_analysis_on_instance_run_and_refuses_outcome(runs):
     arrays, info = _seg_data()
     runs["inst"] = (StandIn("instance", _onehot_proba), arrays, info)
-    res = analysis.analyse_workdir("inst", n_boot=50, batch_size=3)
+    res = error_analysis.analyse_workdir("inst", n_boot=50, batch_size=3)
     assert res["num_cases"] == len(arrays["label"]) and sum(res["boundary_bands"]["voxels"]) == 7 * 16 * 16
     o_arrays, o_info = _outcome_data()
     runs["out"] = (StandIn("outcome", _outcome_proba), o_arrays, o_info)
     with pytest.raises(ValueError, match="segmentation or instance"):
-        analysis.analyse_workdir("out")
+        error_analysis.analyse_workdir("out")
 
 
 def _imports(path):
@@ -211,9 +212,10 @@ def _imports(path):
             yield node.module
 
 
-# The eval command lines that train models (the study's table, the outcome report) are entry points on top of
-# the training core (DESIGN.md); every other eval module reaches models only through the store/prediction path.
-TRAINING_ENTRY_POINTS = ("paper_table.py", "outcome_report.py")
+# The studies that train models (the paper table, ablations, the outcome report) live in eval/studies/ and may
+# drive the training core (DESIGN.md); every module of eval/ itself reaches models only through the store and the
+# prediction path.
+TRAINING_ENTRY_POINTS = ()
 
 
 def test_eval_imports_only_what_it_may():

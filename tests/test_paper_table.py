@@ -1,8 +1,9 @@
-"""``python -m eval.paper_table --quick`` on the real samples (skips without ../shared/data) and the paper recipes.
+"""``python -m eval.studies.paper_table --quick`` on the real samples (skips without ../shared/data) and the
+paper recipes.
 
 The quick table is two models (cnn, unet) x two families (isic, cxr), fold 0 of 3, 8 steps at 32^2, no
 augmentation, and one ablation (loss): it checks the machinery (k-fold by patient, held-out originals through
-zoo.predict at native resolution, the study's layout, the store), not the numbers.
+zoo.prediction at native resolution, the study's layout, the store), not the numbers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 
 import pytest
 
-from eval import paper_table
+from eval.studies import paper_table
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
 

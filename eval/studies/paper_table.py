@@ -1,11 +1,11 @@
-"""The reference study's table on the real samples: ``python -m eval.paper_table --data_root ../shared/data
+"""The reference study's table on the real samples: ``python -m eval.studies.paper_table --data_root ../shared/data
 --out DIR [--quick] [--budget_minutes 60] [--folds K] [--models cnn,unet] [--families isic,brats] [--steps N]
 [--ablations skips,attention | all | none] [--postprocess none|lcc|brain|brain_lcc] [--no_store] [--dry_run]``.
 
 For every model x family (recipes ``zoo/configs/paper.py``: ``--config=paper_<arch>_<family>``) it runs
 patient-level k-fold cross-validation (``zoo.training.kfold``; every case of a patient in one fold, the train and
 validation splits of the loader pooled first). Each fold's model then predicts the **original files** of its
-held-out patients through the one prediction path (``zoo.predict.predict_case``: the loader's scaling, the
+held-out patients through the one prediction path (``zoo.prediction.predict_case``: the loader's scaling, the
 model's input size, probabilities resized back to the native grid; BraTS and CT volumes slice by slice over the
 whole volume), and ``scoring`` measures Dice, Jaccard, accuracy, sensitivity and specificity of the foreground
 (BraTS: the whole tumour, labels > 0) per case at native resolution. A cell is the mean ± sample std over folds
@@ -30,9 +30,10 @@ Post-processing: every held-out case is also scored after keeping the largest co
 after dropping voxels outside the brain (``brain``: the first channel at the volume's background value) and
 both, so the table shows on held-out patients whether one helps (``POSTPROCESS_DEFAULT``: what the table uses).
 
-Ablations (``eval.ablate.ABLATIONS``; default skips and attention, ``all`` adds augmentation, normalisation and
-loss): U-Net variants on one family (isic) with the same folds and the U-Net run's time each, reported as paired
-per-case deltas with bootstrap 95% CIs (``eval.bootstrap``); attention reuses the table's Attention U-Net run.
+Ablations (``eval.studies.ablations.ABLATIONS``; default skips and attention, ``all`` adds augmentation,
+normalisation and loss): U-Net variants on one family (isic) with the same folds and the U-Net run's time each,
+reported as paired per-case deltas with bootstrap 95% CIs (``eval.deltas.paired_deltas``: on the held-out cases
+both runs scored, any other case named); attention reuses the table's Attention U-Net run.
 Fold 0's model of every pair goes into the model store (``$ZOO_HOME``) as ``<arch>-<family>`` (``unet-isic``,
 ``unet-brats2d``, ``cnn-lung-ct``, ...) with the data's licence in its card; the store is outside the project, and
 these checkpoints must never be committed.
@@ -48,9 +49,6 @@ post-processing comparison, the ablations, the runs and their steps/time), ``cas
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import os
 import sys
 import time
@@ -63,15 +61,17 @@ from data_pipelines.brats import find_brats_cases, map_brats_labels
 from data_pipelines.ct import find_ct_cases
 from data_pipelines.datasets import load_dataset
 from data_pipelines.image_folders import find_image_mask_pairs, read_metadata_csv
-from eval.ablate import ABLATIONS, plan as ablation_plan
-from eval.bootstrap import bootstrap_ci, paired_delta_ci
+from data_pipelines.atomic import dumps, write_json, write_text
+from eval.deltas import DELTA_METRICS, CaseValues, paired_deltas
+from eval.studies.ablations import ABLATIONS, dropped_note, plan as ablation_plan
+from eval.tables import write_csv
 from scoring import overlap
 from scoring.regions import brats_region_metrics
+from zoo.cli import command_parser, run_command
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
-from zoo.predict import predict_case, read_case
+from zoo.prediction import predict_case, read_case
 from zoo.pretrained import load_pretrained
-from data_pipelines.atomic import write_json, write_text
 from zoo.store import save_pretrained
 from zoo.training import kfold, train_and_evaluate
 
@@ -113,7 +113,7 @@ def store_name(arch: str, family: str) -> str:
 
 def family_cases(config) -> dict[str, list[dict]]:
     """{patient_id: [{"id", "input", "truth"}]}: the original files of each patient (``input`` goes to
-    ``zoo.predict.read_case``; ``truth`` is a label file)."""
+    ``zoo.prediction.read_case``; ``truth`` is a label file)."""
     d = config.data
     out: dict[str, list[dict]] = {}
     if d.name == "brats":
@@ -595,27 +595,11 @@ def baseline(rows) -> dict:
     return {f: _nanmean(v) for f, v in out.items()}
 
 
-def compare_runs(evals: dict, pairs, metrics=("dice", "jaccard", "sensitivity", "specificity"), n_boot=2000):
-    """Paired per-case deltas ``treatment - reference`` (same held-out cases) with bootstrap CIs."""
-    out = []
-    for ab, ref, treat in pairs:
-        a = {r["case"]: r for r in evals.get(ref, [])}
-        b = {r["case"]: r for r in evals.get(treat, [])}
-        ids = sorted(set(a) & set(b))
-        if not ids:
-            out.append({"ablation": ab.name, "reference": ref, "treatment": treat, "error": "no shared cases"})
-            continue
-        for m in metrics:
-            va = np.array([a[i][m] for i in ids])
-            vb = np.array([b[i][m] for i in ids])
-            d = paired_delta_ci(va, vb, n_boot=n_boot)
-            ra = bootstrap_ci(va, n_boot=n_boot)
-            rel = 100.0 * d.estimate / ra.estimate if ra.estimate and np.isfinite(ra.estimate) else float("nan")
-            out.append({"ablation": ab.name, "description": ab.description, "reference": ref, "treatment": treat,
-                        "metric": m, "reference_mean": ra.estimate, "treatment_mean": _nanmean(vb),
-                        "delta": d.estimate, "delta_ci_low": d.low, "delta_ci_high": d.high, "n": len(ids),
-                        "relative_delta_pct": rel, "study_range_pct": list(ab.study_range)})
-    return out
+def compare_runs(evals: dict, pairs, metrics=DELTA_METRICS, n_boot=2000):
+    """Paired per-case deltas ``treatment - reference`` of the ablation runs' held-out rows
+    (``eval.deltas.paired_deltas``: the cases both runs scored, any other case named in ``dropped_cases``)."""
+    runs = {name: CaseValues.of_rows(rows, metrics) for name, rows in evals.items()}
+    return paired_deltas(runs, pairs, metrics=metrics, n_boot=n_boot)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -669,6 +653,8 @@ def table_markdown(result: dict) -> str:
                          f"{r['relative_delta_pct']:+.1f}% | {lo:+g}..{hi:+g}% |")
         for name, why in result["ablations_skipped"]:
             lines.append(f"| {name} | - | - | - | skipped: {why} | - | - |")
+        if dropped_note(result["ablations"]):
+            lines += ["", dropped_note(result["ablations"])]
     sub = [(m, f, r["cv"]) for m in models for f in fams
            for r in [result["results"].get(m, {}).get(f)] if r and "dice_tc" in r["cv"]]
     if sub:
@@ -717,8 +703,7 @@ def _svg_strip(rows, family, models, path):
             parts.append(f'<line x1="{x0 - 20}" x2="{x0 + 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d62728"/>')
         parts.append(f'<text x="{x0 - 20}" y="{h - 15}">{m}</text>')
     parts.append("</svg>")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
+    write_text(path, "\n".join(parts))
 
 
 def write_outputs(out: str, result: dict, rows) -> None:
@@ -727,19 +712,16 @@ def write_outputs(out: str, result: dict, rows) -> None:
     if rows:
         keys = ["family", "model", "fold", "patient_id", "case", *METRICS, *_region_keys(rows), "fg_voxels",
                 "pred_voxels", "voxels"]
-        with open(os.path.join(out, "cases.csv"), "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(os.path.join(out, "cases.csv"), rows, keys, extrasaction="ignore")
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     for f in result["families"]:
         _svg_strip(rows, f, result["models"], os.path.join(out, "plots", f"dice_{f}.svg"))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.paper_table", description=__doc__.splitlines()[0])
+def _parser():
+    p = command_parser("python -m eval.studies.paper_table", __doc__, out="output folder (a new one)",
+                       out_required=True)
     p.add_argument("--data_root", required=True)
-    p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--budget_minutes", type=float, default=60.0)
     p.add_argument("--folds", type=int, default=None,
@@ -754,7 +736,10 @@ def main(argv=None) -> int:
                    help="the table's post-processing for every family (default: per family, POSTPROCESS_DEFAULT)")
     p.add_argument("--no_store", action="store_true")
     p.add_argument("--dry_run", action="store_true", help="print the runs and their reserved seconds, train nothing")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args) -> int:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     archs = split(args.models) or (["cnn", "unet"] if args.quick else None)
     families = split(args.families) or (["isic", "cxr"] if args.quick else list(paper.FAMILIES))
@@ -765,27 +750,27 @@ def main(argv=None) -> int:
     else:
         abl = split(args.ablations) or (["loss"] if args.quick else ["skips", "attention"])
     steps = args.steps if args.steps is not None else (8 if args.quick else None)
-    try:
-        if args.folds is not None and args.folds < 2:
-            raise ValueError(f"--folds must be >= 2, got {args.folds}")
-        if args.budget_minutes <= 0 or not np.isfinite(args.budget_minutes):
-            raise ValueError(f"--budget_minutes must be positive, got {args.budget_minutes}")
-        if steps is not None and steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = run_table(args.data_root, os.path.abspath(args.out), archs=archs, families=families,
-                               folds=args.folds, budget_minutes=args.budget_minutes, quick=args.quick, steps=steps,
-                               ablations=abl, ablation_family=args.ablation_family, store=not args.no_store,
-                               postprocess=args.postprocess, dry_run=args.dry_run)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.folds is not None and args.folds < 2:
+        raise ValueError(f"--folds must be >= 2, got {args.folds}")
+    if args.budget_minutes <= 0 or not np.isfinite(args.budget_minutes):
+        raise ValueError(f"--budget_minutes must be positive, got {args.budget_minutes}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = run_table(args.data_root, os.path.abspath(args.out), archs=archs, families=families,
+                           folds=args.folds, budget_minutes=args.budget_minutes, quick=args.quick, steps=steps,
+                           ablations=abl, ablation_family=args.ablation_family, store=not args.no_store,
+                           postprocess=args.postprocess, dry_run=args.dry_run)
     if args.dry_run:
-        print(json.dumps(result, indent=1))
+        print(dumps(result, indent=1))
         return 0
     print(table_markdown(result))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_command(_parser(), argv, _run)
 
 
 if __name__ == "__main__":
