@@ -272,7 +272,7 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
         sample = {k: np.zeros((bs, *np.shape(first[k])), np.float32) for k in ("image", "covariates") if k in first}
         predictor.compile(sample if task.name == "outcome" else sample["image"], proba=task.name == "outcome")
         sync("compiled")
-    log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", True)))
+    log = _Logger(workdir, is_main, bool(config.train.get("tensorboard", False)))
     total = int(config.train.steps)
     start = int(state.step)
     skip_nonfinite = bool(config.train.get("skip_nonfinite", False))
