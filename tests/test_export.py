@@ -28,6 +28,33 @@ print(json.dumps(sorted(k for k in sys.modules if k.split(".")[0] in ("zoo", "fl
 """
 
 
+# The written loader on an image larger than its window, in a process where medzoo cannot be imported at all
+# (an import hook refuses the project's packages, whatever the venv's editable install puts on the path).
+WINDOWED = r"""
+import importlib.abc, importlib.util, sys
+import numpy as np
+
+class NoMedzoo(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("zoo", "kernels", "data_pipelines", "eval", "scoring", "benchmarks"):
+            raise ModuleNotFoundError(f"No module named {name!r} (medzoo is not installed here)")
+        return None
+
+sys.meta_path.insert(0, NoMedzoo())
+try:
+    import kernels.sliding_window
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("kernels is importable: the test proves nothing")
+spec = importlib.util.spec_from_file_location("load_exported", sys.argv[1] + "/load_exported.py")
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+m = mod.ExportedModel.load(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], m.predictor.sliding_window_proba(x, m.input_shapes["image"][1:-1], tta=True))
+"""
+
+
 @pytest.fixture(scope="module")
 def exported_dir(tmp_path_factory):
     seg = tiny_models(tmp_path_factory)["seg"]
@@ -61,6 +88,20 @@ def test_loads_in_a_fresh_process_without_the_model_code(exported_dir, tmp_path)
     assert "zoo.models" not in imported and imported == [], imported
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), load_pretrained(seg).predict_proba(x), atol=1e-5)
 
+
+def test_written_loader_runs_images_larger_than_a_window_without_medzoo(exported_dir, tmp_path):
+    seg, out = exported_dir
+    x = np.random.default_rng(11).normal(size=(2, 48, 40, 4)).astype(np.float32)  # windows are 32x32
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", WINDOWED, str(out), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], capture_output=True, text=True, cwd=str(tmp_path), env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    want = load_pretrained(seg).predictor.sliding_window_proba(x, (32, 32), tta=True)  # kernels.sliding_window
+    got = np.load(tmp_path / "y.npy")
+    assert got.shape == want.shape == (2, 48, 40, 4)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 def test_serve_serves_an_exported_model(exported_dir):
     _, out = exported_dir

@@ -12,6 +12,11 @@ export (``zoo.export`` does, as ``load_exported.py``) and used where medzoo is n
 
 ``zoo.serve`` serves such a folder like a store entry (``ExportedModel`` has the ``meta`` / ``config`` /
 ``task`` / ``predictor`` that ``zoo.predict.predict_case`` uses).
+
+Images larger than the exported window run through this module's own window loop (:func:`blend_windows`, numpy
+on the host around the exported function). It is a deliberate twin of ``kernels.sliding_window`` (the same window
+starts, the same Gaussian blending, so the two agree to float32 rounding): the copy keeps this file free of
+medzoo, and it stays until the export that carries its preprocessing (the clinical-integration issue) replaces it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 
 import numpy as np
 
-__all__ = ["MANIFEST", "ARTIFACT", "is_exported", "ExportedModel"]
+__all__ = ["MANIFEST", "ARTIFACT", "is_exported", "ExportedModel", "blend_windows"]
 
 MANIFEST = "exported.json"
 ARTIFACT = "model.stablehlo"
@@ -30,6 +35,61 @@ ARTIFACT = "model.stablehlo"
 
 def is_exported(path: str) -> bool:
     return os.path.isfile(os.path.join(path, MANIFEST)) and os.path.isfile(os.path.join(path, ARTIFACT))
+
+
+def _window_boxes(spatial, roi, overlap: float) -> list:
+    """Window slices covering ``spatial`` (each axis >= its roi): starts step by ``roi * (1 - overlap)``, the last
+    window flush with the far edge (``kernels.sliding_window.window_starts``, in its order)."""
+    per_axis = []
+    for n, r in zip(spatial, roi):
+        step = max(int(r * (1.0 - overlap)), 1)
+        per_axis.append(sorted({min(i * step, n - r) for i in range(-(-max(n - r, 0) // step) + 1)}))
+    return [tuple(slice(a, a + r) for a, r in zip(starts, roi)) for starts in itertools.product(*per_axis)]
+
+
+def _gaussian_weights(roi, sigma_scale: float = 0.125) -> np.ndarray:
+    """Blending weights ``[*roi]`` (max 1, floor 1e-6; ``kernels.sliding_window.importance_map``)."""
+    w = np.ones((), np.float64)
+    for r in roi:
+        w = np.multiply.outer(w, np.exp(-0.5 * ((np.arange(r) - (r - 1) / 2.0) / (sigma_scale * r)) ** 2))
+    return np.maximum(w / w.max(), 1e-6).astype(np.float32)
+
+
+def blend_windows(call, images, roi, overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
+    """``call([batch_size, *roi, C]) -> [batch_size, *roi, K]`` over Gaussian-weighted windows of ``images
+    [B, *S, C]`` (zero-padded symmetrically up to ``roi`` where smaller) -> ``[B, *S, K]`` float32.
+
+    jax + numpy only, on purpose: the twin of ``kernels.sliding_window.sliding_window_inference`` for an export
+    that must run without medzoo (see the module docstring). Every call has ``batch_size`` windows (the last
+    group padded with zeros), so the exported function compiles once."""
+    images = np.asarray(images, np.float32)
+    roi = tuple(int(r) for r in roi)
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap must be in [0, 1); got {overlap!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    spatial = images.shape[1:-1]
+    pads = [(max(r - n, 0) // 2, max(r - n, 0) - max(r - n, 0) // 2) for n, r in zip(spatial, roi)]
+    x = np.pad(images, [(0, 0), *pads, (0, 0)])
+    weights = _gaussian_weights(roi)
+    boxes = _window_boxes(x.shape[1:-1], roi, overlap)
+    norm = np.zeros(x.shape[1:-1], np.float64)
+    for box in boxes:
+        norm[box] += weights
+    jobs = [(b, box) for b in range(len(x)) for box in boxes]
+    acc = None
+    for g in range(0, len(jobs), batch_size):
+        group = jobs[g:g + batch_size]
+        stack = np.zeros((batch_size, *roi, x.shape[-1]), np.float32)
+        for i, (b, box) in enumerate(group):
+            stack[i] = x[(b, *box)]
+        pred = np.asarray(call(stack), np.float32)
+        if acc is None:
+            acc = np.zeros((*x.shape[:-1], pred.shape[-1]), np.float32)
+        for p, (b, box) in zip(pred, group):
+            acc[(b, *box)] += p * weights[..., None]
+    out = acc * (1.0 / norm).astype(np.float32)[None, ..., None]
+    return out[(slice(None), *(slice(lo, lo + n) for (lo, _), n in zip(pads, spatial)), slice(None))]
 
 
 class _Predictor:
@@ -40,8 +100,6 @@ class _Predictor:
 
     def sliding_window_proba(self, images, roi_size, *, overlap: float = 0.5, batch_size: int = 4,
                              tta: bool = False) -> np.ndarray:
-        import jax.numpy as jnp
-
         images = np.asarray(images, np.float32)
         roi = tuple(int(r) for r in roi_size)
         nd = images.ndim - 2
@@ -54,9 +112,7 @@ class _Predictor:
         def once(x):
             if x.shape[1:-1] == fixed:
                 return self.model.call(x)
-            from kernels.sliding_window import sliding_window_inference  # only for images larger than a window
-
-            return sliding_window_inference(self.model.call, jnp.asarray(x), roi, overlap, "gaussian", batch_size)
+            return blend_windows(self.model.call, x, roi, overlap, batch_size)
 
         out = 0.0
         for axes in flips:
