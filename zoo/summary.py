@@ -9,7 +9,6 @@ This module sits above the registry (it builds models by name); :mod:`zoo.cards`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import sys
 from typing import Sequence
@@ -17,11 +16,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from zoo.cards import ModelCard
 from zoo.registry import create_model, get_spec, list_models
 
-__all__ = ["models_table", "format_count", "main", "complexity", "count_params", "count_flops",
-           "with_complexity", "size_key"]
+__all__ = ["models_table", "format_count", "main", "complexity", "count_params", "count_flops", "size_key"]
 
 SIZES = ((256, 256), (128, 128, 128))
 
@@ -78,18 +75,6 @@ def complexity(name: str, sizes: Sequence[Sequence[int]] = SIZES, in_channels: i
     if not sizes or any(len(s) not in (2, 3) for s in sizes):
         raise ValueError(f"sizes must be a non-empty list of 2- or 3-entry spatial sizes, got {sizes!r}")
     return _complexity(name, sizes, int(in_channels), int(num_classes), tuple(sorted(cfg.items())))
-
-
-def with_complexity(card: ModelCard, sizes: Sequence[Sequence[int]] = SIZES, in_channels: int = 1,
-                    num_classes: int = 2, **cfg) -> ModelCard:
-    """``card`` with ``params`` (per ``"2D"`` / ``"3D"``) and ``flops`` (per ``"HxW"`` / ``"DxHxW"`` input)
-    filled in for the registered model of the same name built with its defaults (plus ``cfg``)."""
-    c = complexity(card.name, sizes, in_channels=in_channels, num_classes=num_classes, **cfg)
-    extra = "".join(f", {k}={v!r}" for k, v in sorted(cfg.items()))
-    return dataclasses.replace(
-        card, params=c["params"], flops=c["flops"],
-        complexity_config=f"defaults{extra}, in_channels={in_channels}, num_classes={num_classes}, batch 1, "
-                          "forward pass in eval mode, FLOPs from XLA's cost analysis")
 
 
 def format_count(n: float | None) -> str:
