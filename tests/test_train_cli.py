@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import loader
-from zoo import cv, hparam, optim, train, training
+from zoo import cv, hparam_search as hparam, optim, train, training
+from zoo.training import kfold
 from zoo.build import build_model
 from zoo.configs import apply_overrides, load_config
 
@@ -66,15 +67,15 @@ def test_cv_cli_prints_per_fold_and_aggregate_table(tmp_path, capsys):
 
 def test_patient_folds_are_disjoint_by_patient():
     ids = [f"p{i // 2}" for i in range(20)]  # two cases per patient
-    folds = cv.patient_folds(ids, 4, seed=1)
+    folds = kfold.patient_folds(ids, 4, seed=1)
     seen = np.concatenate([va for _, va in folds])
     assert sorted(seen.tolist()) == list(range(20))
     for tr, va in folds:
         assert not {ids[i] for i in tr} & {ids[i] for i in va}
     with pytest.raises(ValueError, match="folds=11 is more than the 10 patients"):
-        cv.patient_folds(ids, 11)
+        kfold.patient_folds(ids, 11)
     with pytest.raises(ValueError, match="folds must be an integer >= 2"):
-        cv.patient_folds(ids, 1)
+        kfold.patient_folds(ids, 1)
 
 
 def _cfg(**extra):

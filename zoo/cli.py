@@ -1,9 +1,13 @@
-"""What the command lines share: the run flags, config resolution and the one error boundary.
+"""What the command lines share: one way to declare them, the run flags, config resolution and the one error
+boundary.
 
-``python -m zoo.train``, ``zoo.cv``, ``zoo.hparam`` and ``zoo.outcome`` take the same run flags
-(``--config``, ``--workdir``, ``--model``, ``--steps``, ``--config.a.b=value`` ...). :func:`run_cli` is the
-boundary every entry point's ``main`` goes through: bad input (``ValueError``), missing or unwritable files
-(``OSError``) and invalid configs end with one line ``error: <message>`` on stderr and exit status 2.
+Every command line (``zoo.*``, ``eval.*``, ``benchmarks.*``) is declared with :func:`command_parser` (the only
+place an ``argparse.ArgumentParser`` is built) and run with :func:`run_command`. ``python -m zoo.train``,
+``zoo.cv``, ``zoo.hparam`` and ``zoo.outcome`` take the same run flags (:func:`run_parser`: ``--config``,
+``--workdir``, ``--model``, ``--steps``, ...) and ``--config.a.b=value`` overrides: this module is the one
+parser of that syntax (``zoo.configs.apply_overrides`` gives the values their fields' types). :func:`run_cli`
+is the boundary every entry point's ``main`` goes through: bad input (``ValueError``), missing or unwritable
+files (``OSError``) and invalid configs end with one line ``error: <message>`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from typing import Callable
 import ml_collections
 
 from zoo import sharding
-from zoo.configs import apply_overrides, load_config, split_overrides
+from zoo.configs import apply_overrides, load_config
 from zoo.registry import get_spec
 
 __all__ = ["command_parser", "run_command", "run_parser", "parse_run_args", "resolve_config", "default_workdir",
-           "run_cli", "USAGE_ERROR"]
+           "run_cli", "OverrideParser", "USAGE_ERROR"]
 
 USAGE_ERROR = 2
 
@@ -30,12 +34,36 @@ _SHORTCUTS = (("model", "model.name"), ("dataset", "data.name"), ("data_dir", "d
               ("mesh", "mesh.shape"), ("steps", "train.steps"))
 
 
+class OverrideParser(argparse.ArgumentParser):
+    """A command line that also takes ``--config.a.b=value`` overrides: ``parse_args`` returns the flags with
+    ``overrides``, ``{"a.b": "value"}`` in the order given; each shortcut flag of ``shortcuts`` (``(flag, field)``
+    pairs) that was given becomes an override of its field unless that field is overridden explicitly. Any other
+    unknown argument is a usage error (exit 2)."""
+
+    shortcuts: tuple = ()
+
+    def parse_args(self, args=None, namespace=None):
+        known, rest = self.parse_known_args(args, namespace)
+        overrides = {}
+        for arg in rest:
+            if not arg.startswith("--config.") or "=" not in arg:
+                self.error(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
+            key, value = arg[len("--config."):].split("=", 1)
+            overrides[key] = value
+        for flag, field in self.shortcuts:
+            if getattr(known, flag, None) is not None:
+                overrides.setdefault(field, getattr(known, flag))
+        known.overrides = overrides
+        return known
+
+
 def command_parser(prog: str, doc: str | None, *, out: str | None = None, out_required: bool = False,
-                   out_default: str | None = None, **kwargs) -> argparse.ArgumentParser:
+                   out_default: str | None = None, overrides: bool = False, **kwargs) -> argparse.ArgumentParser:
     """The one way a command line is declared: ``prog`` (``python -m pkg.mod``), the description from the first
-    line of the module's docstring ``doc``, and ``--out`` when ``out`` (its help) is given."""
+    line of the module's docstring ``doc``, ``--out`` when ``out`` (its help) is given (required, or defaulting to
+    ``out_default``), and ``--config.a.b=value`` overrides when ``overrides`` (an :class:`OverrideParser`)."""
     description = (doc or "").strip().splitlines()[0] if (doc or "").strip() else None
-    p = argparse.ArgumentParser(prog=prog, description=description, **kwargs)
+    p = (OverrideParser if overrides else argparse.ArgumentParser)(prog=prog, description=description, **kwargs)
     if out is not None:
         p.add_argument("--out", required=out_required, default=None if out_required else out_default, help=out)
     return p
@@ -48,8 +76,11 @@ def run_command(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.
     return run_cli(lambda: body(args) or 0)
 
 
-def run_parser(prog: str, description: str, default_config: str = "default", **kwargs) -> argparse.ArgumentParser:
-    p = command_parser(prog, description, **kwargs)
+def run_parser(prog: str, doc: str, default_config: str = "default", **kwargs) -> OverrideParser:
+    """:func:`command_parser` with the run flags every training command takes and ``--config.a.b=value``
+    overrides; its ``parse_args`` turns the shortcut flags (``--model``, ``--steps``...) into overrides."""
+    p = command_parser(prog, doc, overrides=True, **kwargs)
+    p.shortcuts = _SHORTCUTS
     p.add_argument("--config", default=default_config, help=f"recipe name in zoo/configs (default: {default_config})")
     p.add_argument("--workdir", default="", help="output directory (default: workdirs/<config>-<time>)")
     p.add_argument("--model", default=None, help="shortcut for --config.model.name")
@@ -61,14 +92,10 @@ def run_parser(prog: str, description: str, default_config: str = "default", **k
     return p
 
 
-def parse_run_args(parser: argparse.ArgumentParser, argv):
-    """``(known flags, {"a.b": "value"} overrides)``: the shortcuts become overrides unless given explicitly."""
-    known, rest = parser.parse_known_args(argv)
-    overrides = split_overrides(rest, parser.error)
-    for flag, field in _SHORTCUTS:
-        if getattr(known, flag, None) is not None:
-            overrides.setdefault(field, getattr(known, flag))
-    return known, overrides
+def parse_run_args(parser: OverrideParser, argv):
+    """``(known flags, {"a.b": "value"} overrides)`` of a :func:`run_parser` command line."""
+    known = parser.parse_args(argv)
+    return known, known.overrides
 
 
 def resolve_config(known, overrides) -> ml_collections.ConfigDict:

@@ -19,7 +19,6 @@ not import Orbax, so install it without its dependency list::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import shutil
@@ -30,7 +29,7 @@ import numpy as np
 from kernels import conv
 from zoo import exported as zexported
 from zoo import store
-from zoo.cli import run_cli
+from zoo.cli import command_parser, run_command
 from data_pipelines.atomic import write_json
 
 __all__ = ["export_stablehlo", "export_onnx", "onnx_model", "inference_function", "main", "ONNX_MANIFEST"]
@@ -169,13 +168,11 @@ def export_onnx(name_or_path: str, out: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.export", description=__doc__.splitlines()[0])
+    p = command_parser("python -m zoo.export", __doc__, out="folder to write the export to", out_required=True)
     p.add_argument("--model", required=True, help="model-store name or work directory")
-    p.add_argument("--out", required=True, help="folder to write the export to")
     p.add_argument("--format", default="stablehlo", choices=("stablehlo", "onnx"))
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
-    def run() -> int:
+    def run(args) -> int:
         if args.format == "onnx":
             print(f"wrote {export_onnx(args.model, args.out)}")
         else:
@@ -183,7 +180,7 @@ def main(argv=None) -> int:
             print(f"wrote {os.path.join(args.out, zexported.ARTIFACT)} (inputs {m['inputs']})")
         return 0
 
-    return run_cli(run)
+    return run_command(p, sys.argv[1:] if argv is None else argv, run)
 
 
 if __name__ == "__main__":

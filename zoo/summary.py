@@ -8,7 +8,6 @@ This module sits above the registry (it builds models by name); :mod:`zoo.cards`
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from typing import Sequence
@@ -16,6 +15,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from zoo.cli import command_parser, run_command
 from zoo.registry import create_model, get_spec, list_models
 
 __all__ = ["models_table", "format_count", "main", "complexity", "count_params", "count_flops", "size_key"]
@@ -105,20 +105,18 @@ def models_table(names: Sequence[str] | None = None, tasks: Sequence[str] = ("se
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zoo.summary", description=__doc__.splitlines()[0])
+    p = command_parser("python -m zoo.summary", __doc__)
     p.add_argument("--models", default="", help="comma-separated names (default: every segmentation model)")
     p.add_argument("--in_channels", type=int, default=1)
     p.add_argument("--num_classes", type=int, default=2)
-    a = p.parse_args(argv)
-    try:
+
+    def run(a) -> None:
         names = [n for n in a.models.split(",") if n] or None
         print(f"Default configurations, {a.in_channels} input channel(s), {a.num_classes} classes, batch 1, "
               "eval-mode forward; FLOPs from XLA cost analysis (2 per multiply-add).\n")
         print(models_table(names, in_channels=a.in_channels, num_classes=a.num_classes))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(p, argv, run)
 
 
 if __name__ == "__main__":

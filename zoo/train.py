@@ -14,22 +14,23 @@ import sys
 
 import jax
 
-from zoo.cli import default_workdir, parse_run_args, resolve_config, run_cli, run_parser
+from zoo.cli import default_workdir, resolve_config, run_command, run_parser
 from zoo.training import PREEMPTED_EXIT_CODE, format_dice_table, format_outcome_table, prepare_run, train_and_evaluate
 from zoo.training.distributed import init_distributed
 
-__all__ = ["parse_args", "main"]
+__all__ = ["parser", "main"]
 
 
-def parse_args(argv):
-    """Split ``argv`` into known flags and ``--config.a.b=value`` overrides."""
-    p = run_parser("python -m zoo.train", __doc__.splitlines()[0])
+def parser():
+    """The command line: the run flags (``zoo.cli.run_parser``: ``args.overrides`` holds the ``--config.a.b=value``
+    overrides and the shortcut flags), multi-host flags and ``--step``."""
+    p = run_parser("python -m zoo.train", __doc__)
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator HOST:PORT")
     p.add_argument("--num_processes", default=None, type=int, help="multi-host: number of processes")
     p.add_argument("--process_id", default=None, type=int, help="multi-host: this process's index")
     p.add_argument("--step", default=None, type=int,
                    help="resume from this checkpoint step (default: the newest intact one)")
-    return parse_run_args(p, argv)
+    return p
 
 
 def _report(result: dict, workdir: str) -> None:
@@ -48,25 +49,24 @@ def _report(result: dict, workdir: str) -> None:
           f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")
 
 
+def _run(args) -> int:
+    config = resolve_config(args, args.overrides)
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    setup = prepare_run(config)  # a mesh that does not fit the devices or the batch: one line, exit 2
+    workdir = default_workdir(args, config)
+    if jax.process_index() == 0:
+        print(f"workdir: {workdir}", flush=True)
+    result = train_and_evaluate(config, workdir, progress=not args.no_progress, setup=setup,
+                                resume_step=args.step)
+    if result.get("preempted"):
+        return PREEMPTED_EXIT_CODE
+    if jax.process_index() == 0:
+        _report(result, workdir)
+    return 0
+
+
 def main(argv=None) -> int:
-    known, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-
-    def run() -> int:
-        config = resolve_config(known, overrides)
-        init_distributed(known.coordinator, known.num_processes, known.process_id)
-        setup = prepare_run(config)  # a mesh that does not fit the devices or the batch: one line, exit 2
-        workdir = default_workdir(known, config)
-        if jax.process_index() == 0:
-            print(f"workdir: {workdir}", flush=True)
-        result = train_and_evaluate(config, workdir, progress=not known.no_progress, setup=setup,
-                                    resume_step=known.step)
-        if result.get("preempted"):
-            return PREEMPTED_EXIT_CODE
-        if jax.process_index() == 0:
-            _report(result, workdir)
-        return 0
-
-    return run_cli(run)
+    return run_command(parser(), sys.argv[1:] if argv is None else argv, _run)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Each module ``zoo/configs/NAME.py`` defines ``get_config() -> ml_collections.ConfigDict``.
 ``load_config(NAME)`` imports it; a module whose ``get_config(arg)`` takes an argument and which lists its
 variants in ``names()`` builds a family of recipes: ``load_config("paper_unet_isic")`` is
-``paper.get_config("unet_isic")``; :func:`apply_overrides` applies ``field.path=value`` strings
-from the command line, refusing unknown fields.
+``paper.get_config("unet_isic")``; :func:`apply_overrides` applies ``{"field.path": "value"}`` strings
+(the ``--config.field.path=value`` overrides ``zoo.cli`` parses from a command line, or a study's own), giving
+each value its field's type and refusing unknown fields.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pkgutil
 
 import ml_collections
 
-__all__ = ["load_config", "apply_overrides", "list_configs", "split_overrides"]
+__all__ = ["load_config", "apply_overrides", "list_configs"]
 
 
 def list_configs() -> list[str]:
@@ -110,15 +111,3 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
             except (ValueError, TypeError) as e:
                 raise ValueError(f"bad value for config field {path!r}: {e}") from None
     return config
-
-
-def split_overrides(args, error) -> dict[str, str]:
-    """``["--config.a.b=v", ...]`` -> ``{"a.b": "v"}``; anything else is reported through ``error(msg)``
-    (an ``argparse`` parser's ``error``, which exits 2)."""
-    overrides = {}
-    for arg in args:
-        if not arg.startswith("--config.") or "=" not in arg:
-            error(f"unrecognised argument {arg!r} (overrides look like --config.train.steps=100)")
-        key, value = arg[len("--config."):].split("=", 1)
-        overrides[key] = value
-    return overrides
