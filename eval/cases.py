@@ -1,7 +1,7 @@
-"""What the evaluation entry points share about a run's cases: its data split, structures and inputs.
+"""What the evaluation of a run shares about its cases: its data split, structures and inputs.
 
-``eval.report`` and ``eval.analysis`` both import this module (and never each other's internals),
-so the dependency runs one way: ``cases`` ← ``analysis`` ← ``report``.
+``eval.checkpoints`` (the report's evaluation) and ``eval.error_analysis`` both import this module, so the
+dependency runs one way: ``cases`` ← ``checkpoints`` / ``error_analysis`` ← ``tables`` ← the command lines.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 
 from eval import error_analysis as A
 import scoring as M
-from eval.bootstrap import bootstrap_ci, paired_delta_ci, unpaired_delta_ci
+from eval.bootstrap import bootstrap_ci, bootstrap_statistics, paired_delta_ci, unpaired_delta_ci
+from eval.deltas import CaseValues, paired_deltas
+from eval.studies.ablations import ABLATIONS, ablation_markdown
 from eval.streaming import HistogramAUC, SegmentationAccumulator
 
 
@@ -31,6 +33,45 @@ def test_bootstrap_ci_covers_mean_and_ignores_nan():
         bootstrap_ci(v, n_boot=0)
     with pytest.raises(ValueError, match="same cases"):
         paired_delta_ci(v, v[:3])
+
+
+def test_bootstrap_statistics_of_several_case_sets_resamples_each_within_itself():
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=7), rng.normal(size=11)]  # e.g. two folds' test sets
+
+    def stat(idxs):  # a statistic of every set, averaged (what a cross-validated report gives)
+        return {"mean": float(np.mean([x[i].mean() for x, i in zip(xs, idxs)]))}
+
+    ci = bootstrap_statistics(stat, [7, 11], n_boot=200, seed=5)["mean"]
+    # The same as drawing every set's resamples in turn from one generator, by hand.
+    r = np.random.default_rng(5)
+    draws = [[r.integers(0, len(x), len(x)) for _ in range(200)] for x in xs]
+    boot = [np.mean([x[draws[i][b]].mean() for i, x in enumerate(xs)]) for b in range(200)]
+    assert ci.estimate == pytest.approx(np.mean([x.mean() for x in xs]), abs=1e-12) and ci.n == 18
+    assert (ci.low, ci.high) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])), abs=1e-12)
+    # One set: the index array itself, as before.
+    one = bootstrap_statistics(lambda i: {"m": float(xs[0][i].mean())}, 7, n_boot=50)["m"]
+    assert one.estimate == pytest.approx(xs[0].mean()) and one.n == 7
+    with pytest.raises(ValueError, match="positive number of cases"):
+        bootstrap_statistics(stat, [7, 0])
+
+
+def test_paired_deltas_pair_the_shared_cases_and_name_the_others():
+    ab = ABLATIONS["loss"]
+    ref = CaseValues(("c1", "c2", "c3", "c3"), {"dice": np.array([0.5, 0.6, 0.7, 0.8])})
+    treat = CaseValues(("c4", "c3", "c2", "c3"), {"dice": np.array([0.1, 0.9, 0.7, 1.0])})
+    (row,) = paired_deltas({"r": ref, "t": treat}, [(ab, "r", "t")], metrics=("dice",), n_boot=100)
+    # c2 and the two slices of c3 (paired by occurrence); c1 and c4 were scored by one run only.
+    assert row["n"] == 3 and row["dropped_cases"] == ["c1", "c4"]
+    assert row["delta"] == pytest.approx(np.mean([0.7 - 0.6, 0.9 - 0.7, 1.0 - 0.8]))
+    assert row["reference_mean"] == pytest.approx(0.7) and not row["identical"]
+    assert "left out of the pair" in ablation_markdown([row]) and "c1, c4" in ablation_markdown([row])
+    apart = CaseValues(("x",), {"dice": np.array([1.0])})
+    (err,) = paired_deltas({"r": ref, "t": apart}, [(ab, "r", "t")], metrics=("dice",))
+    assert "share no case" in err["error"]
+    rows = CaseValues.of_rows([{"case": "a", "dice": 0.5}, {"case": "b", "dice": 0.25}], ("dice",))
+    (same,) = paired_deltas({"r": rows, "t": rows}, [(ab, "r", "t")], metrics=("dice",), n_boot=10)
+    assert same["identical"] and same["delta"] == 0.0 and same["dropped_cases"] == []
 
 
 def _label_maps(n, shape, k, seed):

@@ -617,7 +617,7 @@ def table_markdown(result: dict) -> str:
     lines = ["# The study's table on the real samples" + (" (--quick: machinery check, numbers mean nothing)"
                                                            if result["quick"] else ""), "",
              "Cells: Dice / Jaccard / accuracy / sensitivity / specificity of the foreground per held-out case at "
-             "native resolution (zoo.predict), after the post-processing named below (" + ", ".join(
+             "native resolution (zoo.prediction), after the post-processing named below (" + ", ".join(
                  f"{f}: {h}" for f, h in result.get("postprocess", {}).items()) + "), mean ± std over patient-level "
              "CV folds; `study:` the reference "
              "study's numbers (REFERENCE_STUDY.md; its LUNA column is our lung CT family). "

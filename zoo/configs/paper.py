@@ -1,8 +1,8 @@
 """The reference study's comparison on the real samples: one recipe per architecture x data family.
 
 ``--config=paper_<arch>_<family>`` (``zoo.configs.load_config`` hands ``"<arch>_<family>"`` to
-:func:`get_config`), e.g. ``python -m zoo.train --config=paper_unet_isic``. ``eval.paper_table`` trains them with
-patient-level k-fold CV and scores the held-out patients through ``zoo.predict`` at native resolution.
+:func:`get_config`), e.g. ``python -m zoo.train --config=paper_unet_isic``. ``eval.studies.paper_table`` trains them
+with patient-level k-fold CV and scores the held-out patients through ``zoo.prediction`` at native resolution.
 
 * archs: ``cnn``, ``fcn``, ``unet``, ``segnet``, ``mask_rcnn`` (only where the family has instances: isic, lung),
   ``attention_unet``, ``deeplabv3plus``;
@@ -16,7 +16,7 @@ patient-level k-fold CV and scores the held-out patients through ``zoo.predict``
   - ``cxr``: chest X-ray lung fields (``cxr/``, ``data.name=folder``, split by ``patientid``).
 
 The study's training: augmentation (rotation, flip, scale, translation, elastic), Dice + CE, Adam. Sizes are CPU
-sized (128^2 inputs, 16 base features): ``eval.paper_table`` trains each fold by time
+sized (128^2 inputs, 16 base features): ``eval.studies.paper_table`` trains each fold by time
 (``train.time_limit_s``) for its share of the budget, ``train.steps`` is only the cap.
 """
 
@@ -95,7 +95,7 @@ def get_config(arg: str = "unet_isic") -> ml_collections.ConfigDict:
     c.model.kwargs = ml_collections.ConfigDict(dict(MODEL_KWARGS[arch]))
     c.augment.enabled = True
     c.augment.spec = ml_collections.ConfigDict(STUDY_AUGMENT)
-    c.train.steps = 1000  # a cap: eval.paper_table trains by time (train.time_limit_s) within it
+    c.train.steps = 1000  # a cap: eval.studies.paper_table trains by time (train.time_limit_s) within it
     c.train.batch_size = 8
     c.train.optimizer = "adam"
     c.train.learning_rate = 1e-3 if arch == "mask_rcnn" else 3e-3
