@@ -20,11 +20,11 @@ truncated at ``tau`` = the 90th percentile of the test times (``uno_c``), the IP
 50 times between the 5th and 90th percentile of the test times (``ibs``), cumulative/dynamic AUC of
 ``1 - S(t | x)`` at each horizon (``auc_<t>``). Censoring weights come from the training split. 95 % CIs:
 percentile bootstrap of the test patients with the models fixed (``eval.bootstrap.bootstrap_statistics``;
-cross-validation: each fold's test set resampled within itself, the mean over folds of each replicate). Outputs: ``DIR/report.md`` (tables, Kaplan-Meier curves by predicted risk tertile,
-calibration at the middle horizon, subgroups by age band / menopause / grade, SHAP of the covariates) and
-``DIR/report.json`` (``rows`` of ``{"model", "split", "metric", "value", "ci_low", "ci_high"}``, settings
-and seeds; strict JSON, ``null`` where a value or a CI is undefined). Bad input: ``error: ...``, exit 2, nothing
-written.
+cross-validation: each fold's test set resampled within itself, the mean over folds of each replicate).
+Outputs: ``DIR/report.md`` (tables, Kaplan-Meier curves by predicted risk tertile, calibration at the middle
+horizon, subgroups by age band / menopause / grade, SHAP of the covariates) and ``DIR/report.json`` (``rows`` of
+``{"model", "split", "metric", "value", "ci_low", "ci_high"}``, settings and seeds; strict JSON, ``null`` where a
+value or a CI is undefined). Bad input: ``error: ...``, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -547,7 +547,8 @@ def _markdown(res: dict) -> str:
         for k, v in sorted(sh["mean_abs"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {k} | {v:.3f} |")
     if res["deep_workdirs"]:
-        lines += ["", "Deep models (load with `zoo.load_pretrained`; curves with `zoo.survival.SurvivalModel.load`): "
+        lines += ["", "Deep models (load with `zoo.load_pretrained`; curves with "
+                      "`zoo.outcome.survival.SurvivalModel.load`): "
                   + ", ".join(f"{m}: `{p}`" for m, p in res["deep_workdirs"].items()) + "."]
     lines += ["", f"Fit seconds: {res['fit_seconds']}; total {res['total_seconds']} s."]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Multimodal surgical-outcome model: preoperative image + EHR covariates → outcome logits.
+"""Multimodal surgical-outcome model: preoperative image + covariates (EHR) → outcome logits.
 
 ``OutcomeNet(x: [B, *S, C], covariates: [B, F], train) -> logits [B, K]`` (``K = num_classes``;
 ``K = 1`` is a single binary logit, ``K >= 2`` are softmax classes). ``S`` has 2 or 3 entries.
@@ -13,14 +13,16 @@ with EHR data (age, sex, comorbidities), using transfer learning"):
   :func:`transfer_unet_encoder`; any other name goes to ``zoo.encoders.get_encoder`` (ResNet/VGG
   backbones with features at strides 2..32). ``freeze_encoder`` stops gradients into it
   (linear probing / feature extraction).
-* EHR branch: an MLP on the covariates.
+* covariates branch: an MLP on the covariates (``data_pipelines.covariates.CovariateEncoder`` encodes them;
+  its layers keep their ``ehr*`` names so saved checkpoints load).
 * fusion: ``concat`` (late fusion), ``gated`` (a learned sigmoid gate weighs the two
   embeddings per feature), or ``film`` (the covariates scale and shift the image embedding,
   FiLM, Perez et al. 2018).
 * head: MLP → ``num_classes`` logits, float32.
 
-``modalities`` = ``"image"`` or ``"ehr"`` builds the single-modality ablations of the same net
-(the unused input may then be ``None``).
+``modalities`` = ``"image"`` or ``"ehr"`` (covariates only) builds the single-modality ablations of the same
+net (the unused input may then be ``None``). The outcome home (:mod:`zoo.outcome`) trains it: classification
+(``outcome_net``, task ``outcome``) and survival (``outcome_net_survival``, task ``survival``) targets.
 """
 
 from __future__ import annotations
@@ -54,12 +56,12 @@ def _external_encoder(name: str, cfg: dict, dtype):
 
 
 class OutcomeNet(nn.Module):
-    """Image + EHR fusion classifier.
+    """Image + covariates fusion classifier.
 
     Attributes:
       spatial_dims / in_channels: image contract ``[B, *S, C]``.
       num_classes: ``K`` logits (1: one binary logit; 2+: softmax classes).
-      num_covariates: ``F`` EHR features per patient.
+      num_covariates: ``F`` covariate features per patient.
       encoder: ``"unet"`` (built in) or a ``zoo.encoders`` name (``resnet18`` …).
       encoder_kwargs: extra arguments of the encoder (built-in: ``features``, ``depth``,
         ``norm``, ``max_features``; external: whatever ``get_encoder`` accepts).
@@ -228,12 +230,13 @@ def transfer_unet_encoder(params: dict, unet_params: dict) -> dict:
 
 CARD = ModelCard(
     name="outcome_net",
-    summary="Surgical-outcome classifier: image encoder + EHR MLP, concat/gated/FiLM fusion, 2D/3D",
+    summary="Surgical-outcome classifier: image encoder + covariates MLP, concat/gated/FiLM fusion, 2D/3D",
     reference="Multimodal fusion of preoperative imaging and EHR covariates; FiLM: Perez et al., AAAI 2018, "
               "arXiv:1709.07871",
     input_contract="x: [B, *S, C] float32 channels-last (intensities normalised per channel); "
-                   "covariates: [B, F] float32, finite (age standardised, sex one-hot, comorbidities 0/1; "
-                   "data_pipelines.outcome_data.COVARIATE_NAMES); output: logits [B, K]",
+                   "covariates: [B, F] float32, finite (data_pipelines.covariates.CovariateEncoder; the phantom "
+                   "cohort's: age standardised, sex one-hot, comorbidities 0/1, data_pipelines.ehr.COVARIATE_NAMES); "
+                   "output: logits [B, K]",
     classes=("good", "adverse"),
 )
 
@@ -245,7 +248,8 @@ def outcome_net(**cfg) -> OutcomeNet:
 
 SURVIVAL_CARD = ModelCard(
     name="outcome_net_survival",
-    summary="Time-to-event outcome net: EHR MLP (+ image encoder, fused), Cox (K=1) or logistic-hazard (K bins) head",
+    summary="Time-to-event outcome net: covariates MLP (+ image encoder, fused), Cox (K=1) or logistic-hazard (K bins) "
+            "head",
     reference="Cox partial likelihood with Efron ties (Efron, JASA 1977); discrete-time logistic hazard "
               "(Gensheimer & Narasimhan, PeerJ 2019); DeepSurv (Katzman et al., BMC Med Res Methodol 2018)",
     input_contract="covariates: [B, F] float32, finite (standardised); x: [B, *S, C] float32 unless "
@@ -255,8 +259,8 @@ SURVIVAL_CARD = ModelCard(
 
 @register("outcome_net_survival", card=SURVIVAL_CARD, task="survival", summary=SURVIVAL_CARD.summary)
 def outcome_net_survival(**cfg) -> OutcomeNet:
-    """The outcome net with a survival head (``zoo.survival_task``); tabular cohorts have no image channels, so
-    an EHR-only net built for them gets a nominal ``in_channels=1`` (the image branch does not exist)."""
+    """The outcome net with a survival head (``zoo.outcome.tasks``); cohorts have no image channels, so
+    a covariates-only net built for them gets a nominal ``in_channels=1`` (the image branch does not exist)."""
     if cfg.get("modalities") == "ehr" and int(cfg.get("in_channels", 1)) < 1:
         cfg = {**cfg, "in_channels": 1}
     return OutcomeNet(**cfg)

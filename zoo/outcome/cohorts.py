@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "check_times_events", "BUNDLED", "HARMONISED",
-           "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
+__all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "check_times_events", "BUNDLED",
+           "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
 
 HARMONISED = ("age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon")
 HARMONISED_CATEGORICAL = ("size",)

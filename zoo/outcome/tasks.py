@@ -63,6 +63,11 @@ def model_inputs(model, batch):
     return batch.get("image") if uses_img else None, cov
 
 
+def _check_loss_name(loss_name: str, allowed: tuple, task: str):
+    if loss_name not in allowed:
+        raise ValueError(f"loss_name must be one of {allowed} for the {task} task, got {loss_name!r}")
+
+
 def _training_apply(model, variables, batch, rng, train: bool):
     """``(logits, new model state)`` of the model on a batch (state updated only when ``train``)."""
     image, cov = model_inputs(model, batch)
@@ -86,8 +91,7 @@ def _two_class_logits(logits):
 
 def outcome_loss(logits, outcome, loss_name: str = "ce"):
     """Mean loss of ``logits [B, K]`` against integer ``outcome [B]``."""
-    if loss_name not in OUTCOME_LOSSES:
-        raise ValueError(f"loss_name must be one of {OUTCOME_LOSSES} for the outcome task, got {loss_name!r}")
+    _check_loss_name(loss_name, OUTCOME_LOSSES, "outcome")
     if logits.ndim != 2 or outcome.shape != logits.shape[:1]:
         raise ValueError(f"logits must be [B, K] and outcome [B]; got {tuple(logits.shape)} and "
                          f"{tuple(outcome.shape)}")
@@ -107,8 +111,7 @@ class OutcomeTask:
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "ce"):
-        if loss_name not in OUTCOME_LOSSES:
-            raise ValueError(f"loss_name must be one of {OUTCOME_LOSSES} for the outcome task, got {loss_name!r}")
+        _check_loss_name(loss_name, OUTCOME_LOSSES, "outcome")
         if "outcome" not in batch:
             raise ValueError(f"batch has no 'outcome' [B] int32 (keys: {sorted(batch)})")
         logits, new_state = _training_apply(model, variables, batch, rng, train)
@@ -195,8 +198,7 @@ class SurvivalTask:
 
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "cox"):
-        if loss_name not in SURVIVAL_LOSSES:
-            raise ValueError(f"loss_name must be one of {SURVIVAL_LOSSES} for the survival task, got {loss_name!r}")
+        _check_loss_name(loss_name, SURVIVAL_LOSSES, "survival")
         need = ("time", "event") + (("time_bin",) if loss_name == "hazard" else ())
         missing = [k for k in need if k not in batch]
         if missing:
