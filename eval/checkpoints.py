@@ -112,9 +112,7 @@ def evaluate_arrays(iter_proba, arrays: dict, num_classes: int, class_names, *, 
     if len(images) == 0:
         raise ValueError("arrays: the split has no cases")
     shape = labels.shape[1:]
-    from scoring import check_spacing
-
-    sp = check_spacing(spacing, len(shape))
+    sp = M.check_spacing(spacing, len(shape))
     diagonal = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp))))
     if structures is None:
         structures = structures_for(class_names)
