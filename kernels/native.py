@@ -1,22 +1,30 @@
-"""Native CPU kernels: C++ sources in ``kernels/csrc``, compiled once per machine and registered as XLA FFI targets.
+"""Native CPU kernels: C++ sources in ``kernels/csrc``, compiled when the wheel is built and registered as XLA FFI
+targets.
 
     from kernels import native
-    native.available("warp")       # True once kernels/csrc/warp.cc is built and registered for the CPU
-    native.available("dnnl_conv")  # kernels/csrc/dnnl_conv.cc: oneDNN convolutions (needs the oneDNN wheels)
-    native.status()                # {"warp": "ready: /root/.cache/medzoo/kernels/warp-....so", ...} or why not
+    native.available("warp")       # True once kernels/csrc/warp.cc's library is loaded and registered for the CPU
+    native.available("dnnl_conv")  # kernels/csrc/dnnl_conv.cc: oneDNN convolutions (links the oneDNN wheels)
+    native.status()                # {"warp": "ready: .../kernels/native_lib/warp_x86_64_v4.so", ...,
+                                   #  "loaded": {"warp": {"variant": "x86-64-v4", "from": "package", "path": ...}}}
 
 Kernels: ``warp`` (``kernels.geometry.warp``: the augmentation's resampling) and ``dnnl_conv`` (``kernels.conv``:
-2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp``
-wheels, which install its header and library into ``sys.prefix``; ``$MEDZOO_ONEDNN_ROOT`` points elsewhere).
+2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` wheel's ``libdnnl.so.3``).
 
-Nothing is downloaded: the sources ship with the package and the FFI headers with jaxlib
-(``jax.ffi.include_dir()``). The first use on a machine compiles the source with the system C++ compiler
-(``$CXX``, else ``c++`` / ``g++`` / ``clang++``; a few seconds) into ``$MEDZOO_KERNEL_CACHE`` (default
-``~/.cache/medzoo/kernels``), named by a hash of the source, the jaxlib version, the compiler and this CPU's
-instruction set (it is built with ``-march=native``), written to a temporary file and renamed into place, so
-concurrent processes never load a half-written library. Where there is no compiler, the build fails, or
-``MEDZOO_NATIVE=0`` is set, ``available()`` is False (with one warning naming the reason, except for the
-opt-out) and callers use their pure-XLA form: results agree to float32 rounding (labels exactly), only the
+Where they come from (``$MEDZOO_NATIVE``):
+
+* unset / ``1`` (the default): the libraries the wheel carries in ``kernels/native_lib/`` (built by ``setup.py``,
+  in place for an editable install; see ``kernels/native_build.py``), one per instruction-set variant; the widest
+  that this CPU's flags (``/proc/cpuinfo``) allow is loaded (``$MEDZOO_NATIVE_VARIANT``, e.g. ``x86-64-v2``,
+  asks for one). No compiler is needed at run time.
+* ``build``: the developer's option: compile the sources on first use (``$CXX``, else ``c++`` / ``g++`` /
+  ``clang++``; ``-march=native``; a few seconds) into ``$MEDZOO_KERNEL_CACHE`` (default
+  ``~/.cache/medzoo/kernels``), named by a hash of the source, the jaxlib version, the compiler, this CPU and the
+  flags, written to a temporary file and renamed into place, so concurrent processes never load a half-written one.
+* ``0`` / ``false`` / ``off`` / ``no``: the pure-XLA forms, silently.
+
+Where a kernel cannot be had (a wheel without kernels: macOS, Windows, other machines, ``MEDZOO_BUILD_NATIVE=0``;
+a CPU below the baseline; a failed load or developer build), ``available()`` is False with one warning naming
+the reason, and callers use their pure-XLA form: results agree to float32 rounding (labels exactly), only the
 speed differs. On GPUs callers never reach these targets (``jax.lax.platform_dependent``).
 """
 
@@ -27,34 +35,66 @@ import functools
 import hashlib
 import os
 import platform
-import shutil
-import subprocess
 import tempfile
 import warnings
 from pathlib import Path
 
-__all__ = ["available", "status", "library_path", "cache_dir", "compiler", "SOURCES", "FFI_TARGETS"]
+from kernels.native_build import (CSRC, LIB_DIR, ONEDNN_HINT, SOURCES, VARIANTS, compile_command, compile_kernel,
+                                  compiler, compiler_version, cpu_flags, library_file, onednn_dirs,
+                                  supported_variants, wheel_platform)
 
-SOURCES = {"warp": "warp.cc", "dnnl_conv": "dnnl_conv.cc"}
+__all__ = ["available", "status", "mode", "enabled", "packaged_library", "library_path", "cache_dir", "compiler",
+           "SOURCES", "FFI_TARGETS", "LIB_DIR"]
+
 # FFI target name -> (source, exported handler symbol)
 FFI_TARGETS = {"medzoo_warp": ("warp", "MedzooWarp"),
                "medzoo_dnnl_conv_fwd": ("dnnl_conv", "MedzooDnnlConvFwd"),
                "medzoo_dnnl_conv_bwd_data": ("dnnl_conv", "MedzooDnnlConvBwdData"),
                "medzoo_dnnl_conv_bwd_weights": ("dnnl_conv", "MedzooDnnlConvBwdWeights")}
-# Sources that link a library: how to find it (the oneDNN CPU wheels put it under sys.prefix).
-_ONEDNN_HINT = "pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0"
-_CSRC = Path(__file__).with_name("csrc")
-_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-std=c++17", "-fPIC", "-shared",
-          "-pthread")
 _status: dict[str, str] = {}
+_loaded: dict[str, dict] = {}
+_warned: set[str] = set()
+
+
+def mode() -> str:
+    """``"package"`` (the default: the wheel's libraries), ``"build"`` (``MEDZOO_NATIVE=build``: compile on first
+    use) or ``"off"`` (``MEDZOO_NATIVE`` is ``0`` / ``false`` / ``off`` / ``no``: the pure-XLA forms)."""
+    value = os.environ.get("MEDZOO_NATIVE", "1").strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return "off"
+    return "build" if value == "build" else "package"
 
 
 def enabled() -> bool:
-    """False when ``MEDZOO_NATIVE`` is ``0`` / ``false`` / ``off`` / ``no`` (use the pure-XLA forms)."""
-    return os.environ.get("MEDZOO_NATIVE", "1").strip().lower() not in ("0", "false", "off", "no")
+    """False when ``MEDZOO_NATIVE`` opts out (use the pure-XLA forms)."""
+    return mode() != "off"
+
+
+def packaged_library(name: str) -> tuple[Path, str]:
+    """The wheel's library for kernel ``name`` this CPU runs, widest variant first, and that variant; RuntimeError
+    saying why there is none."""
+    if not wheel_platform():
+        raise RuntimeError(f"the package carries no native kernels for {platform.system()} {platform.machine()} "
+                           f"(Linux x86-64 only)")
+    built = [v for v in VARIANTS[name] if (LIB_DIR / library_file(name, v)).exists()]
+    if not built:
+        raise RuntimeError(f"this installation carries no native kernels ({LIB_DIR} has none: built with "
+                           f"MEDZOO_BUILD_NATIVE=0, or from a source tree never built; `pip install .` builds them, "
+                           f"MEDZOO_NATIVE=build compiles them on first use)")
+    runs = supported_variants(cpu_flags(), built)
+    asked = os.environ.get("MEDZOO_NATIVE_VARIANT", "").strip()
+    if asked:
+        if asked not in runs:
+            raise RuntimeError(f"MEDZOO_NATIVE_VARIANT={asked} is not one this CPU runs among the built "
+                               f"{', '.join(built)} (it runs: {', '.join(runs) or 'none'})")
+        runs = [asked]
+    if not runs:
+        raise RuntimeError(f"this CPU lacks the instruction sets of every built variant ({', '.join(built)})")
+    return LIB_DIR / library_file(name, runs[0]), runs[0]
 
 
 def cache_dir() -> Path:
+    """Where ``MEDZOO_NATIVE=build`` puts the libraries it compiles."""
     env = os.environ.get("MEDZOO_KERNEL_CACHE")
     if env:
         return Path(env).expanduser()
@@ -62,76 +102,24 @@ def cache_dir() -> Path:
     return Path(base) / "medzoo" / "kernels"
 
 
-def compiler() -> str | None:
-    """The C++ compiler to build with: ``$CXX`` if set, else the first of c++ / g++ / clang++ on PATH."""
-    cxx = os.environ.get("CXX")
-    if cxx:
-        return shutil.which(cxx) or (cxx if os.path.isfile(cxx) else None)
-    for name in ("c++", "g++", "clang++"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def _cpu_signature() -> str:
     """What ``-march=native`` depends on: the machine and its instruction-set flags."""
-    sig = [platform.machine(), platform.processor()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features", "model name")):
-                    sig.append(line.strip())
-                    if len(sig) >= 4:
-                        break
-    except OSError:
-        pass
-    return "\n".join(sig)
-
-
-def _compiler_version(cxx: str) -> str:
-    try:
-        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
-        return out.stdout.splitlines()[0] if out.stdout else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def onednn_prefix() -> Path | None:
-    """The prefix holding oneDNN's header and library (the ``onednn-*-cpu-gomp`` wheels install them into
-    ``sys.prefix``; ``$MEDZOO_ONEDNN_ROOT`` overrides), or None."""
-    import sys
-
-    for root in filter(None, (os.environ.get("MEDZOO_ONEDNN_ROOT"), sys.prefix, sys.base_prefix)):
-        root = Path(root)
-        if (root / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists() and list((root / "lib").glob("libdnnl.so*")):
-            return root
-    return None
-
-
-def _link_flags(name: str) -> list:
-    if name != "dnnl_conv":
-        return []
-    root = onednn_prefix()
-    if root is None:
-        raise RuntimeError(f"oneDNN is not installed ({_ONEDNN_HINT})")
-    lib = str(root / "lib")
-    return ["-I", str(root / "include"), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}"]
+    return "\n".join([platform.machine(), platform.processor(), " ".join(sorted(cpu_flags()))])
 
 
 def library_path(name: str) -> Path:
-    """Where the built library for source ``name`` lives (or would, once built) on this machine."""
+    """Where ``MEDZOO_NATIVE=build`` puts (or finds) kernel ``name`` compiled on this machine."""
+    import jax
     import jaxlib
 
     cxx = compiler() or ""
-    src = (_CSRC / SOURCES[name]).read_bytes()
-    h = hashlib.sha256()
     try:
-        link = " ".join(_link_flags(name))
+        cmd = " ".join(compile_command(name, "out", march="native", cxx=cxx, ffi_include=jax.ffi.include_dir()))
     except RuntimeError:
-        link = "missing"
-    for part in (src, jaxlib.__version__.encode(), cxx.encode(), _compiler_version(cxx).encode() if cxx else b"",
-                 _cpu_signature().encode(), " ".join(_FLAGS).encode(), link.encode()):
+        cmd = "missing"
+    h = hashlib.sha256()
+    for part in ((CSRC / SOURCES[name]).read_bytes(), jaxlib.__version__.encode(),
+                 compiler_version(cxx).encode() if cxx else b"", _cpu_signature().encode(), cmd.encode()):
         h.update(part)
         h.update(b"\0")
     return cache_dir() / f"{name}-{h.hexdigest()[:16]}.so"
@@ -140,23 +128,20 @@ def library_path(name: str) -> Path:
 def _build(name: str) -> Path:
     import jax
 
-    _link_flags(name)  # a missing library is named before anything else
+    if name == "dnnl_conv" and onednn_dirs() is None:  # a missing library is named before anything else
+        raise RuntimeError(f"oneDNN is not installed ({ONEDNN_HINT})")
     out = library_path(name)
     if out.exists():
         return out
-    cxx = compiler()
-    if cxx is None:
+    if compiler() is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ / clang++)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # kernels imports nothing of the project (data_pipelines.atomic is out of reach): the same unique-temporary +
+    # rename, by hand
     fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp.so", dir=out.parent)
     os.close(fd)
-    link = _link_flags(name)
-    cmd = [cxx, *_FLAGS, "-w", "-I", jax.ffi.include_dir(), str(_CSRC / SOURCES[name]), *link, "-o", tmp]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if res.returncode != 0:
-            tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-15:])
-            raise RuntimeError(f"compiling {SOURCES[name]} failed ({' '.join(cmd)}):\n{tail}")
+        compile_kernel(name, tmp, march="native", ffi_include=jax.ffi.include_dir())
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -164,30 +149,60 @@ def _build(name: str) -> Path:
     return out
 
 
+def _open(name: str, path: Path) -> tuple[ctypes.CDLL, str]:
+    """Load ``path``; ``dnnl_conv`` finds ``libdnnl.so.3`` by its rpath (``<prefix>/lib`` beside site-packages),
+    else (an editable install's in-place library) preloaded from where the oneDNN wheel put it."""
+    try:
+        return ctypes.CDLL(str(path)), "rpath"
+    except OSError as e:
+        dirs = onednn_dirs() if name == "dnnl_conv" and "libdnnl" in str(e) else None
+        if dirs is None:
+            raise
+        dnnl = dirs[1] / "libdnnl.so.3"
+        ctypes.CDLL(str(dnnl))  # the dependency is then resolved by its soname
+        return ctypes.CDLL(str(path)), str(dnnl)
+
+
+def _warn_once(name: str, error: Exception) -> None:
+    """One warning per reason: an installation without kernels says so once, not once per kernel."""
+    reason = f"{type(error).__name__}: {error}"
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"kernels.native: the {name} kernel is not available, using the slower pure-XLA form "
+                      f"({reason})", RuntimeWarning, stacklevel=4)
+
+
 @functools.lru_cache(maxsize=None)
 def _load(name: str):
-    if not enabled():
+    how = mode()
+    if how == "off":
         _status[name] = "disabled by MEDZOO_NATIVE=0"
         return None
     try:
         import jax
 
-        path = _build(name)
-        lib = ctypes.CDLL(str(path))
+        if how == "build":
+            path, variant = _build(name), "native"
+        else:
+            path, variant = packaged_library(name)
+        lib, onednn = _open(name, path)
         for target, (src, symbol) in FFI_TARGETS.items():
             if src == name:
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     except Exception as e:  # noqa: BLE001 - any failure means: use the XLA form, and say why once
         _status[name] = f"unavailable: {type(e).__name__}: {e}"
-        warnings.warn(f"kernels.native: the {name} kernel is not available, using the slower pure-XLA form "
-                      f"({type(e).__name__}: {e})", RuntimeWarning, stacklevel=3)
+        _warn_once(name, e)
         return None
     _status[name] = f"ready: {path}"
+    _loaded[name] = {"variant": variant, "from": "package" if how == "package" else "build", "path": str(path)}
+    if name == "dnnl_conv":
+        _loaded[name]["onednn"] = onednn
     return lib
 
 
 def available(name: str) -> bool:
-    """Whether the native kernel ``name`` is built and registered (building it on first call)."""
+    """Whether the native kernel ``name`` is loaded and registered (loading, or with ``MEDZOO_NATIVE=build``
+    building, it on first call)."""
     if name not in SOURCES:
         raise ValueError(f"unknown native kernel {name!r}; known: {', '.join(SOURCES)}")
     return _load(name) is not None
@@ -195,5 +210,8 @@ def available(name: str) -> bool:
 
 def status() -> dict:
     """Per kernel: ``"ready: <path>"``, ``"disabled by MEDZOO_NATIVE=0"``, ``"unavailable: <reason>"`` or
-    ``"not loaded"`` (nothing asked for it yet in this process)."""
-    return {name: _status.get(name, "not loaded") for name in SOURCES}
+    ``"not loaded"`` (nothing asked for it yet in this process); and ``"loaded"``: per loaded kernel, its
+    ``variant`` (``x86-64-v4``..., ``native`` when built here), ``from`` (``package`` or ``build``), ``path``, and
+    for ``dnnl_conv`` how ``libdnnl.so.3`` was found (``rpath``, or the path it was preloaded from)."""
+    return {**{name: _status.get(name, "not loaded") for name in SOURCES},
+            "loaded": {name: dict(info) for name, info in _loaded.items()}}
