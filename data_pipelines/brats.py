@@ -36,7 +36,7 @@ from data_pipelines.info import DatasetInfo
 
 __all__ = ["BRATS_MODALITIES", "BRATS_PATTERNS", "BRATS_LABEL_MAP", "BRATS2023_LABEL_MAP", "BRATS_CLASS_NAMES",
            "BratsCase", "find_brats_cases", "available_modalities", "read_brats_case", "map_brats_labels",
-           "load_brats"]
+           "read_cases", "load_brats"]
 
 BRATS_MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 # Regexes on the lower-case file name; one per modality plus the segmentation and brain mask.
@@ -179,6 +179,22 @@ def _modalities(value) -> tuple[str, ...]:
     if len(set(mods)) != len(mods):
         raise ValueError(f"data.modalities lists a modality twice: {list(mods)}")
     return mods
+
+
+def read_cases(cfg):
+    """``(cases, modalities, class names)``: every BraTS case in ``cfg.data_dir`` at full resolution
+    (``data.modalities`` or every modality all cases have), ``{"patient_id", "image" [*S, C] float32, "label",
+    "meta"}`` with the intensities as the files hold them, in LPS (``data_pipelines.families``)."""
+    data_dir = cfg.get("data_dir", "")
+    found = find_brats_cases(data_dir)
+    mods = _modalities(cfg.get("modalities", None)) or available_modalities(found)
+    if not mods:
+        raise ValueError(f"{data_dir}: no modality is present in every BraTS case")
+    out = []
+    for c in found:
+        image, label, meta, _ = read_brats_case(c, mods)
+        out.append({"patient_id": c.patient_id, "image": image, "label": label, "meta": meta})
+    return out, tuple(mods), BRATS_CLASS_NAMES
 
 
 def load_brats(cfg):

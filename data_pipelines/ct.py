@@ -2,9 +2,10 @@
 
 ``load_luna16(cfg)`` takes the ``data`` section of a training config (``data_dir``, ``spatial_dims``,
 ``image_size``, ``channels``, ``val_fraction``, ``seed``, ``cache_dir``; extras ``hu_window``,
-``empty_slice_ratio`` read with ``cfg.get``, ``None`` meaning the default) and returns ``(train, val, info)``: HU-windowed
-``image [N, *S, 1] float32`` in [0, 1], nodule ``label [N, *S] int32``, ``instances`` (one id per
-nodule), ``patient_id``. Volumes are reoriented to LPS, so 2D slices are axial ``image[:, :, z]``.
+``empty_slice_ratio`` read with ``cfg.get``, ``None`` meaning the default) and returns ``(train, val, info)``:
+HU-windowed (``kernels.intensity.ct_window``) ``image [N, *S, 1] float32`` in [0, 1], nodule
+``label [N, *S] int32``, ``instances`` (one id per nodule), ``patient_id``. :func:`read_cases` gives the cases
+at full resolution in Hounsfield units (patch training, planning). Volumes are reoriented to LPS, so 2D slices are axial ``image[:, :, z]``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,12 @@ from data_pipelines import cache, geometry, readers
 from data_pipelines.cases import (check_channels, check_image_size, data_option, nonnegative_float, select_slices,
                                   slices_to_arrays, split_cases, stable_int, stack_cases, to_canonical)
 from data_pipelines.info import DatasetInfo
+from kernels.intensity import ct_window, window_center_width
 
-__all__ = ["HU_WINDOW", "hu_window", "read_luna_annotations", "nodule_mask", "find_ct_cases", "read_ct_case",
-           "load_luna16"]
+__all__ = ["HU_WINDOW", "hu_window_option", "loader_hu_window", "read_luna_annotations", "nodule_mask",
+           "find_ct_cases", "read_ct_case", "read_cases", "load_luna16"]
 
 HU_WINDOW = (-1000.0, 400.0)  # the lung phantoms' window
-
-
-def hu_window(hu: np.ndarray, window=HU_WINDOW) -> np.ndarray:
-    """Hounsfield units -> [0, 1] over ``window`` (lo, hi), float32."""
-    lo, hi = float(window[0]), float(window[1])
-    if not hi > lo:
-        raise ValueError(f"HU window must be (lo, hi) with hi > lo, got {window}")
-    return np.clip((hu.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
 def read_luna_annotations(path: str) -> dict[str, list[tuple[np.ndarray, float]]]:
@@ -144,7 +138,7 @@ def read_ct_case(case: dict, spacing=None):
     return hu, lab, inst, meta
 
 
-def _hu_window_option(value) -> tuple[float, float]:
+def hu_window_option(value) -> tuple[float, float]:
     """``data.hu_window``: ``(lo, hi)`` or the command-line string ``"-1000,400"``, finite with hi > lo."""
     try:
         parts = value.split(",") if isinstance(value, str) else list(value)
@@ -156,6 +150,21 @@ def _hu_window_option(value) -> tuple[float, float]:
     return window
 
 
+def loader_hu_window(cfg) -> tuple[float, float]:
+    """The HU window ``load_luna16`` maps to [0, 1]: ``data.hu_window``, or ``HU_WINDOW`` when unset."""
+    return hu_window_option(data_option(cfg, "hu_window", HU_WINDOW))
+
+
+def read_cases(cfg):
+    """``(cases, ("CT",), class names)``: every CT case in ``cfg.data_dir`` at full resolution in Hounsfield
+    units, ``{"patient_id", "image" [X, Y, Z, 1] float32, "label", "meta"}``, in LPS."""
+    out = []
+    for c in find_ct_cases(cfg.get("data_dir", "")):
+        hu, lab, _, meta = read_ct_case(c)
+        out.append({"patient_id": c["patient_id"], "image": hu[..., None], "label": lab, "meta": meta})
+    return out, ("CT",), ("background", "nodule")
+
+
 def load_luna16(cfg):
     """LUNA16-style CT (or labelled CT volumes) -> HU-windowed 2D axial slices with nodule masks."""
     cases = find_ct_cases(cfg.data_dir)
@@ -164,14 +173,15 @@ def load_luna16(cfg):
     check_channels(cfg, ("CT",))
     ids = [c["patient_id"] for c in cases]
     train_ids, val_ids = split_cases(ids, cfg)
-    window = _hu_window_option(data_option(cfg, "hu_window", HU_WINDOW))
+    window = loader_hu_window(cfg)
+    center, width = window_center_width(window)
     ratio = nonnegative_float(data_option(cfg, "empty_slice_ratio", 0.5), "empty_slice_ratio")
     seed = int(cfg.get("seed", 0))
     cache_dir = cache.cache_dir(cfg)
 
     def make(case):
         hu, lab, inst, _ = read_ct_case(case)
-        img = hu_window(hu, window)[..., None]
+        img = ct_window(hu[..., None], center, width)
         if nd == 2:
             idx = select_slices(lab, hu > -500, ratio, [seed, stable_int(case["patient_id"])], 2)
             im, lb, pid = slices_to_arrays(img, lab, idx, size, case["patient_id"])

@@ -2,8 +2,10 @@
 
 ``load_isic(cfg)`` and ``load_folder(cfg)`` take the ``data`` section of a training config
 (``data_dir``, ``spatial_dims=2``, ``image_size``, ``channels``, ``val_fraction``, ``seed``; optional
-extras read with ``cfg.get``: ``patient_column``, ``allow_unpaired``, ``mask_foreground``) and return ``(train, val, info)``: ``image [N, H, W, C] float32`` in
-[0, 1], ``label [N, H, W] int32`` in {0, 1}, ``instances``, ``patient_id``. The split is by patient
+extras read with ``cfg.get``: ``patient_column``, ``allow_unpaired``, ``mask_foreground``) and return
+``(train, val, info)``: ``image [N, H, W, C] float32`` in [0, 1], ``label [N, H, W] int32`` in {0, 1},
+``instances``, ``patient_id``. :func:`read_isic_cases` / :func:`read_folder_cases` give the same pairs at full
+resolution with their pixel values as read (patch training, planning). The split is by patient
 (``metadata.csv``'s patient column when present, else one patient per image).
 """
 
@@ -19,7 +21,8 @@ from data_pipelines import geometry, readers, splits
 from data_pipelines.cases import check_channels
 from data_pipelines.info import DatasetInfo
 
-__all__ = ["UnpairedWarning", "find_image_mask_pairs", "read_metadata_csv", "read_pair", "load_isic", "load_folder"]
+__all__ = ["UnpairedWarning", "find_image_mask_pairs", "read_metadata_csv", "read_pair", "read_pair_cases",
+           "read_isic_cases", "read_folder_cases", "load_isic", "load_folder"]
 
 _MASK_SUFFIXES = ("_segmentation", "_Segmentation", "_mask", "_lesion", "_label", "_seg")
 
@@ -202,6 +205,44 @@ def _load_pairs(cfg, name: str, class_names, foreground: str = "nonzero"):
     return take(tr), take(va), DatasetInfo(name, 2, tuple(names[:n]), tuple(class_names), 2)
 
 
+def read_pair_cases(cfg, name: str, class_names, foreground: str = "nonzero"):
+    """``(cases, channel names, class names)``: every pair at full resolution, ``{"patient_id", "image"
+    [H, W, C] float32, "label", "meta"}`` with the pixel values as ``readers.read_image`` gives them (what
+    ``zoo.prediction`` passes to ``preprocess_case``; the RGB plan scales them, 0..255 -> 0..1); an alpha
+    channel is dropped as :func:`read_pair` does."""
+    data_dir = cfg.get("data_dir", "")
+    pairs = find_image_mask_pairs(data_dir, allow_unpaired=bool(cfg.get("allow_unpaired", False)))
+    out = []
+    for pid, ip, mp in pairs:
+        _, lab = read_pair(ip, mp, foreground)  # its checks and foreground rule
+        img, meta = readers.read_image(ip)
+        img = np.ascontiguousarray(img[..., :3] if img.shape[-1] == 4 else img, dtype=np.float32)
+        out.append({"patient_id": pid, "image": img, "label": lab, "meta": meta})
+    nch = {c["image"].shape[-1] for c in out}
+    if len(nch) != 1:
+        raise ValueError(f"{data_dir}: images differ in channel count {sorted(nch)}")
+    names = ("R", "G", "B") if nch == {3} else ("gray",) if nch == {1} else tuple(f"channel{i}" for i in
+                                                                              range(nch.pop()))
+    return out, names, tuple(class_names)
+
+
+def read_isic_cases(cfg):
+    """ISIC / PH2 pairs at full resolution (:func:`read_pair_cases`; lesion = mask > 0)."""
+    return read_pair_cases(cfg, "isic", ("skin", "lesion"))
+
+
+def read_folder_cases(cfg):
+    """Generic pairs at full resolution (:func:`read_pair_cases`; ``data.mask_foreground``)."""
+    return read_pair_cases(cfg, "folder", ("background", "foreground"),
+                           _mask_foreground(cfg.get("mask_foreground", "nonzero") or "nonzero"))
+
+
+def _mask_foreground(fg) -> str:
+    if fg not in ("nonzero", "zero"):
+        raise ValueError(f"data.mask_foreground must be 'nonzero' or 'zero', got {fg!r}")
+    return fg
+
+
 def load_isic(cfg):
     """ISIC / PH2-style dermoscopy pairs -> RGB images in [0, 1] and lesion masks (0 skin, 1 lesion)."""
     return _load_pairs(cfg, "isic", ("skin", "lesion"))
@@ -210,7 +251,5 @@ def load_isic(cfg):
 def load_folder(cfg):
     """Generic 2D image/mask pairs (e.g. shared/data/cxr, em). ``cfg.get("mask_foreground")``:
     ``nonzero`` (default) or ``zero`` (e.g. EM membranes, stored as 0)."""
-    fg = cfg.get("mask_foreground", "nonzero")
-    if fg not in ("nonzero", "zero"):
-        raise ValueError(f"data.mask_foreground must be 'nonzero' or 'zero', got {fg!r}")
-    return _load_pairs(cfg, "folder", ("background", "foreground"), fg)
+    return _load_pairs(cfg, "folder", ("background", "foreground"),
+                       _mask_foreground(cfg.get("mask_foreground", "nonzero")))

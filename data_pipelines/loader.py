@@ -232,9 +232,9 @@ def make_array_loader(arrays: Mapping[str, object], batch_size: int, *, seed: in
     if len(ids) < (int(batch_size) if drop_remainder else 1):
         raise ValueError(f"{len(src)} records over {shard.shard_count} shards give fewer than "
                          f"batch_size={batch_size} per shard")
-    fields = tuple(k for k, v in src._arrays.items() if isinstance(v, np.ndarray) or keep_text)
+    fields = tuple(k for k, v in src.arrays.items() if isinstance(v, np.ndarray) or keep_text)
     if keep_text:
-        src = ArraysSource({k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in src._arrays.items()})
+        src = ArraysSource({k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in src.arrays.items()})
     ds = make_batch_dataset(src, int(batch_size), seed=int(seed), shuffle=shuffle, num_epochs=num_epochs, ids=ids,
                             drop_remainder=drop_remainder, fields=fields)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=int(prefetch_threads),

@@ -17,8 +17,8 @@ import numpy as np
 
 from kernels.geometry import bspline_matrix, check_sample, gaussian_matrix, gaussian_radius
 
-__all__ = ["zscore", "clip_percentiles", "ct_window", "adjust_gamma", "add_gaussian_noise", "gaussian_blur",
-           "adjust_brightness_contrast", "bias_field", "apply_bias_field"]
+__all__ = ["zscore", "clip_percentiles", "ct_window", "window_center_width", "adjust_gamma", "add_gaussian_noise",
+           "gaussian_blur", "adjust_brightness_contrast", "bias_field", "apply_bias_field"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -73,15 +73,30 @@ def clip_percentiles(image, lower: float = 0.5, upper: float = 99.5, mask=None):
 
 def ct_window(image, center: float, width: float, out_range: tuple = (0.0, 1.0)):
     """CT windowing: clip Hounsfield units to ``[center - width/2, center + width/2]`` and map that
-    interval linearly onto ``out_range`` (e.g. soft tissue ``center=40, width=400``)."""
+    interval linearly onto ``out_range`` (e.g. soft tissue ``center=40, width=400``; the lung window
+    ``center=-300, width=1400`` is HU [-1000, 400]).
+
+    The one HU window of the project: a numpy ``image`` gives a numpy array (the data loaders and prediction
+    window on the host, integer HU as float32), anything else a ``jax.Array`` (jittable)."""
     check_sample(image)
     if not width > 0:
         raise ValueError(f"width must be positive; got {width}")
     lo, hi = center - width / 2.0, center + width / 2.0
     a, b = out_range
-    image = jnp.asarray(image)
-    x = (jnp.clip(image, lo, hi) - lo) / width
+    xp = np if isinstance(image, np.ndarray) else jnp
+    image = xp.asarray(image)
+    if not xp.issubdtype(image.dtype, xp.floating):
+        image = image.astype(xp.float32)
+    x = (xp.clip(image, lo, hi) - lo) / width
     return (x * (b - a) + a).astype(image.dtype)
+
+
+def window_center_width(window) -> tuple[float, float]:
+    """``(center, width)`` of an HU window given as ``(lo, hi)`` with ``hi > lo`` (for :func:`ct_window`)."""
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise ValueError(f"HU window must be (lo, hi) with hi > lo, got {tuple(window)}")
+    return (lo + hi) / 2.0, hi - lo
 
 
 def adjust_gamma(image, gamma, eps: float = 1e-7):

@@ -204,9 +204,9 @@ def test_documented_data_options_are_in_the_recipe_and_take_cli_strings():
     assert brats._modalities(None) == brats._modalities("") == ()
     with pytest.raises(ValueError, match=r"data\.modalities: unknown \['T3'\]"):
         brats._modalities("FLAIR,T3")
-    assert ct._hu_window_option("-500,500") == ct._hu_window_option((-500, 500)) == (-500.0, 500.0)
+    assert ct.hu_window_option("-500,500") == ct.hu_window_option((-500, 500)) == (-500.0, 500.0)
     with pytest.raises(ValueError, match=r"data\.hu_window"):
-        ct._hu_window_option("400,-1000")
+        ct.hu_window_option("400,-1000")
 
 
 def test_brats_modalities_from_the_command_line_on_the_samples(shared_data):

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import planning
+from data_pipelines import planner
 from data_pipelines.patches import PatchSource, is_foreground_index
 from data_pipelines.sources import open_sources
 from zoo.configs import apply_overrides, load_config
@@ -107,7 +107,7 @@ def test_patch_training_on_3d_phantoms_records_its_plan(tmp_path):
     train, val, info = open_sources(config.data)
     assert isinstance(train, PatchSource) and len(train) == 8 and len(val) == 4  # two per validation case
     assert train[0]["image"].shape == (16, 16, 16, 4) and val[3]["foreground"] == 1
-    plan = planning.Plan.from_dict(info.extra["plan"])
+    plan = planner.Plan.from_dict(info.extra["plan"])
     assert plan.patch_size == (16, 16, 16) and plan.spatial_dims == 3
     assert [c["scheme"] for c in plan.channels] == ["zscore_fg"] * 4  # brain phantoms are MR-like
 
@@ -115,7 +115,7 @@ def test_patch_training_on_3d_phantoms_records_its_plan(tmp_path):
     assert result["step"] == 3 and np.isfinite(result["mean_dice"]) and result["num_cases"] == 4
     with open(tmp_path / "run" / "config.json", encoding="utf-8") as f:
         saved = json.load(f)["data"]["extra"]["plan"]
-    assert planning.Plan.from_dict(saved) == plan
+    assert planner.Plan.from_dict(saved) == plan
     with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as f:
         losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
     assert len(losses) == 3 and all(np.isfinite(losses))

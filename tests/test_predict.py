@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zoo
-from data_pipelines import phantoms, planning
+from data_pipelines import phantoms, planner, preprocessing
 from zoo import predict
 from zoo.configs import apply_overrides, load_config
 from zoo.training import train_and_evaluate
@@ -52,12 +52,12 @@ def test_prediction_keeps_the_input_geometry_and_uses_the_saved_plan(patch_run, 
     saved = json.loads((patch_run / "plan.json").read_text())
     assert tuple(saved["patch_size"]) == (16, 16, 16)
     used = []
-    original = planning.preprocess_case
-    monkeypatch.setattr(planning, "preprocess_case", lambda im, meta, plan: used.append(plan) or original(im, meta, plan))
+    original = preprocessing.preprocess_case
+    monkeypatch.setattr(preprocessing, "preprocess_case", lambda im, meta, plan: used.append(plan) or original(im, meta, plan))
     out = tmp_path / "pred.nii.gz"
     assert predict.main(["--model", str(patch_run), "--input", str(nifti_case), "--output", str(out), "--tta",
                          "--overlay", str(tmp_path / "overlay.png")]) == 0
-    assert used and used[0].to_dict() == planning.Plan.from_dict(saved).to_dict()  # the plan training wrote
+    assert used and used[0].to_dict() == planner.Plan.from_dict(saved).to_dict()  # the plan training wrote
     src, got = nib.load(str(nifti_case)), nib.load(str(out))
     assert got.shape == src.shape[:3]  # larger than the 16^3 patch in every axis
     np.testing.assert_array_equal(got.affine, src.affine)

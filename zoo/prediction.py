@@ -1,18 +1,19 @@
 """Case-level prediction in the input's geometry: read a case, predict it with a run's own preprocessing, write
 the label map (the library behind ``python -m zoo.predict`` and the clinician application).
 
-:func:`read_case` reads one image file (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case folder
-holding one file per modality, matched by the patterns the model was trained with (BraTS names; label files in the
-folder are ignored).
+:func:`read_case` reads one image file (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case
+folder holding one file per modality, matched by the patterns the model was trained with (``data.patterns``, else
+its data family's: BraTS names for BraTS, the phantoms and TFDS records; label files in the folder are ignored).
 
 :func:`predict_case` sends the case through the run's own preprocessing and brings it back on the input's grid:
 
-* a run trained with a plan (``data_pipelines.planning``): ``preprocess_case`` (orientation, crop, spacing,
-  normalisation exactly as in training), Gaussian-weighted sliding windows of the plan's patch
+* a run trained with a plan (``data.extra.plan`` in its metadata; ``data_pipelines.preprocessing``):
+  ``preprocess_case`` (orientation, crop, spacing, normalisation exactly as in training), Gaussian-weighted sliding windows of the plan's patch
   (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by slice), then ``restore_case``;
-* a run without a plan (images resized to ``data.image_size`` by its loader): the same intensity scaling as
-  that loader (:func:`intensity_scaling`: pictures to [0, 1], CT through its HU window), axial slices of volumes
-  in LPS orientation, each resized to the training size and its probabilities resized back;
+* a run without a plan (images resized to ``data.image_size`` by its loader): the intensity scaling that
+  loader applied, as the run recorded it (:func:`scaling_record`: pictures to [0, 1], CT through its HU window;
+  never re-derived from the data set's name, except once for runs trained before runs recorded it), axial
+  slices of volumes in LPS orientation, each resized to the training size and its probabilities resized back;
 * ``tta``: the probabilities averaged over every mirroring of the spatial axes.
 
 :func:`write_label` writes the label map with the input's exact shape, spacing, origin and direction (a NIfTI
@@ -27,12 +28,15 @@ import re
 
 import numpy as np
 
-from data_pipelines import geometry, planning, readers
+from data_pipelines import geometry, preprocessing, readers
 from data_pipelines.atomic import atomic_path
+from data_pipelines.families import list_families
+from data_pipelines.planner import Plan
+from data_pipelines.preprocessing import scale_intensity
 from zoo.pretrained import Pretrained
 
-__all__ = ["read_case", "predict_case", "intensity_scaling", "output_format", "write_label", "write_overlay",
-           "LABEL_NAME", "VOLUME_FORMATS"]
+__all__ = ["read_case", "predict_case", "scaling_record", "intensity_scaling", "output_format", "write_label",
+           "write_overlay", "LABEL_NAME", "VOLUME_FORMATS"]
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
 VOLUME_FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",)}
@@ -41,10 +45,13 @@ VOLUME_FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mh
 # ------------------------------------------------------------------------------------------------ reading
 
 def _modality_patterns(pre: Pretrained) -> dict:
-    from data_pipelines.brats import BRATS_PATTERNS
-
-    custom = pre.config.data.get("patterns", None)
-    return dict(custom) if custom else dict(BRATS_PATTERNS)
+    """``data.patterns`` of the run, else its data family's default patterns (none for an unknown family)."""
+    data = pre.config.data
+    custom = data.get("patterns", None)
+    if custom:
+        return dict(custom)
+    family = {f.name: f for f in list_families()}.get(data.get("name", ""))
+    return dict(family.patterns or {}) if family is not None else {}
 
 
 def read_case(path: str, pre: Pretrained) -> tuple[np.ndarray, readers.ImageMeta, list[str]]:
@@ -100,16 +107,31 @@ def _read_case_folder(folder, channels, patterns):
 
 # ------------------------------------------------------------------------------------------------ predicting
 
-def intensity_scaling(image: np.ndarray, pre: Pretrained) -> np.ndarray:
-    """``image`` scaled as the run's loader scaled its training images (runs without a plan)."""
-    data = pre.config.data
-    if np.issubdtype(image.dtype, np.integer) and data.name in ("isic", "folder"):
-        return image.astype(np.float32) / float(np.iinfo(image.dtype).max)
-    if data.name == "luna16":
-        from data_pipelines.ct import hu_window
+def scaling_record(pre: Pretrained) -> dict:
+    """The intensity scaling a run without a plan trained with: the record its metadata holds
+    (``data.extra.intensity_scaling``, written at training time by ``data_pipelines.families.
+    record_preprocessing``).
 
-        return hu_window(image, data.get("hu_window", None) or (-1000.0, 400.0))
-    return image.astype(np.float32)
+    Runs trained before runs recorded it have none; for them, and only here, the record is derived once from
+    the rule prediction used then (the loaders' scaling by ``data.name``): ``isic`` / ``folder`` integer
+    pictures to [0, 1] (``unit_range``), ``luna16`` through its ``data.hu_window`` (default [-1000, 400]),
+    every other data set as read (``none``).
+    """
+    record = (pre.meta["data"].get("extra") or {}).get("intensity_scaling")
+    if record:
+        return dict(record)
+    data = pre.config.data  # an old run: the rule of its time
+    if data.name in ("isic", "folder"):
+        return {"kind": "unit_range"}
+    if data.name == "luna16":
+        return {"kind": "hu_window", "window": list(data.get("hu_window", None) or (-1000.0, 400.0))}
+    return {"kind": "none"}
+
+
+def intensity_scaling(image: np.ndarray, pre: Pretrained) -> np.ndarray:
+    """``image`` scaled as the run's loader scaled its training images (runs without a plan;
+    :func:`scaling_record`)."""
+    return scale_intensity(image, scaling_record(pre))
 
 
 def _windows(pre, x, roi, nd_model, overlap, batch_size, tta):
@@ -134,10 +156,10 @@ def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *,
     nd_model = int(pre.meta["data"]["spatial_dims"])
     plan = (pre.meta["data"].get("extra") or {}).get("plan")
     if plan:
-        plan = planning.Plan.from_dict(plan)
-        x, ctx = planning.preprocess_case(image, meta, plan)
+        plan = Plan.from_dict(plan)
+        x, ctx = preprocessing.preprocess_case(image, meta, plan)
         proba = _windows(pre, x, plan.patch_size, nd_model, overlap, batch_size, tta)
-        return planning.restore_case(proba, ctx, order=1).argmax(-1).astype(np.int32)
+        return preprocessing.restore_case(proba, ctx, order=1).argmax(-1).astype(np.int32)
     size = tuple(int(s) for s in pre.config.data.image_size)
     x = intensity_scaling(image, pre)
     if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])

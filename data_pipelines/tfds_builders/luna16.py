@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from data_pipelines import ct, geometry
 from data_pipelines.cases import select_slices
 from data_pipelines.tfds_builders import _base
+from kernels.intensity import ct_window, window_center_width
 
 __all__ = ["Luna16", "Luna16Config", "boxes_from_instances"]
 
@@ -91,7 +92,8 @@ class Luna16(_base.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
         c = self.builder_config
         for i, case in enumerate(cases):
             hu, lab, inst, meta = ct.read_ct_case(case, c.spacing)
-            img = ct.hu_window(hu, c.hu_window) if c.hu_window is not None else hu.astype(np.float32)
+            img = ct_window(hu[..., None], *window_center_width(c.hu_window))[..., 0] if c.hu_window is not None \
+                else hu.astype(np.float32)
             if case["nodules"] is not None:
                 centers = np.asarray([n[0] for n in case["nodules"]], np.float32).reshape(-1, 3)
                 diams = np.asarray([n[1] for n in case["nodules"]], np.float32).reshape(-1)

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_pipelines.families import record_preprocessing
 from data_pipelines.loader import ArraysSource
 from data_pipelines.sources import open_sources
 from zoo import sharding
@@ -189,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
         raise ValueError(f"work directory {workdir} exists and is not a directory")
     train_src, val_src, info = open_sources(config.data) if data is None else data
     train_src, val_src = _as_source(train_src), _as_source(val_src)
+    info = record_preprocessing(info, config.data)  # the scaling prediction applies to a run without a plan
     bs = int(config.train.batch_size)
     first = train_src[0]
     input_shapes = {k: (bs, *np.shape(first[k])) for k in INPUT_KEYS if k in first}

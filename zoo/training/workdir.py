@@ -16,11 +16,17 @@ import errno
 import json
 import os
 
+from data_pipelines.atomic import write_text
+
 __all__ = ["WorkdirLock", "check_resumable", "truncate_metrics", "RESUMABLE_CHANGES"]
 
 #: ``train`` fields a resumed run may change.
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
                      "tensorboard", "time_limit_s")
+
+
+#: What runs record about their data since a run began recording it (absent from older checkpoints).
+RECORDED_LATER = "info.extra.intensity_scaling"
 
 
 class WorkdirLock:
@@ -85,6 +91,8 @@ def _comparable(meta: dict) -> dict:
 def check_resumable(saved: dict, new: dict, workdir: str) -> None:
     """Raise ``ValueError`` listing what differs between the checkpointed run ``saved`` and the ``new`` one."""
     a, b = _comparable(saved), _comparable(new)
+    for k in [k for k in b if k.startswith(RECORDED_LATER) and not any(j.startswith(RECORDED_LATER) for j in a)]:
+        b.pop(k)  # a run checkpointed before runs recorded their scaling: the record is new, not a change
     diffs = [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in sorted(set(a) | set(b))
              if a.get(k, "<unset>") != b.get(k, "<unset>")]
     if diffs:
@@ -110,8 +118,5 @@ def truncate_metrics(path: str, step: int) -> int:
             else:
                 dropped += 1
     if dropped:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
+        write_text(path, "".join(keep))
     return dropped
