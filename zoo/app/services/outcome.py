@@ -10,8 +10,11 @@ from data_pipelines import ehr
 from zoo.app.services.served import ServedModel, phantom_sample
 from zoo.explain import shap_tabular
 
-__all__ = ["CURVE_POINTS", "SURVIVAL_BATCH", "default_covariates", "outcome_proba", "encode_fields", "survival_curve",
-           "outcome"]
+__all__ = ["CURVE_POINTS", "SURVIVAL_BATCH", "SHAP_OFF", "default_covariates", "outcome_proba", "encode_fields",
+           "survival_curve", "outcome"]
+
+
+SHAP_OFF = "SHAP is not enabled on this server"
 
 
 def default_covariates(m: ServedModel) -> np.ndarray:
@@ -110,7 +113,6 @@ def survival_curve(m: ServedModel, covariates: np.ndarray, image=None, horizon: 
     return out
 
 
-
 def _shap(predict_fn, background: np.ndarray, cov: np.ndarray, names: list) -> dict:
     """SHAP (permutation) of ``predict_fn`` at the one patient ``cov`` against ``background``."""
     expl = shap_tabular(predict_fn, background, cov[None], feature_names=names, max_evals=2 * len(names) + 1)
@@ -125,7 +127,7 @@ def _survival_outcome(m: ServedModel, fields: dict, sample: int, shap: bool, hor
     h = curve["horizon"]
     risk = 1.0 - curve["survival_at_horizon"]
     names = list(m.data["covariate_names"])
-    values, note = None, "SHAP is not enabled on this server"
+    values, note = None, SHAP_OFF
     if shap:
         sm = m.survival
         extra = sm.meta.get("extra") or {}
@@ -158,8 +160,8 @@ def _survival_outcome(m: ServedModel, fields: dict, sample: int, shap: bool, hor
 def outcome(m: ServedModel, fields: dict, sample: int = 0, shap: bool = False, horizon: float | None = None) -> dict:
     """Risk of the adverse outcome for ``fields`` with phantom ``sample``'s image: the risk, its spread over
     the mirrored images (test-time augmentation; a model-sensitivity range, not a confidence interval) and
-    the SHAP contribution of each covariate (against a synthetic EHR background). Time-to-event models: the
-    survival curve (:func:`survival_curve`), the risk is the event probability by ``horizon``."""
+    with ``shap`` the SHAP contribution of each covariate (against a synthetic EHR background). Time-to-event
+    models: the survival curve (:func:`survival_curve`), the risk is the event probability by ``horizon``."""
     if m.survival is not None:
         return _survival_outcome(m, fields, sample, shap, horizon)
     if m.task != "outcome":
@@ -170,8 +172,7 @@ def outcome(m: ServedModel, fields: dict, sample: int = 0, shap: bool = False, h
     flips = [image] + [np.flip(image, axis=a) for a in range(image.ndim - 1)]
     spread = [float(outcome_proba(m, f, cov[None])[0, 1]) for f in flips]
     names = list(m.data["covariate_names"])
-    values = None
-    note = "SHAP is not enabled on this server"
+    values, note = None, SHAP_OFF
     if shap:
         rng = np.random.default_rng(0)
         if tuple(names) == ehr.COVARIATE_NAMES:
