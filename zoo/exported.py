@@ -11,7 +11,7 @@ export (``zoo.export`` does, as ``load_exported.py``) and used where medzoo is n
     proba = m.predict_proba(images)          # [N, *S, C] -> [N, *S, K]
 
 ``zoo.serve`` serves such a folder like a store entry (``ExportedModel`` has the ``meta`` / ``config`` /
-``task`` / ``predictor`` that ``zoo.predict.predict_case`` uses).
+``task`` / ``predictor`` that ``zoo.prediction.predict_case`` uses).
 
 Images larger than the exported window run through this module's own window loop (:func:`blend_windows`, numpy
 on the host around the exported function). It is a deliberate twin of ``kernels.sliding_window`` (the same window
@@ -93,7 +93,7 @@ def blend_windows(call, images, roi, overlap: float = 0.5, batch_size: int = 4) 
 
 
 class _Predictor:
-    """The part of ``zoo.inference.Predictor`` that ``zoo.predict`` uses, on the exported function."""
+    """The part of ``zoo.inference.Predictor`` that ``zoo.prediction`` uses, on the exported function."""
 
     def __init__(self, model: "ExportedModel"):
         self.model = model
@@ -153,7 +153,7 @@ class ExportedModel:
 
     @property
     def config(self):
-        import ml_collections  # only zoo.predict's path needs the config as a ConfigDict
+        import ml_collections  # only zoo.prediction's path needs the config as a ConfigDict
 
         return ml_collections.ConfigDict(self.meta["config"])
 
