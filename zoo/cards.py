@@ -1,7 +1,7 @@
 """Model cards: what a model expects and what it was trained on (timm PretrainedCfg / MONAI bundle metadata).
 
-Plain data: this module imports nothing of the project. Parameter and FLOP counts are filled in by
-:func:`zoo.summary.with_complexity`, which sits above the registry. :func:`read_card` is the one reader of a
+Plain data: this module imports nothing of the project. Parameter and FLOP counts of a registered model come
+from :func:`zoo.summary.complexity`, which sits above the registry. :func:`read_card` is the one reader of a
 trained model's card (``card.json`` of a store entry or export; a card made from the run's metadata for a bare
 work directory), used by the application (``zoo.app``) and ``zoo.export``.
 """
@@ -24,8 +24,8 @@ class ModelCard:
 
     ``input_contract`` states layout, channels and intensity normalisation; ``spatial_dims`` the
     numbers of spatial dims the model accepts; ``classes`` names the output classes where they are
-    fixed. ``params`` / ``flops`` / ``complexity_config`` stay empty until
-    :func:`zoo.summary.with_complexity` fills them in.
+    fixed. ``params`` / ``flops`` / ``complexity_config`` stay empty unless a card states them
+    (:func:`zoo.summary.complexity` computes them by name).
     """
 
     name: str
