@@ -14,166 +14,23 @@ printed as throughput and as ratios within this one run, and written as JSON (``
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
-import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import scipy
-import scipy.ndimage as ndi
 
-from kernels import augment, geometry
+from benchmarks.elastic import run_case, train_step_overhead
+from data_pipelines.atomic import write_json
+from zoo.cli import command_parser, run_command
 
-MAX_ANGLE, SCALE = 15.0, (0.85, 1.15)
-
-
-def _spec(alpha: float, sigma: float, control: str) -> dict:
-    return {"rotate": {"max_angle": MAX_ANGLE, "p": 1.0}, "scale": {"range": SCALE, "p": 1.0},
-            "elastic": {"alpha": alpha, "sigma": sigma, "control": control, "p": 1.0}}
+__all__ = ["run_case", "train_step_overhead", "main"]  # the measurements live in benchmarks.elastic
 
 
-def _data(batch: int, shape: tuple, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    grid = np.indices(shape).astype(np.float32)
-    img = np.cos(0.1 * grid.sum(0))[None, ..., None] + 0.1 * rng.standard_normal((batch, *shape, 1))
-    lab = (rng.random((batch, *shape)) < 0.3).astype(np.int32) * 2
-    return img.astype(np.float32), lab
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def _scipy_sample(rng, img, lab, alpha, sigma):
-    shape = lab.shape
-    d = len(shape)
-    angles = np.deg2rad(rng.uniform(-MAX_ANGLE, MAX_ANGLE, 1 if d == 2 else 3))
-    a = np.eye(d) / rng.uniform(*SCALE)
-    planes = [(0, 1)] if d == 2 else [(1, 2), (0, 2), (0, 1)]
-    for (i, j), t in zip(planes, angles):
-        r = np.eye(d)
-        r[i, i] = r[j, j] = np.cos(t)
-        r[i, j], r[j, i] = -np.sin(t), np.sin(t)
-        a = r @ a
-    c = (np.array(shape) - 1) / 2.0
-    coords = np.einsum("ij,j...->i...", a, np.indices(shape, dtype=np.float32))
-    coords += (c - a @ c).reshape((d,) + (1,) * d)
-    for k in range(d):
-        coords[k] += alpha * ndi.gaussian_filter(rng.uniform(-1, 1, shape), sigma, mode="reflect")
-    out = ndi.map_coordinates(img[..., 0], coords, order=1, mode="constant")
-    out_lab = ndi.map_coordinates(lab, coords, order=0, mode="constant")
-    return out, out_lab
-
-
-def _monai_fn(d: int, alpha: float, sigma: float, shape: tuple):
-    try:
-        import torch
-        from monai.transforms import Rand2DElastic, Rand3DElastic
-    except Exception:  # noqa: BLE001 - MONAI is an optional comparison
-        return None
-    rot = np.deg2rad(MAX_ANGLE)
-    if d == 2:
-        t = Rand2DElastic(spacing=(sigma * 1.73,) * 2, magnitude_range=(1.0, 1.0), prob=1.0,
-                          rotate_range=rot, scale_range=(0.15, 0.15), padding_mode="zeros")
-    else:
-        t = Rand3DElastic(sigma_range=(sigma, sigma), magnitude_range=(alpha, alpha), prob=1.0,
-                          rotate_range=(rot,) * 3, scale_range=(0.15,) * 3, padding_mode="zeros")
-
-    def run(imgs, labs):
-        for x, y in zip(imgs, labs):
-            t.set_random_state(0)
-            t(torch.from_numpy(np.moveaxis(x, -1, 0)), mode="bilinear")
-            t.set_random_state(0)
-            t(torch.from_numpy(y[None].astype(np.float32)), mode="nearest")
-
-    return run
-
-
-def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: float, controls) -> dict:
-    shape = (size,) * d
-    imgs, labs = _data(batch, shape)
-    ji, jl = jnp.asarray(imgs), jnp.asarray(labs)
-    result = {"shape": list(shape), "batch": batch, "alpha": alpha, "sigma": sigma}
-    # The default resampling (the native kernel where it is built) and, interleaved in the same run,
-    # the pure-XLA form it replaces (geometry.set_warp_backend("xla")).
-    result["warp_backend"] = "native" if geometry.resolve_backend(ji, jl) == "native" else "xla"
-    for control in controls:
-        fns = {}
-        for backend in (("auto", "xla") if result["warp_backend"] == "native" else ("auto",)):
-            prev = geometry.set_warp_backend(backend)
-            try:
-                fn = augment.make_batch_pipeline(_spec(alpha, sigma, control))
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(jax.random.key(0), ji, jl))
-                result[f"compile_s_{control}" + ("_xla" if backend == "xla" else "")] = time.perf_counter() - t0
-            finally:
-                geometry.set_warp_backend(prev)
-            fns[backend] = fn
-        keys = iter(jax.random.split(jax.random.key(1), repeats * len(fns)))
-        times = {b: [] for b in fns}
-        for _ in range(repeats):
-            for b, fn in fns.items():
-                times[b].append(_median_time(lambda: jax.block_until_ready(fn(next(keys), ji, jl)), 1))
-        result[f"jax_{control}_per_s"] = batch / float(np.median(times["auto"]))
-        if "xla" in times:
-            result[f"jax_{control}_xla_per_s"] = batch / float(np.median(times["xla"]))
-    rng = np.random.default_rng(0)
-    dt = _median_time(lambda: [_scipy_sample(rng, x, y, alpha, sigma) for x, y in zip(imgs, labs)],
-                      max(1, min(repeats, 3)))
-    result["scipy_per_s"] = batch / dt
-    monai = _monai_fn(d, alpha, sigma, shape)
-    if monai is not None:
-        try:
-            monai(imgs[:1], labs[:1])
-            result["monai_per_s"] = batch / _median_time(lambda: monai(imgs, labs), max(1, min(repeats, 3)))
-        except Exception as e:  # noqa: BLE001 - an optional comparison must not sink the run
-            result["monai_error"] = f"{type(e).__name__}: {e}"
-    result["jax_per_s"] = result[f"jax_{controls[0]}_per_s"]
-    result["ratio_vs_scipy"] = result["jax_per_s"] / result["scipy_per_s"]
-    for control in controls:
-        result[f"ratio_{control}_vs_scipy"] = result[f"jax_{control}_per_s"] / result["scipy_per_s"]
-        if "monai_per_s" in result:
-            result[f"ratio_{control}_vs_monai"] = result[f"jax_{control}_per_s"] / result["monai_per_s"]
-        if f"jax_{control}_xla_per_s" in result:
-            result[f"native_speedup_{control}"] = result[f"jax_{control}_per_s"] / result[f"jax_{control}_xla_per_s"]
-    return result
-
-
-def train_step_overhead(d: int, size: int, batch: int, rounds: int, alpha: float, sigma: float,
-                        model_kwargs: dict | None = None) -> dict:
-    """Steps/s of the zoo U-Net train step with and without elastic+affine augmentation inside it
-    (``make_train_step(augment_fn=...)``, as ``--config.augment.enabled=true``), timed in interleaved
-    rounds in this process; ``overhead`` = plain steps/s / augmented steps/s - 1."""
-    from benchmarks import common
-
-    model = common.build_model("unet", d, "float32", kwargs=model_kwargs)
-    data = common.make_batch(batch, (size,) * d, seed=0)
-    sample_fn = augment.make_pipeline(_spec(alpha, sigma, "bspline"))
-    steps = {"plain": common.build_jax_steps(model, "segmentation", data),
-             "augmented": common.build_jax_steps(model, "segmentation", data, augment_fn=sample_fn)}
-    times = {k: [] for k in steps}
-    for _ in range(rounds):
-        for k, st in steps.items():
-            times[k].append(common.time_calls(st.train, warmup=1, repeats=3, number=1)["median_s"])
-    out = {"shape": [size] * d, "batch": batch, "model_kwargs": model_kwargs or {},
-           "compile_s": {k: st.compile_train_s for k, st in steps.items()}}
-    for k in steps:
-        out[f"{k}_steps_per_s"] = 1.0 / float(np.median(times[k]))
-    out["overhead"] = out["plain_steps_per_s"] / out["augmented_steps_per_s"] - 1.0
-    return out
-
-
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None) -> dict | int:
+    """The results (a dict; they are printed, or written to ``--json``), or exit status 2 on bad input."""
+    p = command_parser("python -m benchmarks.augment", __doc__)
     p.add_argument("--quick", action="store_true", help="small shapes, one repeat")
     p.add_argument("--size2d", type=int)
     p.add_argument("--batch2d", type=int)
@@ -187,7 +44,10 @@ def main(argv=None) -> dict:
     p.add_argument("--train_step", action="store_true",
                    help="also time a U-Net train step with and without the augmentation inside it")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for --train_step")
-    a = p.parse_args(argv)
+    return run_command(p, argv, _run)
+
+
+def _run(a) -> dict:
     quick = {"size2d": 64, "batch2d": 4, "size3d": 24, "batch3d": 1, "repeats": 1}
     full = {"size2d": 256, "batch2d": 32, "size3d": 128, "batch3d": 2, "repeats": 5}
     for k, v in (quick if a.quick else full).items():
@@ -196,8 +56,7 @@ def main(argv=None) -> dict:
     controls = [c.strip() for c in a.controls.split(",") if c.strip()]
     for c in controls:
         if c not in ("bspline", "gaussian"):
-            print(f"error: --controls: unknown control {c!r} (bspline | gaussian)", file=sys.stderr)
-            raise SystemExit(2)
+            raise ValueError(f"--controls: unknown control {c!r} (bspline | gaussian)")
     result = {"backend": jax.default_backend(), "devices": [str(x) for x in jax.devices()],
               "jax": jax.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
               "2d": run_case(2, a.size2d, a.batch2d, a.repeats, a.alpha, a.sigma, controls),
@@ -225,12 +84,12 @@ def main(argv=None) -> dict:
             line += f" | MONAI {r['monai_per_s']:.1f}"
         print(line)
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(a.json, result)
     else:
         print(json.dumps(result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    rc = main()
+    sys.exit(rc if isinstance(rc, int) else 0)

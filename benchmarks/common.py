@@ -12,14 +12,13 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Timing", "time_calls", "peak_memory", "env_info", "make_batch", "build_model",
-           "JaxSteps", "build_jax_steps", "PEAK_TFLOPS", "UNET_MONAI_LIKE", "RESIDUAL_UNET_MONAI", "format_bytes", "eprint"]
+__all__ = ["Timing", "time_calls", "peak_memory", "env_info", "make_batch", "build_model", "xla_flags_with_cpu_devices",
+           "JaxSteps", "build_jax_steps", "PEAK_TFLOPS", "UNET_MONAI_LIKE", "RESIDUAL_UNET_MONAI", "BENCHMARK_KWARGS"]
 
 # The zoo U-Net configured like MONAI's reference UNet(channels=(16, 32, 64, 128, 256), norm="batch"):
 # five levels starting at 16 features, batch norm (see benchmarks/compare_torch.py).
@@ -228,14 +227,3 @@ def _flops(compiled, fn=None, *args) -> float | None:
         return f if f > 0 else None
     except Exception:  # cost analysis is optional per backend
         return None
-
-
-def format_bytes(n) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 2 ** 20:.0f} MiB"
-
-
-def eprint(*args):
-    print(*args, file=sys.stderr, flush=True)
-

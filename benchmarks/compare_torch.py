@@ -28,21 +28,22 @@ over rounds, and our/their ratio of rates (> 1: we are faster).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
 from benchmarks.common import RESIDUAL_UNET_MONAI, xla_flags_with_cpu_devices
+from zoo.cli import command_parser, run_command
 
-__all__ = ["build_monai", "compare", "suite", "format_suite", "main"]
+__all__ = ["build_monai", "compare", "suite", "format_suite", "torch_missing", "main"]
 
 # The same configuration our residual_unet is benchmarked in, by construction.
 MONAI_KW = dict(in_channels=1, out_channels=2, **RESIDUAL_UNET_MONAI)
 
 
-def _torch_available() -> str | None:
+def torch_missing() -> str | None:
+    """The name of the missing module when PyTorch or MONAI cannot be imported, else None."""
     try:
         import monai  # noqa: F401
         import torch  # noqa: F401
@@ -187,7 +188,7 @@ ELASTIC_QUICK = {2: (4, 64), 3: (1, 32)}
 
 def suite(rounds: int = 3, quick: bool = False, dtypes=("float32", "bfloat16"), elastic_repeats: int = 5) -> dict:
     """Every row: residual U-Net train/inference 2D and 3D per dtype against MONAI, elastic 2D/3D against scipy."""
-    from benchmarks import augment
+    from benchmarks import elastic
 
     rows, runs = [], []
     for dims in (2, 3):
@@ -209,7 +210,7 @@ def suite(rounds: int = 3, quick: bool = False, dtypes=("float32", "bfloat16"), 
     elastic = []
     for dims in (2, 3):
         batch, size = (ELASTIC_QUICK if quick else ELASTIC)[dims]
-        r = augment.run_case(dims, size, batch, 1 if quick else elastic_repeats, alpha=34.0, sigma=4.0,
+        r = elastic.run_case(dims, size, batch, 1 if quick else elastic_repeats, alpha=34.0, sigma=4.0,
                              controls=("bspline",))
         elastic.append(r)
         rows.append({"work": f"elastic deformation {dims}D, {batch}x{'x'.join([str(size)] * dims)} (+ label map)",
@@ -241,7 +242,8 @@ def format_suite(out: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_torch", description=__doc__.splitlines()[0])
+    p = command_parser("python -m benchmarks.compare_torch", __doc__,
+                       out="write the result JSON here (--suite: and a .md table beside it)")
     p.add_argument("--dims", type=int, default=2, choices=(2, 3))
     p.add_argument("--batch", type=int, default=None, help="default 8 (2D) / 2 (3D); quick 4 / 1")
     p.add_argument("--size", type=int, default=None, help="spatial side; default 128 (2D) / 64 (3D); quick 64 / 32")
@@ -261,17 +263,18 @@ def main(argv=None) -> int:
     p.add_argument("--suite", action="store_true",
                    help="every row in one run: 2D/3D train and inference in float32 and bfloat16, elastic 2D/3D")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=None, help="write the result JSON here (--suite: and a .md table beside it)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    missing = _torch_available()
+    return run_command(p, sys.argv[1:] if argv is None else argv, _run)
+
+
+def _run(args) -> int:
+    missing = torch_missing()
     if missing:
         print(f"skipped: PyTorch/MONAI not installed ({missing} missing); "
               f"install them with: pip install -e \".[compare]\"", flush=True)
         return 0
     if args.suite:
         if min(args.rounds, args.repeats, args.number) < 1:
-            print("error: --rounds/--repeats/--number must be >= 1", file=sys.stderr)
-            return 2
+            raise ValueError("--rounds/--repeats/--number must be >= 1")
         out = suite(rounds=1 if args.quick else args.rounds, quick=args.quick)
         table = format_suite(out)
         print("\n" + table)
@@ -284,33 +287,33 @@ def main(argv=None) -> int:
     models = [v.strip() for v in args.models.split(",") if v.strip()]
     if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1 or not models or \
             any(m not in ("residual_unet", "unet") for m in models):
-        print(f"error: --lowerings must be from auto,lax,cpu,cpu-xla (got {args.lowerings!r}), --models from "
-              f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1", file=sys.stderr)
-        return 2
+        raise ValueError(f"--lowerings must be from auto,lax,cpu,cpu-xla (got {args.lowerings!r}), --models from "
+                         f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1")
     try:
         devices = sorted({int(v) for v in args.devices.split(",") if v.strip()})
-        if not devices or devices[0] < 1:
-            raise ValueError
     except ValueError:
-        print(f"error: --devices must be comma-separated positive ints, got {args.devices!r}", file=sys.stderr)
-        return 2
-    if devices[-1] > 1 and "jax" not in sys.modules:  # fake CPU devices must be asked for before jax starts
-        os.environ["XLA_FLAGS"] = xla_flags_with_cpu_devices(os.environ.get("XLA_FLAGS", ""), devices[-1])
+        devices = []
+    if not devices or devices[0] < 1:
+        raise ValueError(f"--devices must be comma-separated positive ints, got {args.devices!r}")
     quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
     batch = args.batch or quick[args.dims][0]
     size = args.size or quick[args.dims][1]
     if batch < 1 or size < 16 or size % 16 or (args.infer_batch is not None and args.infer_batch < 1):
-        print(f"error: --batch and --infer_batch must be >= 1 and --size a multiple of 16 (four 2x poolings); "
-              f"got {batch}, {args.infer_batch}, {size}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--batch and --infer_batch must be >= 1 and --size a multiple of 16 (four 2x poolings); "
+                         f"got {batch}, {args.infer_batch}, {size}")
+    flags = os.environ.get("XLA_FLAGS")
+    if devices[-1] > 1:  # fake CPU devices: asked for before jax starts its backend (in compare), this run only
+        os.environ["XLA_FLAGS"] = xla_flags_with_cpu_devices(flags or "", devices[-1])
     try:
         out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
                       repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
                       lowerings=lowerings, models=models, devices=devices, dtype=args.dtype,
                       infer_batch=args.infer_batch)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    finally:
+        if flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = flags
     print("\n" + format_table(out))
     if args.out:
         _write(args.out, out)

@@ -9,9 +9,10 @@ These numbers chose the per-case ``"cpu"`` lowering (docs/performance.md).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
+
+from zoo.cli import command_parser, run_command
 
 __all__ = ["CASES", "main"]
 
@@ -26,14 +27,16 @@ CASES = {
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.conv_ops", description=__doc__.splitlines()[0])
+    p = command_parser("python -m benchmarks.conv_ops", __doc__)
     p.add_argument("cases", nargs="*", help=f"subset of {', '.join(CASES)}")
     p.add_argument("--rounds", type=int, default=5)
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(p, sys.argv[1:] if argv is None else argv, _run)
+
+
+def _run(args) -> int:
     bad = [c for c in args.cases if c not in CASES]
     if bad or args.rounds < 1:
-        print(f"error: unknown case(s) {bad} (known: {', '.join(CASES)}) or --rounds < 1", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown case(s) {bad} (known: {', '.join(CASES)}) or --rounds < 1")
     import jax
     import jax.numpy as jnp
     import numpy as np

@@ -8,7 +8,7 @@ It answers, in one process and one short run:
    ``residual_unet`` loss and its gradient under ``auto`` and under a forced ``lax`` and compares the gradient
    programs; equal programs and no ``custom_vjp`` in the forward program mean the CPU code is not used.
 2. **The bf16 train step and its MFU**: the zoo U-Net in MONAI's configuration, 3D, float32 and bfloat16,
-   through ``benchmarks.throughput.run_case`` (the trainer's own step; FLOPs from XLA's cost analysis over the
+   through ``benchmarks.throughput_cases.run_case`` (the trainer's own step; FLOPs from XLA's cost analysis over the
    device's dense peak in ``benchmarks.common.PEAK_TFLOPS``).
 3. **The conv lowering is not slower than plain lax there**: the same bf16 train step timed with ``auto`` and
    with ``lax`` forced (and with the CPU lowering forced, for the record), as a ratio in this one run.
@@ -22,9 +22,10 @@ lowering in use, which is the expected answer there. Writes ``gpu_check.json`` a
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from zoo.cli import command_parser, run_command
 
 SHAPES = {"full": {"size": 128, "batch": 2, "repeats": 5, "number": 2, "warmup": 2},
           "cpu": {"size": 32, "batch": 2, "repeats": 3, "number": 1, "warmup": 1},
@@ -81,13 +82,13 @@ def lowering_check(size: int) -> dict:
 
 
 def _case(dtype: str, lowering: str | None, shape: dict) -> dict:
-    from benchmarks import throughput
+    from benchmarks import throughput_cases
 
     case = {"model": "unet", "dims": 3, "dtype": dtype, "devices": 1, "size": shape["size"], "batch": shape["batch"],
             "repeats": shape["repeats"], "number": shape["number"], "warmup": shape["warmup"]}
     if lowering:
         case["conv_lowering"] = lowering
-    r = throughput.run_case(case)
+    r = throughput_cases.run_case(case)
     keep = ("status", "error", "dtype", "size", "batch", "train_steps_per_s", "train_tflops_per_s",
             "train_mfu", "infer_images_per_s", "compile_train_s", "final_loss", "peak_bytes")
     out = {k: r.get(k) for k in keep if k in r}
@@ -170,10 +171,13 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="gpu_check")
+    p = command_parser("python -m benchmarks.gpu_check", __doc__, out="output folder (default gpu_check)",
+                       out_default="gpu_check")
     p.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run; numbers mean nothing)")
-    args = p.parse_args(argv)
+    return run_command(p, argv, _run)
+
+
+def _run(args) -> int:
     import jax
 
     from data_pipelines.atomic import write_json, write_text

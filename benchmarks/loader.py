@@ -14,12 +14,10 @@ Each loader is timed for ``--seconds`` after one warm-up batch; the train step w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
-
 
 
 def _rate(next_batch, batch_size: int, seconds: float) -> float:
@@ -32,14 +30,18 @@ def _rate(next_batch, batch_size: int, seconds: float) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from zoo.cli import command_parser, run_command  # after __main__ has chosen the CPU platform
+
+    p = command_parser("python -m benchmarks.loader", __doc__)
     p.add_argument("--data_dir", default="", help="BraTS folder (default: brain phantoms)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--workers", type=int, nargs="*", default=[0])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--no_train", action="store_true", help="skip the train-step measurement")
-    args = p.parse_args(argv)
+    return run_command(p, argv, _run)
 
+
+def _run(args) -> int:
     import jax
 
     from data_pipelines import loader

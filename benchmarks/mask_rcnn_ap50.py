@@ -1,6 +1,6 @@
 """Train Mask R-CNN on instance phantoms and measure COCO AP / FROC on held-out phantoms.
 
-``python benchmarks/mask_rcnn_ap50.py --steps 300 --kind lung`` uses the recipe in
+``python -m benchmarks.mask_rcnn_ap50 --steps 300 --kind lung`` uses the recipe in
 ``zoo/configs/mask_rcnn_phantoms.py`` (same model kwargs, optimiser and task loss as
 ``python -m zoo.train --config=mask_rcnn_phantoms``) in a plain jitted loop, then scores the
 validation phantoms with :mod:`eval.instance_metrics`. Prints one JSON line per evaluation.
@@ -8,8 +8,8 @@ validation phantoms with :mod:`eval.instance_metrics`. Prints one JSON line per 
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
 
 import jax
@@ -20,6 +20,7 @@ import optax
 from data_pipelines.phantoms import PhantomConfig, PhantomSource
 from scoring import instance_metrics
 from zoo.configs import load_config
+from zoo.cli import command_parser, run_command
 from zoo.registry import create_model
 from zoo.tasks import get_task
 
@@ -35,15 +36,18 @@ def evaluate(model, params, val, batch_size):
     return instance_metrics(preds, targets)
 
 
-def main():
-    p = argparse.ArgumentParser()
+def main(argv=None) -> int:
+    p = command_parser("python -m benchmarks.mask_rcnn_ap50", __doc__)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--kind", default="lung")
     p.add_argument("--eval_every", type=int, default=100)
     p.add_argument("--num_train", type=int, default=256)
     p.add_argument("--num_val", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
-    a = p.parse_args()
+    return run_command(p, argv, _run)
+
+
+def _run(a) -> None:
     c = load_config("mask_rcnn_phantoms")
     size = tuple(c.data.image_size)
     train = PhantomSource(PhantomConfig(kind=a.kind, shape=size, seed=0), a.num_train).arrays()
@@ -81,4 +85,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

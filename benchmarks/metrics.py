@@ -11,7 +11,7 @@ prediction, in a ``--shape`` volume with ``--spacing`` mm. It times, with ``benc
   ``scoring.surface_metrics`` call (one distance computation), surface-distance's
   ``compute_surface_distances`` once and its two reductions, MONAI's two calls (MONAI has no shared step).
 
-Peers are optional (``pip install -e ".[metrics_peers]"``); one that cannot be imported is skipped with the
+Peers are optional (``pip install -e ".[metrics-peers]"``); one that cannot be imported is skipped with the
 reason. ``ratio`` is the peer's time over scoring's for the same column (> 1: scoring is faster). The values
 are printed too: they differ by convention, not by error (MONAI's HD95 is the larger of the two directed
 95th percentiles, surface-distance weights surface elements by area; scoring pools both directions as MedPy
@@ -20,14 +20,14 @@ does), and surface Dice agrees with MONAI's. Writes ``results.json`` and ``resul
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
 from benchmarks.common import time_calls
+from data_pipelines.atomic import write_json, write_text
+from zoo.cli import command_parser, run_command
 
 __all__ = ["make_pair", "run", "main"]
 
@@ -115,7 +115,7 @@ def run(shape, radius, spacing, tolerance, peers, repeats) -> dict:
         try:
             fns = _BUILDERS[name](pred, ref, tuple(spacing), tolerance)
         except ImportError as e:
-            row["status"] = f"skipped: not importable ({e}); pip install -e '.[metrics_peers]'"
+            row["status"] = f"skipped: not importable ({e}); pip install -e '.[metrics-peers]'"
             rows.append(row)
             continue
         row["status"] = "ok"
@@ -161,7 +161,8 @@ def _floats(text: str, flag: str, n: int | None = None, kind=float) -> tuple:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.metrics", description=__doc__.splitlines()[0])
+    p = command_parser("python -m benchmarks.metrics", __doc__, out="output folder (default workdirs/bench-metrics)",
+                       out_default=os.path.join("workdirs", "bench-metrics"))
     p.add_argument("--shape", default="512,512,128")
     p.add_argument("--radius", type=float, default=10.0, help="structure radius in voxels of the finest axis")
     p.add_argument("--spacing", default="0.7,0.7,2.5", help="mm per axis")
@@ -169,30 +170,26 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)} "
                                                             "(empty: scoring only)")
-    p.add_argument("--out", default=os.path.join("workdirs", "bench-metrics"))
-    args = p.parse_args(argv)
-    try:
-        shape = _floats(args.shape, "--shape", kind=int)
-        spacing = _floats(args.spacing, "--spacing", len(shape))
-        peers = tuple(x.strip() for x in args.peers.split(",") if x.strip())
-        unknown = [x for x in peers if x not in PEERS]
-        if unknown:
-            raise ValueError(f"--peers: unknown {unknown}; expected some of {list(PEERS)}")
-        if args.repeats < 1 or args.radius <= 0 or args.tolerance < 0:
-            raise ValueError(f"need --repeats >= 1, --radius > 0, --tolerance >= 0; got {args.repeats}, "
-                             f"{args.radius}, {args.tolerance}")
-        if "surface_distance" in peers and len(shape) not in (2, 3):
-            raise ValueError("surface-distance needs a 2D or 3D --shape")
-        result = run(shape, args.radius, spacing, args.tolerance, peers, args.repeats)
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        md = markdown(result)
-        with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-            f.write(md)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(p, argv, _run)
+
+
+def _run(args) -> int:
+    shape = _floats(args.shape, "--shape", kind=int)
+    spacing = _floats(args.spacing, "--spacing", len(shape))
+    peers = tuple(x.strip() for x in args.peers.split(",") if x.strip())
+    unknown = [x for x in peers if x not in PEERS]
+    if unknown:
+        raise ValueError(f"--peers: unknown {unknown}; expected some of {list(PEERS)}")
+    if args.repeats < 1 or args.radius <= 0 or args.tolerance < 0:
+        raise ValueError(f"need --repeats >= 1, --radius > 0, --tolerance >= 0; got {args.repeats}, "
+                         f"{args.radius}, {args.tolerance}")
+    if "surface_distance" in peers and len(shape) not in (2, 3):
+        raise ValueError("surface-distance needs a 2D or 3D --shape")
+    result = run(shape, args.radius, spacing, args.tolerance, peers, args.repeats)
+    os.makedirs(args.out, exist_ok=True)
+    write_json(os.path.join(args.out, "results.json"), result)
+    md = markdown(result)
+    write_text(os.path.join(args.out, "results.md"), md)
     print(md, end="")
     for r in result["results"]:
         if r["status"] != "ok":

@@ -12,7 +12,6 @@ small against the RSS itself. Only 127.0.0.1 traffic.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import gzip
 import json
@@ -23,21 +22,31 @@ import time
 
 import numpy as np
 
+from zoo.cli import command_parser, run_command
+
+
+class LoadTestFailed(RuntimeError):
+    """The server did not start or a warm-up request failed: ``error: <message>`` and exit status 1."""
+
+    exit_code = 1
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.serve_load", description=__doc__.splitlines()[0])
+    p = command_parser("python -m benchmarks.serve_load", __doc__, out="also write the result as JSON here")
     p.add_argument("--model", required=True)
     p.add_argument("--requests", type=int, default=50)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--warmup", type=int, default=25, help="requests sent first, not timed (allocator warm-up)")
     p.add_argument("--every", type=int, default=25, help="record the server's RSS every this many requests")
-    p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.add_argument("--no-pdf", action="store_true", help="ask for no PDF summary (pdf=false; ~0.3 s less each)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(p, sys.argv[1:] if argv is None else argv, _load_test)
+
+
+def _load_test(args) -> int:
     if args.requests < 1 or args.clients < 1 or args.workers < 1 or args.warmup < 0 or args.every < 1:
-        p.error(f"--requests, --clients, --workers and --every must be >= 1 and --warmup >= 0 (got {args.requests}, "
-                f"{args.clients}, {args.workers}, {args.every}, {args.warmup})")
+        raise ValueError(f"--requests, --clients, --workers and --every must be >= 1 and --warmup >= 0 (got "
+                         f"{args.requests}, {args.clients}, {args.workers}, {args.every}, {args.warmup})")
 
     import httpx
     import nibabel as nib
@@ -73,7 +82,7 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
         except httpx.TransportError:
             pass
         if child.poll() is not None or time.time() > deadline:
-            raise SystemExit("error: the server did not start")
+            raise LoadTestFailed("the server did not start")
         time.sleep(0.5)
     name = httpx.get(f"http://127.0.0.1:{port}/api/models").json()[0]["name"]
     image, _, _ = zoo_app.phantom_sample(m, 0)
@@ -94,7 +103,7 @@ def _load(args, m, port, child, httpx, nib, psutil) -> int:
     rss_start = rss_mb()
     for s, _ in _run(one, args.warmup, args.clients, None, None):
         if s != 200:
-            raise SystemExit(f"error: a warm-up request failed with HTTP {s}")
+            raise LoadTestFailed(f"a warm-up request failed with HTTP {s}")
     series = [(0, rss_mb())]
     results = _run(one, args.requests, args.clients, args.every, lambda done: series.append((done, rss_mb())))
     if series[-1][0] != args.requests:

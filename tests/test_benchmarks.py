@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import common, throughput
+from benchmarks import common, throughput, throughput_cases
 
 TINY = json.dumps({"unet": {"features": 2, "depth": 2, "norm": "batch"}})
 
@@ -48,10 +48,10 @@ def test_failing_model_is_a_row_not_a_crash(tmp_path, capsys):
 def test_failure_summary_counts_failed_cases():
     ok = {"model": "unet", "dims": 2, "status": "ok"}
     bad = {"model": "fcn", "dims": 3, "status": "error", "error": "RuntimeError: boom"}
-    assert throughput.failure_summary([ok, ok]) == ("", 0)
-    line, rc = throughput.failure_summary([ok, bad, ok])
+    assert throughput_cases.failure_summary([ok, ok]) == ("", 0)
+    line, rc = throughput_cases.failure_summary([ok, bad, ok])
     assert rc == 0 and line == "warning: 1 of 3 benchmark case(s) failed (first: fcn 3D: RuntimeError: boom)"
-    line, rc = throughput.failure_summary([bad, dict(bad, model="segnet")])
+    line, rc = throughput_cases.failure_summary([bad, dict(bad, model="segnet")])
     assert rc == 1 and line.startswith("error: all 2 benchmark case(s) failed (first: fcn 3D")
 
 
@@ -66,29 +66,29 @@ def test_bad_cli_arguments_exit_2(argv, match, capsys, tmp_path):
 
 def test_plan_and_scaling_summary():
     reps = {"repeats": 1, "number": 1, "warmup": 0}
-    cases = throughput.plan_cases(["unet", "fcn"], [2, 3], ["float32"], [1, 2, 4], {2: 16, 3: 8}, {2: 4, 3: 2}, reps)
+    cases = throughput_cases.plan_cases(["unet", "fcn"], [2, 3], ["float32"], [1, 2, 4], {2: 16, 3: 8}, {2: 4, 3: 2}, reps)
     assert [(c["model"], c["dims"], c["devices"]) for c in cases if c["kind"] == "throughput"] == \
         [("unet", 2, 1), ("unet", 3, 1), ("fcn", 2, 1), ("fcn", 3, 1)]
     scaling = [c for c in cases if c["kind"] == "scaling"]
     assert [(c["devices"], c["batch"]) for c in scaling] == [(1, 2), (2, 4), (4, 8)]  # weak scaling, 2 per device
     results = [dict(c, status="ok", train_images_per_s=ips) for c, ips in zip(scaling, (10.0, 15.0, 20.0))]
-    summary = throughput.scaling_summary(results)
+    summary = throughput_cases.scaling_summary(results)
     assert [s["speedup"] for s in summary] == pytest.approx([1.0, 1.5, 2.0])
     assert [s["efficiency"] for s in summary] == pytest.approx([1.0, 0.75, 0.5])
     # Strong scaling: one global batch (the 2D batch) split over the devices; the 1-device point is the
     # throughput case itself, not a second run of it.
-    cases = throughput.plan_cases(["unet"], [2], ["float32"], [1, 2, 4], {2: 16}, {2: 4}, reps, scaling="strong")
+    cases = throughput_cases.plan_cases(["unet"], [2], ["float32"], [1, 2, 4], {2: 16}, {2: 4}, reps, scaling="strong")
     assert [(c["kind"], c["devices"], c["batch"]) for c in cases] == \
         [("throughput", 1, 4), ("scaling", 2, 4), ("scaling", 4, 4)]
     assert cases[0]["scaling_base"] == "strong"
     results = [dict(c, status="ok", train_images_per_s=t, infer_images_per_s=i)
                for c, t, i in zip(cases, (10.0, 12.0, 8.0), (40.0, 60.0, 50.0))]
-    summary = throughput.scaling_summary(results)
+    summary = throughput_cases.scaling_summary(results)
     assert [s["speedup"] for s in summary] == pytest.approx([1.0, 1.2, 0.8])
     assert [s["infer_speedup"] for s in summary] == pytest.approx([1.0, 1.5, 1.25])
-    assert "strong scaling" in throughput.format_markdown(results, {"env": {"platform": "cpu"}})
+    assert "strong scaling" in throughput_cases.format_markdown(results, {"env": {"platform": "cpu"}})
     with pytest.raises(ValueError, match="divide"):
-        throughput.plan_cases(["unet"], [2], ["float32"], [1, 3], {2: 16}, {2: 4}, reps, scaling="strong")
+        throughput_cases.plan_cases(["unet"], [2], ["float32"], [1, 3], {2: 16}, {2: 4}, reps, scaling="strong")
 
 
 def test_xla_flags_with_cpu_devices():
@@ -103,7 +103,7 @@ def test_scaling_subprocess_on_two_fake_devices(tmp_path):
     """The scaling path: a subprocess with XLA_FLAGS faking 2 CPU devices, batch sharded over them."""
     case = dict(model="unet", dims=2, dtype="float32", devices=2, size=8, batch=2, kind="scaling",
                 model_kwargs={"features": 2, "depth": 2, "norm": "none"}, repeats=1, number=1, warmup=0)
-    r = throughput._run_subprocess(case, timeout=600)  # generous: the machine is shared
+    r = throughput_cases.run_subprocess(case, timeout=600)  # generous: the machine is shared
     assert r["status"] == "ok", r.get("error")
     assert r["env"]["num_devices"] == 2 and r["train_images_per_s"] > 0
 
@@ -132,7 +132,7 @@ def test_make_batch_has_foreground_and_background():
 def test_compare_torch_skips_or_validates(capsys):
     from benchmarks import compare_torch
 
-    if compare_torch._torch_available():
+    if compare_torch.torch_missing():
         assert compare_torch.main(["--quick"]) == 0
         assert "skipped: PyTorch/MONAI not installed" in capsys.readouterr().out
     else:
