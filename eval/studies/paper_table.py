@@ -57,10 +57,9 @@ import warnings
 import numpy as np
 
 from data_pipelines import readers
-from data_pipelines.brats import find_brats_cases, map_brats_labels
-from data_pipelines.ct import find_ct_cases
+from data_pipelines.brats import map_brats_labels
 from data_pipelines.datasets import load_dataset
-from data_pipelines.image_folders import find_image_mask_pairs, read_metadata_csv
+from data_pipelines.families import get_family
 from data_pipelines.atomic import dumps, write_json, write_text
 from eval.deltas import DELTA_METRICS, CaseValues, paired_deltas
 from eval.studies.ablations import ABLATIONS, dropped_note, plan as ablation_plan
@@ -113,26 +112,12 @@ def store_name(arch: str, family: str) -> str:
 
 def family_cases(config) -> dict[str, list[dict]]:
     """{patient_id: [{"id", "input", "truth"}]}: the original files of each patient (``input`` goes to
-    ``zoo.prediction.read_case``; ``truth`` is a label file)."""
-    d = config.data
+    ``zoo.prediction.read_case``; ``truth`` is a label file), from the data family's ``case_files``; cases
+    without a label file on disk are left out."""
     out: dict[str, list[dict]] = {}
-    if d.name == "brats":
-        for c in find_brats_cases(d.data_dir):
-            folder = os.path.dirname(c.files["label"])
-            out.setdefault(c.patient_id, []).append({"id": c.patient_id, "input": folder, "truth": c.files["label"]})
-    elif d.name == "luna16":
-        for c in find_ct_cases(d.data_dir):
-            if c["label"]:
-                out.setdefault(c["patient_id"], []).append({"id": c["patient_id"], "input": c["image"],
-                                                            "truth": c["label"]})
-    elif d.name in ("isic", "folder"):
-        meta = read_metadata_csv(d.data_dir)
-        col = d.get("patient_column", "patientid")
-        for i, ip, mp in find_image_mask_pairs(d.data_dir, allow_unpaired=bool(d.get("allow_unpaired", False))):
-            pid = str(meta.get(i, {}).get(col) or i)
-            out.setdefault(pid, []).append({"id": i, "input": ip, "truth": mp})
-    else:
-        raise ValueError(f"paper table: no original-file index for data.name={d.name!r}")
+    for c in get_family(config.data.name).case_files(config.data):
+        if c.truth:
+            out.setdefault(c.patient_id, []).append({"id": c.case_id, "input": c.input, "truth": c.truth})
     return out
 
 
