@@ -14,15 +14,18 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["Fold", "patient_kfold", "patient_split", "train_val_test_split", "site_split", "PatientKFold"]
+__all__ = ["Fold", "patient_kfold", "patient_split", "train_val_test_split", "site_split"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Fold:
-    """Sample indices of one fold (sorted ``int64`` arrays)."""
+    """Sample indices of one fold (sorted ``int64`` arrays); unpacks as ``train, val = fold``."""
 
     train: np.ndarray
     val: np.ndarray
+
+    def __iter__(self):
+        return iter((self.train, self.val))
 
 
 def _groups(patient_ids, stratify=None, name="patient_ids"):
@@ -77,17 +80,24 @@ def _deal(uniq, strata, n_bins: int, seed: int, weights=None) -> np.ndarray:
     return assign
 
 
-def patient_kfold(patient_ids: Sequence[Hashable], k: int, seed: int = 0, stratify=None) -> list[Fold]:
-    """``k`` folds by patient: each patient is in exactly one fold's ``val``.
+def patient_kfold(patient_ids: Sequence[Hashable], k: int, seed: int = 0, stratify=None, *,
+                  name: str = "k") -> list[Fold]:
+    """``k`` folds by patient: each patient is in exactly one fold's ``val``. The one k-fold splitter (the
+    training core's folds, ``zoo.training.kfold``, and the studies use it).
 
     ``patient_ids``: one id per sample; ``stratify``: optional one value per sample (e.g. label
     presence or outcome) balanced across folds. Returns ``k`` ``Fold(train, val)`` of sample indices.
+    ``name``: what the errors call ``k`` (``folds`` for a command line's ``--folds``).
     """
-    if int(k) != k or k < 2:
-        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    try:
+        ok = not isinstance(k, bool) and int(k) == k and k >= 2
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= 2, got {k!r}")
     uniq, sample_group, strata = _groups(patient_ids, stratify)
     if k > len(uniq):
-        raise ValueError(f"k={k} folds need at least {k} patients; patient_ids has {len(uniq)}")
+        raise ValueError(f"{name}={k} is more than the {len(uniq)} patients; {k} folds need at least {k} patients")
     fold_of_patient = _deal(uniq, strata, int(k), seed)
     fold_of_sample = fold_of_patient[sample_group]
     return [Fold(np.flatnonzero(fold_of_sample != f), np.flatnonzero(fold_of_sample == f)) for f in range(int(k))]
@@ -173,19 +183,3 @@ def site_split(sites: Sequence[Hashable], external: Sequence[Hashable] | Hashabl
         if both:
             raise ValueError(f"patients {both[:5]} appear at both internal and external sites")
     return np.flatnonzero(~is_ext), np.flatnonzero(is_ext)
-
-
-class PatientKFold:
-    """scikit-learn style splitter: ``PatientKFold(k, seed).split(X, y=None, groups=patient_ids)``."""
-
-    def __init__(self, n_splits: int = 5, seed: int = 0):
-        self.n_splits, self.seed = int(n_splits), int(seed)
-
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
-        return self.n_splits
-
-    def split(self, X, y=None, groups=None):
-        if groups is None:
-            raise ValueError("PatientKFold.split needs groups=patient_ids")
-        for f in patient_kfold(groups, self.n_splits, self.seed, stratify=y):
-            yield f.train, f.val

@@ -20,14 +20,9 @@ __all__ = ["patient_folds", "subset", "concat", "nan_stats", "run_folds"]
 
 
 def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` pairs ``(train_idx, val_idx)`` of case indices, split by patient (``splits.patient_kfold``),
-    with the ``--folds`` checks worded for the command line."""
-    patients = set(str(p) for p in patient_ids)
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {k!r}")
-    if k > len(patients):
-        raise ValueError(f"folds={k} is more than the {len(patients)} patients in the training split")
-    return [(f.train, f.val) for f in splits.patient_kfold(list(patient_ids), int(k), seed=seed)]
+    """``k`` pairs ``(train_idx, val_idx)`` of case indices: ``splits.patient_kfold`` (the one splitter) with
+    its errors worded for ``--folds``."""
+    return [tuple(f) for f in splits.patient_kfold(list(patient_ids), k, seed=seed, name="folds")]
 
 
 def subset(arrays: dict, idx) -> dict:
