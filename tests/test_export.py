@@ -13,7 +13,8 @@ import pytest
 
 import zoo
 from _serve_models import tiny_models
-from zoo import export, exported, service
+from zoo import app as zoo_app
+from zoo import export, exported
 from zoo.pretrained import load_pretrained
 
 FRESH = r"""
@@ -105,10 +106,10 @@ def test_written_loader_runs_images_larger_than_a_window_without_medzoo(exported
 
 def test_serve_serves_an_exported_model(exported_dir):
     _, out = exported_dir
-    m = service.load_model(str(out))
+    m = zoo_app.load_model(str(out))
     assert m.exported and m.task == "segmentation"
-    image, meta, _ = service.phantom_sample(m, 0)
-    res = service.segment(m, image, meta, "phantom.nrrd", str(out.parent))
+    image, meta, _ = zoo_app.phantom_sample(m, 0)
+    res = zoo_app.segment(m, image, meta, "phantom.nrrd", str(out.parent))
     assert res["shape"] == [32, 32] and "exported" in res["display"]["gradcam_note"]
 
 
