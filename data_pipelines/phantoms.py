@@ -31,6 +31,7 @@ import numpy as np
 
 from data_pipelines.cases import check_image_size
 from data_pipelines.info import DatasetInfo
+from kernels.intensity import zscore
 
 __all__ = ["KINDS", "DIFFICULTIES", "NUM_CLASSES", "CHANNEL_NAMES", "CLASS_NAMES", "PhantomConfig", "make_phantom", "phantom_id",
            "PhantomSource", "load_phantoms"]
@@ -89,17 +90,9 @@ def _partial_volume(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _zscore_inside(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.empty_like(img)
-    for c in range(img.shape[-1]):
-        v = img[..., c][mask]
-        mu, sd = (v.mean(), v.std() + 1e-6) if v.size else (0.0, 1.0)
-        out[..., c] = (img[..., c] - mu) / sd
-    # Outside the brain: one constant, the normalised zero (as in the BraTS samples).
-    for c in range(img.shape[-1]):
-        v = img[..., c][mask]
-        mu, sd = (v.mean(), v.std() + 1e-6) if v.size else (0.0, 1.0)
-        out[..., c][~mask] = (0.0 - mu) / sd
-    return out
+    """Z-scored by the statistics inside ``mask``; outside it one constant, the normalised zero (as in the BraTS
+    samples): ``kernels.intensity.zscore`` of the image with zeros outside the mask."""
+    return zscore(np.where(mask[..., None], img, np.float32(0.0)), mask, eps=1e-6)
 
 
 def _brain(rng, shape, channels, p_empty, hard=None):

@@ -37,9 +37,23 @@ def _spatial_axes(image):
 
 
 def zscore(image, mask=None, eps: float = 1e-8):
-    """``(x - mean) / std`` per channel; with ``mask [*S]`` the statistics come from the masked voxels
-    (all voxels are normalised). A constant channel maps to 0."""
+    """``(x - mean) / (std + eps)`` per channel; with ``mask [*S]`` the statistics come from the masked voxels
+    (all voxels are normalised). A constant channel maps to 0.
+
+    The one z-score of the project: a ``jax.Array`` (or anything but numpy) is normalised with weighted sums
+    (jittable); a numpy ``image`` gives a numpy array, its statistics taken over the selected voxels of each
+    channel (``v.mean()``, ``v.std()``: the phantoms normalise this way on the host)."""
     check_sample(image)
+    if isinstance(image, np.ndarray):
+        sel = None if mask is None else np.asarray(mask).astype(bool)
+        if sel is not None and sel.shape != image.shape[:-1]:
+            _check_mask(mask, image)  # raises, naming the shapes
+        out = np.empty_like(image, dtype=np.result_type(image.dtype, np.float32))
+        for c in range(image.shape[-1]):
+            v = image[..., c] if sel is None else image[..., c][sel]
+            mean, std = (v.mean(), v.std()) if v.size else (0.0, 0.0)
+            out[..., c] = (image[..., c] - mean) / (std + eps)
+        return out
     image = jnp.asarray(image)
     m = _check_mask(mask, image)
     axes = _spatial_axes(image)

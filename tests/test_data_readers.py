@@ -227,6 +227,18 @@ def test_resize_antialias_and_labels():
         geometry.resize(lab, (4, 4, 4), is_label=True)
 
 
+@pytest.mark.parametrize("shape,size", [((20, 14, 2), (9, 23)), ((12, 10, 8, 1), (7, 15, 8)), ((32, 32, 3), (16, 16))])
+def test_resize_is_the_numpy_reference_of_the_jax_resize(shape, size):
+    import jax.numpy as jnp
+
+    from kernels import spatial
+
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    want = geometry.resize(x, size)
+    got, _ = spatial.resize(jnp.asarray(x), size)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
 def test_check_same_geometry_names_files():
     from data_pipelines.readers import ImageMeta
 
