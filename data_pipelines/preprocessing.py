@@ -19,19 +19,8 @@ Geometry of a preprocessed case (``ctx`` records every step, so ``restore_case``
    keeps its world position and each axis gets ``max(round(n * spacing_in / spacing_out), 1)`` voxels; a 2D
    plan never resamples along the slice axis; ``spacing=None`` (photos) never resamples.
 
-Normalisation schemes (``Plan.channels[c]["scheme"]``):
-
-* ``zscore_fg`` (MR): each case is z-scored by its own mean/std over its body mask (the crop's mask);
-  outside it the value is 0 (nnU-Net's ``ZScoreNormalization`` with the mask). The plan's ``mean``/``std``
-  are the data set's foreground statistics, used only for a case without a body mask.
-* ``ct`` (CT): clip to ``[lower, upper]`` (the 0.5 / 99.5 percentiles of the labelled voxels over the data
-  set) then ``(x - mean) / std`` with the data set's labelled-voxel statistics (nnU-Net's
-  ``CTNormalization``).
-* ``rgb``: ``(x - lower) / (upper - lower)`` per channel, with ``lower = 0`` and ``upper = 255`` (or 1 for
-  pictures already in [0, 1]).
-* ``zscore``: ``(x - mean) / std`` with the data set's statistics.
-
-Normalisation: the plan's scheme per channel (:mod:`data_pipelines.planner`).
+Normalisation: the plan's scheme per channel (``zscore_fg``, ``ct``, ``rgb``, ``zscore``: described in
+:mod:`data_pipelines.planner`).
 
 Runs trained without a plan (images resized to ``data.image_size`` by a data family's loader) record the
 loader's intensity scaling as data (``DatasetInfo.extra["intensity_scaling"]``, see
