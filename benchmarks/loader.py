@@ -3,12 +3,14 @@
     python -m benchmarks.loader [--data_dir ../shared/data/brats] [--workers 0 2] [--seconds 3]
 
 Measures, in one process and one run (so ratios are comparable):
-  * ``TrainBatches``: the trainer's own batches (zoo.training.data: grain over the in-memory arrays),
-  * grain ``make_array_loader`` (whole batches gathered with one index) over the same arrays,
-  * grain ``make_loader`` over the same arrays (``ArraysSource``, per-record pipeline),
-  * grain ``make_loader`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
+  * ``TrainBatches``: the trainer's own batches (zoo.training.data: ``make_batch_dataset`` over the in-memory
+    arrays, placed on the devices),
+  * ``data_pipelines.loader.make_batch_dataset`` over the same arrays (``ArraysSource``: whole batches gathered
+    with one index), on the host,
+  * ``make_batch_dataset`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
   * the smoke U-Net train step (batch 8, the data's image size and channels): samples/s it consumes.
-Each loader is timed for ``--seconds`` after one warm-up batch; the train step with
+The two host pipelines run per ``--workers`` count (0: batches made as they are asked for, as the trainer
+reads them; N: N grain read threads prefetching). Each loader is timed for ``--seconds`` after one warm-up batch; the train step with
 ``benchmarks.common.time_calls``. The last line is a JSON summary with every ratio to the train step.
 """
 
@@ -29,13 +31,22 @@ def _rate(next_batch, batch_size: int, seconds: float) -> float:
     return n * batch_size / (time.perf_counter() - t0)
 
 
+def _batches(dataset, workers: int):
+    """An iterator over a ``make_batch_dataset``: batches made in this thread (``workers=0``, as the trainer
+    reads them) or by that many grain read threads ahead of it."""
+    import grain.python as grain
+
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=workers, prefetch_buffer_size=max(workers, 1))))
+
+
 def main(argv=None) -> int:
     from zoo.cli import command_parser, run_command  # after __main__ has chosen the CPU platform
 
     p = command_parser("python -m benchmarks.loader", __doc__)
     p.add_argument("--data_dir", default="", help="BraTS folder (default: brain phantoms)")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--workers", type=int, nargs="*", default=[0])
+    p.add_argument("--workers", type=int, nargs="*", default=[0],
+                   help="grain read threads for the host pipelines (0: none; several: one run each)")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--no_train", action="store_true", help="skip the train-step measurement")
     return run_command(p, argv, _run)
@@ -64,11 +75,9 @@ def _run(args) -> int:
 
     trainer = TrainBatches(loader.ArraysSource(train), bs, 0, batch_sharding(make_mesh((-1, 1), batch_size=bs)))
     results["trainer_batches_samples_s"] = _rate(trainer.next, bs, args.seconds)
-    it_b = iter(loader.make_array_loader(train, bs, seed=0))
-    results["grain_array_batches_samples_s"] = _rate(lambda: next(it_b), bs, args.seconds)
-    arrays_src = loader.ArraysSource({k: v for k, v in train.items() if k != "patient_id"})
+    arrays_src = loader.ArraysSource(train)
     for w in args.workers:
-        it = iter(loader.make_loader(arrays_src, bs, seed=0, worker_count=w))
+        it = _batches(loader.make_batch_dataset(arrays_src, bs, seed=0), w)
         results[f"grain_arrays_w{w}_samples_s"] = _rate(lambda: next(it), bs, args.seconds)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +85,7 @@ def _run(args) -> int:
         b = prepare("phantoms", tmp, config=PhantomsConfig(name="bench", shape=size, num_train=64, num_val=8))
         src = load(b, "train")
         for w in args.workers:
-            it = iter(loader.make_loader(src, bs, seed=0, worker_count=w))
+            it = _batches(loader.make_batch_dataset(src, bs, seed=0), w)
             results[f"grain_array_record_w{w}_samples_s"] = _rate(lambda: next(it), bs, args.seconds)
 
     if not args.no_train:
