@@ -10,8 +10,9 @@ Measures, in one process and one run (so ratios are comparable):
   * ``make_batch_dataset`` over an array_record TFDS ``data_source`` (phantoms builder, decoded per record),
   * the smoke U-Net train step (batch 8, the data's image size and channels): samples/s it consumes.
 The two host pipelines run per ``--workers`` count (0: batches made as they are asked for, as the trainer
-reads them; N: N grain read threads prefetching). Each loader is timed for ``--seconds`` after one warm-up batch; the train step with
-``benchmarks.common.time_calls``. The last line is a JSON summary with every ratio to the train step.
+reads them; N: N grain read threads prefetching). Each loader is timed for ``--seconds`` after one warm-up
+batch; the train step with ``benchmarks.common.time_calls``. The last line is a JSON summary with every ratio to
+the train step.
 """
 
 from __future__ import annotations
