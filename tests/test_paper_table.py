@@ -13,6 +13,7 @@ import json
 import pytest
 
 from eval.studies import paper_table
+from eval.studies import reference_table as table
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
 
@@ -86,7 +87,7 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
         for family in ("isic", "cxr"):
             cell = result["results"][model][family]
             assert cell["n_cases"] > 0 and cell["folds"][0]["val_patients"]
-            assert set(cell["cv"]) == set(paper_table.METRICS)
+            assert set(cell["cv"]) == set(table.METRICS)
             # Every model beats the all-background prediction (Dice 0 on every case with foreground).
             assert cell["cv"]["dice"]["mean"] > result["baseline"][family] == 0.0, (model, family, cell["cv"])
     # The loss ablation is paired on the same held-out cases.
@@ -99,7 +100,7 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
 
 
 def test_budget_reserves_by_weight_and_moves_what_a_fold_leaves_to_the_others():
-    b = paper_table.Budget(1000.0)
+    b = table.Budget(1000.0)
     b.add("unet_isic", 1.0, 2)
     b.add("cnn_cxr", 0.25, 2)
     assert b.reservation("unet_isic") == pytest.approx(800.0) and b.reservation("cnn_cxr") == pytest.approx(200.0)
@@ -112,41 +113,41 @@ def test_budget_reserves_by_weight_and_moves_what_a_fold_leaves_to_the_others():
     assert b.fold_seconds("unet_isic") == pytest.approx(400.0 * 0.5 / 0.75, rel=1e-3)
     assert b.fold_seconds("cnn_cxr") == pytest.approx(400.0 * 0.125 / 0.75, rel=1e-3)
     assert b.overhead["first"] == pytest.approx(0.5 * 30.0 + 0.5 * 50.0)
-    assert b.speed == pytest.approx(550.0 / 99 / paper_table.SEC_PER_STEP["unet"])
-    fixed = paper_table.Budget(60.0, steps=7)
+    assert b.speed == pytest.approx(550.0 / 99 / table.SEC_PER_STEP["unet"])
+    fixed = table.Budget(60.0, steps=7)
     fixed.add("r", 1.0, 2)
     assert fixed.nominal_steps("r", "unet", 1000) == 7
 
 
 def test_ranked_models_of_a_family_get_equal_steps_and_brats_the_most():
-    b = paper_table.Budget(3600.0)
-    for arch in paper_table.CORE:
+    b = table.Budget(3600.0)
+    for arch in table.CORE:
         for f in ("brats", "isic"):
-            b.add(f"{arch}_{f}", paper_table.run_weight(arch, f), 2, arch, group=f)
+            b.add(f"{arch}_{f}", table.run_weight(arch, f), 2, arch, group=f)
     b.add("mask_rcnn_isic", 0.5, 2, "mask_rcnn")
-    n = {a: b.nominal_steps(f"{a}_brats", a, 10_000) for a in paper_table.CORE}
+    n = {a: b.nominal_steps(f"{a}_brats", a, 10_000) for a in table.CORE}
     assert len(set(n.values())) == 1 and n["unet"] > 20  # one step count for the group, fixed at its start
     b.t0 -= 600.0  # time passes: the group keeps its steps, a run outside any group sees the time left
     assert b.nominal_steps("segnet_brats", "segnet", 10_000) == n["segnet"]
     assert b.nominal_steps("mask_rcnn_isic", "mask_rcnn", 10_000) < 10_000
-    steps = {(a, f): b.reservation(f"{a}_{f}") / paper_table.SEC_PER_STEP[a]
-             for a in paper_table.CORE for f in ("brats", "isic")}
+    steps = {(a, f): b.reservation(f"{a}_{f}") / table.SEC_PER_STEP[a]
+             for a in table.CORE for f in ("brats", "isic")}
     for f in ("brats", "isic"):
-        assert max(steps[a, f] for a in paper_table.CORE) == pytest.approx(min(steps[a, f] for a in paper_table.CORE))
+        assert max(steps[a, f] for a in table.CORE) == pytest.approx(min(steps[a, f] for a in table.CORE))
     assert steps["unet", "brats"] > steps["unet", "isic"]
     # Slower models get more time, not fewer steps.
-    sps = paper_table.SEC_PER_STEP
-    slow, fast = max(paper_table.CORE, key=sps.get), min(paper_table.CORE, key=sps.get)
+    sps = table.SEC_PER_STEP
+    slow, fast = max(table.CORE, key=sps.get), min(table.CORE, key=sps.get)
     assert b.reservation(f"{slow}_brats") > b.reservation(f"{fast}_brats")
 
 
 def test_default_runs_rank_four_models_everywhere_and_the_extras_on_isic():
-    pairs = paper_table.default_pairs(["brats", "isic", "lung", "cxr"])
+    pairs = table.default_pairs(["brats", "isic", "lung", "cxr"])
     for f in ("brats", "isic", "lung", "cxr"):
         assert {a for a, g in pairs if g == f} >= {"cnn", "fcn", "unet", "segnet"}
     assert {a for a, g in pairs if g == "isic"} == set(paper.ARCHS)
     assert {a for a, g in pairs if g != "isic"} == {"cnn", "fcn", "unet", "segnet"}
-    assert ("mask_rcnn", "brats") not in paper_table.default_pairs(["brats"], ["mask_rcnn", "unet"])
+    assert ("mask_rcnn", "brats") not in table.default_pairs(["brats"], ["mask_rcnn", "unet"])
 
 
 def test_postprocessing_keeps_the_largest_component_and_drops_voxels_outside_the_brain():
@@ -158,12 +159,12 @@ def test_postprocessing_keeps_the_largest_component_and_drops_voxels_outside_the
     pred[1:3, 1:3] = True   # 12 voxels inside the brain
     pred[4, 4, 0] = True    # 1 voxel inside, apart
     pred[0, 5, :] = True    # outside the brain, a line of 3
-    assert paper_table.postprocess_mask(pred, image, "none").sum() == 16
-    assert paper_table.postprocess_mask(pred, image, "lcc").sum() == 12
-    assert paper_table.postprocess_mask(pred, image, "brain").sum() == 13
-    assert paper_table.postprocess_mask(pred, image, "brain_lcc").sum() == 12
+    assert table.postprocess_mask(pred, image, "none").sum() == 16
+    assert table.postprocess_mask(pred, image, "lcc").sum() == 12
+    assert table.postprocess_mask(pred, image, "brain").sum() == 13
+    assert table.postprocess_mask(pred, image, "brain_lcc").sum() == 12
     with pytest.raises(ValueError, match="postprocess"):
-        paper_table.postprocess_mask(pred, image, "crf")
+        table.postprocess_mask(pred, image, "crf")
 
 
 def test_training_by_time_stops_at_the_limit_and_saves_that_step(tmp_path):
@@ -180,18 +181,18 @@ def test_training_by_time_stops_at_the_limit_and_saves_that_step(tmp_path):
 
 
 def test_brats_cells_carry_the_subregions_into_the_table():
-    folds = [{"fold": i, **{m: 0.8 + 0.01 * i for m in paper_table.METRICS}, "dice_tc": 0.5 + 0.1 * i,
+    folds = [{"fold": i, **{m: 0.8 + 0.01 * i for m in table.METRICS}, "dice_tc": 0.5 + 0.1 * i,
               "dice_et": 0.4} for i in range(2)]
-    cv = paper_table._cell(folds)
+    cv = table._cell(folds)
     assert cv["dice_tc"]["mean"] == pytest.approx(0.55) and cv["dice_et"]["std"] == pytest.approx(0.0)
-    isic = paper_table._cell([{m: 0.9 for m in paper_table.METRICS}])
+    isic = table._cell([{m: 0.9 for m in table.METRICS}])
     assert "dice_tc" not in isic  # only where the rows have sub-regions
     result = {"families": ["brats", "isic"], "models": ["unet"], "quick": False, "budget_minutes": 60,
               "wall_minutes": 1.0, "postprocess": {"brats": "brain_lcc"}, "baseline": {"brats": 0.0, "isic": 0.0},
               "skipped_families": [], "ablations": [], "ablations_skipped": [], "runs": [],
               "results": {"unet": {"brats": {"cv": cv, "folds": folds, "k": 2, "n_cases": 4},
                                    "isic": {"cv": isic, "folds": folds[:1], "k": 2, "n_cases": 2}}}}
-    md = paper_table.table_markdown(result)
+    md = table.table_markdown(result)
     assert "## BraTS sub-regions" in md and "| unet | brats | 0.81 ± 0.01 | 0.55 ± 0.07 | 0.40 ± 0.00 |" in md
     assert "| unet | isic |" not in md.split("## BraTS sub-regions")[1].split("##")[0]
-    assert paper_table._region_keys([{"dice": 1.0}, {"dice_tc": 0.2, "dice_et": 0.1}]) == ("dice_tc", "dice_et")
+    assert table._region_keys([{"dice": 1.0}, {"dice_tc": 0.2, "dice_et": 0.1}]) == ("dice_tc", "dice_et")
