@@ -169,8 +169,8 @@ def test_prediction_rejects_nan_input(trained):
 
 
 def test_outcome_cli_zero_interval_is_one_line(tmp_path, capsys):
-    from zoo import outcome
+    from zoo.outcome.__main__ import main as outcome_main
 
-    assert outcome.main(["--config=outcome_smoke", f"--workdir={tmp_path}", "--config.train.log_every=0"]) == 2
+    assert outcome_main(["--config=outcome_smoke", f"--workdir={tmp_path}", "--config.train.log_every=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.log_every must be a positive integer" in err[0]

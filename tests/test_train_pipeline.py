@@ -109,7 +109,7 @@ def test_mask_rcnn_run_loads_and_reports(tmp_path):
 @pytest.mark.slow
 @pytest.mark.standard_promotion
 def test_outcome_run_loads_and_reports(tmp_path):
-    from zoo.outcome import run_outcome
+    from zoo.outcome.run import run_outcome
 
     config = apply_overrides(load_config("outcome_smoke"), {
         "data.image_size": "16,16", "data.num_patients": "80", "model.kwargs.encoder_kwargs.features": "4",
