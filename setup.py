@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,15 +24,17 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 
 
-def _native_build():
-    """kernels/native_build.py, loaded by path (the kernels package imports jax, which may not be there yet)."""
-    spec = importlib.util.spec_from_file_location("medzoo_native_build", ROOT / "kernels" / "native_build.py")
+def _load_by_path(name: str, relpath: str):
+    """A standard-library-only module of the project, loaded by its path (the packages import jax and more, which
+    the build environment may not have)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-NB = _native_build()
+NB = _load_by_path("medzoo_native_build", "kernels/native_build.py")
+ATOMIC = _load_by_path("medzoo_atomic", "data_pipelines/atomic.py")
 
 
 class NativeKernel(Extension):
@@ -41,6 +44,7 @@ class NativeKernel(Extension):
         stem = NB.library_file(kernel, variant)[:-len(".so")]
         super().__init__(f"kernels.native_lib.{stem}", sources=[f"kernels/csrc/{NB.SOURCES[kernel]}"], language="c++")
         self.kernel, self.variant = kernel, variant
+        self.built: Path | None = None  # where build_ext compiled it
 
 
 class BuildNativeKernels(build_ext):
@@ -51,9 +55,13 @@ class BuildNativeKernels(build_ext):
         return os.path.join(*fullname.split(".")) + ".so"
 
     def copy_extensions_to_source(self):
-        # in place (an editable install, build_ext --inplace): kernels/native_lib/ is not in the source tree
+        """In place (an editable install, ``build_ext --inplace``): each library renamed into kernels/native_lib/,
+        never rewritten where it stands, so a process that has the old one loaded keeps a whole file."""
         NB.LIB_DIR.mkdir(exist_ok=True)
-        super().copy_extensions_to_source()
+        for ext in self.extensions:
+            with ATOMIC.atomic_path(NB.LIB_DIR / NB.library_file(ext.kernel, ext.variant)) as tmp:
+                shutil.copyfile(ext.built, tmp)
+                os.chmod(tmp, 0o755)
 
     def build_extensions(self):
         import jax  # a build requirement (pyproject.toml), as is oneDNN
@@ -69,6 +77,7 @@ class BuildNativeKernels(build_ext):
 
     def _compile(self, ext: NativeKernel, out: Path, include) -> str | None:
         out.parent.mkdir(parents=True, exist_ok=True)
+        ext.built = out
         print(f"medzoo: compiling {ext.kernel} for {ext.variant} -> {out}", flush=True)
         try:
             NB.compile_kernel(ext.kernel, out, march=ext.variant, ffi_include=include, rpath=NB.WHEEL_RPATH)
