@@ -17,7 +17,7 @@ Record ``i`` (``n`` cases, round ``r = i // n``):
 
 Cases smaller than the patch along an axis are padded symmetrically (``pad_value`` for the image, 0 for label
 maps). ``len(patch_size) == D - 1`` for ``D``-dimensional cases draws 2D patches of volumes: a slice across the
-last axis (the ``planning`` convention: ``array[:, :, z]``), chosen as above, then a 2D patch of it.
+last axis (the ``preprocessing`` convention: ``array[:, :, z]``), chosen as above, then a 2D patch of it.
 
 Records: ``image [*P, C] float32``, ``label [*P] int32``, every other per-voxel array of the case
 (``instances``, ``regions``...) cut the same way, the case's ``patient_id``, ``case_index``, ``corner`` (the

@@ -227,7 +227,7 @@ def _train(config, workdir, progress, setup, data, input_shapes, init_params, re
     if is_main:
         write_json(os.path.join(workdir, "config.json"), meta)
         plan = (info.extra or {}).get("plan")
-        if plan:  # the preprocessing plan beside the checkpoints; zoo.predict applies the copy in the metadata
+        if plan:  # the preprocessing plan beside the checkpoints; zoo.prediction applies the copy in the metadata
             write_json(os.path.join(workdir, "plan.json"), plan)
 
     data_sh = sharding.batch_sharding(mesh)
