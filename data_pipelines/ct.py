@@ -5,7 +5,8 @@
 ``empty_slice_ratio`` read with ``cfg.get``, ``None`` meaning the default) and returns ``(train, val, info)``:
 HU-windowed (``kernels.intensity.ct_window``) ``image [N, *S, 1] float32`` in [0, 1], nodule
 ``label [N, *S] int32``, ``instances`` (one id per nodule), ``patient_id``. :func:`read_cases` gives the cases
-at full resolution in Hounsfield units (patch training, planning). Volumes are reoriented to LPS, so 2D slices are axial ``image[:, :, z]``.
+at full resolution in Hounsfield units (patch training, planning). Volumes are reoriented to LPS, so 2D slices are
+axial ``image[:, :, z]``.
 """
 
 from __future__ import annotations

@@ -3,17 +3,18 @@
 
 ``--model``: a model-store name (``zoo.list_pretrained``) or a work directory. ``--input``: one image file
 (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case folder holding one file per modality,
-matched by the patterns the model was trained with (BraTS names; label files in the folder are ignored).
+matched by the patterns the model was trained with (``data.patterns``, else its data family's: BraTS names;
+label files in the folder are ignored).
 
 The library is :mod:`zoo.prediction`; the case goes through the run's own preprocessing and comes back on the
 input's grid:
 
-* a run trained with a plan (``data_pipelines.planning``): ``preprocess_case`` (orientation, crop, spacing,
+* a run trained with a plan (``data_pipelines.planner``): ``preprocess_case`` (orientation, crop, spacing,
   normalisation exactly as in training), Gaussian-weighted sliding windows of the plan's patch
   (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by slice), then ``restore_case``;
-* a run without a plan (images resized to ``data.image_size`` by its loader): the same intensity scaling as
-  that loader (pictures to [0, 1], CT through its HU window), axial slices of volumes in LPS orientation,
-  each resized to the training size and its probabilities resized back;
+* a run without a plan (images resized to ``data.image_size`` by its loader): the intensity scaling that
+  loader applied, as the run recorded it (pictures to [0, 1], CT through its HU window), axial slices of
+  volumes in LPS orientation, each resized to the training size and its probabilities resized back;
 * ``--tta``: the probabilities averaged over every mirroring of the spatial axes.
 
 The label map is written with the input's exact shape, spacing, origin and direction (a NIfTI input keeps its

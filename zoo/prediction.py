@@ -8,8 +8,9 @@ its data family's: BraTS names for BraTS, the phantoms and TFDS records; label f
 :func:`predict_case` sends the case through the run's own preprocessing and brings it back on the input's grid:
 
 * a run trained with a plan (``data.extra.plan`` in its metadata; ``data_pipelines.preprocessing``):
-  ``preprocess_case`` (orientation, crop, spacing, normalisation exactly as in training), Gaussian-weighted sliding windows of the plan's patch
-  (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by slice), then ``restore_case``;
+  ``preprocess_case`` (orientation, crop, spacing, normalisation exactly as in training), Gaussian-weighted
+  sliding windows of the plan's patch (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by
+  slice), then ``restore_case``;
 * a run without a plan (images resized to ``data.image_size`` by its loader): the intensity scaling that
   loader applied, as the run recorded it (:func:`scaling_record`: pictures to [0, 1], CT through its HU window;
   never re-derived from the data set's name, except once for runs trained before runs recorded it), axial
