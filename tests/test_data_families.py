@@ -165,3 +165,17 @@ def test_tabular_family_needs_only_a_loader():
         tab.all_cases(None)
     with pytest.raises(ValueError, match="does not list"):
         tab.case_files(None)
+
+
+@pytest.mark.parametrize("name,window,record", [
+    ("isic", None, {"kind": "unit_range"}), ("folder", None, {"kind": "unit_range"}),
+    ("luna16", None, {"kind": "hu_window", "window": [-1000.0, 400.0]}),
+    ("luna16", (-500.0, 500.0), {"kind": "hu_window", "window": [-500.0, 500.0]}),
+    ("brats", None, {"kind": "none"}), ("phantoms", None, {"kind": "none"})])
+def test_runs_trained_before_the_record_predict_with_the_old_rule(name, window, record):
+    import types
+
+    config = apply_overrides(load_config("smoke"), {"data.name": name})
+    config.data.hu_window = window
+    old_run = types.SimpleNamespace(config=config, meta={"data": {"extra": {}}})
+    assert scaling_record(old_run) == record
