@@ -111,3 +111,15 @@ def test_latest_and_best_retention_are_independent(tmp_path):
 def test_max_to_keep_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="max_to_keep"):
         CheckpointIO(str(tmp_path / "c"), max_to_keep=0)
+
+
+def test_a_run_checkpointed_before_runs_recorded_their_scaling_still_resumes(tmp_path):
+    from zoo.training.workdir import check_resumable
+
+    saved = {"config": {"seed": 0}, "task": "segmentation", "data": {"name": "isic", "extra": {}}}
+    new = {"config": {"seed": 0}, "task": "segmentation",
+           "data": {"name": "isic", "extra": {"intensity_scaling": {"kind": "unit_range"}}}}
+    check_resumable(saved, new, str(tmp_path))  # the record is new, not a change
+    other = {**new, "data": {"name": "isic", "extra": {"intensity_scaling": {"kind": "none"}}}}
+    with pytest.raises(ValueError, match="intensity_scaling"):
+        check_resumable(new, other, str(tmp_path))
