@@ -17,7 +17,10 @@ a data set's name (``data.name`` in a run config):
 * its default intensity scaling for runs trained without a plan (``scaling(cfg) -> record``, see
   :func:`data_pipelines.preprocessing.scale_intensity`; default ``{"kind": "none"}``), its default
   normalisation for planning (``modality``: ``MR``, ``CT``, ``RGB`` or ``other``, or ``modality(cfg)``) and its
-  default modality file-name patterns for case folders (``patterns``, ``{channel: regex}``).
+  default modality file-name patterns for case folders (``patterns``, ``{channel: regex}``);
+* the sub-regions its studies score beside the foreground (``region_dice(pred, truth, truth_path) -> {region:
+  Dice}``, on a predicted label map and the reference as read from its file: BraTS's tumour core and enhancing
+  tumour).
 
 Only ``name`` and one of ``load`` / ``open_sources`` are required: a tabular cohort (covariates and outcomes, no
 images) gives ``load`` and nothing else. :func:`register_family` adds a family (a duplicate name raises),
@@ -45,6 +48,7 @@ from data_pipelines.info import DatasetInfo
 from data_pipelines.planner import MODALITIES
 from data_pipelines.preprocessing import SCALING_KINDS
 from data_pipelines.readers import ImageMeta
+from scoring.regions import brats_region_metrics
 
 __all__ = ["DataFamily", "CaseFiles", "register_family", "unregister_family", "get_family", "list_families",
            "record_preprocessing", "NO_SCALING"]
@@ -77,6 +81,7 @@ class DataFamily:
     modality: Callable | str | None = None
     patterns: dict | None = None
     needs_data_dir: bool = True
+    region_dice: Callable | None = None
     summary: str = ""
 
     def __post_init__(self):
@@ -236,6 +241,12 @@ def _brats_files(cfg) -> list[CaseFiles]:
             for c in brats.find_brats_cases(cfg.data_dir)]
 
 
+def _brats_region_dice(pred: np.ndarray, truth: np.ndarray, truth_path: str) -> dict:
+    """Dice of BraTS's tumour core and enhancing tumour (the whole tumour is the foreground itself)."""
+    regions = brats_region_metrics(pred, brats.map_brats_labels(truth, path=truth_path), metrics=("dice",))
+    return {name: float(regions[name]["dice"]) for name in ("TC", "ET")}
+
+
 def _ct_files(cfg) -> list[CaseFiles]:
     return [CaseFiles(c["patient_id"], c["patient_id"], c["image"], c["label"]) for c in ct.find_ct_cases(cfg.data_dir)]
 
@@ -247,7 +258,8 @@ for _family in (
         DataFamily("outcome_phantoms", load=outcome_data.load_outcome_phantoms, needs_data_dir=False,
                    summary="phantom images with covariates and a surgical outcome"),
         DataFamily("brats", load=brats.load_brats, read_cases=brats.read_cases, find_cases=_brats_files,
-                   modality="MR", patterns=dict(brats.BRATS_PATTERNS), summary="BraTS 2013-2023 case folders"),
+                   modality="MR", patterns=dict(brats.BRATS_PATTERNS), region_dice=_brats_region_dice,
+                   summary="BraTS 2013-2023 case folders"),
         DataFamily("isic", load=image_folders.load_isic, read_cases=image_folders.read_isic_cases,
                    find_cases=_folder_cases, scaling={"kind": "unit_range"}, modality="RGB",
                    summary="ISIC / PH2 dermoscopy image/mask pairs"),

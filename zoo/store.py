@@ -31,7 +31,7 @@ __all__ = ["StoreEntry", "store_home", "PACKAGE_STORE", "list_pretrained", "reso
 
 PACKAGE_STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-# Files beside a run's checkpoints that an entry keeps (``zoo.survival.SURVIVAL_FILE``: the curves' baseline).
+# Files beside a run's checkpoints that an entry keeps (``zoo.outcome.survival.SURVIVAL_FILE``: the curves' baseline).
 SIDECARS = ("survival.json",)
 
 

@@ -54,7 +54,6 @@ import time
 import numpy as np
 
 from data_pipelines import readers
-from data_pipelines.brats import map_brats_labels
 from data_pipelines.datasets import load_dataset
 from data_pipelines.families import get_family
 from data_pipelines.atomic import write_json, write_text
@@ -62,7 +61,6 @@ from eval.deltas import DELTA_METRICS, CaseValues, paired_deltas
 from eval.studies.ablations import ABLATIONS, dropped_note, plan as ablation_plan
 from eval.tables import write_csv
 from scoring import overlap
-from scoring.regions import brats_region_metrics
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
 from zoo.prediction import predict_case, read_case
@@ -168,11 +166,10 @@ def score_case(pre, case: dict, foreground: str = "nonzero", postprocess: str = 
            "postprocess": postprocess}
     for m in METRICS:
         row[m] = float(getattr(overlap, m)(p, t))
-    if pre.config.data.name == "brats":  # the sub-regions of the post-processed prediction (labels 0..3)
-        regions = brats_region_metrics(np.where(p, pred, 0), map_brats_labels(truth, path=case["truth"]),
-                                       metrics=("dice",))
-        for name in SUBREGIONS:
-            row[f"dice_{name.lower()}"] = float(regions[name]["dice"])
+    family = get_family(pre.config.data.name)
+    if family.region_dice is not None:  # the family's sub-regions of the post-processed prediction
+        for name, value in family.region_dice(np.where(p, pred, 0), truth, case["truth"]).items():
+            row[f"dice_{name.lower()}"] = float(value)
     for how in POSTPROCESS:
         if how.startswith("brain") and raw.ndim != 3:
             continue  # the body/brain mask is for volumes

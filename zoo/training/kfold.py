@@ -1,5 +1,5 @@
 """Patient-level k-fold cross-validation, the library part (``zoo.cv`` is its command line;
-``eval.paper_table`` uses it too).
+``eval.studies.reference_table`` uses it too).
 
 :func:`run_folds` trains fold ``i`` on the other ``K-1`` folds' cases in ``<workdir>/fold<i>`` and validates it
 on fold ``i``; every case of a patient lands in the same fold. The aggregate is the mean ± sample std over folds.

@@ -14,9 +14,8 @@ from typing import Any, Callable
 
 from zoo import losses, optim, sharding
 from zoo.build import parse_dtype
-from zoo.outcome_task import OUTCOME_LOSSES
+from zoo.outcome.tasks import OUTCOME_LOSSES, SURVIVAL_LOSSES
 from zoo.registry import get_spec
-from zoo.survival_task import SURVIVAL_LOSSES
 from zoo.tasks import get_task
 from zoo.training.step import make_augment_fn
 
