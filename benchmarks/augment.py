@@ -25,10 +25,10 @@ from benchmarks.elastic import run_case, train_step_overhead
 from data_pipelines.atomic import write_json
 from zoo.cli import command_parser, run_command
 
-__all__ = ["run_case", "train_step_overhead", "main"]  # the measurements live in benchmarks.elastic
+__all__ = ["main"]  # the measurements live in benchmarks.elastic
 
 
-def main(argv=None) -> dict | int:
+def main(argv=None) -> int:
     """The results (a dict; they are printed, or written to ``--json``), or exit status 2 on bad input."""
     p = command_parser("python -m benchmarks.augment", __doc__)
     p.add_argument("--quick", action="store_true", help="small shapes, one repeat")
@@ -47,7 +47,7 @@ def main(argv=None) -> dict | int:
     return run_command(p, argv, _run)
 
 
-def _run(a) -> dict:
+def _run(a) -> None:
     quick = {"size2d": 64, "batch2d": 4, "size3d": 24, "batch3d": 1, "repeats": 1}
     full = {"size2d": 256, "batch2d": 32, "size3d": 128, "batch3d": 2, "repeats": 5}
     for k, v in (quick if a.quick else full).items():
@@ -87,7 +87,6 @@ def _run(a) -> dict:
         write_json(a.json, result)
     else:
         print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every writer puts its bytes into a fresh temporary file in the destination's folder (``tempfile.mkstemp``: two
 writers of the same path never share a temporary) and renames it over the destination with ``os.replace``, so a
-reader sees the old file or the whole new one and a crash leaves no half-written file. JSON is strict: NaN and
+reader sees the old file or the whole new one and a crash leaves no half-written file. Tables go out as CSV with a header (:func:`write_csv`). JSON is strict: NaN and
 infinities become ``null`` (``NaN`` tokens are not JSON; strict parsers reject them), numpy scalars numbers,
 tuples lists, dataclasses dicts. :func:`atomic_path` hands a temporary path to a library that insists on writing
 a path itself (nibabel, SimpleITK, Orbax, a compiler).
@@ -11,14 +11,16 @@ a path itself (nibabel, SimpleITK, Orbax, a compiler).
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import tempfile
 from typing import Iterator
 
-__all__ = ["strict_json", "dumps", "write_json", "write_text", "write_bytes", "atomic_path"]
+__all__ = ["strict_json", "dumps", "write_json", "write_csv", "write_text", "write_bytes", "atomic_path"]
 
 
 def _plain(o):
@@ -86,3 +88,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
     """Write ``obj`` to ``path`` as strict JSON (NaN/Inf as ``null``), atomically."""
     write_text(path, dumps(obj, indent=indent))
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames=None, **kwargs) -> None:
+    """Write ``rows`` (dicts) as CSV with a header (``fieldnames``: default the first row's keys; ``kwargs`` go
+    to ``csv.DictWriter``), atomically."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(fieldnames if fieldnames is not None else rows[0]), **kwargs)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())

@@ -51,7 +51,7 @@ from data_pipelines import readers
 from data_pipelines.geometry import check_same_geometry
 from data_pipelines.atomic import atomic_path, write_json, write_text
 from eval.bootstrap import bootstrap_ci
-from eval.tables import write_csv
+from data_pipelines.atomic import write_csv
 
 __all__ = ["DEFAULT_METRICS", "case_id", "list_cases", "pair_cases", "evaluate_case", "evaluate_folder",
            "summarize", "write_outputs", "config_number"]

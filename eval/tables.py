@@ -16,19 +16,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 
 import numpy as np
 
 import scoring as M
-from data_pipelines.atomic import atomic_path, write_json, write_text
+from data_pipelines.atomic import atomic_path, write_csv, write_json, write_text
 from eval.bootstrap import bootstrap_ci
 from eval.checkpoints import OUTCOME_METRICS, OUTCOME_STRUCTURE, STUDY_METRICS, ModelEval, OutcomeEval
 from eval.error_analysis import external_validation
 
-__all__ = ["build_tables", "markdown", "external_section", "write_report", "write_csv", "boxplots", "overlay"]
+__all__ = ["build_tables", "markdown", "external_section", "write_report", "boxplots", "overlay"]
 
 
 def _outcome_rows(ev: OutcomeEval, n_boot: int, seed: int) -> list[dict]:
@@ -239,16 +237,6 @@ def overlay(ev: ModelEval, arrays: dict, predict, out_dir: str, metric: str = "d
 
 
 # --------------------------------------------------------------------------- writing
-
-def write_csv(path: str, rows: list[dict], fieldnames=None, **kwargs) -> None:
-    """Write ``rows`` (dicts) as CSV with a header (``fieldnames``: default the first row's keys; ``kwargs`` go
-    to ``csv.DictWriter``), atomically."""
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(fieldnames if fieldnames is not None else rows[0]), **kwargs)
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
-
 
 def external_section(pairs, *, n_boot: int = 2000, seed: int = 0, min_n: int = 10) -> tuple[str, list]:
     """Markdown and records comparing each model's internal and external per-case Dice."""

@@ -24,7 +24,7 @@ from zoo import sharding
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import get_spec
 
-__all__ = ["command_parser", "run_command", "run_parser", "parse_run_args", "resolve_config", "default_workdir",
+__all__ = ["command_parser", "run_command", "run_parser", "resolve_config", "default_workdir",
            "run_cli", "OverrideParser", "USAGE_ERROR"]
 
 USAGE_ERROR = 2
@@ -90,12 +90,6 @@ def run_parser(prog: str, doc: str, default_config: str = "default", **kwargs) -
     p.add_argument("--steps", default=None, help="shortcut for --config.train.steps")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return p
-
-
-def parse_run_args(parser: OverrideParser, argv):
-    """``(known flags, {"a.b": "value"} overrides)`` of a :func:`run_parser` command line."""
-    known = parser.parse_args(argv)
-    return known, known.overrides
 
 
 def resolve_config(known, overrides) -> ml_collections.ConfigDict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -30,7 +29,7 @@ from kernels import conv
 from zoo import exported as zexported
 from zoo import store
 from zoo.cli import command_parser, run_command
-from data_pipelines.atomic import write_json
+from data_pipelines.atomic import write_bytes, write_json
 
 __all__ = ["export_stablehlo", "export_onnx", "onnx_model", "inference_function", "main", "ONNX_MANIFEST"]
 
@@ -90,10 +89,7 @@ def export_stablehlo(name_or_path: str, out: str) -> dict:
     with conv.use_onednn(False):
         exp = export.export(jax.jit(inference_function(pre)))(_spec(shapes, batch))
     os.makedirs(out, exist_ok=True)
-    tmp = os.path.join(out, ".tmp-" + zexported.ARTIFACT)
-    with open(tmp, "wb") as f:
-        f.write(exp.serialize())
-    os.replace(tmp, os.path.join(out, zexported.ARTIFACT))
+    write_bytes(os.path.join(out, zexported.ARTIFACT), exp.serialize())
     manifest = {"format": "stablehlo", "task": pre.task, "step": pre.step,
                 "inputs": {k: [None, *v[1:]] for k, v in shapes.items()},
                 "data": pre.meta["data"], "config": pre.meta["config"], "jax_version": jax.__version__,
@@ -103,7 +99,8 @@ def export_stablehlo(name_or_path: str, out: str) -> dict:
     plan = (pre.meta["data"].get("extra") or {}).get("plan")
     if plan:
         write_json(os.path.join(out, "plan.json"), plan)
-    shutil.copyfile(zexported.__file__, os.path.join(out, "load_exported.py"))
+    with open(zexported.__file__, "rb") as f:
+        write_bytes(os.path.join(out, "load_exported.py"), f.read())
     return manifest
 
 
@@ -154,10 +151,7 @@ def export_onnx(name_or_path: str, out: str) -> str:
             raise ValueError(f"--format onnx: ONNX Runtime refuses the graph jax2onnx wrote ({_first_line(e)})") from None
     export_stablehlo(name_or_path, out)
     path = os.path.join(out, "model.onnx")
-    tmp = os.path.join(out, ".tmp-model.onnx")
-    with open(tmp, "wb") as f:
-        f.write(model.SerializeToString())
-    os.replace(tmp, path)
+    write_bytes(path, model.SerializeToString())
     from importlib import metadata
 
     write_json(os.path.join(out, ONNX_MANIFEST), {

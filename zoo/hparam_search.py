@@ -14,8 +14,6 @@ sorted by validation Dice).
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import itertools
 import json
 import os
@@ -23,7 +21,7 @@ import time
 
 import numpy as np
 
-from data_pipelines.atomic import write_text
+from data_pipelines.atomic import write_csv, write_text
 
 __all__ = ["parse_param", "make_trials", "group_trials", "run_group", "search", "format_results"]
 
@@ -175,11 +173,7 @@ def search(config, space: dict, workdir: str, mode: str = "grid", num_trials: in
             rows[i] = {"trial": i, **trials[i], "group_size": len(g), "final_loss": r["final_loss"],
                        "mean_dice": r["mean_dice"], "group_seconds": secs}
     rows.sort(key=lambda r: -r["mean_dice"] if np.isfinite(r["mean_dice"]) else np.inf)
-    table = io.StringIO(newline="")
-    w = csv.DictWriter(table, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text(os.path.join(workdir, "results.csv"), table.getvalue())
+    write_csv(os.path.join(workdir, "results.csv"), rows)
     write_text(os.path.join(workdir, "results.md"), format_results(rows) + "\n")
     return rows
 

@@ -19,7 +19,7 @@ from data_pipelines.atomic import write_json, write_text
 from eval.checkpoints import evaluate_workdir
 from eval.deltas import DELTA_METRICS, CaseValues, paired_deltas
 from eval.studies.ablations import ABLATIONS, ablation_markdown, plan, train_run
-from eval.tables import write_csv
+from data_pipelines.atomic import write_csv
 from zoo.cli import command_parser, run_command
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import list_models

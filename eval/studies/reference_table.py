@@ -59,7 +59,7 @@ from data_pipelines.families import get_family
 from data_pipelines.atomic import write_json, write_text
 from eval.deltas import DELTA_METRICS, CaseValues, paired_deltas
 from eval.studies.ablations import ABLATIONS, dropped_note, plan as ablation_plan
-from eval.tables import write_csv
+from data_pipelines.atomic import write_csv
 from scoring import overlap
 from zoo.configs import apply_overrides, load_config
 from zoo.configs import paper
