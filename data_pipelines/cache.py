@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from data_pipelines.atomic import atomic_path
+
 __all__ = ["CacheWarning", "cache_dir", "cached_case"]
 
 # What a damaged .npz raises from np.load / reading its members (BadZipFile is no OSError).
@@ -49,15 +51,10 @@ def _read(path: str) -> dict:
 
 
 def _write(path: str, arrays: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp:  # readers see the old entry or the whole new one
         np.savez(tmp, **{k: (np.asarray(v) if k != "patient_id" else np.asarray(v, dtype=str))
                          for k, v in arrays.items()})
-        os.replace(tmp, path)  # atomic: readers see the old entry or the whole new one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def cached_case(cache_dir: str | None, files: Sequence[str], params: dict, make: Callable[[], dict]) -> dict:
