@@ -23,6 +23,9 @@ __all__ = ["DatasetInfo", "load_dataset", "data_config", "read_cases"]
 def load_dataset(cfg):
     """``cfg``: the ``data`` section of a training config."""
     family = get_family(cfg.name)
+    if family.load is None and family.cohort is not None:
+        raise ValueError(f"data family {cfg.name!r} is a tabular cohort (covariates and outcomes, no images): "
+                         f"fit it with python -m eval.studies.outcome_report --cohort {cfg.name}")
     if family.load is None:
         raise ValueError(f"data family {cfg.name!r} has no in-memory loader (it opens record sources: "
                          f"data_pipelines.sources.open_sources)")

@@ -22,8 +22,9 @@ a data set's name (``data.name`` in a run config):
   Dice}``, on a predicted label map and the reference as read from its file: BraTS's tumour core and enhancing
   tumour).
 
-Only ``name`` and one of ``load`` / ``open_sources`` are required: a tabular cohort (covariates and outcomes, no
-images) gives ``load`` and nothing else. :func:`register_family` adds a family (a duplicate name raises),
+Only ``name`` and one of ``load`` / ``open_sources`` / ``cohort`` are required: a tabular cohort (covariates and
+outcomes, no images) gives ``cohort(data_dir) -> Cohort`` (its table, read from ``data_dir`` or bundled with a
+package when the family needs none; the outcome home, ``zoo.outcome.cohorts``, registers the bundled ones). :func:`register_family` adds a family (a duplicate name raises),
 :func:`get_family` finds one (an unknown name raises ``ValueError`` with the close matches),
 :func:`list_families` lists them; the built-in families (phantoms, outcome_phantoms, brats, isic, folder,
 luna16, tfds) are registered at the end of this module.
@@ -82,13 +83,14 @@ class DataFamily:
     patterns: dict | None = None
     needs_data_dir: bool = True
     region_dice: Callable | None = None
+    cohort: Callable | None = None
     summary: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a data family needs a non-empty name, got {self.name!r}")
-        if self.load is None and self.open_sources is None:
-            raise ValueError(f"data family {self.name!r} needs load(cfg) or open_sources(cfg)")
+        if self.load is None and self.open_sources is None and self.cohort is None:
+            raise ValueError(f"data family {self.name!r} needs load(cfg), open_sources(cfg) or cohort(data_dir)")
         if isinstance(self.modality, str) and self.modality not in MODALITIES:
             raise ValueError(f"data family {self.name!r}: modality must be one of {sorted(MODALITIES)}, "
                              f"got {self.modality!r}")

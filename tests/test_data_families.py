@@ -167,6 +167,32 @@ def test_tabular_family_needs_only_a_loader():
         tab.case_files(None)
 
 
+def test_bundled_cohorts_are_tabular_families_the_trainer_refuses_by_name():
+    from data_pipelines.datasets import load_dataset
+    from zoo.outcome.cohorts import bundled_cohorts, load_cohort
+
+    assert set(bundled_cohorts()) == {"rotterdam", "gbsg"}
+    fam = get_family("gbsg")
+    assert fam.cohort is not None and fam.load is None and not fam.has_cases
+    assert len(load_cohort("gbsg")) == len(fam.cohort(None)) == 686
+    with pytest.raises(ValueError, match="tabular cohort.*outcome_report"):
+        load_dataset(apply_overrides(load_config("smoke"), {"data.name": "gbsg"}).data)
+
+
+def test_brats_family_scores_its_subregions():
+    # BraTS labels as read from a file (1 necrosis, 2 oedema, 4 enhancing); the prediction in training labels 0..3
+    truth = np.zeros((6, 6, 2), np.int16)
+    truth[1:3, 1:3] = 1
+    truth[3:5, 3:5] = 4
+    truth[0, 5] = 2
+    pred = np.zeros((6, 6, 2), np.int32)
+    pred[1:3, 1:3] = 1  # necrosis right, enhancing missed: core half right
+    dice = get_family("brats").region_dice(pred, truth, "seg.nii.gz")
+    assert set(dice) == {"TC", "ET"}
+    assert dice["TC"] == pytest.approx(2 * 8 / (8 + 16)) and dice["ET"] == 0.0
+    assert get_family("isic").region_dice is None
+
+
 @pytest.mark.parametrize("name,window,record", [
     ("isic", None, {"kind": "unit_range"}), ("folder", None, {"kind": "unit_range"}),
     ("luna16", None, {"kind": "hu_window", "window": [-1000.0, 400.0]}),

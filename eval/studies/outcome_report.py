@@ -46,7 +46,7 @@ from scoring import survival as S
 from zoo.cli import command_parser, run_command
 from zoo.explain import shap_importance_plot, shap_tabular
 from zoo.outcome.baselines import SURVIVAL_BASELINES, SurvivalBaseline, logistic_regression
-from zoo.outcome.cohorts import BUNDLED, Cohort, load_cohort, read_cohort
+from zoo.outcome.cohorts import Cohort, bundled_cohorts, load_cohort, read_cohort
 from zoo.outcome.survival import SurvivalModel, fit_deep_survival, survival_config
 
 __all__ = ["MODELS", "Settings", "load_inputs", "run_report", "settings_from_args", "build_parser", "main"]
@@ -81,11 +81,11 @@ def _split_list(s: str | None) -> list[str] | None:
 
 
 def _open(name_or_path, args) -> Cohort:
-    if name_or_path in BUNDLED:
+    if name_or_path in bundled_cohorts():
         return load_cohort(name_or_path)
     if not os.path.exists(name_or_path):
-        raise FileNotFoundError(f"--cohort/--external {name_or_path!r}: neither a bundled cohort {BUNDLED} nor a "
-                                f"file")
+        raise FileNotFoundError(f"--cohort/--external {name_or_path!r}: neither a bundled cohort "
+                                f"{bundled_cohorts()} nor a file")
     if not args.time or not args.event:
         raise ValueError(f"{name_or_path}: a cohort file needs --time COL and --event COL")
     return read_cohort(name_or_path, time=args.time, event=args.event, covariates=_split_list(args.covariates),
@@ -110,7 +110,7 @@ def _select(cohort: Cohort, covariates, categorical) -> Cohort:
 def load_inputs(args) -> tuple[Cohort, Cohort | None]:
     """The development cohort and the external one (or ``None``), checked (raises ``ValueError``)."""
     dev = _open(args.cohort, args)
-    if args.cohort in BUNDLED:
+    if args.cohort in bundled_cohorts():
         dev = _select(dev, _split_list(args.covariates), _split_list(args.categorical))
     ext = None
     if args.external:
@@ -264,7 +264,7 @@ def _rows(splits_: list[_Split], models, split_name: str, n_boot: int, seed: int
 def _horizons(dev: Cohort, settings: Settings) -> np.ndarray:
     if settings.horizons:
         return np.asarray(sorted(settings.horizons), np.float64)
-    if dev.name in BUNDLED:
+    if dev.time_unit == "days":  # the bundled cohorts: 1, 3 and 5 years
         return np.asarray(BUNDLED_HORIZONS)
     t = dev.time[dev.event == 1]
     return np.unique([float(f"{q:.3g}") for q in np.percentile(t, [25, 50, 75])])
@@ -559,7 +559,7 @@ def _markdown(res: dict) -> str:
 def build_parser():
     """The command line (``zoo.cli.command_parser``)."""
     p = command_parser("python -m eval.studies.outcome_report", __doc__, out="output folder", out_required=True)
-    p.add_argument("--cohort", required=True, help=f"bundled cohort {BUNDLED} or a CSV/Parquet file")
+    p.add_argument("--cohort", required=True, help=f"bundled cohort {bundled_cohorts()} or a CSV/Parquet file")
     p.add_argument("--external", default="", help="external validation cohort (bundled name or file); "
                                                   "without it: repeated k-fold cross-validation")
     p.add_argument("--time", default="", help="time column (cohort files)")

