@@ -68,8 +68,12 @@ def _check_loss_name(loss_name: str, allowed: tuple, task: str):
         raise ValueError(f"loss_name must be one of {allowed} for the {task} task, got {loss_name!r}")
 
 
-def _training_apply(model, variables, batch, rng, train: bool):
-    """``(logits, new model state)`` of the model on a batch (state updated only when ``train``)."""
+def _training_apply(model, variables, batch, rng, train: bool, need: tuple = (), task: str = ""):
+    """``(logits, new model state)`` of the model on a batch (state updated only when ``train``); the batch must
+    hold the targets ``need`` of ``task``."""
+    missing = [k for k in need if k not in batch]
+    if missing:
+        raise ValueError(f"{task} task: the batch has no {missing} (keys: {sorted(batch)})")
     image, cov = model_inputs(model, batch)
     mutable = [k for k in variables if k != "params"] if train else False
     out = model.apply(variables, image, cov, train=train, rngs={"dropout": rng}, mutable=mutable)
@@ -112,9 +116,7 @@ class OutcomeTask:
     @staticmethod
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "ce"):
         _check_loss_name(loss_name, OUTCOME_LOSSES, "outcome")
-        if "outcome" not in batch:
-            raise ValueError(f"batch has no 'outcome' [B] int32 (keys: {sorted(batch)})")
-        logits, new_state = _training_apply(model, variables, batch, rng, train)
+        logits, new_state = _training_apply(model, variables, batch, rng, train, ("outcome",), "outcome")
         outcome = batch["outcome"].astype(jnp.int32)
         loss = outcome_loss(logits, outcome, loss_name)
         pred = jnp.argmax(_two_class_logits(logits), axis=-1)
@@ -200,10 +202,7 @@ class SurvivalTask:
     def loss(model, variables, batch, rng, train: bool, loss_name: str = "cox"):
         _check_loss_name(loss_name, SURVIVAL_LOSSES, "survival")
         need = ("time", "event") + (("time_bin",) if loss_name == "hazard" else ())
-        missing = [k for k in need if k not in batch]
-        if missing:
-            raise ValueError(f"survival task ({loss_name}): the batch has no {missing} (keys: {sorted(batch)})")
-        logits, new_state = _training_apply(model, variables, batch, rng, train)
+        logits, new_state = _training_apply(model, variables, batch, rng, train, need, f"survival ({loss_name})")
         k = logits.shape[-1]
         if (loss_name == "cox") != (k == 1):
             raise ValueError(f"survival task: loss {loss_name!r} needs {'1 output' if loss_name == 'cox' else '>= 2 '}"
