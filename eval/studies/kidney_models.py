@@ -67,6 +67,10 @@ __all__ = ["Settings", "KidneyData", "TRADITIONAL", "IMAGE_MODELS", "DEEP", "SIZ
 TRADITIONAL = ("clinical", "clinical+size", "clinical+renal")
 IMAGE_MODELS = ("gbm_image", "rsf_image")
 DEEP = "deep_crop_ehr"
+#: Recorded as preoperative by the cohort but derived from the pathology: KiTS's AUA risk group is benign for every
+#: benign tumour, low risk only for pT1 and high risk only for pT3 (development: 25/25, 134/134 and 39/41), so a
+#: model reading it reads the answer to ``aggressive_pathology``. Left out of every model here.
+POSTOPERATIVE = ("aua_risk_score",)
 SIZE_COLUMN = "radiographic_size"
 RENAL_COLUMN = "renal_score"
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.55, 0.05), 2).tolist())
@@ -99,9 +103,13 @@ def quick_settings(s: Settings) -> Settings:
                                gbm_trees=min(s.gbm_trees, 20), rsf_trees=min(s.rsf_trees, 20), quick=True)
 
 
+_T0 = _time.monotonic()
+
+
 def _say(settings: Settings, msg: str) -> None:
-    if settings.progress:
-        print(f"[kidney_outcomes] {msg}", file=sys.stderr, flush=True)
+    """A progress line on stderr, with the seconds since import (``settings.progress`` switches the per-case
+    bars only)."""
+    print(f"[kidney_outcomes {_time.monotonic() - _T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -180,7 +188,7 @@ def _numeric_image_columns(image) -> list[str]:
 
 def model_columns(cohort, image, kind: str) -> dict:
     """``{model: (columns, categorical)}``: the covariates every model reads (see the module docstring)."""
-    cov = [c for c in cohort.covariates if c != SIZE_COLUMN]
+    cov = [c for c in cohort.covariates if c != SIZE_COLUMN and c not in POSTOPERATIVE]
     cat = [c for c in cohort.categorical if c in cov]
     size = [SIZE_COLUMN] if SIZE_COLUMN in cohort.covariates or SIZE_COLUMN in cohort.frame.columns else []
     img = [c for c in _numeric_image_columns(image) if c not in cov]
@@ -524,6 +532,10 @@ def _decision_and_calibration(folds, kind, models, h) -> dict:
     return out
 
 
+def _labels(column) -> np.ndarray:
+    return np.asarray([str(x) if x is not None and x == x else "missing" for x in column], dtype=object)
+
+
 def _bands(frame) -> list[tuple[str, str, np.ndarray]]:
     """Subgroup definitions (procedure, age band, sex, tumour size band) from whichever columns the cohort has."""
     defs = []
@@ -533,7 +545,7 @@ def _bands(frame) -> list[tuple[str, str, np.ndarray]]:
 
     proc = first("procedure", "surgical_procedure")
     if proc:
-        v = frame[proc].astype(str).to_numpy()
+        v = _labels(frame[proc])
         defs += [("procedure", lv, v == lv) for lv in sorted(set(v))]
     age = first("age", "age_at_nephrectomy")
     if age:
@@ -541,7 +553,7 @@ def _bands(frame) -> list[tuple[str, str, np.ndarray]]:
         defs += [("age", "<50", a < 50), ("age", "50-65", (a >= 50) & (a <= 65)), ("age", ">65", a > 65)]
     sex = first("sex", "gender")
     if sex:
-        v = frame[sex].astype(str).to_numpy()
+        v = _labels(frame[sex])
         defs += [("sex", lv, v == lv) for lv in sorted(set(v))]
     size = first(SIZE_COLUMN)
     if size:
@@ -720,6 +732,8 @@ def run_kidney_report(dev: KidneyData, ext: KidneyData | None, settings: Setting
               "n_development": len(dev.ids), "n_external": None if ext is None else len(ext.ids),
               "unseen_procedure_external": unseen,
               "covariates": list(dev.cohort.covariates), "categorical": list(dev.cohort.categorical),
+              "excluded_covariates": {c: "derived from the pathology (see POSTOPERATIVE)" for c in POSTOPERATIVE
+                                      if c in dev.cohort.covariates},
               "image_features": _numeric_image_columns(dev.image),
               "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(settings).items()},
               "outcomes": outcomes, "rows": rows, "total_seconds": round(_time.time() - t0, 1)}
@@ -747,7 +761,10 @@ def markdown(res: dict) -> str:
              "are paired (the same resamples) against the best traditional model by the cross-validated AUC / C. "
              f"Survival horizon {s['horizon']:g} days. Deep model: {s['deep_steps']} steps, crop pooled by "
              f"{s['crop_pool']}. Seed {s['seed']}." + (" **--quick**: a machinery check, not a result." if s["quick"]
-                                                        else ""), ""]
+                                                        else ""),
+             "", "Left out of every model: " + (", ".join(f"`{c}` ({why})" for c, why in
+                                                   res["excluded_covariates"].items()) or "nothing") +
+             f". Image-derived features (gbm/rsf): {', '.join(res['image_features'])}.", ""]
     by = {}
     for r in res["rows"]:
         by.setdefault(r["outcome"], []).append(r)
