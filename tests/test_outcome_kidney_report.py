@@ -102,7 +102,8 @@ def test_report_end_to_end(cohorts, tmp_path, capsys):
     dev, ext = cohorts
     out = tmp_path / "report"
     rc = kidney_outcomes.main(["--cohort", dev, "--external", ext, "--out", str(out), "--quick", "--deep_steps", "2",
-                               "--n_boot", "5", "--no_progress", "--outcomes", "survival,stay_gt3,clavien_ge2"])
+                               "--n_boot", "5", "--no_progress", "--outcomes", "survival,stay_gt3,clavien_ge2",
+                               "--learning_curve", "stay_gt3", "--curve_fractions", "0.6"])
     assert rc == 0, capsys.readouterr().err
     for root, _, files in os.walk(out):
         for name in files:
@@ -123,6 +124,9 @@ def test_report_end_to_end(cohorts, tmp_path, capsys):
     n_cryo = sum((400 + i) % 3 == 2 for i in range(14))  # every third external case: cryoablation
     assert unseen["n"] == n_cryo and len(res["unseen_procedure_external"]) == n_cryo
     assert by["survival"]["n_external"] == 14 - n_cryo and by["survival"]["best_traditional"] in kidney_models.TRADITIONAL
+    lc = by["stay_gt3"]["learning_curve"]
+    assert lc["fractions"] == [0.6, 1.0] and lc["n_train"][0] < lc["n_train"][1] and len(lc["deep_crop_ehr"]) == 2
+    assert (out / lc["plot"]).is_file()
     md = (out / "report.md").read_text()
     assert "## survival" in md and "external validation" in md and "Events per variable" in md
     assert (out / "decision_stay_gt3_external.png").is_file() and (out / "calibration_survival_cv.png").is_file()

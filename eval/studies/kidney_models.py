@@ -92,6 +92,8 @@ class Settings:
     rsf_trees: int = 200
     horizon: float = 730.0  # days: overall survival's horizon (2 years; the median follow-up is ~2 years)
     outcomes: tuple[str, ...] = ()  # empty: every outcome of kits.OUTCOMES
+    learning_curve: tuple[str, ...] = ()  # outcomes whose learning curve (development CV) is measured
+    curve_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # of each fold's training patients (1.0: the CV itself)
     deep: bool = True
     quick: bool = False
     progress: bool = True
@@ -633,6 +635,69 @@ def _outcome_summary(frame, spec) -> dict:
     return out
 
 
+def _learning_curve(name, kind, cv, folds_cv, pos, est, reference, cols, levels, table, y_all, t_all, crops,
+                    settings: Settings, out) -> dict:
+    """The cross-validated AUC / C of the best traditional model, ``gbm_image`` and the deep model trained on
+    ``curve_fractions`` of each fold's training patients (a seeded subsample stratified by the outcome; the test
+    patients unchanged) and on all of them (the cross-validation itself)."""
+    main = MAIN_METRIC[kind]
+    models = [m for m in (reference, "gbm_image", DEEP) if m in cols and (m != DEEP or settings.deep)]
+    curve = {"fractions": [], "n_train": [], "events_train": [], **{m: [] for m in models}}
+    for frac in sorted(settings.curve_fractions):
+        folds = []
+        n_tr = ev_tr = 0
+        for k, (f, whole) in enumerate(zip(folds_cv, cv)):
+            tr_all = pos[f.train]
+            keep, _ = splits.patient_split([str(i) for i in tr_all], 1.0 - float(frac), seed=[settings.seed, k, 7],
+                                           stratify=y_all[tr_all].astype(int).tolist())
+            tr = tr_all[np.sort(keep)]
+            n_tr, ev_tr = n_tr + len(tr), ev_tr + int(y_all[tr].sum())
+            te = pos[f.val]
+            tag = f"{name} fold {k} at {frac:g} of its training patients"
+            preds = _fit_fold(kind, {m: cols[m] for m in models}, levels, table.iloc[tr], table.iloc[te], y_all[tr],
+                              None if t_all is None else t_all[tr], None if t_all is None else t_all[te],
+                              crops[tr] if settings.deep else None, crops[te] if settings.deep else None,
+                              settings, settings.seed + k, tag,
+                              os.path.join(out, "models", name, f"curve{frac:g}", f"fold{k}"))
+            folds.append(dataclasses.replace(whole, preds=preds,
+                                             y_train=None if t_all is None else S.surv_array(y_all[tr], t_all[tr])))
+        vals = _statistic(folds, kind, models, None, settings.horizon)([np.arange(len(f.y)) for f in folds])
+        curve["fractions"].append(float(frac))
+        curve["n_train"].append(n_tr / len(folds))
+        curve["events_train"].append(ev_tr / len(folds))
+        for m in models:
+            curve[m].append(vals.get(f"{m}|{main}", float("nan")))
+    n_full = float(np.mean([len(f.train) for f in folds_cv]))
+    curve["fractions"].append(1.0)
+    curve["n_train"].append(n_full)
+    curve["events_train"].append(float(np.mean([y_all[pos[f.train]].sum() for f in folds_cv])))
+    for m in models:
+        curve[m].append(est.get(f"{m}|{main}", float("nan")))
+    curve["metric"] = main
+    curve["plot"] = _plot_curve(name, curve, models, out)
+    return curve
+
+
+def _plot_curve(name, curve, models, out) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for m in models:
+        ax.plot(curve["n_train"], curve[m], "o-", label=m)
+    ax.set_xlabel("training patients per fold")
+    ax.set_ylabel(f"cross-validated {curve['metric']}")
+    ax.set_title(f"{name}: learning curve", fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = f"learning_curve_{name}.png"
+    fig.savefig(os.path.join(out, path), dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _run_outcome(name, spec, dev: KidneyData, ext: KidneyData | None, unseen, settings: Settings, out) -> dict:
     """Fit, evaluate and summarise one outcome (see the module docstring)."""
     kind = spec["kind"]
@@ -681,6 +746,9 @@ def _run_outcome(name, spec, dev: KidneyData, ext: KidneyData | None, unseen, se
     reference = max(trad, key=trad.get) if trad else None
     res["best_traditional"] = reference
     res["rows"] = _rows(name, "cv", cv, kind, models, reference, settings)
+    if name in settings.learning_curve and reference is not None:
+        res["learning_curve"] = _learning_curve(name, kind, cv, folds_cv, pos, est, reference, cols, levels,
+                                                table_dev, y_all, t_all, dev.crops, settings, out)
     frame_cv = table_dev.loc[[i for f in cv for i in f.test_ids]]
     dc = _decision_and_calibration(cv, kind, models, settings.horizon)
     res["cv"] = {**dc, "subgroups": _subgroups(cv, frame_cv, kind, models),
@@ -719,9 +787,10 @@ def run_kidney_report(dev: KidneyData, ext: KidneyData | None, settings: Setting
     t0 = _time.time()
     os.makedirs(out, exist_ok=True)
     names = settings.outcomes or tuple(kits.OUTCOMES)
-    unknown = [n for n in names if n not in kits.OUTCOMES]
-    if unknown:
-        raise ValueError(f"--outcomes: unknown {unknown}; expected some of {list(kits.OUTCOMES)}")
+    for flag, given in (("--outcomes", names), ("--learning_curve", settings.learning_curve)):
+        unknown = [n for n in given if n not in kits.OUTCOMES]
+        if unknown:
+            raise ValueError(f"{flag}: unknown {unknown}; expected some of {list(kits.OUTCOMES)}")
     unseen = [str(u) for u in kits.unseen_categories(dev.cohort, ext.cohort)] if ext is not None else []
     outcomes = []
     for name in names:
@@ -813,6 +882,18 @@ def markdown(res: dict) -> str:
                     lines.append(f"| {g['subgroup']} | {g['level']} | {g['n']} | {g['events']} | " + " | ".join(
                         "-" if not math.isfinite(g[m]) else f"{g[m]:.2f}" for m in models_sg) + " |")
             lines.append("")
+        lc = o.get("learning_curve")
+        if lc:
+            models_lc = [m for m in lc if isinstance(lc[m], list) and m not in ("fractions", "n_train",
+                                                                               "events_train")]
+            lines += [f"Learning curve (development CV {lc['metric']} by training patients per fold):", "",
+                      "| training patients (events) | " + " | ".join(models_lc) + " |",
+                      "|---|" + "---:|" * len(models_lc)]
+            for i, n in enumerate(lc["n_train"]):
+                lines.append(f"| {n:.0f} ({lc['events_train'][i]:.0f}) | " + " | ".join(
+                    "-" if lc[m][i] is None or not math.isfinite(lc[m][i]) else f"{lc[m][i]:.3f}"
+                    for m in models_lc) + " |")
+            lines += ["", f"![learning curve]({lc['plot']})", ""]
         epv = o.get("events_per_variable") or {}
         if epv:
             lines += ["Events per variable (development, smaller class / encoded features): " + "; ".join(

@@ -11,7 +11,6 @@ a handful of deep steps (a check of the machinery, not a result). Bad input: ``e
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -19,36 +18,58 @@ from eval.studies.kidney_models import Settings, check_external, load_kidney_dat
 from zoo.cli import command_parser, run_command
 
 
+#: ``(flag, default, minimum, help)`` of the numeric flags; each is checked against its minimum.
+NUMBERS = (("folds", 5, 2, "patient-level cross-validation folds on the development folder"),
+           ("n_boot", 200, 1, "bootstrap resamples of the test patients"),
+           ("deep_steps", 300, 1, "training steps of the deep model"),
+           ("crop_pool", 2, 1, "average-pool the 48^3 kidney crop by this factor before the deep model"),
+           ("horizon", 730.0, 1e-9, "survival horizon in days (Brier score, calibration, decision curve)"),
+           ("seed", 0, 0, "base seed (folds, models)"))
+
+
 def build_parser():
     p = command_parser("python -m eval.studies.kidney_outcomes", __doc__, out="output folder", out_required=True)
     p.add_argument("--cohort", required=True, help="development folder in the KiTS layout")
     p.add_argument("--external", default="", help="external validation folder in the KiTS layout (optional)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--n_boot", type=int, default=200)
-    p.add_argument("--deep_steps", type=int, default=300)
-    p.add_argument("--crop_pool", type=int, default=2, help="average-pool the 48^3 kidney crop by this factor")
-    p.add_argument("--horizon", type=float, default=730.0, help="survival horizon in days (Brier, calibration)")
+    for name, default, _, text in NUMBERS:
+        p.add_argument(f"--{name}", type=type(default), default=default, help=text)
     p.add_argument("--outcomes", default="", help="comma-separated outcomes (default: all of zoo.outcome.kits)")
+    p.add_argument("--learning_curve", default="", help="comma-separated outcomes whose learning curve (the best "
+                   "traditional model, gbm_image and the deep model on fractions of each fold's training patients) "
+                   "is measured")
+    p.add_argument("--curve_fractions", default="0.25,0.5,0.75", help="fractions of the training patients")
     p.add_argument("--no_deep", action="store_true", help="leave the deep model out")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 folds, few resamples / trees / deep steps")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no per-case progress bars")
     return p
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _settings(args) -> Settings:
-    for name in ("n_boot", "deep_steps", "crop_pool"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.folds < 2:
-        raise ValueError(f"--folds must be >= 2, got {args.folds}")
-    if not args.horizon > 0:
-        raise ValueError(f"--horizon must be > 0, got {args.horizon}")
-    s = Settings(seed=args.seed, folds=args.folds, n_boot=args.n_boot, deep_steps=args.deep_steps,
+    for name, _, low, _ in NUMBERS:
+        if getattr(args, name) < low:
+            raise ValueError(f"--{name} must be >= {low:g}, got {getattr(args, name)}")
+    try:
+        fractions = tuple(float(x) for x in args.curve_fractions.split(",") if x.strip())
+    except ValueError as e:
+        raise ValueError(f"--curve_fractions must be numbers, got {args.curve_fractions!r}") from e
+    if not fractions or any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"--curve_fractions must each lie in (0, 1), got {args.curve_fractions!r}")
+    s = Settings(learning_curve=_names(args.learning_curve), curve_fractions=fractions, seed=args.seed,
+                 folds=args.folds, n_boot=args.n_boot, deep_steps=args.deep_steps,
                  crop_pool=args.crop_pool, horizon=args.horizon, deep=not args.no_deep,
-                 outcomes=tuple(x.strip() for x in args.outcomes.split(",") if x.strip()),
+                 outcomes=_names(args.outcomes),
                  progress=not args.no_progress)
-    return quick_settings(s) if args.quick else dataclasses.replace(s)
+    return quick_settings(s) if args.quick else s
+
+
+def _line(r) -> str:
+    ci = "" if r["ci_low"] is None else f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    value = "-" if r["value"] is None else f"{r['value']:.3f}"
+    return f"{r['outcome']:22s} {r['model']:15s} {r['split']:8s} {r['metric']:15s} {value}{ci}"
 
 
 def main(argv=None) -> int:
@@ -61,13 +82,11 @@ def main(argv=None) -> int:
         if ext is not None:
             check_external(dev, ext)
         res = run_kidney_report(dev, ext, settings, args.out)
-        split = "external" if ext is not None else "cv"
+        validated = {o["outcome"] for o in res["outcomes"] if "n_external" in o}
         for r in res["rows"]:
-            if r["metric"] in ("auc", "harrell_c", "delta_auc", "delta_harrell_c") and (
-                    r["split"] == split or r["outcome"] in ("clavien_ge2", "clavien_ge3a")):
-                print(f"{r['outcome']:22s} {r['model']:15s} {r['split']:8s} {r['metric']:15s} "
-                      f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else
-                      f"{r['outcome']:22s} {r['model']:15s} {r['split']:8s} {r['metric']:15s} {r['value']}")
+            if r["metric"] in ("auc", "harrell_c", "delta_auc", "delta_harrell_c") and \
+                    r["split"] == ("external" if r["outcome"] in validated else "cv"):
+                print(_line(r))
         print(f"report: {os.path.join(args.out, 'report.md')}")
         return 0
 
