@@ -17,7 +17,8 @@ SPACING = (2.5, 0.8, 0.8)  # array axis 0 is the slice axis, as in the KiTS file
 KITS_DIRECTION = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
 SAL_DIRECTION = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # superior, anterior, left
 SMALL = dict(centre=(70.0, 40.0, 40.0), axes=(50.0, 25.0, 25.0), notch=(10.0, 15.0, 8.0), extent=(150.0, 80.0, 80.0))
-LARGE = dict(centre=(100.0, 60.0, 60.0), axes=(90.0, 50.0, 50.0), notch=(30.0, 20.0, 12.0), extent=(200.0, 120.0, 120.0))
+LARGE = dict(centre=(100.0, 60.0, 60.0), axes=(90.0, 50.0, 50.0), notch=(30.0, 20.0, 12.0),
+             extent=(200.0, 120.0, 120.0))
 
 
 def _grid(extent, spacing=SPACING):

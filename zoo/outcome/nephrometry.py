@@ -30,12 +30,13 @@ What is measured and what is a stand-in (the masks label no renal sinus, collect
   few voxels outside it).
 * **Renal sinus and hilum (stand-ins)**: the KiTS kidney label mostly fills the renal sinus (its masks leave the
   hilum's notch and the collecting system only partly unlabelled), so both are read from the unlabelled space inside
-  the renal contour. The **hilum** is the largest part of that space that survives an
-  opening by a ball of ``SINUS_OPENING_MM``, is open to the outside, holds ``MIN_HILUM_ML`` and spans the kidney's
-  middle S/I level. The **sinus** is the hilum plus the unlabelled space at least ``SINUS_DEPTH_MM`` inside the
-  contour; where that is under ``MIN_SINUS_ML`` (``sinus_found`` 0), the contour's central core (within ``CORE_MM``
-  of its deepest point), where the collecting system lies. **Nearness** (N) is the gap in mm between the largest
-  tumour and the sinus: the smallest centre-to-centre distance minus one working voxel (touching = 0 mm).
+  the renal contour. The **hilum** is the largest part of that space that survives an opening by a ball of
+  ``SINUS_OPENING_MM``, is open to the outside, holds ``MIN_HILUM_ML`` and spans the kidney's middle S/I level. The
+  **sinus** is the hilum plus the unlabelled space at least ``SINUS_DEPTH_MM`` inside the contour, in parts of at
+  least ``MIN_SINUS_PART_ML`` (smaller ones are the annotation's pinholes and seams); where that is under
+  ``MIN_SINUS_ML`` (``sinus_found`` 0), the contour's central core (within ``CORE_MM`` of its deepest point), where
+  the collecting system lies. **Nearness** (N) is the gap in mm between the largest tumour and the sinus: the
+  smallest centre-to-centre distance minus one working voxel (touching = 0 mm).
 * **Polar lines (stand-in)**: the superior and inferior levels of the hilum (where the medial concavity starts and
   ends along the body's S/I axis); without a hilum, the levels at 1/3 and 2/3 of the parenchyma's S/I extent
   (``polar_from_hilum`` 0). The axial renal midline is the level halfway between the polar lines.
@@ -43,7 +44,8 @@ What is measured and what is a stand-in (the masks label no renal sinus, collect
   ``"a"`` or ``"p"`` beyond ``AP_MARGIN_MM``, else ``"x"``.
 
 The shape stand-ins (hull, sinus, nearness, polar lines, A/P) are computed on an isotropic working grid of
-``work_mm`` (nearest-neighbour resampling of the tumour-bearing kidney's box), after reorienting the array so its
+``work_mm`` (nearest-neighbour resampling of the tumour-bearing kidney's box; coarser where that box would exceed
+``MAX_WORK_VOXELS`` voxels, which only the largest kidneys do), after reorienting the array so its
 axes point superior, anterior and left (from the direction cosines, not the axis order). Scores: R (diameter
 <= 40 mm: 1, < 70 mm: 2, else 3); E (exophytic >= 50 %: 1, else 2, entirely endophytic: 3); N (>= 7 mm: 1, > 4 mm:
 2, <= 4 mm: 3); L (entirely above the upper or below the lower polar line: 1; crosses a polar line with at most half
@@ -69,15 +71,18 @@ from scoring.surface import bounding_box, surface_mask
 __all__ = ["KIDNEY", "TUMOUR", "CYST", "FEATURE_NAMES", "read_mask", "canonical_labels", "image_features",
            "renal_score", "surface_area", "max_diameter", "axial_hull_mask", "kidney_crop",
            "features_for_cohort", "crops_for_cohort", "ENDOPHYTIC_TOLERANCE", "SINUS_OPENING_MM", "MIN_HILUM_ML",
-           "SINUS_DEPTH_MM", "MIN_SINUS_ML", "CORE_MM", "AP_MARGIN_MM"]
+           "SINUS_DEPTH_MM", "MIN_SINUS_PART_ML", "MIN_SINUS_ML", "CORE_MM", "AP_MARGIN_MM",
+           "MAX_WORK_VOXELS"]
 
 KIDNEY, TUMOUR, CYST = 1, 2, 3
 ENDOPHYTIC_TOLERANCE = 0.01  # share of the tumour outside the hull still read as entirely endophytic
 SINUS_OPENING_MM = 2.0  # the opening that separates the hilum's notch from the slivers along the contour
 MIN_HILUM_ML = 2.0
 SINUS_DEPTH_MM = 3.0
+MIN_SINUS_PART_ML = 0.5
 MIN_SINUS_ML = 0.5
 CORE_MM = 5.0
+MAX_WORK_VOXELS = 1_500_000  # the working grid's size cap (a box of 1.5 l at 1 mm)
 AP_MARGIN_MM = 5.0
 _LARGEST = 4  # the largest tumour's voxels on the working grid
 _FULL = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
@@ -236,7 +241,8 @@ def _sinus_stand_in(grid: np.ndarray, contour: np.ndarray, w: float):
     is open to the outside (reaches the contour's rim), holds at least ``MIN_HILUM_ML`` and spans the parenchyma's
     middle S/I level (the hilum sits at the kidney's waist); ``None`` when there is none. The **sinus** is the hilum
     plus the unlabelled space at least ``SINUS_DEPTH_MM`` deep inside the contour (the sinus fat and collecting
-    system that the KiTS annotators left unlabelled, which the kidney label mostly fills); if that holds under
+    system that the KiTS annotators left unlabelled, which the kidney label mostly fills), in 26-connected parts of
+    at least ``MIN_SINUS_PART_ML`` (smaller ones are pinholes and seams of the annotation); if that holds under
     ``MIN_SINUS_ML`` (``found`` False), the contour's central core (within ``CORE_MM`` of its deepest point).
     """
     sp = (w,) * 3
@@ -258,7 +264,9 @@ def _sinus_stand_in(grid: np.ndarray, contour: np.ndarray, w: float):
             if z.min() <= waist <= z.max():
                 hilum = ids == i
                 break
-    sinus = concave & (depth >= SINUS_DEPTH_MM)
+    deep_ids, deep_sizes = _components(concave & (depth >= SINUS_DEPTH_MM))
+    kept = np.nonzero(deep_sizes * w ** 3 / 1000.0 >= MIN_SINUS_PART_ML)[0]
+    sinus = np.isin(deep_ids, kept[kept > 0])  # drops the annotation's pinholes and seams
     if hilum is not None:
         sinus |= hilum
     found = np.count_nonzero(sinus) * w ** 3 / 1000.0 >= MIN_SINUS_ML
@@ -309,6 +317,8 @@ def image_features(labels: np.ndarray, spacing: Sequence[float], direction=None,
     values are floats but ``renal_a`` (``"a" | "p" | "x"``) and ``renal_band`` (``"low" | "moderate" | "high"``);
     keys :data:`FEATURE_NAMES`. ``ValueError`` for a mask with no tumour or with labels outside 0-3.
     """
+    if not (np.isfinite(work_mm) and work_mm > 0):
+        raise ValueError(f"work_mm must be a positive number of mm, got {work_mm!r}")
     labels, spacing = canonical_labels(labels, spacing, direction)
     if labels.size and (labels.min() < 0 or labels.max() > CYST):
         raise ValueError(f"labels must be 0-3 (background, kidney, tumour, cyst), got values "
@@ -327,7 +337,8 @@ def image_features(labels: np.ndarray, spacing: Sequence[float], direction=None,
     region = np.where(kidney[sl], labels[sl], 0).astype(np.int32)
     region[largest[sl]] = _LARGEST
     region = np.pad(region, 2)
-    w = float(work_mm)
+    # A huge kidney (over 1.5 l of box) gets a coarser grid, so no case costs more than about a second.
+    w = max(float(work_mm), (float(np.prod(np.asarray(region.shape) * sp)) / MAX_WORK_VOXELS) ** (1 / 3))
     grid, _ = resample_to_spacing(region, ImageMeta(tuple(sp), (0.0,) * 3, tuple(map(tuple, np.eye(3)))), (w,) * 3,
                                   is_label=True)
     grid = np.pad(grid, 2)
