@@ -367,9 +367,9 @@ def _deep_binary(x_tr, crops_tr, y_tr, ids, names, settings: Settings, seed: int
     return predict
 
 
-def _deep_config(settings: Settings, seed: int, model_name: str, loss: str):
+def _deep_config(settings: Settings, seed: int, model_name: str, loss: str, batch: int | None = None):
     enc = {"features": settings.deep_features, "depth": 3, "norm": "none"}
-    cfg = survival_config("cox", "both", steps=settings.deep_steps, batch_size=settings.deep_batch,
+    cfg = survival_config("cox", "both", steps=settings.deep_steps, batch_size=batch or settings.deep_batch,
                           encoder_kwargs=enc, eval_every=max(settings.deep_steps // 4, 1), seed=seed)
     with cfg.unlocked():
         cfg.model.name = model_name
@@ -381,7 +381,8 @@ def _deep_config(settings: Settings, seed: int, model_name: str, loss: str):
 
 def _deep_survival(x_tr, crops_tr, time, event, ids, names, settings: Settings, seed: int, workdir: str):
     tr, va = splits.patient_split(ids, 0.2, seed=[seed, 5], stratify=event.tolist())
-    cfg = _deep_config(settings, seed, "outcome_net_survival", "cox")
+    # the Cox loss compares the patients of a batch: at ~15 % deaths a batch of 16 holds two or three events
+    cfg = _deep_config(settings, seed, "outcome_net_survival", "cox", batch=max(settings.deep_batch, 64))
     info = DatasetInfo("kits", 1, CROP_CHANNELS, (), 3, covariate_names=tuple(names))
 
     def d(i):
@@ -406,7 +407,9 @@ def _fit_fold(kind, cols, levels, table_tr, table_te, y_tr, t_tr, t_te, crops_tr
     for m, (columns, categorical) in cols.items():
         if m == DEEP and not settings.deep:
             continue
-        enc = CovariateEncoder(columns, categorical, levels={c: levels[c] for c in categorical}).fit(table_tr)
+        # standardised on the training rows: the Cox model's ridge penalty then weighs every covariate alike
+        enc = CovariateEncoder(columns, categorical, levels={c: levels[c] for c in categorical},
+                               standardise=True).fit(table_tr)
         x_tr, x_te = enc.transform(table_tr, "training"), enc.transform(table_te, tag)
         t1 = _time.time()
         if kind == "binary":
