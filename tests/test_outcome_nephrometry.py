@@ -176,6 +176,8 @@ def test_kidney_crop_shape_channels_and_orientation():
     assert big.sum() * 1.5 ** 3 / 1000.0 == pytest.approx(f["kidney_volume_ml"], rel=0.05)  # the other kidney is out
     tumour_rows = np.nonzero(big[..., 1].any(axis=(1, 2)))[0]
     assert tumour_rows.min() > 40  # the upper-pole tumour sits in the superior half (axis 0 points superior)
+    short = kidney_crop(lab, SPACING, size=(24, 64, 64), mm=1.5, direction=KITS_DIRECTION)  # 36 mm of a 100 mm kidney
+    assert short[..., 1].sum() == big[..., 1].sum()  # the window slid to keep the tumour whole
     with pytest.raises(ValueError, match="size"):
         kidney_crop(lab, SPACING, size=(48, 48))
 

@@ -385,25 +385,35 @@ def kidney_crop(labels: np.ndarray, spacing: Sequence[float], size: Sequence[int
                 direction=None) -> np.ndarray:
     """``[*size, 3]`` float32: the tumour-bearing kidney one-hot (kidney, tumour, cyst), isotropic ``mm``.
 
-    Axes point superior, anterior, left (as :func:`image_features`); the other kidney is masked out; the kidney's
-    bounding-box centre sits at the crop's centre, padded with background or cut where it does not fit (48 voxels
-    of 1.5 mm are 72 mm: a whole kidney, 100-130 mm long, wants a larger ``size`` or ``mm``).
+    Axes point superior, anterior, left (as :func:`image_features`); the other kidney is masked out. Along an axis
+    where the kidney fits, its bounding box is centred and padded with background; where it does not (48 voxels of
+    1.5 mm are 72 mm, a kidney 100-130 mm long), the window stays inside the kidney's box, as near to centred on the
+    largest tumour as that allows, so the tumour is kept whole where it fits.
     """
     size = tuple(int(s) for s in size)
     if len(size) != 3 or min(size) < 1 or not mm > 0:
         raise ValueError(f"kidney_crop: size must be 3 positive ints and mm > 0, got size={size}, mm={mm}")
     labels, spacing = canonical_labels(labels, spacing, direction)
-    kidney, _, _ = _tumour_bearing_kidney(labels, float(np.prod(spacing)) / 1000.0, 0.0)
+    kidney, largest, _ = _tumour_bearing_kidney(labels, float(np.prod(spacing)) / 1000.0, 0.0)
     sl = _box_slices(kidney)
     region = np.where(kidney[sl], labels[sl], 0).astype(np.int32)
+    region[largest[sl]] = _LARGEST
     grid, _ = resample_to_spacing(region, ImageMeta(tuple(spacing), (0.0,) * 3, tuple(map(tuple, np.eye(3)))),
                                   (float(mm),) * 3, is_label=True)
+    box = bounding_box(grid == _LARGEST)
+    grid[grid == _LARGEST] = TUMOUR
     out = np.zeros(size + (3,), np.float32)
     src, dst = [], []
-    for n_in, n_out in zip(grid.shape, size):
-        start = (n_in - n_out) // 2  # > 0: cut; < 0: pad
-        src.append(slice(max(start, 0), max(start, 0) + min(n_in, n_out)))
-        dst.append(slice(max(-start, 0), max(-start, 0) + min(n_in, n_out)))
+    for axis, (n_in, n_out) in enumerate(zip(grid.shape, size)):
+        if n_in <= n_out:  # pad, the kidney centred
+            lo = (n_out - n_in) // 2
+            src.append(slice(0, n_in))
+            dst.append(slice(lo, lo + n_in))
+        else:  # cut, the window slid toward the tumour's centre
+            centre = (box[axis][0] + box[axis][1]) // 2 if box is not None else n_in // 2
+            start = int(np.clip(centre - n_out // 2, 0, n_in - n_out))
+            src.append(slice(start, start + n_out))
+            dst.append(slice(0, n_out))
     part = grid[tuple(src)]
     for c, value in enumerate((KIDNEY, TUMOUR, CYST)):
         out[tuple(dst) + (c,)] = part == value
