@@ -52,10 +52,14 @@ def features(lab, spacing=SPACING, direction=KITS_DIRECTION):
 
 def test_upper_pole_small_exophytic_tumour_scores_low():
     cs, ca, cl = SMALL["centre"]
-    f = features(phantom(tumours=[(cs + 55.0, ca, cl, 12.0)]))
+    lab = phantom(tumours=[(cs + 55.0, ca, cl, 12.0)])
+    f = features(lab)
     assert f["max_diameter_mm"] == pytest.approx(24.0, abs=2.5)
     assert f["exophytic_fraction"] > 0.5
     assert f["polar_from_hilum"] == 1.0 and f["sinus_found"] == 1.0
+    # The sinus stand-in is the notch: its volume is the notch's, within the working grid's resampling.
+    notch_ml = np.count_nonzero(phantom(dict(SMALL, notch=(1e9, 0.0, 0.0))) != phantom()) * 2.5 * 0.8 * 0.8 / 1000.0
+    assert f["sinus_volume_ml"] == pytest.approx(notch_ml, rel=0.25)
     assert f["sinus_distance_mm"] > 20.0  # tumour bottom at cs + 43, notch top at cs + 15
     assert f["fraction_above_upper"] == 1.0 and f["fraction_between"] == 0.0
     assert f["renal_a"] == "x"
@@ -94,6 +98,18 @@ def test_tumour_crossing_one_polar_line_is_l2_and_posterior():
     f = features(phantom(tumours=[(cs + 22.0, ca - 12.0, cl + 10.0, 12.0)]))
     assert 0.0 < f["fraction_between"] <= 0.5 and f["fraction_below_lower"] == 0.0
     assert f["renal_l"] == 2 and f["renal_a"] == "p"
+
+
+def test_kidney_without_hilum_falls_back_to_thirds_and_core():
+    cs, ca, cl = SMALL["centre"]
+    convex = {k: v for k, v in SMALL.items() if k != "notch"}
+    # The kidney spans cs - 50 .. cs + 50: thirds at cs - 16.7 and cs + 16.7; the tumour sits at cs + 32 .. cs + 48.
+    f = features(phantom(convex, tumours=[(cs + 40.0, ca, cl + 10.0, 8.0)]))
+    assert f["polar_from_hilum"] == 0.0 and f["sinus_found"] == 0.0
+    assert f["fraction_above_upper"] == 1.0 and f["renal_l"] == 1
+    assert f["sinus_distance_mm"] > 7.0 and f["renal_n"] == 1  # the central core is far from the pole
+    g = features(phantom(convex, tumours=[(cs, ca, cl, 8.0)]))  # at the core
+    assert g["sinus_distance_mm"] == 0.0 and g["renal_n"] == 3 and g["renal_l"] == 3
 
 
 def test_geometry_not_axis_order_decides():
