@@ -5,10 +5,11 @@ millimetres and millilitres: the tumour and kidney volumes, the tumour's maximal
 sphericity, its exophytic fraction, its nearness to the renal sinus, its position against the polar lines and
 anterior/posterior, and the R.E.N.A.L. nephrometry score (Kutikov A, Uzzo RG, "The R.E.N.A.L. nephrometry score: a
 comprehensive standardized system for quantitating renal tumor size, location and depth", J Urol 2009;182:844-853)
-computed from them, the way Heller N et al. computed it from the KiTS19 masks ("Computer-Generated R.E.N.A.L.
-Nephrometry Scores Yield Comparable Predictive Results to Those of Human-Expert Scores in Predicting Oncologic and
-Perioperative Outcomes", J Urol 2022;207:1105-1115). Plus :func:`kidney_crop`, the 3D crop of the tumour-bearing
-kidney that the deep models read.
+computed from them. Scores computed from the KiTS19 masks predicted outcomes as well as the experts' (Heller N et
+al., "Computer-Generated R.E.N.A.L. Nephrometry Scores Yield Comparable Predictive Results to Those of Human-Expert
+Scores in Predicting Oncologic and Perioperative Outcomes", J Urol 2022); the geometric rules below are this
+module's own, not theirs. Plus :func:`kidney_crop`, the 3D crop of the tumour-bearing kidney that the deep models
+read.
 
 What is measured and what is a stand-in (the masks label no renal sinus, collecting system or hilar vessels):
 
