@@ -152,3 +152,19 @@ def test_calibration_binary_recovers_recalibration(a, b):
     if (a, b) == (0.0, 1.0):
         assert abs(intercept) < 0.05
     assert np.isnan(kidney_models.calibration_binary(np.zeros(5), np.full(5, 0.3))[0])
+
+
+def test_cox_calibration_slope_matches_scikit_survival():
+    """One covariate, ties in the times: the Newton estimate equals scikit-survival's Cox PH (Breslow)."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=300)
+    t = np.ceil(rng.exponential(1.0 / np.exp(0.7 * x)) * 20)  # integer times: ties
+    c = np.ceil(rng.uniform(0, 40, 300))
+    event, time = t <= c, np.minimum(t, c)
+    y = np.empty(300, dtype=[("event", bool), ("time", float)])
+    y["event"], y["time"] = event, time
+    ref = CoxPHSurvivalAnalysis(ties="breslow").fit(x[:, None], y).coef_[0]
+    assert abs(kidney_models.cox_calibration_slope(event, time, x) - ref) < 1e-4
+    assert abs(ref - 0.7) < 0.2

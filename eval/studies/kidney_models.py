@@ -62,7 +62,8 @@ from zoo.pretrained import load_pretrained
 from zoo.training import train_and_evaluate
 
 __all__ = ["Settings", "KidneyData", "TRADITIONAL", "IMAGE_MODELS", "DEEP", "SIZE_COLUMN", "RENAL_COLUMN",
-           "load_kidney_data", "check_external", "run_kidney_report", "calibration_binary", "quick_settings"]
+           "load_kidney_data", "check_external", "run_kidney_report", "calibration_binary", "cox_calibration_slope",
+           "quick_settings", "model_columns", "development_levels", "align_levels", "markdown"]
 
 TRADITIONAL = ("clinical", "clinical+size", "clinical+renal")
 IMAGE_MODELS = ("gbm_image", "rsf_image")
@@ -269,8 +270,9 @@ def calibration_binary(y, p) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _cox_slope(event, time, x, iters: int = 30) -> float:
-    """Cox partial-likelihood coefficient of one covariate (Breslow ties), Newton steps."""
+def cox_calibration_slope(event, time, x, iters: int = 30) -> float:
+    """The Cox partial-likelihood coefficient of one covariate ``x`` (Breslow ties; Newton steps): the calibration
+    slope when ``x`` is a model's ``log(-log S(h | x))`` (perfect: 1; NaN when it does not converge)."""
     order = np.argsort(-time, kind="stable")
     e, t, x = event[order].astype(np.float64), time[order], x[order]
     b = 0.0
@@ -323,7 +325,7 @@ def _survival_metrics(event, time, risk, surv_h, h, y_train) -> dict:
         except ValueError:
             out["brier"] = float("nan")
         s = np.clip(surv_h, 1e-6, 1 - 1e-6)
-        out["calibration_slope"] = _cox_slope(event, time, np.log(-np.log(s)))
+        out["calibration_slope"] = cox_calibration_slope(event, time, np.log(-np.log(s)))
         obs = 1.0 - _km_at(event, time, h)
         out["calibration_intercept"] = float(_logit(obs) - _logit(np.mean(1.0 - s))) if 0 < obs < 1 else float("nan")
     return out
