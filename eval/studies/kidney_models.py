@@ -85,6 +85,7 @@ class Settings:
     n_boot: int = 200
     deep_steps: int = 300
     deep_batch: int = 16
+    deep_survival_batch: int = 32
     deep_features: int = 8
     crop_mm: float = 2.5  # 48 voxels of 2.5 mm: 120 mm, a whole kidney
     crop_pool: int = 2
@@ -383,8 +384,8 @@ def _deep_config(settings: Settings, seed: int, model_name: str, loss: str, batc
 
 def _deep_survival(x_tr, crops_tr, time, event, ids, names, settings: Settings, seed: int, workdir: str):
     tr, va = splits.patient_split(ids, 0.2, seed=[seed, 5], stratify=event.tolist())
-    # the Cox loss compares the patients of a batch: at ~15 % deaths a batch of 16 holds two or three events
-    cfg = _deep_config(settings, seed, "outcome_net_survival", "cox", batch=max(settings.deep_batch, 64))
+    # the Cox loss compares the patients of a batch: at ~14 % deaths a batch of 16 holds two events, of 32 four
+    cfg = _deep_config(settings, seed, "outcome_net_survival", "cox", batch=settings.deep_survival_batch)
     info = DatasetInfo("kits", 1, CROP_CHANNELS, (), 3, covariate_names=tuple(names))
 
     def d(i):
