@@ -58,15 +58,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import multiprocessing
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
-from data_pipelines.geometry import reorient, resample_to_spacing
-from data_pipelines.readers import ImageMeta, read_label
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import cdist
+
+from data_pipelines.geometry import reorient, resample_to_spacing
+from data_pipelines.readers import ImageMeta, read_label
 from scoring.surface import bounding_box, surface_mask
 
 __all__ = ["KIDNEY", "TUMOUR", "CYST", "FEATURE_NAMES", "read_mask", "canonical_labels", "image_features",
@@ -453,7 +455,9 @@ def _map_cases(fn, paths: Mapping[str, str | os.PathLike], kw: dict, workers: in
                 results.append(fn(it))
                 bar.update()
             return [c for c, _, _ in items], results
-        with concurrent.futures.ProcessPoolExecutor(int(workers)) as pool:
+        # spawned, not forked: the parent runs JAX's threads, and a forked child of a threaded process can deadlock
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(int(workers), mp_context=spawn) as pool:
             results = []
             for r in pool.map(fn, items):
                 results.append(r)
