@@ -49,6 +49,30 @@ def test_gradcam_matches_hand_computation():
         explain.gradcam(model, v, x, layer="feat", target_class=5)
 
 
+class PooledClassifier(nn.Module):
+    """A 3D classifier with covariates: per-voxel features, global average pool, a head on [pool, covariates]."""
+
+    @nn.compact
+    def __call__(self, x, covariates=None, train: bool = False):
+        a = nn.Dense(3, name="feat")(x)
+        return nn.Dense(2, name="head")(jnp.concatenate([a.mean(axis=(1, 2, 3)), covariates], -1))
+
+
+def test_gradcam_classifier_3d_channels_last_with_covariates(tmp_path):
+    x = jax.random.normal(jax.random.key(0), (2, 4, 5, 3, 2), jnp.float32)
+    cov = jax.random.normal(jax.random.key(2), (2, 4), jnp.float32)
+    model = PooledClassifier()
+    v = model.init(jax.random.key(1), x, cov)
+    cam = explain.gradcam(model, v, x, layer="feat", target_class=1, normalize=False, inputs={"covariates": cov})
+    # dScore/dA = W_head[:3, 1] / |S| at every voxel: the weights; CAM = ReLU(A @ weights).
+    w2 = np.asarray(v["params"]["head"]["kernel"])[:3, 1] / (4 * 5 * 3)
+    a = np.asarray(x) @ np.asarray(v["params"]["feat"]["kernel"]) + np.asarray(v["params"]["feat"]["bias"])
+    assert cam.shape == (2, 4, 5, 3) and np.allclose(cam, np.maximum(a @ w2, 0), atol=1e-5)
+    with pytest.raises(ValueError, match="region"):
+        explain.gradcam(model, v, x, layer="feat", target_class=1, region=np.ones((2, 4, 5, 3)),
+                        inputs={"covariates": cov})
+
+
 def test_gradcam_on_registered_unet_and_overlay(tmp_path):
     from zoo import create_model
 

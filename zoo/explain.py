@@ -53,7 +53,7 @@ def layer_names(model, variables, images) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _apply_with_layer(model, variables, images, layer: str, eps):
+def _apply_with_layer(model, variables, images, layer: str, eps, inputs=None):
     import flax.linen as nn
 
     store = {}
@@ -69,12 +69,16 @@ def _apply_with_layer(model, variables, images, layer: str, eps):
         return out
 
     with nn.intercept_methods(interceptor):
-        logits = model.apply(variables, images, train=False)
+        logits = model.apply(variables, images, **(inputs or {}), train=False)
     return logits, store.get("act")
 
 
-def gradcam(model, variables, images, *, layer: str, target_class: int, region=None, normalize: bool = True):
-    """Seg-Grad-CAM maps ``[B, *S]`` in ``[0, 1]`` for ``images [B, *S, C]``.
+def gradcam(model, variables, images, *, layer: str, target_class: int, region=None, normalize: bool = True,
+            inputs: dict | None = None):
+    """Seg-Grad-CAM maps ``[B, *S]`` in ``[0, 1]`` for ``images [B, *S, C]`` (2D or 3D, channels last).
+
+    A classifier's logits ``[B, K]`` (e.g. the outcome net's) are explained by plain Grad-CAM: the score is
+    the sum of class ``c``'s logits over the batch (each case's map depends on its own logit only).
 
     Args:
       layer: module path of the layer whose activations explain the output (see :func:`layer_names`).
@@ -82,6 +86,7 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
       region: ``[B, *S]`` mask of the voxels whose class-``c`` logits are summed; default the
         voxels predicted as ``c`` (the whole image where none is).
       normalize: divide each case's map by its maximum (maps that are all zero stay zero).
+      inputs: further keyword inputs of ``model.apply`` held fixed (e.g. ``{"covariates": [B, F]}``).
     """
     import jax
     import jax.numpy as jnp
@@ -90,7 +95,9 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
     if images.ndim < 3:
         raise ValueError(f"images must be [B, *S, C], got shape {images.shape}")
     spatial = images.shape[1:-1]
-    shape_logits, act_shape = jax.eval_shape(lambda x: _apply_with_layer(model, variables, x, layer, None), images)
+    inputs = {k: jnp.asarray(v) for k, v in (inputs or {}).items()}
+    shape_logits, act_shape = jax.eval_shape(
+        lambda x, kw: _apply_with_layer(model, variables, x, layer, None, kw), images, inputs)
     if act_shape is None:
         known = layer_names(model, variables, images)
         raise ValueError(f"no layer {layer!r} in the model; known layers: {', '.join(known)}")
@@ -99,22 +106,29 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
         raise ValueError(f"target_class must be in [0, {k - 1}], got {target_class}")
     if len(act_shape.shape) != images.ndim:
         raise ValueError(f"layer {layer!r} output {act_shape.shape} is not a feature map [B, *S', C']")
+    dense = len(shape_logits.shape) == images.ndim  # per-voxel logits [B, *S, K]; else a classifier's [B, K]
+    if not dense and len(shape_logits.shape) != 2:
+        raise ValueError(f"logits must be [B, *S, K] or [B, K], got {shape_logits.shape}")
+    if region is not None and not dense:
+        raise ValueError("region applies to per-voxel logits; this model's logits are [B, K]")
     if region is not None:
         region = jnp.asarray(region)
         if region.shape != images.shape[:-1]:
             raise ValueError(f"region must be [B, *S] = {images.shape[:-1]}, got {region.shape}")
     c = int(target_class)
 
-    def core(variables, images, region):
-        if region is None:  # the voxels predicted as c; the whole image where there are none
-            logits, _ = _apply_with_layer(model, variables, images, layer, None)
+    def core(variables, images, region, inputs):
+        if not dense:
+            region = jnp.ones(images.shape[:1], jnp.float32)
+        elif region is None:  # the voxels predicted as c; the whole image where there are none
+            logits, _ = _apply_with_layer(model, variables, images, layer, None, inputs)
             region = jnp.argmax(logits, -1) == c
             has = jnp.any(region.reshape(region.shape[0], -1), axis=1)
             region = jnp.where(has.reshape((-1,) + (1,) * len(spatial)), region, True)
         region = region.astype(jnp.float32)
 
         def score(eps):
-            logits, act = _apply_with_layer(model, variables, images, layer, eps)
+            logits, act = _apply_with_layer(model, variables, images, layer, eps, inputs)
             return jnp.sum(logits[..., c] * region), act
 
         grads, act = jax.grad(score, has_aux=True)(jnp.zeros(act_shape.shape, act_shape.dtype))
@@ -128,7 +142,7 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
             cam = jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
         return cam
 
-    cam = jax.jit(core)(variables, images, region)  # one compile instead of op-by-op dispatch
+    cam = jax.jit(core)(variables, images, region, inputs)  # one compile instead of op-by-op dispatch
     return np.asarray(cam)
 
 
