@@ -87,7 +87,7 @@ DEV = [
 ]
 EXT = [
     _record("case_00400", surgical_procedure="cryoablation", surgery_type="percutaneous"),
-    _record("case_00401", bmi=None, radiographic_size=None, aua_risk_score=None, gender="female",
+    _record("case_00401", bmi=None, radiographic_size=None, surgery_type=None, gender="female",
             chewing_tobacco_use="current_chewing_tobacco_user", surgical_approach="trans_to_retro"),
     _record("case_00402", surgical_procedure="nephroureterectomy", smoking_history="never_smoked", pack_years=None),
 ]
@@ -181,8 +181,12 @@ def test_encoder_fitted_on_development_imputes_external(fake):
     assert row["radiographic_size"] == pytest.approx(3.0)
     assert row["gender=female"] == 1.0 and row["chewing_tobacco_use=in_the_last_3_months"] == 1.0
     assert "surgical_approach=trans_to_retro" not in names
-    # the reference level is development's most frequent one (low_risk): an imputed AUA score has no column set
-    assert all(row[n] == 0.0 for n in names if n.startswith("aua_risk_score="))
+    # the reference level is development's most frequent one (robotic): an imputed surgery type has no column set
+    surgery = [n for n in names if n.startswith("surgery_type=")]
+    assert surgery and all(row[n] == 0.0 for n in surgery)
+    # derived from the pathology in these records: never a covariate
+    assert "aua_risk_score" not in dev.covariates and not any(n.startswith("aua_risk_score") for n in names)
+    assert dev.frame.loc["case_00003", "aua_risk_score"] == "high_risk"  # kept as a column of the frame
     with pytest.raises(ValueError, match="cryoablation"):
         enc.transform(ext, "external")
     # overall survival as the outcome home's Cohort, over a chosen covariate set

@@ -30,7 +30,7 @@ Flattening rules (``frame`` columns):
   records' first and last postoperative values / days after surgery; ``egfr_postop_window`` /
   ``egfr_postop_window_days``: the value the decline outcome uses (below).
 * categories (``categorical``), missing as ``None``: gender, smoking_history, alcohol_use, chewing_tobacco_use,
-  aua_risk_score, surgery_type, surgical_approach, surgical_procedure. ``LEVEL_RULES`` recodes a few levels so a
+  surgery_type, surgical_approach, surgical_procedure. ``LEVEL_RULES`` recodes a few levels so a
   model fitted on the development split can read every later row: ``not_found_in_emr`` is missing (imputed);
   levels held by a single development patient (gender ``transgender_male_to_female``, alcohol
   ``quit_in_last_3_months``, approach ``trans_to_retro``, a conversion: 1 development and 2 validation patients)
@@ -41,10 +41,13 @@ Flattening rules (``frame`` columns):
 Preoperative covariates (``covariates``: what a urologist knows before the operation): age, gender, bmi, the 19
 comorbidity flags and charlson_index (collinear: an unpenalised model takes one or the other, see
 :meth:`KitsCohort.with_covariates`), smoking_history, pack_years, alcohol_use, chewing_tobacco_use, egfr_preop,
-aua_risk_score, radiographic_size, and the procedure, approach and surgery type, which are **planned** before
+radiographic_size, and the procedure, approach and surgery type, which are **planned** before
 surgery (the record holds the one performed; a conversion is rare and the planned one is what a preoperative
 model can be given). Nothing measured during or after surgery is a covariate (pathology, operative and ischemia
-time, blood loss, complications, stay, postoperative eGFR, vital status).
+time, blood loss, complications, stay, postoperative eGFR, vital status). Nor is ``aua_risk_score``, although its
+name says preoperative: in these records it is derived from the pathology (development: all 25 "benign" patients
+have benign pathology, all 134 "low risk" ones are pT1, 39 of 41 "high risk" ones pT3; with it, aggressive pathology
+reached an AUC of 0.985), so it stays a column of the frame and no model is given it.
 
 Outcomes (columns; NaN where not applicable or unknown; ``OUTCOMES`` describes them):
 
@@ -67,7 +70,7 @@ Outcomes (columns; NaN where not applicable or unknown; ``OUTCOMES`` describes t
   in development (cryoablation, nephroureterectomy) are reported apart (:func:`unseen_categories`).
 
 Also kept for subgroups and checks (not covariates): ``malignant`` (0/1), ``pathology_t_stage``,
-``tumor_isup_grade``, ``hospitalization`` (days), ``clavien`` (the grade as recorded).
+``tumor_isup_grade``, ``hospitalization`` (days), ``clavien`` (the grade as recorded), ``aua_risk_score``.
 
 Imputation is not done here: the one covariate encoder, ``CovariateEncoder.for_cohort(cohort)``
 (:mod:`data_pipelines.covariates`, training median / mode), is fitted on the development rows only and then
@@ -117,11 +120,11 @@ CHARLSON_HIERARCHY = (("uncomplicated_diabetes_mellitus", "diabetes_mellitus_wit
                       ("localized_solid_tumor", "metastatic_solid_tumor"))
 COMORBIDITY_FLAGS = tuple(f"cm_{k}" for k in CHARLSON_WEIGHTS)
 
-CATEGORICAL = ("gender", "smoking_history", "alcohol_use", "chewing_tobacco_use", "aua_risk_score",
+CATEGORICAL = ("gender", "smoking_history", "alcohol_use", "chewing_tobacco_use",
                "surgery_type", "surgical_approach", "surgical_procedure")
 PREOPERATIVE = (("age", "gender", "bmi") + COMORBIDITY_FLAGS
                 + ("charlson_index", "smoking_history", "pack_years", "alcohol_use", "chewing_tobacco_use",
-                   "egfr_preop", "aua_risk_score", "radiographic_size", "surgical_procedure", "surgical_approach",
+                   "egfr_preop", "radiographic_size", "surgical_procedure", "surgical_approach",
                    "surgery_type"))
 
 # column -> {recorded level: level used (None: missing)}; "not_found_in_emr" is missing in every column
@@ -134,7 +137,7 @@ LEVEL_RULES = {
 }
 MISSING_LEVELS = ("not_found_in_emr",)
 
-TEXT_COLUMNS = ("pathology_t_stage", "tumor_isup_grade", "clavien", "procedure")
+TEXT_COLUMNS = ("pathology_t_stage", "tumor_isup_grade", "clavien", "procedure", "aua_risk_score")
 EGFR_WINDOW_DAYS = (30.0, 365.0)
 EGFR_DECLINE = 0.25
 CLAVIEN_GRADES = ("0", "1", "2", "3a", "3b", "4", "5")
@@ -321,6 +324,7 @@ def _row(r: _Record) -> dict:
     row["os_event"] = math.nan if status is None else float(status == "dead")
     row["malignant"] = r.flag("malignant")
     row["pathology_t_stage"], row["tumor_isup_grade"] = r.text("pathology_t_stage"), r.text("tumor_isup_grade")
+    row["aua_risk_score"] = _level("aua_risk_score", r.text("aua_risk_score"))
     row["aggressive_pathology"] = _aggressive(row["pathology_t_stage"], row["tumor_isup_grade"], row["malignant"])
     row["hospitalization"] = r.number("hospitalization")
     row["stay_gt3"] = math.nan if math.isnan(row["hospitalization"]) else float(row["hospitalization"] > 3)
