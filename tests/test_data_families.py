@@ -179,6 +179,19 @@ def test_bundled_cohorts_are_tabular_families_the_trainer_refuses_by_name():
         load_dataset(apply_overrides(load_config("smoke"), {"data.name": "gbsg"}).data)
 
 
+def test_importing_zoo_registers_the_outcome_homes_families():
+    # data_pipelines may not import zoo: the zoo package registers its tabular families, so a fresh process that
+    # only imported zoo knows them by name
+    import subprocess
+    import sys
+
+    code = ("import zoo; from data_pipelines.families import get_family; "
+            "print(*(get_family(n).name for n in ('rotterdam', 'gbsg', 'kits')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["rotterdam", "gbsg", "kits"]
+
+
 def test_brats_family_scores_its_subregions():
     # BraTS labels as read from a file (1 necrosis, 2 oedema, 4 enhancing); the prediction in training labels 0..3
     truth = np.zeros((6, 6, 2), np.int16)
