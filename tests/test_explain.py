@@ -71,6 +71,8 @@ def test_gradcam_classifier_3d_channels_last_with_covariates(tmp_path):
     with pytest.raises(ValueError, match="region"):
         explain.gradcam(model, v, x, layer="feat", target_class=1, region=np.ones((2, 4, 5, 3)),
                         inputs={"covariates": cov})
+    explain.gradcam_overlay(np.asarray(x[0]), cam[0] / cam[0].max(), str(tmp_path / "c.png"), channel=1, index=2)
+    assert (tmp_path / "c.png").stat().st_size > 500
 
 
 def test_gradcam_on_registered_unet_and_overlay(tmp_path):

@@ -130,6 +130,15 @@ def test_report_end_to_end(cohorts, tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "## survival" in md and "external validation" in md and "Events per variable" in md
     assert (out / "decision_stay_gt3_external.png").is_file() and (out / "calibration_survival_cv.png").is_file()
+    ex = by["stay_gt3"]["explain"]  # --explain's default: stay_gt3's deep model on the external patients
+    assert len(ex["gradcam_plots"]) == 4 and all((out / p).stat().st_size > 500 for p in ex["gradcam_plots"])
+    assert (out / ex["shap_plot"]).is_file() and "Explanations of deep_crop_ehr" in md
+    shap = [r for r in rows if r["metric"] == "mean_abs_shap"]
+    assert shap and all(r["model"] == "deep_crop_ehr" and r["outcome"] == "stay_gt3" and r["split"] == "external"
+                        for r in shap)
+    assert len({r["feature"] for r in shap}) == len(shap) and all(np.isfinite(r["value"]) for r in shap)
+    assert sum(r["value"] for r in shap) > 0
+    assert all("feature" not in r for r in rows if r["metric"] != "mean_abs_shap")
 
 
 def test_bad_cohort_exits_2(tmp_path, capsys):

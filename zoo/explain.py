@@ -32,8 +32,9 @@ def _path(module) -> str:
     return "/".join(scope.path) if scope is not None else ""
 
 
-def layer_names(model, variables, images) -> list[str]:
-    """Module paths whose ``__call__`` returns one array, usable as Grad-CAM layers."""
+def layer_names(model, variables, images, inputs: dict | None = None) -> list[str]:
+    """Module paths whose ``__call__`` returns one array, usable as Grad-CAM layers (``inputs``: further keyword
+    inputs of ``model.apply``, as in :func:`gradcam`)."""
     import flax.linen as nn
     import jax
 
@@ -45,11 +46,11 @@ def layer_names(model, variables, images) -> list[str]:
             names.append(_path(context.module))
         return out
 
-    def run(x):
+    def run(x, kw):
         with nn.intercept_methods(interceptor):
-            return model.apply(variables, x, train=False)
+            return model.apply(variables, x, **kw, train=False)
 
-    jax.eval_shape(run, images)
+    jax.eval_shape(run, images, dict(inputs or {}))
     return list(dict.fromkeys(names))
 
 
@@ -99,7 +100,7 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
     shape_logits, act_shape = jax.eval_shape(
         lambda x, kw: _apply_with_layer(model, variables, x, layer, None, kw), images, inputs)
     if act_shape is None:
-        known = layer_names(model, variables, images)
+        known = layer_names(model, variables, images, inputs)
         raise ValueError(f"no layer {layer!r} in the model; known layers: {', '.join(known)}")
     k = shape_logits.shape[-1]
     if not 0 <= int(target_class) < k:
@@ -146,19 +147,26 @@ def gradcam(model, variables, images, *, layer: str, target_class: int, region=N
     return np.asarray(cam)
 
 
-def gradcam_overlay(image, cam, path: str, *, title: str = "Grad-CAM", mask=None) -> str:
-    """Save image channel 0 with the CAM as a heat map (and an optional mask contour) to ``path``."""
+def gradcam_overlay(image, cam, path: str, *, title: str = "Grad-CAM", mask=None, channel: int = 0,
+                    index: int | None = None) -> str:
+    """Save image channel ``channel`` with the CAM as a heat map (and an optional mask contour) to ``path``;
+    3D: the slice ``index`` of the first axis (default: where the CAM is largest)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img = np.asarray(image)[..., 0]
+    image = np.asarray(image)
+    if not 0 <= int(channel) < image.shape[-1]:
+        raise ValueError(f"channel must be in [0, {image.shape[-1] - 1}], got {channel}")
+    img = image[..., int(channel)]
     cam = np.asarray(cam)
     if img.shape != cam.shape:
         raise ValueError(f"image {img.shape} and cam {cam.shape} must have the same spatial shape")
     if img.ndim == 3:  # 3D: the slice where the CAM is largest
-        k = int(np.argmax(cam.reshape(cam.shape[0], -1).max(1)))
+        k = int(np.argmax(cam.reshape(cam.shape[0], -1).max(1))) if index is None else int(index)
+        if not 0 <= k < img.shape[0]:
+            raise ValueError(f"index must be in [0, {img.shape[0] - 1}], got {index}")
         img, cam = img[k], cam[k]
         mask = None if mask is None else np.asarray(mask)[k]
     fig, ax = plt.subplots(figsize=(3.5, 3.5))

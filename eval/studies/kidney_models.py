@@ -45,6 +45,7 @@ import math
 import os
 import sys
 import time as _time
+import types
 
 import numpy as np
 
@@ -97,6 +98,11 @@ class Settings:
     learning_curve: tuple[str, ...] = ()  # outcomes whose learning curve (development CV) is measured
     curve_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)  # of each fold's training patients (1.0: the CV itself)
     deep: bool = True
+    explain: str = ""  # outcome explained (binary): "" stay_gt3 when run, "none" nothing
+    explain_cases: int = 4  # external patients with a Grad-CAM picture
+    shap_patients: int = 50  # external patients whose covariates' SHAP values are averaged
+    shap_background: int = 50  # development patients forming SHAP's reference population
+    shap_evals: int = 0  # model evaluations per explained patient (0: 10 per feature)
     quick: bool = False
     progress: bool = True
 
@@ -104,7 +110,9 @@ class Settings:
 def quick_settings(s: Settings) -> Settings:
     """The ``--quick`` machinery check: 2 folds, few resamples, few trees and deep steps."""
     return dataclasses.replace(s, folds=min(s.folds, 2), n_boot=min(s.n_boot, 20), deep_steps=min(s.deep_steps, 4),
-                               gbm_trees=min(s.gbm_trees, 20), rsf_trees=min(s.rsf_trees, 20), quick=True)
+                               gbm_trees=min(s.gbm_trees, 20), rsf_trees=min(s.rsf_trees, 20),
+                               shap_patients=min(s.shap_patients, 8), shap_background=min(s.shap_background, 10),
+                               shap_evals=s.shap_evals or 1, quick=True)
 
 
 _T0 = _time.monotonic()
@@ -367,7 +375,7 @@ def _deep_binary(x_tr, crops_tr, y_tr, ids, names, settings: Settings, seed: int
         p = model.predict_proba({"image": crops, "covariates": enc.transform(x)}, 32)
         return np.asarray(p, np.float64)[:, -1]
 
-    return predict
+    return predict, model, enc
 
 
 def _deep_config(settings: Settings, seed: int, model_name: str, loss: str, batch: int | None = None):
@@ -403,8 +411,9 @@ def _gbm_classifier(x, y, settings: Settings, seed: int):
 
 
 def _fit_fold(kind, cols, levels, table_tr, table_te, y_tr, t_tr, t_te, crops_tr, crops_te, settings, seed, tag,
-              workdir) -> dict:
-    """Every model fitted on the training rows and predicted on the test rows: ``{model: prediction}``."""
+              workdir, kept: dict | None = None) -> dict:
+    """Every model fitted on the training rows and predicted on the test rows: ``{model: prediction}``; ``kept``
+    (binary) receives the deep model: ``{"model", "encoder" (the net's), "x_train", "x_test", "names"}``."""
     preds = {}
     h = settings.horizon
     for m, (columns, categorical) in cols.items():
@@ -422,9 +431,12 @@ def _fit_fold(kind, cols, levels, table_tr, table_te, y_tr, t_tr, t_te, crops_tr
                 p = _gbm_classifier(x_tr, y_tr, settings, seed).predict_proba(x_te)[:, 1]
             else:
                 ids = [str(i) for i in table_tr.index]
-                fn = _deep_binary(x_tr, crops_tr, y_tr, ids, enc.feature_names, settings, seed,
-                                  os.path.join(workdir, m))
+                fn, net, net_enc = _deep_binary(x_tr, crops_tr, y_tr, ids, enc.feature_names, settings, seed,
+                                                os.path.join(workdir, m))
                 p = fn(x_te, crops_te)
+                if kept is not None:
+                    kept.update(model=net, encoder=net_enc, x_train=x_tr, x_test=x_te,
+                                names=list(enc.feature_names))
             preds[m] = np.asarray(p, np.float64)
         else:
             if m in TRADITIONAL or m in IMAGE_MODELS:
@@ -441,6 +453,106 @@ def _fit_fold(kind, cols, levels, table_tr, table_te, y_tr, t_tr, t_te, crops_tr
                 preds[m] = (model.risk(x_te, crops_te), model.survival(x_te, [h], crops_te)[:, 0])
         _say(settings, f"  {tag} {m}: {_time.time() - t1:.1f} s")
     return preds
+
+
+# ------------------------------------------------------------------------------------------------ explanations
+
+def _held_embedding_function(net, crop):
+    """``f(covariates [N, F_net]) -> p(yes) [N]`` of the outcome net with one patient's crop fixed: the image
+    embedding (``image_proj``'s output) is computed once and replayed, the encoder skipped."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    model, variables = net.model, net.variables
+    held = {}
+
+    def capture(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and "/".join(context.module.scope.path) == "image_proj":
+            held["emb"] = out
+        return out
+
+    def replay(next_fun, args, kwargs, context):
+        path = "/".join(context.module.scope.path)
+        if context.method_name == "__call__" and path == "encoder":
+            return [jnp.zeros((args[0].shape[0],) + (1,) * (args[0].ndim - 1))] * 16  # unused: image_proj replays
+        if context.method_name == "__call__" and path == "image_proj":
+            return jnp.broadcast_to(held["emb"], (args[0].shape[0], held["emb"].shape[-1]))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(capture):
+        model.apply(variables, jnp.asarray(crop[None]), jnp.zeros((1, model.num_covariates)), train=False)
+    chunk = 256
+
+    @jax.jit
+    def probs(cov):
+        with nn.intercept_methods(replay):
+            logits = model.apply(variables, jnp.zeros((chunk,) + crop.shape), cov, train=False)
+        # one logit (sigmoid) or K classes (softmax): p of the last ("yes")
+        return jax.nn.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else jax.nn.softmax(logits, -1)[:, -1]
+
+    def f(cov):
+        cov = np.asarray(cov, np.float32)
+        out = []
+        for i in range(0, len(cov), chunk):
+            part = cov[i:i + chunk]
+            pad = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), 0)]) if len(part) < chunk else part
+            out.append(np.asarray(probs(pad))[:len(part)])
+        return np.concatenate(out).astype(np.float64)
+
+    return f
+
+
+def _explain_deep(name, kept, crops, case_ids, settings: Settings, out) -> tuple[dict, list[dict]]:
+    """Grad-CAM of the deep model (trained on the whole development set) on the first ``explain_cases`` external
+    crops (the mid-axial slice of the tumour channel), and the mean |SHAP| of each covariate over the first
+    ``shap_patients`` external patients, each with its own crop held fixed (the covariates branch)."""
+    import jax
+
+    from zoo import explain
+
+    net, enc = kept["model"], kept["encoder"]
+    k = min(settings.explain_cases, len(crops))
+    inputs = {"covariates": enc.transform(kept["x_test"][:k]).astype(np.float32)}
+    # the encoder's deepest level (the U-Net encoder's blocks are enc0, enc1, ...)
+    layer = [n for n in explain.layer_names(net.model, net.variables, crops[:k], inputs)
+             if n.startswith("encoder/enc") and n.count("/") == 1][-1]
+    n_logits = jax.eval_shape(lambda x, c: net.model.apply(net.variables, x, c, train=False), crops[:1],
+                              inputs["covariates"][:1]).shape[-1]
+    cams = explain.gradcam(net.model, net.variables, crops[:k], layer=layer, target_class=n_logits - 1,
+                           inputs=inputs)
+    pictures = []
+    for i in range(k):
+        path = f"gradcam_{name}_{case_ids[i]}.png"
+        explain.gradcam_overlay(crops[i], cams[i], os.path.join(out, path), channel=CROP_CHANNELS.index("tumour"),
+                                index=crops.shape[1] // 2, title=f"{case_ids[i]}: {DEEP} Grad-CAM ({name})",
+                                mask=crops[i][..., CROP_CHANNELS.index("kidney")] > 0.5)
+        pictures.append(path)
+    rng = np.random.default_rng(settings.seed)
+    x_tr, x_te, names = kept["x_train"], kept["x_test"], kept["names"]
+    bg = x_tr[rng.choice(len(x_tr), min(settings.shap_background, len(x_tr)), replace=False)]
+    n = min(settings.shap_patients, len(x_te))
+    evals = max(settings.shap_evals or 10 * len(names), 2 * len(names) + 1)
+    values = []
+    for i in range(n):
+        f = _held_embedding_function(net, crops[i])
+        e = explain.shap_tabular(lambda z, f=f: f(enc.transform(z)), bg, x_te[i:i + 1], feature_names=names,
+                                 max_background=len(bg), max_evals=evals, seed=settings.seed + i)
+        values.append(np.asarray(e.values)[0])
+    values = np.asarray(values)
+    mean_abs = np.abs(values).mean(0)
+    plot = f"shap_{name}_{DEEP}.png"
+    # the plot reads an explanation's ``values`` and ``feature_names``
+    explain.shap_importance_plot(types.SimpleNamespace(values=values, feature_names=names), os.path.join(out, plot), title=f"{name}: {DEEP}, mean |SHAP| on p(yes), "
+                                 f"external (n = {n})")
+    rows = [{"outcome": name, "model": DEEP, "split": "external", "metric": "mean_abs_shap", "value": float(v),
+             "ci_low": None, "ci_high": None, "n": n, "events": None, "feature": f} for f, v in zip(names, mean_abs)]
+    info = {"model": DEEP, "trained_on": "the whole development set (the external-validation fit)",
+            "gradcam_layer": layer, "gradcam_target": "logit of yes", "gradcam_cases": list(case_ids[:k]),
+            "gradcam_plots": pictures, "shap_patients": n, "shap_background": len(bg), "shap_evals": evals,
+            "shap_plot": plot, "shap_top": [names[j] for j in np.argsort(-mean_abs)[:5]]}
+    return info, rows
 
 
 # ------------------------------------------------------------------------------------------------ one outcome
@@ -771,13 +883,21 @@ def _run_outcome(name, spec, dev: KidneyData, ext: KidneyData | None, unseen, se
         res.update(n_external=len(epos), dropped_missing_external=edropped,
                    events_external=int(ey_all[epos].sum()))
         _say(settings, f"{name} external: {len(pos)} development / {len(epos)} external")
+        kept = {} if name == settings.explain and settings.deep else None
         preds = _fit_fold(kind, cols, levels, table_dev.iloc[pos], table_ext.iloc[epos], y, t,
                           None if et_all is None else et_all[epos],
                           dev.crops[pos] if settings.deep else None, ext.crops[epos] if settings.deep else None,
-                          settings, settings.seed, f"{name} external", os.path.join(out, "models", name, "external"))
+                          settings, settings.seed, f"{name} external", os.path.join(out, "models", name, "external"),
+                          kept=kept)
         fe = _Fold("external", [ext.ids[i] for i in epos], ey_all[epos], None if et_all is None else et_all[epos],
                    None if t is None else S.surv_array(y, t), preds)
         res["rows"] += _rows(name, "external", [fe], kind, models, reference, settings)
+        if kept:
+            t1 = _time.time()
+            res["explain"], shap_rows = _explain_deep(name, kept, ext.crops[epos], [ext.ids[i] for i in epos],
+                                                      settings, out)
+            res["rows"] += shap_rows
+            _say(settings, f"{name} external: Grad-CAM and SHAP of {DEEP}: {_time.time() - t1:.1f} s")
         dc = _decision_and_calibration([fe], kind, models, settings.horizon)
         res["external"] = {**dc, "subgroups": _subgroups([fe], table_ext.iloc[epos], kind, models),
                            "plots": _plots(name, "external", dc, kind, settings.horizon, out)}
@@ -797,6 +917,11 @@ def run_kidney_report(dev: KidneyData, ext: KidneyData | None, settings: Setting
         unknown = [n for n in given if n not in kits.OUTCOMES]
         if unknown:
             raise ValueError(f"{flag}: unknown {unknown}; expected some of {list(kits.OUTCOMES)}")
+    explained = settings.explain or ("stay_gt3" if "stay_gt3" in names else "none")
+    if explained != "none" and (explained not in names or kits.OUTCOMES[explained]["kind"] != "binary"):
+        raise ValueError(f"--explain: {explained!r} is not a binary outcome of this run "
+                         f"({[n for n in names if kits.OUTCOMES[n]['kind'] == 'binary']}, or none)")
+    settings = dataclasses.replace(settings, explain=explained)
     unseen = [str(u) for u in kits.unseen_categories(dev.cohort, ext.cohort)] if ext is not None else []
     outcomes = []
     for name in names:
@@ -900,6 +1025,20 @@ def markdown(res: dict) -> str:
                     "-" if lc[m][i] is None or not math.isfinite(lc[m][i]) else f"{lc[m][i]:.3f}"
                     for m in models_lc) + " |")
             lines += ["", f"![learning curve]({lc['plot']})", ""]
+        ex = o.get("explain")
+        if ex:
+            shap = sorted((r for r in by.get(name, []) if r["metric"] == "mean_abs_shap"), key=lambda r: -r["value"])
+            lines += [f"**Explanations of {ex['model']}** (trained on {ex['trained_on']}; external patients). "
+                      f"Grad-CAM of the {ex['gradcam_target']} at `{ex['gradcam_layer']}` on the kidney crop "
+                      f"(mid-axial slice of the tumour channel; kidney outline in white): "
+                      + ", ".join(ex["gradcam_cases"]) + ".", "",
+                      " ".join(f"![Grad-CAM {c}]({p})" for c, p in zip(ex["gradcam_cases"], ex["gradcam_plots"])), "",
+                      f"SHAP of the covariates (the crop held fixed per patient; p(yes); permutation explainer, "
+                      f"{ex['shap_background']} development patients as reference, {ex['shap_evals']} evaluations "
+                      f"per patient): mean |SHAP| over {ex['shap_patients']} external patients, top 10:", "",
+                      "| covariate | mean abs SHAP |", "|---|---:|"]
+            lines += [f"| {r['feature']} | {r['value']:.4f} |" for r in shap[:10]]
+            lines += ["", f"![SHAP]({ex['shap_plot']})", ""]
         epv = o.get("events_per_variable") or {}
         if epv:
             lines += ["Events per variable (development, smaller class / encoded features): " + "; ".join(

@@ -1,12 +1,14 @@
 """Outcomes after kidney-tumour surgery from the preoperative CT's segmentation and the EHR (KiTS23, issue 32).
 
 ``python -m eval.studies.kidney_outcomes --cohort DEV_DIR --external EXT_DIR --out OUT [--quick] [--folds 5]
-[--deep_steps N] [--n_boot N] [--seed S]`` develops every model on one folder in the KiTS layout
-(``clinical.json`` + ``case_XXXXX/segmentation.nii.gz``; e.g. ``kits23/development``), cross-validated on the
+[--deep_steps N] [--n_boot N] [--seed S] [--explain OUTCOME|none]`` develops every model on one folder in the KiTS
+layout (``clinical.json`` + ``case_XXXXX/segmentation.nii.gz``; e.g. ``kits23/development``), cross-validated on the
 same patient-level folds, and validates them on another (e.g. ``kits23/validation``; any folder in the layout).
 Models, outcomes, metrics and outputs: :mod:`eval.studies.kidney_models`. Progress lines go to stderr; the
 command prints the external (else cross-validated) AUC / C of every model. ``--quick``: 2 folds, 20 resamples,
-a handful of deep steps (a check of the machinery, not a result). Bad input: ``error: ...``, exit 2.
+a handful of deep steps (a check of the machinery, not a result). ``--explain``: Grad-CAM and covariate SHAP of the
+deep model for one binary outcome (``gradcam_*.png``, ``shap_*.png``, ``mean_abs_shap`` rows with a ``feature``).
+Bad input: ``error: ...``, exit 2.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def build_parser():
                    "is measured")
     p.add_argument("--curve_fractions", default="0.25,0.5,0.75", help="fractions of the training patients")
     p.add_argument("--no_deep", action="store_true", help="leave the deep model out")
+    p.add_argument("--explain", default="", help="binary outcome whose deep model (the external-validation fit) "
+                   "gets Grad-CAM pictures of a few external crops and the covariates' mean |SHAP| over the external "
+                   "patients (default: stay_gt3 when run; none: no explanations)")
     p.add_argument("--quick", action="store_true", help="2 folds, few resamples / trees / deep steps")
     p.add_argument("--no_progress", action="store_true", help="no per-case progress bars")
     return p
@@ -60,7 +65,7 @@ def _settings(args) -> Settings:
         raise ValueError(f"--curve_fractions must each lie in (0, 1), got {args.curve_fractions!r}")
     s = Settings(learning_curve=_names(args.learning_curve), curve_fractions=fractions, seed=args.seed,
                  folds=args.folds, n_boot=args.n_boot, deep_steps=args.deep_steps,
-                 crop_pool=args.crop_pool, horizon=args.horizon, deep=not args.no_deep,
+                 crop_pool=args.crop_pool, horizon=args.horizon, deep=not args.no_deep, explain=args.explain.strip(),
                  outcomes=_names(args.outcomes),
                  progress=not args.no_progress)
     return quick_settings(s) if args.quick else s
