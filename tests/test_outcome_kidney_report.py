@@ -148,6 +148,13 @@ def test_bad_cohort_exits_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_explain_exits_2_before_reading(cohorts, tmp_path, capsys):
+    rc = kidney_outcomes.main(["--cohort", cohorts[0], "--out", str(tmp_path / "o"), "--quick",
+                               "--explain", "survival"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: --explain") and not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("a, b", [(0.0, 1.0), (0.5, 1.0), (0.0, 0.5)])
 def test_calibration_binary_recovers_recalibration(a, b):
     """Outcomes drawn from logit P = a + b logit(p): the slope estimate is near b; the intercept of a

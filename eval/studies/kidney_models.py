@@ -32,10 +32,15 @@ For every outcome of ``kits.OUTCOMES`` (binary, or survival: overall survival af
   ``clinical+renal`` by the cross-validated AUC / C);
 * decision curves (net benefit, :func:`scoring.calibration.net_benefit`; survival: event by the horizon among
   the patients whose status at the horizon is known), calibration plots, subgroups (procedure, age band, sex,
-  tumour size band) and events per variable of every model.
+  tumour size band) and events per variable of every model;
+* explanations of ``deep_crop_ehr`` for one binary outcome (``Settings.explain``; its external-validation fit,
+  trained on the whole development set): Grad-CAM (:func:`zoo.explain.gradcam`, the encoder's deepest level) on
+  a few external crops, and SHAP of the covariates (:func:`zoo.explain.shap_tabular`, each patient's crop
+  embedding held fixed) averaged as mean |SHAP| over the external patients.
 
 Outputs: ``report.json`` (``rows`` of ``{"outcome", "model", "split", "metric", "value", "ci_low", "ci_high",
-"n", "events"}``, strict JSON) and ``report.md`` with the plots beside them.
+"n", "events"}``, plus ``"feature"`` on the ``mean_abs_shap`` rows; strict JSON) and ``report.md`` with the plots
+beside them.
 """
 
 from __future__ import annotations
@@ -544,8 +549,8 @@ def _explain_deep(name, kept, crops, case_ids, settings: Settings, out) -> tuple
     mean_abs = np.abs(values).mean(0)
     plot = f"shap_{name}_{DEEP}.png"
     # the plot reads an explanation's ``values`` and ``feature_names``
-    explain.shap_importance_plot(types.SimpleNamespace(values=values, feature_names=names), os.path.join(out, plot), title=f"{name}: {DEEP}, mean |SHAP| on p(yes), "
-                                 f"external (n = {n})")
+    explain.shap_importance_plot(types.SimpleNamespace(values=values, feature_names=names), os.path.join(out, plot),
+                                 title=f"{name}: {DEEP}, mean |SHAP| on p(yes), external (n = {n})")
     rows = [{"outcome": name, "model": DEEP, "split": "external", "metric": "mean_abs_shap", "value": float(v),
              "ci_low": None, "ci_high": None, "n": n, "events": None, "feature": f} for f, v in zip(names, mean_abs)]
     info = {"model": DEEP, "trained_on": "the whole development set (the external-validation fit)",

@@ -18,6 +18,7 @@ import sys
 
 from eval.studies.kidney_models import Settings, check_external, load_kidney_data, quick_settings, run_kidney_report
 from zoo.cli import command_parser, run_command
+from zoo.outcome import kits
 
 
 #: ``(flag, default, minimum, help)`` of the numeric flags; each is checked against its minimum.
@@ -63,9 +64,13 @@ def _settings(args) -> Settings:
         raise ValueError(f"--curve_fractions must be numbers, got {args.curve_fractions!r}") from e
     if not fractions or any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"--curve_fractions must each lie in (0, 1), got {args.curve_fractions!r}")
+    explain = args.explain.strip()
+    binary = [n for n, spec in kits.OUTCOMES.items() if spec["kind"] == "binary"]
+    if explain not in ("", "none", *binary):
+        raise ValueError(f"--explain must be a binary outcome ({', '.join(binary)}) or none, got {explain!r}")
     s = Settings(learning_curve=_names(args.learning_curve), curve_fractions=fractions, seed=args.seed,
                  folds=args.folds, n_boot=args.n_boot, deep_steps=args.deep_steps,
-                 crop_pool=args.crop_pool, horizon=args.horizon, deep=not args.no_deep, explain=args.explain.strip(),
+                 crop_pool=args.crop_pool, horizon=args.horizon, deep=not args.no_deep, explain=explain,
                  outcomes=_names(args.outcomes),
                  progress=not args.no_progress)
     return quick_settings(s) if args.quick else s
