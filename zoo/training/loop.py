@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_pipelines.atomic import strict_json, write_json
 from data_pipelines.families import record_preprocessing
 from data_pipelines.loader import ArraysSource
 from data_pipelines.sources import open_sources
@@ -33,7 +34,6 @@ from zoo import sharding
 from zoo.build import build_model
 from zoo.checkpoint import CheckpointIO, restore_meta
 from zoo.inference import Predictor
-from data_pipelines.atomic import strict_json, write_json
 from zoo.provenance import run_metadata
 from zoo.training.data import TrainBatches
 from zoo.training.distributed import sync
