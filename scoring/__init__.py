@@ -30,11 +30,11 @@ from scoring.overlap import (accuracy, accuracy_jax, confusion_counts, confusion
 from scoring.ranking import auc_roc, auprc
 from scoring.regions import (BRATS_REGIONS, brats_region_channels, brats_region_dice_jax, brats_region_metrics,
                              brats_regions)
-from scoring.calibration import (brier_binary, calibration_curve, delong_test, expected_calibration_error,
-                                 net_benefit)
+from scoring.calibration import (brier_binary, calibration_binary, calibration_curve, delong_test,
+                                 expected_calibration_error, net_benefit)
 from scoring.survival import (brier_score, calibration_at_horizon, concordance_index_censored,
-                              concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score, kaplan_meier,
-                              surv_array)
+                              concordance_index_ipcw, cox_calibration_slope, cumulative_dynamic_auc,
+                              integrated_brier_score, kaplan_meier, kaplan_meier_at, surv_array)
 from scoring.surface import (DISTANCE_METRIC_NAMES, SURFACE_METRIC_NAMES, assd, bounding_box, check_spacing,
                              distance_to_surface, hausdorff, hd95, reduce_surface_distances, surface_dice,
                              surface_distances, surface_mask, surface_metrics)
@@ -64,7 +64,8 @@ __all__ = [
     "outcome_metrics",
     # survival
     "surv_array", "kaplan_meier", "concordance_index_censored", "concordance_index_ipcw", "cumulative_dynamic_auc",
-    "brier_score", "integrated_brier_score", "calibration_at_horizon",
+    "brier_score", "integrated_brier_score", "calibration_at_horizon", "cox_calibration_slope", "kaplan_meier_at",
     # binary calibration and comparison
-    "brier_binary", "calibration_curve", "expected_calibration_error", "delong_test", "net_benefit",
+    "brier_binary", "calibration_binary", "calibration_curve", "expected_calibration_error", "delong_test",
+    "net_benefit",
 ]

@@ -1,4 +1,5 @@
-"""Binary-outcome calibration and comparison: Brier score, ECE, calibration curve, DeLong test, net benefit.
+"""Binary-outcome calibration and comparison: Brier score, ECE, calibration curve, logistic recalibration
+slope and intercept, DeLong test, net benefit.
 
 ``y`` is 0/1 ``[N]``, ``p`` the predicted probability of class 1 ``[N]`` in [0, 1]. Conventions follow
 scikit-learn (``brier_score_loss``, ``calibration.calibration_curve`` with ``strategy="uniform"``: empty bins
@@ -13,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["brier_binary", "calibration_curve", "expected_calibration_error", "delong_test", "net_benefit"]
+__all__ = ["brier_binary", "calibration_curve", "calibration_binary", "logit", "expected_calibration_error",
+           "delong_test", "net_benefit"]
 
 
 def _check(y, p, name="p"):
@@ -32,6 +34,41 @@ def brier_binary(y, p) -> float:
     """Mean squared error of probabilities against 0/1 outcomes."""
     y, p = _check(y, p)
     return float(np.mean((p - y) ** 2))
+
+
+def logit(p):
+    """``log(p / (1 - p))`` with ``p`` clipped to [1e-6, 1 - 1e-6]."""
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _logistic_fit(y, x, offset, slope: bool, iters: int = 50):
+    """Maximum-likelihood ``logit P(y) = a + b x + offset`` (``b`` only when ``slope``), Newton steps."""
+    X = np.stack([np.ones_like(x), x], 1) if slope else np.ones((len(x), 1))
+    beta = np.zeros(X.shape[1])
+    for _ in range(iters):
+        eta = X @ beta + offset
+        p = 1 / (1 + np.exp(-np.clip(eta, -30, 30)))
+        w = p * (1 - p) + 1e-12
+        g = X.T @ (y - p)
+        h = X.T @ (X * w[:, None]) + 1e-9 * np.eye(X.shape[1])
+        step = np.linalg.solve(h, g)
+        beta += step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return beta if np.all(np.isfinite(beta)) and np.max(np.abs(beta)) < 1e3 else np.full(X.shape[1], np.nan)
+
+
+def calibration_binary(y, p) -> tuple[float, float]:
+    """``(slope, intercept)``: the logistic recalibration slope ``b`` of ``logit P(y) = a + b logit(p)`` and the
+    calibration-in-the-large ``a`` of ``logit P(y) = a + logit(p)`` (perfect: 1 and 0; NaN if one class)."""
+    y = np.asarray(y, np.float64)
+    if y.min() == y.max():
+        return float("nan"), float("nan")
+    lp = logit(p)
+    slope = _logistic_fit(y, lp, np.zeros_like(lp), True)[1]
+    intercept = _logistic_fit(y, np.zeros_like(lp), lp, False)[0]
+    return float(slope), float(intercept)
 
 
 def _bins(p, n_bins):

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["surv_array", "check_survival", "kaplan_meier", "CensoringKM", "concordance_index_censored",
            "concordance_index_ipcw", "cumulative_dynamic_auc", "brier_score", "integrated_brier_score",
-           "calibration_at_horizon"]
+           "calibration_at_horizon", "cox_calibration_slope", "kaplan_meier_at"]
 
 
 def surv_array(event, time) -> np.ndarray:
@@ -228,6 +228,35 @@ def _step(t_grid, values, t):
     return np.where(idx >= 0, values[np.maximum(idx, 0)], 1.0)
 
 
+def cox_calibration_slope(event, time, x, iters: int = 30) -> float:
+    """The Cox partial-likelihood coefficient of one covariate ``x`` (Breslow ties; Newton steps): the calibration
+    slope when ``x`` is a model's ``log(-log S(h | x))`` (perfect: 1; NaN when it does not converge)."""
+    order = np.argsort(-time, kind="stable")
+    e, t, x = event[order].astype(np.float64), time[order], x[order]
+    b = 0.0
+    for _ in range(iters):
+        w = np.exp(np.clip(b * x, -50, 50))
+        s0, s1, s2 = np.cumsum(w), np.cumsum(w * x), np.cumsum(w * x * x)
+        # risk set of a time: every patient with time >= it; with ties take the last cumsum index of the tie
+        last = np.searchsorted(-t, -t, side="right") - 1
+        s0, s1, s2 = s0[last], s1[last], s2[last]
+        g = np.sum(e * (x - s1 / s0))
+        h = np.sum(e * (s2 / s0 - (s1 / s0) ** 2))
+        if not h > 1e-12:
+            return float("nan")
+        step = g / h
+        b += step
+        if abs(step) < 1e-8:
+            break
+    return float(b) if np.isfinite(b) and abs(b) < 1e3 else float("nan")
+
+
+def kaplan_meier_at(event, time, t: float) -> float:
+    """The Kaplan-Meier estimate of ``S(t)`` (1 before the first event time)."""
+    km_t, km_s = kaplan_meier(event, time)
+    return float(_step(km_t, km_s, [t])[0])
+
+
 def brier_score(survival_train, survival_test, estimate, times):
     """IPCW Brier score of survival probabilities ``estimate [N, T]`` at ``times``: ``(times, scores [T])``."""
     ev_tr, t_tr = _unpack(survival_train, "survival_train")
@@ -278,9 +307,8 @@ def calibration_at_horizon(event, time, survival_at_t, t: float, n_groups: int =
     for g in np.array_split(order, int(n_groups)):
         if len(g) == 0:
             continue
-        km_t, km_s = kaplan_meier(event[g], time[g])
         pred.append(float(risk[g].mean()))
-        obs.append(float(1.0 - _step(km_t, km_s, [t])[0]))
+        obs.append(1.0 - kaplan_meier_at(event[g], time[g], t))
         ns.append(int(len(g)))
         evs.append(int(event[g].sum()))
     w = np.asarray(ns, np.float64)

@@ -61,6 +61,7 @@ from data_pipelines.info import DatasetInfo
 from eval.bootstrap import bootstrap_statistics
 from scoring import calibration as cal
 from scoring import survival as S
+from scoring.ranking import auc_roc
 from zoo.outcome import kits, nephrometry
 from zoo.outcome.baselines import SurvivalBaseline, logistic_regression
 from zoo.outcome.survival import fit_deep_survival, survival_config
@@ -68,7 +69,7 @@ from zoo.pretrained import load_pretrained
 from zoo.training import train_and_evaluate
 
 __all__ = ["Settings", "KidneyData", "TRADITIONAL", "IMAGE_MODELS", "DEEP", "SIZE_COLUMN", "RENAL_COLUMN",
-           "load_kidney_data", "check_external", "run_kidney_report", "calibration_binary", "cox_calibration_slope",
+           "load_kidney_data", "check_external", "run_kidney_report",
            "quick_settings", "model_columns", "development_levels", "align_levels", "markdown"]
 
 TRADITIONAL = ("clinical", "clinical+size", "clinical+renal")
@@ -250,76 +251,11 @@ def align_levels(table, levels: dict):
 
 # ------------------------------------------------------------------------------------------------ metrics
 
-def _logit(p):
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def _logistic_fit(y, x, offset, slope: bool, iters: int = 50):
-    """Maximum-likelihood ``logit P(y) = a + b x + offset`` (``b`` only when ``slope``), Newton steps."""
-    X = np.stack([np.ones_like(x), x], 1) if slope else np.ones((len(x), 1))
-    beta = np.zeros(X.shape[1])
-    for _ in range(iters):
-        eta = X @ beta + offset
-        p = 1 / (1 + np.exp(-np.clip(eta, -30, 30)))
-        w = p * (1 - p) + 1e-12
-        g = X.T @ (y - p)
-        h = X.T @ (X * w[:, None]) + 1e-9 * np.eye(X.shape[1])
-        step = np.linalg.solve(h, g)
-        beta += step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return beta if np.all(np.isfinite(beta)) and np.max(np.abs(beta)) < 1e3 else np.full(X.shape[1], np.nan)
-
-
-def calibration_binary(y, p) -> tuple[float, float]:
-    """``(slope, intercept)``: the logistic recalibration slope ``b`` of ``logit P(y) = a + b logit(p)`` and the
-    calibration-in-the-large ``a`` of ``logit P(y) = a + logit(p)`` (perfect: 1 and 0; NaN if one class)."""
-    y = np.asarray(y, np.float64)
-    if y.min() == y.max():
-        return float("nan"), float("nan")
-    lp = _logit(p)
-    slope = _logistic_fit(y, lp, np.zeros_like(lp), True)[1]
-    intercept = _logistic_fit(y, np.zeros_like(lp), lp, False)[0]
-    return float(slope), float(intercept)
-
-
-def cox_calibration_slope(event, time, x, iters: int = 30) -> float:
-    """The Cox partial-likelihood coefficient of one covariate ``x`` (Breslow ties; Newton steps): the calibration
-    slope when ``x`` is a model's ``log(-log S(h | x))`` (perfect: 1; NaN when it does not converge)."""
-    order = np.argsort(-time, kind="stable")
-    e, t, x = event[order].astype(np.float64), time[order], x[order]
-    b = 0.0
-    for _ in range(iters):
-        w = np.exp(np.clip(b * x, -50, 50))
-        s0, s1, s2 = np.cumsum(w), np.cumsum(w * x), np.cumsum(w * x * x)
-        # risk set of a time: every patient with time >= it; with ties take the last cumsum index of the tie
-        last = np.searchsorted(-t, -t, side="right") - 1
-        s0, s1, s2 = s0[last], s1[last], s2[last]
-        g = np.sum(e * (x - s1 / s0))
-        h = np.sum(e * (s2 / s0 - (s1 / s0) ** 2))
-        if not h > 1e-12:
-            return float("nan")
-        step = g / h
-        b += step
-        if abs(step) < 1e-8:
-            break
-    return float(b) if np.isfinite(b) and abs(b) < 1e3 else float("nan")
-
-
-def _km_at(event, time, h) -> float:
-    t, s = S.kaplan_meier(event, time)
-    i = np.searchsorted(t, h, side="right") - 1
-    return float(s[i]) if i >= 0 else 1.0
-
-
 def _binary_metrics(y, p) -> dict:
-    from sklearn.metrics import roc_auc_score
-
     if y.min() == y.max():
         return {"brier": cal.brier_binary(y, p)}
-    slope, intercept = calibration_binary(y, p)
-    return {"auc": float(roc_auc_score(y, p)), "brier": cal.brier_binary(y, p), "calibration_slope": slope,
+    slope, intercept = cal.calibration_binary(y, p)
+    return {"auc": auc_roc(p, y), "brier": cal.brier_binary(y, p), "calibration_slope": slope,
             "calibration_intercept": intercept}
 
 
@@ -339,9 +275,10 @@ def _survival_metrics(event, time, risk, surv_h, h, y_train) -> dict:
         except ValueError:
             out["brier"] = float("nan")
         s = np.clip(surv_h, 1e-6, 1 - 1e-6)
-        out["calibration_slope"] = cox_calibration_slope(event, time, np.log(-np.log(s)))
-        obs = 1.0 - _km_at(event, time, h)
-        out["calibration_intercept"] = float(_logit(obs) - _logit(np.mean(1.0 - s))) if 0 < obs < 1 else float("nan")
+        out["calibration_slope"] = S.cox_calibration_slope(event, time, np.log(-np.log(s)))
+        obs = 1.0 - S.kaplan_meier_at(event, time, h)
+        out["calibration_intercept"] = (float(cal.logit(obs) - cal.logit(np.mean(1.0 - s))) if 0 < obs < 1
+                                        else float("nan"))
     return out
 
 
@@ -689,8 +626,6 @@ def _bands(frame) -> list[tuple[str, str, np.ndarray]]:
 
 
 def _subgroups(folds, frame, kind, models) -> list[dict]:
-    from sklearn.metrics import roc_auc_score
-
     y = np.concatenate([f.y for f in folds])
     t = None if kind == "binary" else np.concatenate([f.time for f in folds])
     out = []
@@ -701,7 +636,7 @@ def _subgroups(folds, frame, kind, models) -> list[dict]:
             v = float("nan")
             try:
                 if kind == "binary" and 0 < y[mask].sum() < mask.sum():
-                    v = float(roc_auc_score(y[mask], pm[mask]))
+                    v = auc_roc(pm[mask], y[mask])
                 elif kind == "survival" and y[mask].sum() > 0:
                     v = float(S.concordance_index_censored(y[mask].astype(bool), t[mask], pm[0][mask])[0])
             except ValueError:
