@@ -11,7 +11,9 @@ either. One concept per module:
   * :mod:`scoring.instance`: instance-level metrics (COCO AP, per-instance Dice, FROC).
   * :mod:`scoring.outcome`: patient-level outcome metrics of class probabilities.
   * :mod:`scoring.survival`: time-to-event metrics (Harrell/Uno C, time-dependent AUC, IPCW Brier/IBS, KM).
-  * :mod:`scoring.calibration`: binary calibration (Brier, ECE, curve), DeLong's test, net benefit.
+  * :mod:`scoring.calibration`: binary calibration (Brier, ECE, curve), DeLong's test, net benefit; voxels'
+    top-label reliability (histogram ECE) and temperature scaling.
+  * :mod:`scoring.conformal`: conformal risk control of the missed-lesion fraction (a threshold with a guarantee).
 
 Conventions of each family are in its module's docstring.
 """
@@ -30,8 +32,9 @@ from scoring.overlap import (accuracy, accuracy_jax, confusion_counts, confusion
 from scoring.ranking import auc_roc, auprc
 from scoring.regions import (BRATS_REGIONS, brats_region_channels, brats_region_dice_jax, brats_region_metrics,
                              brats_regions)
-from scoring.calibration import (brier_binary, calibration_binary, calibration_curve, delong_test,
-                                 expected_calibration_error, net_benefit)
+from scoring.calibration import (ReliabilityHistogram, brier_binary, calibration_binary, calibration_curve,
+                                 delong_test, expected_calibration_error, fit_temperature, net_benefit)
+from scoring.conformal import conformal_threshold, empirical_risk, miss_fraction
 from scoring.survival import (brier_score, calibration_at_horizon, concordance_index_censored,
                               concordance_index_ipcw, cox_calibration_slope, cumulative_dynamic_auc,
                               integrated_brier_score, kaplan_meier, kaplan_meier_at, surv_array)

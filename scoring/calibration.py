@@ -1,5 +1,6 @@
 """Binary-outcome calibration and comparison: Brier score, ECE, calibration curve, logistic recalibration
-slope and intercept, DeLong test, net benefit.
+slope and intercept, DeLong test, net benefit; top-label calibration of many voxels (a histogram, never a sort)
+and a softmax temperature fitted by likelihood.
 
 ``y`` is 0/1 ``[N]``, ``p`` the predicted probability of class 1 ``[N]`` in [0, 1]. Conventions follow
 scikit-learn (``brier_score_loss``, ``calibration.calibration_curve`` with ``strategy="uniform"``: empty bins
@@ -7,6 +8,12 @@ are dropped), so tests compare value for value. ECE uses the same equal-width bi
 probability on an inner edge falls in the lower bin), weighted by the share of patients in each bin.
 DeLong's test (DeLong et al. 1988, the fast midrank algorithm of Sun & Xu 2014) compares two correlated AUCs
 on the same patients. Net benefit (Vickers & Elkin 2006) at threshold ``pt``: ``TP/N - FP/N * pt / (1 - pt)``.
+
+Segmentation probabilities ``[..., K]`` against labels ``[...]``: :class:`ReliabilityHistogram` accumulates, over
+any number of chunks, the voxels' top-label confidence (``max_k p``) and correctness (``argmax_k p == label``) in
+the same equal-width bins, so its ECE equals ``expected_calibration_error(correct, confidence)`` on the pooled
+voxels (Guo et al. 2017's top-label ECE). :func:`fit_temperature` is Guo et al.'s temperature scaling: the scalar
+``T`` minimising the mean negative log-likelihood of ``softmax(logits / T)`` (searched on ``log T``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["brier_binary", "calibration_curve", "calibration_binary", "logit", "expected_calibration_error",
-           "delong_test", "net_benefit"]
+           "delong_test", "net_benefit", "ReliabilityHistogram", "fit_temperature", "temperature_nll"]
 
 
 def _check(y, p, name="p"):
@@ -149,3 +156,84 @@ def net_benefit(y, p, thresholds) -> dict:
         model.append(tp / n - fp / n * odds)
         treat_all.append(float(prev - (1 - prev) * odds))
     return {"threshold": pts.tolist(), "model": model, "treat_all": treat_all}
+
+
+class ReliabilityHistogram:
+    """Top-label reliability of voxel probabilities, accumulated chunk by chunk in ``n_bins`` equal-width bins of
+    confidence: ``counts``, ``correct`` (voxels whose argmax is the label) and ``confidence`` (sum of max p)."""
+
+    def __init__(self, n_bins: int = 15):
+        self.n_bins = int(n_bins)
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        self.counts = np.zeros(self.n_bins, np.int64)
+        self.correct = np.zeros(self.n_bins, np.float64)
+        self.confidence = np.zeros(self.n_bins, np.float64)
+
+    def update(self, proba, labels) -> "ReliabilityHistogram":
+        """Add the voxels of ``proba [..., K]`` (probabilities over the last axis) against ``labels [...]``."""
+        proba, labels = np.asarray(proba), np.asarray(labels)
+        if proba.ndim < 1 or proba.shape[:-1] != labels.shape:
+            raise ValueError(f"proba [..., K] and labels [...] must agree; got {proba.shape} and {labels.shape}")
+        k = proba.shape[-1]
+        flat = proba.reshape(-1, k)
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"labels must lie in [0, {k - 1}] for K={k} classes; got [{labels.min()}, "
+                             f"{labels.max()}]")
+        conf = flat.max(axis=1).astype(np.float64)
+        if not np.all(np.isfinite(conf)):
+            raise ValueError("proba contains NaN or Inf")
+        b = _bins(conf, self.n_bins)
+        hit = (flat.argmax(axis=1) == labels.reshape(-1)).astype(np.float64)
+        self.counts += np.bincount(b, minlength=self.n_bins)
+        self.correct += np.bincount(b, weights=hit, minlength=self.n_bins)
+        self.confidence += np.bincount(b, weights=conf, minlength=self.n_bins)
+        return self
+
+    @property
+    def ece(self) -> float:
+        """``sum_b (n_b / N) |accuracy_b - confidence_b|`` (NaN before any voxel)."""
+        total = self.counts.sum()
+        return float(np.abs(self.correct - self.confidence).sum() / total) if total else float("nan")
+
+    def curve(self) -> dict:
+        """The reliability diagram's points, per non-empty bin: ``accuracy``, ``confidence``, ``count`` and the
+        bins' ``edges``."""
+        nz = self.counts > 0
+        return {"accuracy": (self.correct[nz] / self.counts[nz]).tolist(),
+                "confidence": (self.confidence[nz] / self.counts[nz]).tolist(),
+                "count": self.counts[nz].tolist(), "edges": np.linspace(0.0, 1.0, self.n_bins + 1).tolist()}
+
+
+def _logits_labels(logits, labels):
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels)
+    if z.ndim != 2 or y.shape != (z.shape[0],) or z.shape[0] == 0:
+        raise ValueError(f"logits [N, K] and labels [N] (N >= 1) expected; got {z.shape} and {y.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits contain NaN or Inf (take log of clipped probabilities)")
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels must lie in [0, {z.shape[1] - 1}]")
+    return z, y.astype(np.int64)
+
+
+def temperature_nll(logits, labels, temperature: float) -> float:
+    """Mean negative log-likelihood of ``softmax(logits / temperature)`` at ``labels``."""
+    z, y = _logits_labels(logits, labels)
+    s = z / float(temperature)
+    s = s - s.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(s).sum(axis=1)) - s[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature ``T`` in ``bounds`` minimising :func:`temperature_nll` (bounded search on ``log T``).
+    ``logits [N, K]`` (or log-probabilities), ``labels [N]``."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = _logits_labels(logits, labels)
+    lo, hi = (float(b) for b in bounds)
+    if not 0 < lo < hi:
+        raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    res = minimize_scalar(lambda u: temperature_nll(z, y, float(np.exp(u))), bounds=(np.log(lo), np.log(hi)),
+                          method="bounded", options={"xatol": 1e-5})
+    return float(np.exp(res.x))
