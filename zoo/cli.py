@@ -20,7 +20,7 @@ from typing import Callable
 
 import ml_collections
 
-from zoo import sharding
+from zoo import compilation_cache, sharding
 from zoo.configs import apply_overrides, load_config
 from zoo.registry import get_spec
 
@@ -71,8 +71,10 @@ def command_parser(prog: str, doc: str | None, *, out: str | None = None, out_re
 
 def run_command(parser: argparse.ArgumentParser, argv, body: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse ``argv`` (usage errors: argparse's message and exit 2), then run ``body(args)`` inside the one error
-    boundary :func:`run_cli`; ``None`` from ``body`` is exit 0."""
+    boundary :func:`run_cli`; ``None`` from ``body`` is exit 0. JAX's persistent compilation cache is turned on
+    first (:mod:`zoo.compilation_cache`; ``MEDZOO_COMPILATION_CACHE=0`` turns it off)."""
     args = parser.parse_args(argv)
+    compilation_cache.enable()
     return run_cli(lambda: body(args) or 0)
 
 

@@ -1,0 +1,101 @@
+"""JAX's persistent compilation cache, on by default for the command lines and the server.
+
+A command line compiles the same programs on every run (a model's forward pass for a patch shape, a train step);
+with the cache a second run loads them from disk instead of compiling them (seconds per program on a CPU). The cache
+lives in the user's cache folder, ``$XDG_CACHE_HOME/medzoo/jax`` (``~/.cache/medzoo/jax``); every program is kept
+(no minimum compile time or entry size) and the folder is capped at :data:`MAX_BYTES`, least recently used entries
+evicted first (jax's own LRU cache). ``MEDZOO_COMPILATION_CACHE=0`` (or ``off``/``false``/``no``) turns it off;
+any other non-empty value is a folder to use instead.
+
+:func:`enable` is called by every entry point's boundary (``zoo.cli.run_command``) before the command's body, and
+by the server at start-up. The cache is trusted code: jax runs what it finds there, so the folder is created
+private to the user (mode 0700).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["ENV", "MAX_BYTES", "cache_dir", "enable", "compile_counter"]
+
+ENV = "MEDZOO_COMPILATION_CACHE"
+MAX_BYTES = 4 << 30
+_OFF = {"0", "off", "false", "no"}
+
+
+def cache_dir(environ=None) -> str | None:
+    """The cache folder :func:`enable` would use (see the module docstring), or ``None`` when turned off."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV, "").strip()
+    if value.lower() in _OFF:
+        return None
+    if value and value != "1":
+        return os.path.abspath(os.path.expanduser(value))
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "medzoo", "jax")
+
+
+def enable(environ=None) -> str | None:
+    """Point jax's persistent compilation cache at :func:`cache_dir` (cache every program); return the folder, or
+    ``None`` when turned off or the folder cannot be created (then the run compiles as without a cache)."""
+    path = cache_dir(environ)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if jax.config.jax_compilation_cache_dir == path:
+        return path
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    compilation_cache.reset_cache()  # jax reads the folder once, at its first compilation: read it again
+    return path
+
+
+class compile_counter:
+    """Counts, while active (``with compile_counter() as c``), the programs XLA compiled (``c.compiled``) and those
+    loaded from the persistent cache instead (``c.loaded``), from jax's monitoring events. Without a cache every
+    program counts as compiled (jax's backend-compile event)."""
+
+    _REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+    _HITS = "/jax/compilation_cache/cache_hits"
+    _BACKEND = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.requests = self.loaded = self.backend = 0
+        self.active = False
+
+    @property
+    def compiled(self) -> int:
+        """Programs compiled by XLA (cache misses; with no cache in use, every backend compilation)."""
+        return self.requests - self.loaded if self.requests else self.backend
+
+    def _event(self, name, **kw):
+        if self.active:
+            self.requests += name == self._REQUESTS
+            self.loaded += name == self._HITS
+
+    def _duration(self, name, duration, **kw):
+        if self.active:
+            self.backend += name == self._BACKEND
+
+    def __enter__(self):
+        from jax import monitoring
+
+        monitoring.register_event_listener(self._event)
+        monitoring.register_event_duration_secs_listener(self._duration)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        from jax import monitoring
+
+        self.active = False
+        monitoring.unregister_event_listener(self._event)
+        monitoring.unregister_event_duration_listener(self._duration)
