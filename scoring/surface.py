@@ -42,7 +42,10 @@ SURFACE_METRIC_NAMES = DISTANCE_METRIC_NAMES + ("surface_dice",)
 
 
 def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """``spacing`` as a tuple of ``ndim`` positive finite floats (``None`` → all ones)."""
+    """``spacing`` as a tuple of ``ndim`` positive finite floats (``None`` → all ones); masks without a spatial
+    axis (``ndim`` 0: scalars) have no surface and raise."""
+    if int(ndim) < 1:
+        raise ValueError("surface metrics need masks with at least one spatial axis; got 0-d (scalar) inputs")
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):

@@ -318,3 +318,9 @@ def test_metrics_benchmark_runs_and_skips_missing_peers(tmp_path, monkeypatch, c
     assert "monai: skipped" in capsys.readouterr().err
     assert "| monai | skipped" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert bench.main(["--peers=nope", f"--out={tmp_path}"]) == 2
+
+
+@pytest.mark.parametrize("fn", ["hd95", "hausdorff", "assd", "surface_dice"])
+def test_surface_metrics_on_scalars_are_one_clear_error(fn):
+    with pytest.raises(ValueError, match="at least one spatial axis"):
+        getattr(M, fn)(np.array(1), np.array(1))

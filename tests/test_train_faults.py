@@ -174,3 +174,72 @@ def test_outcome_cli_zero_interval_is_one_line(tmp_path, capsys):
     assert outcome_main(["--config=outcome_smoke", f"--workdir={tmp_path}", "--config.train.log_every=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.log_every must be a positive integer" in err[0]
+
+
+# ------------------------------------------------------------------------------------------------ sweep findings
+
+def _zero_files(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(b"\0" * size)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_newest_checkpoint_costs_one_warning_line_and_nothing_else(run_copy, tmp_path, damage):
+    """eval.report on a run whose newest step is truncated or zeroed: the intact step is used and stderr holds
+    only our ``warning:`` lines naming step 4 (no Orbax/TensorStore log lines or tracebacks)."""
+    import subprocess
+    import sys
+
+    if damage == "truncated":
+        _truncate_state(run_copy / "checkpoints" / "4")
+    else:
+        _zero_files(run_copy / "checkpoints" / "4")
+    proc = subprocess.run([sys.executable, "-m", "eval.report", "--workdir", str(run_copy),
+                           "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2 and all(line.startswith("warning: ") for line in lines), proc.stderr[-2000:]
+    assert all("4" in line and "using step 2" in line for line in lines)
+
+
+def test_all_empty_masks_warn_before_training(tmp_path, capsys):
+    from data_pipelines.info import DatasetInfo
+    from zoo.configs import apply_overrides, load_config
+    from zoo.training.loop import train_and_evaluate
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return {"image": rng.normal(size=(n, 16, 16, 1)).astype(np.float32),
+                "label": np.zeros((n, 16, 16), np.int32)}
+
+    overrides = {a.split("=", 1)[0][len("--config."):]: a.split("=", 1)[1] for a in TINY if a.startswith("--config.")}
+    config = apply_overrides(load_config("smoke"), {**overrides, "train.steps": "2"})
+    info = DatasetInfo("empty", 2, ("grey",), ("background", "lesion"), 2)
+    train_and_evaluate(config, str(tmp_path / "run"), progress=False, data=(split(8), split(4), info))
+    err = capsys.readouterr().err
+    assert "warning: no foreground in any of the 12 label maps" in err
+
+
+def test_some_foreground_gives_no_empty_mask_warning():
+    from data_pipelines.loader import ArraysSource
+    from zoo.training.loop import _no_foreground
+
+    empty = ArraysSource({"image": np.zeros((3, 4, 4, 1)), "label": np.zeros((3, 4, 4), np.int32)})
+    one = np.zeros((2, 4, 4), np.int32)
+    one[1, 2, 2] = 1
+    assert _no_foreground([empty, empty]) == 6
+    assert _no_foreground([empty, ArraysSource({"image": np.zeros((2, 4, 4, 1)), "label": one})]) == 0
+
+    class Records:  # a record source without .arrays: up to `limit` records looked at
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, i):
+            return {"image": np.zeros((4, 4, 1)), "label": np.zeros((4, 4), np.int32)}
+
+    assert _no_foreground([Records()], limit=10) == 10

@@ -17,7 +17,9 @@ never deletes the intact step before it while that is the only copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -43,6 +45,21 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Silence Orbax's and TensorStore's own log lines (``absl``, ``asyncio``) while a damaged step is probed: the
+    one ``warning:`` line this module prints names the step and the reason; their tracebacks add nothing."""
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 class CheckpointIO:
     """Thin wrapper around ``ocp.CheckpointManager``.
 
@@ -62,7 +79,8 @@ class CheckpointIO:
                       keep_checkpoints_without_metrics=False)
         options = ocp.CheckpointManagerOptions(max_to_keep=int(max_to_keep), create=True,
                                                enable_async_checkpointing=async_save, **kw)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        with _orbax_quiet():  # a damaged step's metadata is logged while the steps are listed; restore names it
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None, force: bool = False) -> bool:
         return self.manager.save(int(step), args=ocp.args.Composite(
@@ -86,8 +104,9 @@ class CheckpointIO:
             raise CheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            out = self.manager.restore(int(step), args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            with _orbax_quiet():
+                out = self.manager.restore(int(step), args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files; name the step instead
             raise CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored ({_reason(e)})") \
                 from None
@@ -162,9 +181,10 @@ def restore_meta(directory: str, step: int | None = None) -> tuple[int, dict]:
     newest step whose metadata reads (newer ones named in a warning)."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoint directory {directory}")
-    mngr = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "meta"),
-                                 options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                                                      save_interval_steps=0))
+    with _orbax_quiet():  # "Given directory is read only" is what read_only asks for, not news
+        mngr = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "meta"),
+                                     options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                          save_interval_steps=0))
     try:
         steps = sorted(mngr.all_steps(), reverse=True) if step is None else [int(step)]
         if not steps:
@@ -173,7 +193,8 @@ def restore_meta(directory: str, step: int | None = None) -> tuple[int, dict]:
         for s in steps:
             path = os.path.join(directory, str(s), "meta")
             try:
-                meta = mngr.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+                with _orbax_quiet():
+                    meta = mngr.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
                 if not isinstance(meta, dict):
                     raise ValueError("not a JSON object")
             except Exception as e:  # a missing, empty or non-JSON meta item: name the file, try the step before

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -171,6 +172,28 @@ def _as_source(data):
     return ArraysSource(data) if isinstance(data, dict) else data
 
 
+def _no_foreground(sources, limit: int = 64) -> int:
+    """How many label maps of ``sources`` were looked at if none holds foreground (0 if one does, or if the
+    records carry no ``label``): all of an in-memory source, else ``limit`` records spread over each."""
+    seen = 0
+    for src in sources:
+        arrays = getattr(src, "arrays", None)
+        if isinstance(arrays, dict) and "label" in arrays:
+            if np.any(np.asarray(arrays["label"]) > 0):
+                return 0
+            seen += len(arrays["label"])
+            continue
+        n = len(src)
+        for i in np.unique(np.linspace(0, n - 1, min(n, limit)).astype(int)) if n else ():
+            record = src[int(i)]
+            if "label" not in record:
+                return 0
+            if np.any(np.asarray(record["label"]) > 0):
+                return 0
+            seen += 1
+    return seen
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress: bool = True, *,
                        data=None, setup: RunSetup | None = None,
                        init_params: Callable[[Any], Any] | None = None, resume_step: int | None = None) -> dict:
@@ -191,6 +214,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, progress
     train_src, val_src, info = open_sources(config.data) if data is None else data
     train_src, val_src = _as_source(train_src), _as_source(val_src)
     info = record_preprocessing(info, config.data)  # the scaling prediction applies to a run without a plan
+    if setup.task.name in ("segmentation", "instance") and jax.process_index() == 0:
+        empty = _no_foreground((train_src, val_src))
+        if empty:
+            print(f"warning: no foreground in any of the {empty} label maps looked at (training and validation): "
+                  "every mask is empty, so the model can only learn background and Dice stays 0",
+                  file=sys.stderr, flush=True)
     bs = int(config.train.batch_size)
     first = train_src[0]
     input_shapes = {k: (bs, *np.shape(first[k])) for k in INPUT_KEYS if k in first}
