@@ -29,7 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
+from data_pipelines.errors import MissingInput, UnreadableInput
 from data_pipelines.families import DataFamily, get_family, list_families, register_family
+from data_pipelines.limits import DEFAULT_MAX_BYTES, check_claim, inflated_size
 
 __all__ = ["Cohort", "read_table", "make_cohort", "read_cohort", "load_cohort", "bundled_cohorts",
            "check_times_events", "HARMONISED", "HARMONISED_CATEGORICAL", "SIZE_LEVELS", "size_category"]
@@ -92,22 +94,33 @@ def check_times_events(time, event, name: str = "cohort", allow_all_censored: bo
     return t, e.astype(np.int32)
 
 
-def read_table(path: str | os.PathLike):
-    """CSV, TSV or Parquet -> ``pandas.DataFrame`` (``FileNotFoundError`` / ``ValueError`` naming the file)."""
+def read_table(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+    """CSV, TSV or Parquet -> ``pandas.DataFrame``; an ``UnreadableInput`` naming the file when it cannot be read
+    (a ``MissingInput`` when absent) or holds more than ``max_bytes`` (file size, a ``.csv.gz`` inflated as a
+    capped stream, Parquet's declared uncompressed size), checked before pandas reads it."""
     import pandas as pd
 
     p = os.fspath(path)
     if not os.path.exists(p):
-        raise FileNotFoundError(f"{p}: no such file")
+        raise MissingInput(p, "no such file")
     low = p.lower()
     try:
         if low.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            md = pq.read_metadata(p)
+            declared = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+            check_claim(p, "the Parquet row groups' size", (declared,), 1, max_bytes)
             return pd.read_parquet(p)
         if low.endswith((".csv", ".csv.gz", ".tsv")):
+            size = inflated_size(p, 0, max_bytes) if low.endswith(".gz") else os.path.getsize(p)
+            check_claim(p, "the table's size", (size,), 1, max_bytes)
             return pd.read_csv(p, sep="\t" if low.endswith(".tsv") else ",")
+    except UnreadableInput:
+        raise
     except Exception as e:
-        raise ValueError(f"{p}: cannot read table ({type(e).__name__}: {e})") from e
-    raise ValueError(f"{p}: unknown table format (expected .csv, .tsv or .parquet)")
+        raise UnreadableInput(p, f"cannot read table ({type(e).__name__}: {e})") from e
+    raise UnreadableInput(p, "unknown table format (expected .csv, .tsv or .parquet)")
 
 
 def make_cohort(name, df, time_col, event_col, covariates, categorical, time_unit="") -> Cohort:
@@ -155,9 +168,12 @@ def read_cohort(path: str, *, time: str, event: str, covariates: Sequence[str] |
     df = read_table(path)
     if id_column:
         if id_column not in df.columns:
-            raise ValueError(f"{path}: unknown id column {id_column!r}; columns are {list(df.columns)}")
+            raise UnreadableInput(path, f"unknown id column {id_column!r}; columns are {list(df.columns)}")
         df = df.set_index(id_column)
-    return make_cohort(str(path), df, time, event, covariates, categorical)
+    try:
+        return make_cohort(str(path), df, time, event, covariates, categorical)
+    except ValueError as e:  # the table's contents: an UnreadableInput naming the file
+        raise UnreadableInput(path, str(e).removeprefix(f"{path}: ")) from None
 
 
 def size_category(size_mm) -> np.ndarray:

@@ -94,7 +94,9 @@ from typing import Sequence
 
 import numpy as np
 
+from data_pipelines.errors import MissingInput, UnreadableInput
 from data_pipelines.families import DataFamily, register_family
+from data_pipelines.limits import check_claim
 from zoo.outcome.cohorts import Cohort, make_cohort
 
 __all__ = ["KitsCohort", "read_kits_cohort", "unseen_categories", "as_survival_cohort", "outcome_counts",
@@ -103,6 +105,7 @@ __all__ = ["KitsCohort", "read_kits_cohort", "unseen_categories", "as_survival_c
 
 CLINICAL_NAME = "clinical.json"
 MASK_NAME = "segmentation.nii.gz"
+MAX_CLINICAL_BYTES = 256 << 20  # a clinical.json larger than this is not a cohort (KiTS23's is about 2 MiB)
 CASE_ID = re.compile(r"^case_\d+$")
 
 # Charlson et al. 1987 weights for the 19 items as KiTS names them
@@ -209,8 +212,8 @@ class _Record:
     def __init__(self, rec: dict, where: str):
         self.rec, self.where = rec, where
 
-    def fail(self, field: str, problem: str) -> ValueError:
-        return ValueError(f"{self.where}: field {field!r} {problem}")
+    def fail(self, field: str, problem: str) -> UnreadableInput:
+        return UnreadableInput(self.where, f"field {field!r} {problem}")
 
     def number(self, field: str, container: dict | None = None, name: str | None = None) -> float:
         v = (self.rec if container is None else container).get(field)
@@ -342,15 +345,16 @@ def _row(r: _Record) -> dict:
 
 
 def _records(path: str) -> list:
+    check_claim(path, "the clinical records' size", (os.path.getsize(path),), 1, MAX_CLINICAL_BYTES)
     try:
         with open(path, encoding="utf-8") as f:
             records = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError, a too-long number, nesting
+        raise UnreadableInput(path, f"not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a list of patient records, got a JSON {type(records).__name__}")
+        raise UnreadableInput(path, f"expected a list of patient records, got a JSON {type(records).__name__}")
     if not records:
-        raise ValueError(f"{path}: no patient records")
+        raise UnreadableInput(path, "no patient records")
     return records
 
 
@@ -361,27 +365,27 @@ def read_kits_cohort(folder: str) -> KitsCohort:
 
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such cohort folder (expected {CLINICAL_NAME} and "
-                                f"case_XXXXX/{MASK_NAME} inside)")
+        raise MissingInput(folder, f"no such cohort folder (expected {CLINICAL_NAME} and "
+                                   f"case_XXXXX/{MASK_NAME} inside)")
     path = os.path.join(folder, CLINICAL_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file (a KiTS-layout folder holds {CLINICAL_NAME})")
+        raise MissingInput(path, f"no such file (a KiTS-layout folder holds {CLINICAL_NAME})")
     rows, ids = [], []
     for i, rec in enumerate(_records(path)):
         if not isinstance(rec, dict):
-            raise ValueError(f"{path}: record {i} is a JSON {type(rec).__name__}, not an object")
+            raise UnreadableInput(path, f"record {i} is a JSON {type(rec).__name__}, not an object")
         case_id = rec.get("case_id")
         if not isinstance(case_id, str) or not CASE_ID.match(case_id):
-            raise ValueError(f"{path}: record {i} has case_id {case_id!r}; expected 'case_' and digits")
+            raise UnreadableInput(path, f"record {i} has case_id {case_id!r}; expected 'case_' and digits")
         if case_id in ids:
-            raise ValueError(f"{path}: case_id {case_id!r} appears more than once")
+            raise UnreadableInput(path, f"case_id {case_id!r} appears more than once")
         ids.append(case_id)
         rows.append(_row(_Record(rec, f"{path}, {case_id}")))
     missing = [c for c in ids if not os.path.isfile(os.path.join(folder, c, MASK_NAME))]
     if missing:
         more = f" (and {len(missing) - 1} more record(s) without a mask)" if len(missing) > 1 else ""
-        raise ValueError(f"{path}: case {missing[0]!r} has no mask at {os.path.join(folder, missing[0], MASK_NAME)}"
-                         f"{more}")
+        raise UnreadableInput(path, f"case {missing[0]!r} has no mask at "
+                                    f"{os.path.join(folder, missing[0], MASK_NAME)}{more}")
     frame = pd.DataFrame(rows, index=pd.Index(ids, name="case_id"))
     for c in CATEGORICAL + TEXT_COLUMNS:  # categories as strings, missing as None (pandas may have made it NaN)
         frame[c] = pd.Series([row[c] for row in rows], index=frame.index, dtype=object)

@@ -2,21 +2,36 @@
 
 Nothing here takes a path from a request: files live only in a temporary folder the caller creates, under
 names chosen here (``upload<suffix>``; the client's name only decides which suffix). A file is parsed by its
-content: one that does not parse is a ``ValueError`` naming it. A zip holds a DICOM series or an ``.mhd``
-header with its raw file.
+content: one that does not parse is a :class:`data_pipelines.errors.UnreadableInput` naming the client's file
+(never the server's folders). A zip holds a DICOM series or an ``.mhd`` header with its raw file.
+
+Bounds: the upload limit (``max_upload_mb``) applies to the bytes received, to the decoded image (the readers
+check the header's claimed size before reading) and to a zip's inflated size: the members' declared sizes are
+summed before anything is extracted, and the bytes actually inflated are counted while streaming, so a zip bomb
+stops at the limit (:class:`TooLarge`, 413). A zip member that is a symbolic link, has an absolute or ``..``
+name, or is encrypted is refused; a header (NRRD ``data file:``, MHD ``ElementDataFile``) may name data only
+beside it in the request's folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 
 from data_pipelines import readers
+from data_pipelines.atomic import atomic_path
+from data_pipelines.errors import InputTooLarge, UnreadableInput
 
-__all__ = ["ACCEPTED_SUFFIXES", "MAX_ZIP_MEMBERS", "PICTURE_SUFFIXES", "UnsupportedType", "TooLarge", "limit_bytes",
-           "upload_suffix", "save_upload", "read_upload", "read_reference"]
+__all__ = ["ACCEPTED_SUFFIXES", "MAX_ZIP_MEMBERS", "PICTURE_SUFFIXES", "DEFAULT_UPLOAD_MB", "UnsupportedType",
+           "TooLarge", "limit_bytes", "upload_suffix", "save_upload", "read_upload", "read_reference"]
+
+DEFAULT_UPLOAD_MB = 512.0  # the server's default --max-upload-mb
 
 # Suffix -> what the upload is. A zip holds a DICOM series or an .mhd header with its raw file.
 ACCEPTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".zip")
@@ -29,10 +44,16 @@ class UnsupportedType(ValueError):
 
 
 class TooLarge(ValueError):
-    """An upload larger than the server's limit (the server answers 413)."""
+    """An upload larger than the server's limit (the server answers 413); ``detail``: what was too large when it
+    was not the bytes received (a zip's inflated size, an image's decoded size)."""
 
-    def __init__(self, max_upload_mb: float):
-        super().__init__(f"upload larger than the limit of {max_upload_mb:g} MiB")
+    def __init__(self, max_upload_mb: float, detail: str = ""):
+        self.max_upload_mb, self.detail = float(max_upload_mb), str(detail)
+        super().__init__(f"upload larger than the limit of {self.max_upload_mb:g} MiB"
+                         + (f": {self.detail}" if self.detail else ""))
+
+    def __reduce__(self):  # picklable with its fields (a worker process may raise it)
+        return type(self), (self.max_upload_mb, self.detail)
 
 
 def limit_bytes(max_upload_mb: float) -> int:
@@ -75,61 +96,94 @@ async def save_upload(upload, folder: str, stem: str, max_upload_mb: float) -> t
     return path, suffix
 
 
-def _extract_zip(path: str, folder: str) -> str:
-    """Extract a zip flat into ``folder/zip`` (member folders dropped, no absolute or '..' names honoured);
-    returns the path to read: the .mhd inside, or the folder (a DICOM series)."""
+def _member_problem(m: zipfile.ZipInfo) -> str | None:
+    """Why the zip member ``m`` is refused (a link, an absolute or '..' name, encrypted), or None."""
+    name = m.filename.replace("\\", "/")
+    if stat.S_ISLNK(m.external_attr >> 16):
+        return f"member {m.filename!r} is a symbolic link"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in name.split("/"):
+        return f"member {m.filename!r} has an absolute or '..' path"
+    if m.flag_bits & 0x1:
+        return f"member {m.filename!r} is encrypted"
+    return None
+
+
+def _extract_zip(path: str, folder: str, name: str, max_bytes: int) -> str:
+    """Extract the zip ``path`` (the client's ``name``) flat into ``folder/zip`` (member folders dropped), at most
+    ``max_bytes`` inflated (declared sizes summed first, inflated bytes counted while streaming); returns the path
+    to read: the .mhd inside, or the folder (a DICOM series)."""
     out = os.path.join(folder, "zip")
     os.makedirs(out)
     try:
         with zipfile.ZipFile(path) as z:
             members = [m for m in z.infolist() if not m.is_dir()]
             if not members or len(members) > MAX_ZIP_MEMBERS:
-                raise ValueError(f"holds {len(members)} files (1..{MAX_ZIP_MEMBERS} expected)")
-            names = set()
+                raise UnreadableInput(name, f"holds {len(members)} files (1..{MAX_ZIP_MEMBERS} expected)")
+            for m in z.infolist():
+                if problem := _member_problem(m):
+                    raise UnreadableInput(name, f"{problem}; a zip may hold only plain files")
+            declared = sum(m.file_size for m in members)
+            if declared > max_bytes:
+                raise InputTooLarge(name, "the zip's members declare", declared, max_bytes)
+            names, inflated = set(), 0
             for i, m in enumerate(members):
                 base = os.path.basename(m.filename.replace("\\", "/"))
                 if not base or base.startswith(".") or base in names:
                     base = f"member{i:05d}" + os.path.splitext(base)[1]
                 names.add(base)
-                with z.open(m) as src, open(os.path.join(out, base), "wb") as dst:
-                    dst.write(src.read())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-        raise ValueError(f"not a readable zip ({e})") from None
+                with z.open(m) as src, atomic_path(os.path.join(out, base)) as tmp, open(tmp, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        inflated += len(chunk)
+                        if inflated > max_bytes:
+                            raise InputTooLarge(name, "the zip inflates to more than", inflated, max_bytes)
+                        dst.write(chunk)
+    except UnreadableInput:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, RuntimeError, NotImplementedError, ValueError,
+            struct.error, zlib.error) as e:  # a corrupt archive (disk faults, OSError, are the server's)
+        raise UnreadableInput(name, f"not a readable zip ({type(e).__name__}: {e})") from None
     headers = sorted(n for n in os.listdir(out) if n.lower().endswith(".mhd"))
     if len(headers) > 1:
-        raise ValueError(f"holds {len(headers)} .mhd headers; zip one image (an .mhd with its .raw)")
+        raise UnreadableInput(name, f"holds {len(headers)} .mhd headers; zip one image (an .mhd with its .raw)")
     return os.path.join(out, headers[0]) if headers else out
 
 
-def _readable_path(path: str, suffix: str, folder: str) -> str:
-    return _extract_zip(path, folder) if suffix == ".zip" else path
+def _readable_path(path: str, suffix: str, folder: str, name: str, max_bytes: int) -> str:
+    return _extract_zip(path, folder, name, max_bytes) if suffix == ".zip" else path
 
 
-def read_upload(path: str, suffix: str, folder: str, label: str = "upload"):
-    """``(image [*S, C], meta, read_path)`` of a saved upload; anything that does not parse is a ``ValueError``."""
+def _read(read, path: str, suffix: str, folder: str, label: str, max_upload_mb: float):
+    """``read(target, max_bytes)`` of a saved upload: errors name the client's file (``label``), never the
+    server's folder; a size over the limit is :class:`TooLarge`."""
+    limit = limit_bytes(max_upload_mb)
     try:
-        target = _readable_path(path, suffix, folder)
-        image, meta = readers.read_image(target)
-    except ValueError as e:
-        raise ValueError(f"{label} ({suffix}): cannot be read: {e}") from None
-    except Exception as e:  # readers' libraries (nibabel, SimpleITK, pydicom, PIL) raise their own types
-        raise ValueError(f"{label} ({suffix}): cannot be read as an image ({type(e).__name__}: {e})") from None
+        target = _readable_path(path, suffix, folder, label, limit)
+        return read(target, limit), target
+    except InputTooLarge as e:
+        raise TooLarge(max_upload_mb, e.problem.replace(folder + os.sep, "")) from None
+    except UnreadableInput as e:
+        problem = e.problem.replace(folder + os.sep, "")
+        raise UnreadableInput(label, f"cannot be read as {suffix}: {problem}") from None
+
+
+def read_upload(path: str, suffix: str, folder: str, label: str = "upload",
+                max_upload_mb: float = DEFAULT_UPLOAD_MB):
+    """``(image [*S, C], meta, read_path)`` of a saved upload; anything that does not parse is an
+    ``UnreadableInput`` naming ``label``, a decoded or inflated size over ``max_upload_mb`` :class:`TooLarge`."""
+    (image, meta), target = _read(lambda p, n: readers.read_image(p, max_bytes=n), path, suffix, folder, label,
+                                  max_upload_mb)
     if image.size == 0 or not np.all(np.isfinite(np.asarray(image, np.float32))):
-        raise ValueError(f"{label} ({suffix}): empty or holds NaN/Inf values")
+        raise UnreadableInput(label, f"({suffix}) is empty or holds NaN/Inf values")
     return image, meta, target
 
 
-def read_reference(path: str, suffix: str, folder: str, shape: tuple) -> np.ndarray:
+def read_reference(path: str, suffix: str, folder: str, shape: tuple,
+                   max_upload_mb: float = DEFAULT_UPLOAD_MB) -> np.ndarray:
     """A reference label map of the image's ``shape``."""
     sub = os.path.join(folder, "reference")
     os.makedirs(sub, exist_ok=True)
-    try:
-        target = _readable_path(path, suffix, sub)
-        labels, _ = readers.read_label(target)
-    except ValueError as e:
-        raise ValueError(f"reference mask ({suffix}): cannot be read: {e}") from None
-    except Exception as e:
-        raise ValueError(f"reference mask ({suffix}): cannot be read ({type(e).__name__}: {e})") from None
+    (labels, _), _ = _read(lambda p, n: readers.read_label(p, max_bytes=n), path, suffix, sub, "reference mask",
+                           max_upload_mb)
     labels = np.asarray(labels)
     if suffix in PICTURE_SUFFIXES and labels.max(initial=0) == 255:
         labels = (labels > 0).astype(np.int32)  # a binary picture mask (zoo.predict writes 0/255)
