@@ -1,335 +1,211 @@
-"""The zoo U-Net against MONAI's UNet in PyTorch, timed interleaved in the same run.
+"""The zoo's residual U-Net against MONAI's UNet in PyTorch, each framework in its own process.
 
     pip install -e ".[compare]"          # torch==2.13.0 (CPU wheel) + monai
-    python -m benchmarks.compare_torch --dims=2 [--lowerings=lax,cpu] [--dtype=bfloat16] [--quick]
-    python -m benchmarks.compare_torch --suite [--out results.json]   # every row of the comparison, one run
-
-``--suite`` times, in one process: the residual U-Net's 2D train step (8 x 1 x 128^2) and inference
-(16 x 1 x 128^2), 3D train step and inference (2 x 1 x 64^3), each in float32 and in bfloat16 (PyTorch
-``torch.autocast("cpu", torch.bfloat16)`` against the zoo's ``dtype=bfloat16``), and elastic deformation of
-images with their label maps (``kernels.augment`` against a ``scipy.ndimage`` loop, sigma 4, alpha 34, 2D
-32 x 256^2 and 3D 2 x 96^3); prints one table and writes it beside ``--out`` as Markdown.
+    python -m benchmarks.compare_torch [--dims=2,3] [--groups=2] [--repeats=5] [--max-load=0.5] [--out=r.json]
 
 Theirs: ``monai.networks.nets.UNet(spatial_dims=D, in_channels=1, out_channels=2, channels=(16, 32, 64, 128,
-256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")``, ``Adam(1e-3)``,
-``DiceCELoss(softmax=True, to_onehot_y=True)``, float32, NCHW. Ours (``--models``, default both):
+256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")``, ``Adam(1e-3)``, ``DiceCELoss(softmax=True,
+to_onehot_y=True)``, float32, NCHW, PyTorch's own thread count (``--torch_threads`` to set one). Ours:
+``zoo.models.residual_unet`` with the same configuration (the same network, the same parameter count), Adam(1e-3),
+Dice + CE, channels-last, the train step built as ``zoo.train`` builds it (jit, donated state).
 
-- ``residual_unet``: the same network layer for layer (``zoo.models.residual_unet``, the same parameter count,
-  MONAI weights reproduce MONAI's outputs) - the like-for-like comparison;
-- ``unet``: the zoo's plain U-Net at the same widths/depth/norm (:data:`benchmarks.common.UNET_MONAI_LIKE`), which
-  keeps two 3x3 convolutions at full resolution and does ~4x the FLOPs.
+Shapes (batch x channels x spatial, the same on both sides; ``--train_batch``/``--infer_batch``/``--size`` change
+them): 2D train 8x1x128^2, inference 16x1x128^2; 3D train 2x1x64^3, inference 2x1x64^3.
 
-Both with Adam(1e-3), Dice+CE, channels-last, the train step built as ``zoo.train`` builds it (jit, donated state).
+Protocol: for each dims, ``--groups`` rounds; in each round one worker process for the zoo, then one for PyTorch +
+MONAI (``python -m benchmarks.framework_worker``; interleaved process by process: zoo, torch, zoo, torch, ...).
+In each process: build (and for the zoo compile; the compile seconds are reported apart), ``--warmup`` untimed calls,
+then ``--repeats`` samples of N calls each, N chosen so a sample lasts at least ``--min_repeat_s``; the train step
+and then inference. A row's rate is the median of all its samples (groups x repeats); the per-process medians are
+kept in the JSON. No process ever hosts both frameworks (the worker refuses).
 
-Protocol: ``--rounds`` rounds; in each, every contender's train step and inference are timed back to back
-(``benchmarks.common.time_calls``), so load from other processes hits all of them alike. Reported: the median
-over rounds, and our/their ratio of rates (> 1: we are faster).
+Load: before the first worker the 1-minute load average per CPU must be at most ``--max-load`` (default 0.5),
+before every later one the share of CPU time other processes took over one second; above it the run stops with
+one ``error:`` line (exit 2). Every worker's load is recorded in the JSON and the table's header.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 
-from benchmarks.common import RESIDUAL_UNET_MONAI, xla_flags_with_cpu_devices
+from benchmarks import frameworks
 from zoo.cli import command_parser, run_command
 
-__all__ = ["build_monai", "compare", "suite", "format_suite", "torch_missing", "main"]
+__all__ = ["SHAPES", "QUICK_SHAPES", "plan", "summarize", "format_table", "main"]
 
-# The same configuration our residual_unet is benchmarked in, by construction.
-MONAI_KW = dict(in_channels=1, out_channels=2, **RESIDUAL_UNET_MONAI)
-
-
-def torch_missing() -> str | None:
-    """The name of the missing module when PyTorch or MONAI cannot be imported, else None."""
-    try:
-        import monai  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as e:
-        return f"{e.name or e}"
-    return None
+# spatial dims -> (train batch, inference batch, side)
+SHAPES = {2: (8, 16, 128), 3: (2, 2, 64)}
+QUICK_SHAPES = {2: (2, 4, 32), 3: (1, 1, 32)}
 
 
-def build_monai(dims: int, data: dict, infer_data: dict | None = None, dtype: str = "float32"):
-    """MONAI UNet, Adam, DiceCELoss; returns ``(train_fn, infer_fn, num_params)`` on ``data`` (channels-last numpy;
-    inference on ``infer_data`` when given). ``dtype="bfloat16"``: both under ``torch.autocast("cpu",
-    torch.bfloat16)``, PyTorch's mixed precision on a CPU (oneDNN's bf16/AMX kernels; float32 master weights)."""
-    import contextlib
-
-    import numpy as np
-    import torch
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
-
-    torch.manual_seed(0)
-    net = UNet(spatial_dims=dims, **MONAI_KW)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
-    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data["image"], -1, 1)))
-    y = torch.from_numpy(data["label"][:, None].astype(np.int64))
-    xi = x if infer_data is None else torch.from_numpy(np.ascontiguousarray(np.moveaxis(infer_data["image"], -1, 1)))
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-
-    def precision():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
-
-    def train():
-        net.train()
-        opt.zero_grad(set_to_none=True)
-        with precision():
-            loss = loss_fn(net(x).float(), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    def infer():
-        net.eval()
-        with torch.inference_mode(), precision():
-            return net(xi)
-
-    return train, infer, int(sum(p.numel() for p in net.parameters()))
+def plan(dims_list, groups: int, shapes: dict, protocol: dict) -> list[dict]:
+    """The worker specs in run order: per dims, ``groups`` rounds of (zoo, monai)."""
+    specs = []
+    for dims in dims_list:
+        train_batch, infer_batch, size = shapes[dims]
+        for group in range(groups):
+            for framework in ("zoo", "monai"):
+                specs.append(dict(protocol, framework=framework, dims=dims, train_batch=train_batch,
+                                  infer_batch=infer_batch, size=size, group=group))
+    return specs
 
 
-def compare(dims: int = 2, batch: int = 8, size: int = 128, rounds: int = 3, repeats: int = 2, number: int = 2,
-            warmup: int = 1, lowerings=("auto",), torch_threads: int | None = None,
-            models=("residual_unet", "unet"), devices=(1,), dtype: str = "float32",
-            infer_batch: int | None = None) -> dict:
-    """Time MONAI and our U-Nets (one entry per model, conv lowering and device count) interleaved; return
-    medians and ratios. ``devices``: data-parallel over that many JAX devices (on a CPU host: fake devices,
-    see :func:`main`'s ``--devices``). ``dtype``: ``bfloat16`` runs ours with ``dtype=bfloat16`` and MONAI under
-    autocast. ``infer_batch``: inference on a batch of that size (default: the train batch)."""
-    import jax
-    import torch
+def _shape(batch: int, dims: int, size: int) -> str:
+    return f"{batch}×1×{size}{'²' if dims == 2 else '³'}"
 
-    from benchmarks import common
-    from kernels import conv, native
-    from zoo import sharding
 
-    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
-    data = common.make_batch(batch, (size,) * dims, seed=0)
-    infer_batch = infer_batch or batch
-    infer_data = data if infer_batch == batch else common.make_batch(infer_batch, (size,) * dims, seed=1)
-    contenders = {}
-    compile_s = {}
-    if max(devices) > len(jax.devices()) or batch % max(devices):
-        raise ValueError(f"devices {list(devices)}: {len(jax.devices())} JAX devices available and the batch "
-                         f"{batch} must divide over each count")
-    for model_name in models:
-        for low in lowerings:
-            for n in devices:
-                mesh = sharding.make_mesh((n, 1), devices=jax.devices()[:n])
-                # "cpu-xla": the cpu lowering with its 3D convolutions on the XLA rewrites instead of oneDNN
-                with conv.conv_lowering("cpu" if low == "cpu-xla" else low), \
-                        conv.use_onednn(False if low == "cpu-xla" else None):
-                    resolved = conv.resolve_conv_lowering()
-                    if resolved == "cpu" and low != "cpu-xla" and dims >= 2 and dtype == "float32" \
-                            and native.available("dnnl_conv"):
-                        resolved = "cpu+onednn"
-                    name = f"{model_name}[{resolved}]" + (f" x{n} dev" if n > 1 else "")
-                    model = common.build_model(model_name, dims, dtype)
-                    steps = common.build_jax_steps(model, "segmentation", data, mesh=mesh)
-                    infer = steps if infer_data is data else common.build_jax_steps(
-                        model, "segmentation", infer_data, mesh=mesh, train=False)
-                contenders[name] = (steps.train, infer.infer, steps.num_params)
-                compile_s[name] = {"train": steps.compile_train_s, "infer": infer.compile_infer_s}
-    t0 = time.perf_counter()
-    contenders["monai"] = build_monai(dims, data, infer_data, dtype)
-    compile_s["monai"] = {"build": time.perf_counter() - t0}
-    sync = {"monai": lambda out: out}
-    samples = {k: {"train": [], "infer": []} for k in contenders}
-    reps = dict(warmup=warmup, repeats=repeats, number=number)
-    for r in range(rounds):
-        for name, (train, infer, _) in contenders.items():
-            s = sync.get(name, jax.block_until_ready)
-            samples[name]["train"].append(common.time_calls(train, sync=s, **reps)["median_s"])
-            samples[name]["infer"].append(common.time_calls(infer, sync=s, **reps)["median_s"])
-        print(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{k} train {batch / v['train'][-1]:.2f} img/s infer {infer_batch / v['infer'][-1]:.2f} img/s"
-            for k, v in samples.items()), flush=True)
-    out = {"dims": dims, "batch": batch, "infer_batch": infer_batch, "size": size, "dtype": dtype,
-           "rounds": rounds, "env": common.env_info(),
-           "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "results": {}}
-    for name, (_, _, n_params) in contenders.items():
-        tr, inf = statistics.median(samples[name]["train"]), statistics.median(samples[name]["infer"])
-        out["results"][name] = {"params": n_params, "train_s": tr, "train_steps_per_s": 1 / tr,
-                                "infer_s": inf, "infer_images_per_s": infer_batch / inf,
-                                "train_samples_s": samples[name]["train"], "infer_samples_s": samples[name]["infer"],
-                                "compile_s": compile_s[name]}
-    theirs = out["results"]["monai"]
-    for name, res in out["results"].items():
-        res["train_ratio_vs_monai"] = theirs["train_s"] / res["train_s"]
-        res["infer_ratio_vs_monai"] = theirs["infer_s"] / res["infer_s"]
-    return out
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (dims, work): both frameworks' rates from the median of all their samples, and the ratio."""
+    rows = []
+    for dims in sorted({r["spec"]["dims"] for r in runs}):
+        for work in ("train", "infer"):
+            row = {"dims": dims, "work": work}
+            for fw in ("monai", "zoo"):
+                mine = [r for r in runs if r["spec"]["dims"] == dims and r["framework"] == fw]
+                samples = [s for r in mine for s in r[work]["samples_s"]]
+                if not samples:
+                    raise ValueError(f"no {fw} samples for {dims}D {work}")
+                spec = mine[0]["spec"]
+                batch = spec["train_batch"] if work == "train" else spec["infer_batch"]
+                per = 1.0 if work == "train" else batch  # train: steps/s; inference: images (volumes) / s
+                row[fw] = {"rate": per / statistics.median(samples), "median_s": statistics.median(samples),
+                           "process_rates": [per / r[work]["median_s"] for r in mine], "samples": len(samples),
+                           "params": mine[0]["params"], "number": [r[work]["number"] for r in mine]}
+                row["shape"] = _shape(batch, dims, spec["size"])
+            row["unit"] = "steps/s" if work == "train" else ("img/s" if dims == 2 else "vol/s")
+            row["ratio"] = row["zoo"]["rate"] / row["monai"]["rate"]
+            rows.append(row)
+    return rows
 
 
 def format_table(out: dict) -> str:
-    d = out["dims"]
-    lines = [f"U-Net {d}D, batch {out['batch']} (inference {out.get('infer_batch', out['batch'])}) x "
-             f"{'x'.join([str(out['size'])] * d)}, {out.get('dtype', 'float32')}, "
-             f"{out['env']['device_kind']}, jax {out['env']['jax']}, torch {out['torch']} "
-             f"({out['torch_threads']} threads), median of {out['rounds']} interleaved rounds", "",
-             "| implementation | params | train steps/s | inference img/s | train ratio (ours/MONAI) | "
-             "inference ratio (ours/MONAI) |", "|---|---:|---:|---:|---:|---:|"]
-    for name, r in out["results"].items():
-        lines.append(f"| {name} | {r['params']:,} | {r['train_steps_per_s']:.3f} | {r['infer_images_per_s']:.2f} | "
-                     f"{r['train_ratio_vs_monai']:.2f}x | {r['infer_ratio_vs_monai']:.2f}x |")
-    return "\n".join(lines) + "\n"
-
-
-# The shapes of the comparison (issue #25's harness), per spatial dims: (train batch, inference batch, side).
-SUITE_SHAPES = {2: (8, 16, 128), 3: (2, 2, 64)}
-SUITE_QUICK = {2: (2, 4, 64), 3: (1, 1, 32)}
-ELASTIC = {2: (32, 256), 3: (2, 96)}  # (batch, side)
-ELASTIC_QUICK = {2: (4, 64), 3: (1, 32)}
-
-
-def suite(rounds: int = 3, quick: bool = False, dtypes=("float32", "bfloat16"), elastic_repeats: int = 5) -> dict:
-    """Every row: residual U-Net train/inference 2D and 3D per dtype against MONAI, elastic 2D/3D against scipy."""
-    from benchmarks import elastic
-
-    rows, runs = [], []
-    for dims in (2, 3):
-        batch, infer_batch, size = (SUITE_QUICK if quick else SUITE_SHAPES)[dims]
-        for dtype in dtypes:
-            out = compare(dims, batch, size, rounds=rounds, repeats=1 if quick else 2, number=1 if quick else 2,
-                          models=("residual_unet",), dtype=dtype, infer_batch=infer_batch)
-            runs.append(out)
-            ours = next(v for k, v in out["results"].items() if k != "monai")
-            theirs = out["results"]["monai"]
-            shape = "x".join([str(size)] * dims)
-            rows.append({"work": f"{dims}D train step, {batch}x1x{shape}", "dtype": dtype, "unit": "steps/s",
-                         "theirs_name": "PyTorch + MONAI", "theirs": theirs["train_steps_per_s"],
-                         "ours": ours["train_steps_per_s"], "ratio": ours["train_ratio_vs_monai"]})
-            unit = "img/s" if dims == 2 else "vol/s"
-            rows.append({"work": f"{dims}D inference, {infer_batch}x1x{shape}", "dtype": dtype, "unit": unit,
-                         "theirs_name": "PyTorch + MONAI", "theirs": theirs["infer_images_per_s"],
-                         "ours": ours["infer_images_per_s"], "ratio": ours["infer_ratio_vs_monai"]})
-    elastic = []
-    for dims in (2, 3):
-        batch, size = (ELASTIC_QUICK if quick else ELASTIC)[dims]
-        r = elastic.run_case(dims, size, batch, 1 if quick else elastic_repeats, alpha=34.0, sigma=4.0,
-                             controls=("bspline",))
-        elastic.append(r)
-        rows.append({"work": f"elastic deformation {dims}D, {batch}x{'x'.join([str(size)] * dims)} (+ label map)",
-                     "dtype": "float32", "unit": "img/s" if dims == 2 else "vol/s", "theirs_name": "scipy loop",
-                     "theirs": r["scipy_per_s"], "ours": r["jax_per_s"], "ratio": r["ratio_vs_scipy"],
-                     "note": f"{r['warp_backend']} warp" + (
-                         f"; XLA gathers {r['jax_bspline_xla_per_s']:.3g} ({r['jax_bspline_xla_per_s'] / r['scipy_per_s']:.1f}x)"
-                         if "jax_bspline_xla_per_s" in r else "")})
-    import jax
-    import torch
-
-    from benchmarks import common
-    from kernels import conv
-
-    return {"rows": rows, "runs": runs, "elastic": elastic, "env": common.env_info(), "jax": jax.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "conv_lowering": conv.resolve_conv_lowering(), "quick": quick, "rounds": rounds}
-
-
-def format_suite(out: dict) -> str:
-    lines = [f"residual U-Net vs PyTorch {out['torch']} + MONAI ({out['torch_threads']} threads), jax {out['jax']} "
-             f"(conv lowering {out['conv_lowering']}), {out['env']['device_kind']}; median of {out['rounds']} "
-             f"interleaved rounds{' (quick shapes)' if out['quick'] else ''}", "",
-             "| work | dtype | theirs | ours | ratio (ours/theirs) | note |", "|---|---|---:|---:|---:|---|"]
+    """The Markdown table with its header: host, versions, protocol, loads."""
+    h, p = out["host"], out["protocol"]
+    loads = ", ".join(f"{x['load']['loadavg'][0]:.2f}" for x in out["processes"])
+    lines = [f"residual U-Net (zoo, jax {out['versions'].get('jax', '?')}, conv lowering "
+             f"{out['versions'].get('conv_lowering', '?')}) vs PyTorch {out['versions'].get('torch', '?')} + MONAI "
+             f"{out['versions'].get('monai', '?')} ({out['versions'].get('torch_threads', '?')} threads); "
+             f"{h['cpu_model']}, {h['cpus']} CPUs; each framework in its own process, {p['groups']} interleaved "
+             f"process(es) per framework, {p['warmup']} warm-up calls, median of {p['repeats']} samples of >= "
+             f"{p['min_repeat_s']:g} s per process; 1-min load before each worker: {loads}", "",
+             "| work | shape (batch×channels×spatial) | PyTorch + MONAI | zoo residual_unet | zoo / MONAI | "
+             "per-process rates (MONAI; zoo) |", "|---|---|---:|---:|---:|---|"]
     for r in out["rows"]:
-        lines.append(f"| {r['work']} | {r['dtype']} | {r['theirs_name']} {r['theirs']:.3g} {r['unit']} | "
-                     f"{r['ours']:.3g} {r['unit']} | {r['ratio']:.2f}x | {r.get('note', '')} |")
+        name = f"{r['dims']}D {'train step' if r['work'] == 'train' else 'inference'}"
+        per = "; ".join(", ".join(f"{v:.3g}" for v in r[fw]["process_rates"]) for fw in ("monai", "zoo"))
+        lines.append(f"| {name} | {r['shape']} | {r['monai']['rate']:.3g} {r['unit']} | {r['zoo']['rate']:.3g} "
+                     f"{r['unit']} | {r['ratio']:.2f}× | {per} |")
     return "\n".join(lines) + "\n"
+
+
+def _run_worker(cmd: list[str], spec: dict, timeout: float) -> dict:
+    worker_spec = {k: spec[k] for k in frameworks.SPEC_KEYS}
+    try:
+        r = subprocess.run(cmd + [json.dumps(worker_spec)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"the {spec['framework']} worker ({spec['dims']}D) ran past --timeout {timeout:g} s") from None
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(frameworks.RESULT_PREFIX)]
+    if r.returncode != 0 or not lines:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"the {spec['framework']} worker ({spec['dims']}D) failed with exit status "
+                         f"{r.returncode}: {last}")
+    result = json.loads(lines[-1][len(frameworks.RESULT_PREFIX):])
+    result["spec"] = dict(spec)
+    return result
+
+
+def _run(args) -> int:
+    try:
+        dims_list = sorted({int(v) for v in args.dims.split(",") if v.strip()})
+    except ValueError:
+        dims_list = []
+    if not dims_list or any(d not in (2, 3) for d in dims_list):
+        raise ValueError(f"--dims must be 2, 3 or 2,3; got {args.dims!r}")
+    if min(args.groups, args.repeats, args.warmup) < 1 or args.min_repeat_s < 0 or args.max_load < 0:
+        raise ValueError(f"--groups, --repeats and --warmup must be >= 1, --min_repeat_s and --max-load >= 0; got "
+                         f"{args.groups}, {args.repeats}, {args.warmup}, {args.min_repeat_s}, {args.max_load}")
+    shapes = {}
+    for d in dims_list:
+        tb, ib, size = (QUICK_SHAPES if args.quick else SHAPES)[d]
+        tb, ib, size = (v if v is not None else default for v, default in
+                        ((args.train_batch, tb), (args.infer_batch, ib), (args.size, size)))
+        if min(tb, ib) < 1 or size < 16 or size % 16:
+            raise ValueError(f"--train_batch and --infer_batch must be >= 1 and --size a multiple of 16 (four 2x "
+                             f"poolings); got {tb}, {ib}, {size}")
+        shapes[d] = (tb, ib, size)
+    cmd = shlex.split(args.worker_cmd) if args.worker_cmd else [sys.executable, "-m", "benchmarks.framework_worker"]
+    if not cmd:
+        raise ValueError("--worker_cmd is empty")
+    protocol = {"warmup": args.warmup, "repeats": args.repeats, "min_repeat_s": args.min_repeat_s,
+                "torch_threads": args.torch_threads, "groups": args.groups}
+    specs = plan(dims_list, args.groups, shapes, protocol)
+    processes, runs = [], []
+    t_start = time.perf_counter()
+    for i, spec in enumerate(specs):
+        load = frameworks.machine_load()
+        frameworks.check_load(load, args.max_load, first=i == 0)
+        t0 = time.perf_counter()
+        result = _run_worker(cmd, spec, args.timeout)
+        wall = time.perf_counter() - t0
+        runs.append(result)
+        processes.append({"order": i, "framework": spec["framework"], "dims": spec["dims"], "group": spec["group"],
+                          "load": load, "wall_s": wall, "setup_s": result.get("setup_s"),
+                          "info": result.get("info", {})})
+        print(f"[{i + 1}/{len(specs)}] {spec['dims']}D {spec['framework']}: train "
+              f"{1 / result['train']['median_s']:.3g} steps/s, inference "
+              f"{spec['infer_batch'] / result['infer']['median_s']:.3g}/s ({wall:.0f} s, load before "
+              f"{load['loadavg'][0]:.2f})", flush=True)
+    versions = {}
+    for p in processes:
+        info = p["info"]
+        versions.update({k: info[k] for k in ("jax", "conv_lowering", "torch", "monai") if k in info})
+        if "threads" in info:
+            versions["torch_threads"] = info["threads"]
+    out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count(), "machine": platform.machine(),
+                    "python": platform.python_version()},
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "protocol": protocol, "versions": versions,
+           "shapes": {str(d): {"train_batch": s[0], "infer_batch": s[1], "size": s[2]} for d, s in shapes.items()},
+           "processes": processes, "rows": summarize(runs), "wall_s": time.perf_counter() - t_start, "runs": runs}
+    table = format_table(out)
+    print("\n" + table)
+    if args.out:
+        from data_pipelines import atomic
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+        atomic.write_json(args.out, out)
+        md = os.path.splitext(args.out)[0] + ".md"
+        atomic.write_text(md, table)
+        print(f"wrote {args.out} and {md}")
+    return 0
 
 
 def main(argv=None) -> int:
     p = command_parser("python -m benchmarks.compare_torch", __doc__,
-                       out="write the result JSON here (--suite: and a .md table beside it)")
-    p.add_argument("--dims", type=int, default=2, choices=(2, 3))
-    p.add_argument("--batch", type=int, default=None, help="default 8 (2D) / 2 (3D); quick 4 / 1")
-    p.add_argument("--size", type=int, default=None, help="spatial side; default 128 (2D) / 64 (3D); quick 64 / 32")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--number", type=int, default=2)
-    p.add_argument("--lowerings", default="auto", help="our conv lowerings to time, e.g. lax,cpu (default auto); "
-                   "cpu-xla: the cpu lowering without oneDNN (its 3D convolutions on the XLA rewrites)")
-    p.add_argument("--models", default="residual_unet,unet",
-                   help="zoo models to time against MONAI (residual_unet: the same network; unet: the plain U-Net)")
-    p.add_argument("--devices", default="1",
-                   help="JAX device counts to time ours on, e.g. 1,2: on a CPU host this process fakes that many "
-                        "XLA CPU devices (one per core is the useful setting) and shards the batch over them")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="bfloat16: ours with dtype=bfloat16, MONAI under torch.autocast (CPU)")
-    p.add_argument("--infer_batch", type=int, default=None, help="inference batch (default: --batch)")
-    p.add_argument("--suite", action="store_true",
-                   help="every row in one run: 2D/3D train and inference in float32 and bfloat16, elastic 2D/3D")
-    p.add_argument("--quick", action="store_true")
+                       out="write the result JSON here (and the Markdown table beside it, .md)")
+    p.add_argument("--dims", default="2,3", help="spatial dims to compare: 2, 3 or 2,3 (default)")
+    p.add_argument("--groups", type=int, default=2, help="worker processes per framework per dims (interleaved)")
+    p.add_argument("--repeats", type=int, default=5, help="timed samples per process (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls after compilation (default 2)")
+    p.add_argument("--min_repeat_s", type=float, default=1.0, help="a sample lasts at least this long (seconds)")
+    p.add_argument("--max-load", dest="max_load", type=float, default=0.5,
+                   help="refuse to run above this load per CPU (default 0.5)")
+    p.add_argument("--train_batch", type=int, default=None, help="default 8 (2D) / 2 (3D)")
+    p.add_argument("--infer_batch", type=int, default=None, help="default 16 (2D) / 2 (3D)")
+    p.add_argument("--size", type=int, default=None, help="spatial side; default 128 (2D) / 64 (3D)")
+    p.add_argument("--torch_threads", type=int, default=None, help="PyTorch threads (default: its own choice)")
+    p.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run, not a measurement)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds one worker may run")
+    p.add_argument("--worker_cmd", default=None,
+                   help="the command that runs one worker, the spec JSON appended (default: this Python, "
+                        "-m benchmarks.framework_worker)")
     return run_command(p, sys.argv[1:] if argv is None else argv, _run)
-
-
-def _run(args) -> int:
-    missing = torch_missing()
-    if missing:
-        print(f"skipped: PyTorch/MONAI not installed ({missing} missing); "
-              f"install them with: pip install -e \".[compare]\"", flush=True)
-        return 0
-    if args.suite:
-        if min(args.rounds, args.repeats, args.number) < 1:
-            raise ValueError("--rounds/--repeats/--number must be >= 1")
-        out = suite(rounds=1 if args.quick else args.rounds, quick=args.quick)
-        table = format_suite(out)
-        print("\n" + table)
-        if args.out:
-            _write(args.out, out)
-            _write(os.path.splitext(args.out)[0] + ".md", table)
-        return 0
-    lowerings = [v.strip() for v in args.lowerings.split(",") if v.strip()]
-    bad = [v for v in lowerings if v not in ("auto", "lax", "cpu", "cpu-xla")]
-    models = [v.strip() for v in args.models.split(",") if v.strip()]
-    if bad or not lowerings or min(args.rounds, args.repeats, args.number) < 1 or not models or \
-            any(m not in ("residual_unet", "unet") for m in models):
-        raise ValueError(f"--lowerings must be from auto,lax,cpu,cpu-xla (got {args.lowerings!r}), --models from "
-                         f"residual_unet,unet (got {args.models!r}) and --rounds/--repeats/--number >= 1")
-    try:
-        devices = sorted({int(v) for v in args.devices.split(",") if v.strip()})
-    except ValueError:
-        devices = []
-    if not devices or devices[0] < 1:
-        raise ValueError(f"--devices must be comma-separated positive ints, got {args.devices!r}")
-    quick = {2: (4, 64), 3: (1, 32)} if args.quick else {2: (8, 128), 3: (2, 64)}
-    batch = args.batch or quick[args.dims][0]
-    size = args.size or quick[args.dims][1]
-    if batch < 1 or size < 16 or size % 16 or (args.infer_batch is not None and args.infer_batch < 1):
-        raise ValueError(f"--batch and --infer_batch must be >= 1 and --size a multiple of 16 (four 2x poolings); "
-                         f"got {batch}, {args.infer_batch}, {size}")
-    flags = os.environ.get("XLA_FLAGS")
-    if devices[-1] > 1:  # fake CPU devices: asked for before jax starts its backend (in compare), this run only
-        os.environ["XLA_FLAGS"] = xla_flags_with_cpu_devices(flags or "", devices[-1])
-    try:
-        out = compare(args.dims, batch, size, rounds=1 if args.quick else args.rounds,
-                      repeats=1 if args.quick else args.repeats, number=1 if args.quick else args.number,
-                      lowerings=lowerings, models=models, devices=devices, dtype=args.dtype,
-                      infer_batch=args.infer_batch)
-    finally:
-        if flags is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = flags
-    print("\n" + format_table(out))
-    if args.out:
-        _write(args.out, out)
-    return 0
-
-
-def _write(path: str, content) -> None:
-    """Write ``content`` (a dict as strict JSON, or text) atomically (``data_pipelines.atomic``)."""
-    from data_pipelines import atomic
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if isinstance(content, str):
-        atomic.write_text(path, content)
-    else:
-        atomic.write_json(path, content)
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

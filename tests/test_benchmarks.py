@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -129,22 +130,128 @@ def test_make_batch_has_foreground_and_background():
     assert b["label"].dtype == np.int32 and set(np.unique(b["label"])) == {0, 1}
 
 
-def test_compare_torch_skips_or_validates(capsys):
+# A stand-in for benchmarks.framework_worker (no PyTorch needed): logs its spec, answers with fixed timings
+# (MONAI's train step 0.5 s, the zoo's 0.25 s; inference 0.1 s both), or fails when asked to.
+FAKE_WORKER = """
+import json, sys
+log, spec = sys.argv[1], json.loads(sys.argv[2])
+with open(log, "a") as f:
+    f.write(json.dumps(spec) + "\\n")
+if spec["framework"] == "monai" and spec["dims"] == 3 and "fail" in log:
+    sys.exit("error: monai exploded")
+train = 0.5 if spec["framework"] == "monai" else 0.25
+print("noise line")
+print("RESULT " + json.dumps({"framework": spec["framework"], "params": 1627597, "setup_s": 1.0,
+      "info": {"torch": "2.13.0", "threads": 2} if spec["framework"] == "monai" else {"jax": "0.10.2"},
+      "train": {"median_s": train, "samples_s": [train] * spec["repeats"], "number": 1},
+      "infer": {"median_s": 0.1, "samples_s": [0.1] * spec["repeats"], "number": 3}}))
+"""
+IDLE = {"loadavg": [0.0, 0.0, 0.0], "cpus": 2, "busy": 0.0}
+
+
+def _fake_worker(tmp_path, name="log.jsonl"):
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER, encoding="utf-8")
+    return tmp_path / name, f"{sys.executable} {script} {tmp_path / name}"
+
+
+def test_compare_torch_runs_each_framework_in_its_own_process_interleaved(tmp_path, monkeypatch, capsys):
+    from benchmarks import compare_torch, frameworks
+
+    monkeypatch.setattr(frameworks, "machine_load", lambda: dict(IDLE))
+    log, cmd = _fake_worker(tmp_path)
+    out = tmp_path / "r" / "cmp.json"
+    assert compare_torch.main([f"--worker_cmd={cmd}", "--repeats=5", f"--out={out}"]) == 0
+    specs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [(s["dims"], s["framework"]) for s in specs] == [(2, "zoo"), (2, "monai")] * 2 + [(3, "zoo"), (3, "monai")] * 2
+    assert {(s["dims"], s["train_batch"], s["infer_batch"], s["size"]) for s in specs} == {(2, 8, 16, 128), (3, 2, 2, 64)}
+    assert all(s["repeats"] == 5 and s["warmup"] == 2 for s in specs)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    rows = {(r["dims"], r["work"]): r for r in data["rows"]}
+    assert rows[(2, "train")]["ratio"] == pytest.approx(2.0) and rows[(2, "train")]["monai"]["samples"] == 10
+    assert rows[(2, "infer")]["zoo"]["rate"] == pytest.approx(160.0) and rows[(2, "infer")]["ratio"] == pytest.approx(1.0)
+    assert rows[(3, "infer")]["shape"] == "2×1×64³" and rows[(3, "infer")]["unit"] == "vol/s"
+    assert len(data["processes"]) == 8 and all(p["load"]["cpus"] == 2 for p in data["processes"])
+    md = (tmp_path / "r" / "cmp.md").read_text(encoding="utf-8")
+    assert "| 2D train step | 8×1×128² | 2 steps/s | 4 steps/s | 2.00× |" in md
+    assert "| 2D inference | 16×1×128² |" in md and "own process" in md and "PyTorch 2.13.0" in md
+
+
+def test_compare_torch_refuses_a_loaded_machine(tmp_path, monkeypatch, capsys):
+    from benchmarks import compare_torch, frameworks
+
+    log, cmd = _fake_worker(tmp_path)
+    monkeypatch.setattr(frameworks, "machine_load", lambda: {"loadavg": [3.0, 2.0, 1.0], "cpus": 2, "busy": 0.9})
+    assert compare_torch.main([f"--worker_cmd={cmd}", "--dims=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "load 3.00 on 2 CPUs (1.50 per core) is above --max-load 0.5" in err[0]
+    assert not log.exists()  # no worker ran
+    # Idle at the start, then other processes take the CPUs between workers: stops before the next worker.
+    loads = iter([dict(IDLE), {"loadavg": [1.0, 0.5, 0.1], "cpus": 2, "busy": 0.8}])
+    monkeypatch.setattr(frameworks, "machine_load", lambda: next(loads))
+    assert compare_torch.main([f"--worker_cmd={cmd}", "--dims=2"]) == 2
+    assert "80% of the CPUs busy" in capsys.readouterr().err
+    assert len(log.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_compare_torch_names_a_failing_worker(tmp_path, monkeypatch, capsys):
+    from benchmarks import compare_torch, frameworks
+
+    monkeypatch.setattr(frameworks, "machine_load", lambda: dict(IDLE))
+    _, cmd = _fake_worker(tmp_path, "fail.jsonl")
+    assert compare_torch.main([f"--worker_cmd={cmd}", "--groups=1", "--repeats=1"]) == 2
+    assert "error: the monai worker (3D) failed with exit status 1: error: monai exploded" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--dims=4"], "--dims"), (["--groups=0"], "--groups"), (["--size=20"], "--size"),
+    (["--infer_batch=0"], "--infer_batch"), (["--max-load=-1"], "--max-load"),
+])
+def test_compare_torch_bad_arguments_exit_2(argv, match, capsys):
     from benchmarks import compare_torch
 
-    if compare_torch.torch_missing():
-        assert compare_torch.main(["--quick"]) == 0
-        assert "skipped: PyTorch/MONAI not installed" in capsys.readouterr().out
-    else:
-        assert compare_torch.main(["--lowerings=gpu"]) == 2
-        assert "--lowerings" in capsys.readouterr().err
-        assert compare_torch.main(["--size=20"]) == 2
-        assert compare_torch.main(["--infer_batch=0"]) == 2
-        assert "--infer_batch" in capsys.readouterr().err
-        assert compare_torch.main(["--models=segnet"]) == 2
-        assert "--models" in capsys.readouterr().err
-        assert compare_torch.main(["--devices=0"]) == 2
-        assert "--devices" in capsys.readouterr().err
+    never = f"{sys.executable} -c 'import sys; sys.exit(\"error: no worker should start\")'"
+    assert compare_torch.main([f"--worker_cmd={never}", "--max-load=1000"] + argv) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_a_worker_refuses_to_share_its_process_with_the_other_framework(monkeypatch, capsys):
+    import types
+
+    from benchmarks import framework_worker, frameworks
+
+    spec = {"framework": "monai", "dims": 2, "train_batch": 1, "infer_batch": 1, "size": 16, "warmup": 1,
+            "repeats": 1, "min_repeat_s": 0.0, "torch_threads": None}
+    assert "jax" in sys.modules  # this test process has JAX: MONAI may not be timed here
+    assert framework_worker.main([json.dumps(spec)]) == 2
+    assert "refusing to time monai in a process that has imported jax" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    with pytest.raises(ValueError, match="refusing to time zoo in a process that has imported torch"):
+        frameworks.run_spec(dict(spec, framework="zoo"))
+
+
+def test_check_load_and_machine_load():
+    from benchmarks import frameworks
+
+    frameworks.check_load({"loadavg": [0.9, 0, 0], "cpus": 2, "busy": 0.9}, 0.5, first=True)  # 0.45 per core
+    with pytest.raises(ValueError, match="per core"):
+        frameworks.check_load({"loadavg": [1.2, 0, 0], "cpus": 2, "busy": 0.0}, 0.5, first=True)
+    frameworks.check_load({"loadavg": [1.9, 0, 0], "cpus": 2, "busy": 0.1}, 0.5, first=False)  # our own worker's
+    with pytest.raises(ValueError, match="busy"):
+        frameworks.check_load({"loadavg": [0.0, 0, 0], "cpus": 2, "busy": 0.6}, 0.5, first=False)
+    load = frameworks.machine_load(interval_s=0.05)
+    assert load["cpus"] >= 1 and len(load["loadavg"]) == 3
+    assert load["busy"] is None or 0.0 <= load["busy"] <= 1.0
+
+
+def test_time_work_calibrates_samples():
+    from benchmarks import frameworks
+
+    calls = []
+    t = frameworks.time_work(lambda: calls.append(time.sleep(0.01)), lambda x: x, warmup=1, repeats=3,
+                             min_repeat_s=0.05)
+    assert t["number"] >= 3 and len(t["samples_s"]) == 3 and len(calls) == 1 + 3 * t["number"]
+    assert 0.009 < t["median_s"] < 0.5
 
 
 def test_gpu_check_sees_the_cpu_lowering_on_cpu_and_reports_problems():
