@@ -1,0 +1,338 @@
+"""DICOM in, DICOM SEG out (``zoo.dicom``, ``python -m zoo.predict --output seg.dcm``).
+
+A CT series is made from the real pyradiomics lung CT in ``../shared/data/lung_ct`` (``lung2``: 0.63 x 0.63 x 5 mm,
+cropped to 40 x 40 x 12 voxels around the lesion, geometry kept): one CT Image Storage file per slice with fresh
+UIDs, its own ImagePositionPatient, ImageOrientationPatient, pixel spacing and rescale (stored value - 1024 = HU),
+under shuffled file names so nothing can lean on the file order. A tiny 3D one-channel model trained on lung phantoms
+in this module predicts it through ``zoo.predict``; highdicom reads the SEG back.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+hd = pytest.importorskip("highdicom")
+
+from data_pipelines import readers  # noqa: E402
+from zoo import cards, dicom, predict  # noqa: E402
+from zoo.configs import apply_overrides, load_config  # noqa: E402
+from zoo.pretrained import load_pretrained  # noqa: E402
+from zoo.training import train_and_evaluate  # noqa: E402
+
+CROP = (slice(336, 376), slice(305, 345), slice(6, 18))  # 40 x 40 x 12 voxels; the lesion is on slices 8-17
+
+
+def _ct_slice(pixels: np.ndarray, k: int, origin, spacing, uids: dict) -> "pydicom.Dataset":
+    """One CT Image Storage dataset: ``pixels [X, Y]`` in HU at slice ``k`` of an axial (identity) grid."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
+    ds.FrameOfReferenceUID = uids["frame"]
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Lung^Two", "LUNG2", "", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20261207", "120000", "1", ""
+    ds.ReferringPhysicianName = ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 3, k + 1
+    ds.Manufacturer = "pyradiomics sample (re-encoded by the test)"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (along Y), column spacing (along X)
+    ds.SliceThickness = float(spacing[2])
+    ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+    ds.PixelData = np.ascontiguousarray((pixels.T + 1024).clip(0, 65535).astype(np.uint16)).tobytes()
+    return ds
+
+
+def write_series(folder, hu: np.ndarray, meta: readers.ImageMeta, seed: int = 0) -> list[str]:
+    """``hu [X, Y, Z]`` as a CT series in ``folder`` (shuffled file names); the file paths in slice order."""
+    from pydicom.uid import generate_uid
+
+    os.makedirs(folder, exist_ok=True)
+    uids = {"study": generate_uid(), "series": generate_uid(), "frame": generate_uid()}
+    names = [f"IM{n:04d}.dcm" for n in range(hu.shape[2])]
+    random.Random(seed).shuffle(names)
+    paths = []
+    for k in range(hu.shape[2]):
+        path = os.path.join(folder, names[k])
+        _ct_slice(hu[:, :, k], k, meta.origin, meta.spacing, uids).save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data, tmp_path_factory):
+    """The cropped real CT: ``(series folder, slice paths, hu [X, Y, Z], lesion [X, Y, Z], meta)``."""
+    image, meta = readers.read_image(str(shared_data / "lung_ct" / "lung2_image.nrrd"))
+    lesion, _ = readers.read_label(str(shared_data / "lung_ct" / "lung2_label.nrrd"))
+    start = np.array([s.start for s in CROP], np.float64)
+    origin = tuple(float(v) for v in meta.affine()[:3] @ np.append(start, 1.0))
+    meta = meta.replace(origin=origin)
+    hu, lesion = image[CROP][..., 0].astype(np.int16), lesion[CROP].astype(np.int32)
+    folder = tmp_path_factory.mktemp("ct") / "series"
+    paths = write_series(str(folder), hu, meta)
+    return folder, paths, hu, lesion, meta
+
+
+@pytest.fixture(scope="module")
+def lung_run(tmp_path_factory):
+    """A 3D one-channel (CT) U-Net trained for a few steps on lung phantoms (classes background, nodule)."""
+    wd = tmp_path_factory.mktemp("dicom") / "run"
+    config = apply_overrides(load_config("smoke"), {
+        "data.kind": "lung", "data.spatial_dims": "3", "data.image_size": "(16,16,16)", "data.num_train": "4",
+        "data.num_val": "2", "model.kwargs.features": "4", "model.kwargs.depth": "2", "train.batch_size": "2",
+        "train.steps": "2", "train.warmup_steps": "0", "train.log_every": "1", "train.eval_every": "2",
+        "train.checkpoint_every": "2"})
+    train_and_evaluate(config, str(wd), progress=False)
+    return wd
+
+
+def _card(class_names=("background", "nodule")) -> dict:
+    return {"name": "unet-test", "model": "unet", "step": 7, "data": {"name": "lung_ct"},
+            "class_codes": cards.class_codes(class_names)}
+
+
+def _frame_positions(seg):
+    """Per frame: ImagePositionPatient, the referenced source SOP instance and the segment number (per frame, or
+    shared by all frames when the SEG has one segment)."""
+    groups, shared = seg.PerFrameFunctionalGroupsSequence, seg.SharedFunctionalGroupsSequence[0]
+    return ([tuple(float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient) for g in groups],
+            [g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for g in groups],
+            [int(g.get("SegmentIdentificationSequence", shared.get("SegmentIdentificationSequence"))[0]
+                 .ReferencedSegmentNumber) for g in groups])
+
+
+def test_write_seg_frames_sit_on_their_source_slices(ct, tmp_path):
+    folder, paths, hu, lesion, meta = ct
+    out = tmp_path / "lesion.dcm"
+    assert dicom.write_seg(lesion, meta, str(folder), _card(), str(out)) == str(out)
+    seg = hd.seg.segread(str(out))
+    sources = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in paths}
+    by_uid = {uid: pydicom.dcmread(p, stop_before_pixels=True) for uid, p in sources.items()}
+    src0 = next(iter(by_uid.values()))
+    assert seg.SegmentationType == "BINARY" and seg.number_of_segments == 1
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src0.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == src0.FrameOfReferenceUID and seg.StudyInstanceUID == src0.StudyInstanceUID
+    orient = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    positions, refs, segments = _frame_positions(seg)
+    lesion_slices = [k for k in range(lesion.shape[2]) if lesion[:, :, k].any()]
+    assert 0 < len(positions) == len(lesion_slices) < lesion.shape[2]  # the empty slices are omitted
+    for pos, uid in zip(positions, refs):
+        src = by_uid[uid]
+        np.testing.assert_allclose(pos, [float(v) for v in src.ImagePositionPatient], atol=1e-4)
+        np.testing.assert_allclose([float(v) for v in orient], [float(v) for v in src.ImageOrientationPatient])
+        k = paths.index(sources[uid])
+        got = seg.get_pixels_by_source_instance([uid], combine_segments=True)[0]
+        np.testing.assert_array_equal(got, lesion[:, :, k].T)
+    assert set(segments) == {1}
+    desc = seg.get_segment_description(1)
+    assert desc.segment_label == "nodule" and desc.SegmentAlgorithmType == "AUTOMATIC"
+    assert desc.segmented_property_type.value == "27925004"  # SNOMED-CT Nodule
+    assert desc.segmented_property_category.meaning == "Morphologically Abnormal Structure"
+    algo = desc.algorithm_identification[0]
+    assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("unet-test", "step 7")
+    assert "unet-test" in algo.AlgorithmSource
+
+
+def test_fractional_seg_round_trips_the_probabilities(ct, tmp_path):
+    folder, _, _, lesion, meta = ct
+    rng = np.random.default_rng(0)
+    p1 = np.where(lesion > 0, rng.uniform(0.5, 1.0, lesion.shape), 0.0).astype(np.float32)
+    proba = np.stack([1.0 - p1, p1], axis=-1)
+    out = tmp_path / "proba.dcm"
+    dicom.write_seg(lesion, meta, str(folder), _card(), str(out), fractional=proba)
+    seg = hd.seg.segread(str(out))
+    assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"
+    vol = seg.get_volume(combine_segments=False, rescale_fractional=True)
+    positions, _, _ = _frame_positions(seg)
+    assert len(positions) == len({k for k in range(lesion.shape[2]) if lesion[:, :, k].any()})
+    want = {tuple(np.round(meta.affine()[:3] @ [0, 0, k, 1], 3)): p1[:, :, k].T for k in range(lesion.shape[2])}
+    for f, pos in enumerate(positions):
+        frame = seg.get_frame(f + 1) / float(seg.MaximumFractionalValue)
+        np.testing.assert_allclose(frame, want[tuple(np.round(pos, 3))], atol=0.5 / 255 + 1e-6)
+    assert vol is not None
+
+
+def _seg_frames(seg) -> dict:
+    """``{(source SOP instance UID, segment number): frame [rows, columns]}`` of a SEG read by highdicom."""
+    positions, refs, segments = _frame_positions(seg)
+    return {(uid, s): seg.get_frame(f + 1) for f, (uid, s) in enumerate(zip(refs, segments))}
+
+
+def test_predict_writes_a_seg_that_matches_its_nifti_output(lung_run, ct, tmp_path, capsys):
+    folder, paths, _, _, meta = ct
+    out, nifti = tmp_path / "seg.dcm", tmp_path / "labels.nii.gz"
+    assert predict.main(["--model", str(lung_run), "--input", str(folder), "--output", str(out)]) == 0
+    assert predict.main(["--model", str(lung_run), "--input", str(folder), "--output", str(nifti)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    labels, lmeta = readers.read_label(str(nifti))
+    np.testing.assert_allclose(lmeta.origin, meta.origin, atol=1e-4)
+    seg = hd.seg.segread(str(out))
+    card = cards.read_card(str(lung_run), load_pretrained(str(lung_run)))
+    assert [c["name"] for c in card["class_codes"]] == ["nodule"]
+    assert seg.number_of_segments == len(card["class_codes"])
+    assert [seg.get_segment_description(c["label"]).segment_label for c in card["class_codes"]] == ["nodule"]
+    algo = seg.get_segment_description(1).algorithm_identification[0]
+    assert algo.AlgorithmName == "unet" and algo.AlgorithmVersion == f"step {card['step']}"
+    frames = _seg_frames(seg)
+    headers = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: (k, pydicom.dcmread(p, stop_before_pixels=True))
+               for k, p in enumerate(paths)}
+    positions, refs, _ = _frame_positions(seg)
+    orient = [float(v) for v in seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient]
+    for pos, uid in zip(positions, refs):
+        np.testing.assert_allclose(pos, [float(v) for v in headers[uid][1].ImagePositionPatient], atol=1e-4)
+        np.testing.assert_allclose(orient, [float(v) for v in headers[uid][1].ImageOrientationPatient])
+    want = {(uid, s): (labels[:, :, k] == s).T.astype(np.uint8) for uid, (k, _) in headers.items()
+            for s in range(1, len(card["class_codes"]) + 1)}
+    nonempty = {key for key, frame in want.items() if frame.any()}
+    if nonempty:  # empty frames are omitted; a prediction with no foreground keeps every frame (all zero)
+        assert set(frames) == nonempty
+    else:
+        assert set(frames) == set(want) and not any(f.any() for f in frames.values())
+    for key, frame in frames.items():
+        np.testing.assert_array_equal(frame, want[key])
+
+
+def test_predict_fractional_seg_thresholds_to_the_label_map(lung_run, ct, tmp_path):
+    folder, paths, _, _, _ = ct
+    out, nifti = tmp_path / "proba.dcm", tmp_path / "labels.nii.gz"
+    assert predict.main(["--model", str(lung_run), "--input", str(folder), "--output", str(out), "--fractional"]) == 0
+    assert predict.main(["--model", str(lung_run), "--input", str(folder), "--output", str(nifti)]) == 0
+    labels, _ = readers.read_label(str(nifti))
+    seg = hd.seg.segread(str(out))
+    assert seg.SegmentationType == "FRACTIONAL" and int(seg.MaximumFractionalValue) == 255
+    index = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: k for k, p in enumerate(paths)}
+    frames = _seg_frames(seg)
+    assert frames
+    for (uid, s), frame in frames.items():
+        want = (labels[:, :, index[uid]] == s).T
+        clear = np.abs(frame.astype(np.float64) - 127.5) > 1.0  # away from p = 0.5 (8-bit rounding)
+        np.testing.assert_array_equal((frame > 127.5)[clear], want[clear])
+    for uid, k in index.items():  # a slice without a frame has no probability above 0.5/255, so no label
+        if (uid, 1) not in frames:
+            assert not labels[:, :, k].any()
+
+
+def _sr(path) -> None:
+    """A Basic Text SR: a DICOM object with no pixel data."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = BasicTextSRStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = BasicTextSRStorage, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "SR"
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+@pytest.mark.parametrize("case,fragment", [
+    ("report", "not an image slice (Basic Text SR Storage"),
+    ("no_pixels", "not an image slice"),
+    ("two_series", "2 DICOM series"),
+    ("missing_slice", "missing"),
+    ("picture", "a DICOM SEG needs a DICOM series input; got"),
+    ("fractional_nifti", "--fractional writes a FRACTIONAL DICOM SEG"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(lung_run, ct, tmp_path, capsys, case, fragment):
+    import shutil
+
+    folder, paths, hu, _, meta = ct
+    bad = tmp_path / "in"
+    out = tmp_path / "seg.dcm"
+    extra = []
+    if case == "report":
+        bad.mkdir()
+        _sr(bad / "report.dcm")
+    elif case == "no_pixels":
+        shutil.copytree(folder, bad)
+        ds = pydicom.dcmread(str(bad / os.path.basename(paths[5])))
+        del ds.PixelData
+        ds.save_as(str(bad / os.path.basename(paths[5])))
+    elif case == "two_series":
+        shutil.copytree(folder, bad)
+        write_series(str(bad / "other"), hu[:, :, :3], meta, seed=1)
+        for name in os.listdir(bad / "other"):
+            shutil.move(str(bad / "other" / name), str(bad / f"other-{name}"))
+        (bad / "other").rmdir()
+    elif case == "missing_slice":
+        shutil.copytree(folder, bad)
+        os.remove(bad / os.path.basename(paths[6]))
+    elif case == "picture":
+        from PIL import Image
+
+        bad = tmp_path / "picture.png"
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(bad)
+    else:
+        bad, out, extra = folder, tmp_path / "labels.nii.gz", ["--fractional"]
+    assert predict.main(["--model", str(lung_run), "--input", str(bad), "--output", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+def test_write_seg_refuses_what_does_not_fit_the_grid(ct, tmp_path):
+    folder, paths, _, lesion, meta = ct
+    out = tmp_path / "seg.dcm"
+    with pytest.raises(ValueError, match=r"slice\(s\) \[4\] missing"):
+        dicom.write_seg(lesion, meta, paths[:4] + paths[5:], _card(), str(out))
+    with pytest.raises(ValueError, match="a DICOM SEG needs a DICOM series input; got a 2D label map"):
+        dicom.write_seg(lesion[:, :, 0], meta, paths, _card(), str(out))
+    with pytest.raises(ValueError, match="is not a slice of the label map's grid"):
+        shifted = meta.replace(origin=(meta.origin[0], meta.origin[1], meta.origin[2] + 2.5))
+        dicom.write_seg(lesion, shifted, paths, _card(), str(out))
+    with pytest.raises(ValueError, match="the card codes labels 1..1"):
+        dicom.write_seg(lesion * 2, meta, paths, _card(), str(out))
+    with pytest.raises(ValueError, match="fractional: expected probabilities"):
+        dicom.write_seg(lesion, meta, paths, _card(), str(out), fractional=np.zeros(lesion.shape + (3,), np.float32))
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("name,category,kind", [
+    ("tumour", "49755003", "108369006"), ("lesion", "49755003", "108369006"), ("enhancing", "49755003", "108369006"),
+    ("necrosis/non-enhancing", "49755003", "6574001"), ("oedema", "49755003", "79654002"),
+    ("nodule", "49755003", "27925004"), ("cyst", "49755003", "367643001"), ("lung", "91723000", "39607008"),
+    ("kidney", "91723000", "64033007"), ("brain", "91723000", "12738006"), ("membrane", "85756007", "4421005"),
+    ("something else", "85756007", "85756007"),
+])
+def test_class_codes_from_class_names(name, category, kind):
+    (code,) = cards.class_codes(["background", name])
+    assert code["label"] == 1 and code["name"] == name
+    assert (code["category"]["value"], code["type"]["value"]) == (category, kind)
+    assert code["category"]["scheme"] == code["type"]["scheme"] == "SCT"
+
+
+def test_cards_carry_and_check_their_class_codes(tmp_path):
+    from data_pipelines.atomic import write_json
+
+    assert [c["type"]["meaning"] for c in cards.ModelCard("m", classes=("bg", "tumour", "kidney")).to_dict()[
+        "class_codes"]] == ["Neoplasm", "Kidney"]
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    own = cards.class_codes(["background", "lesion"])
+    own[0]["type"] = {"value": "95324001", "scheme": "SCT", "meaning": "Skin lesion"}
+    write_json(str(entry / "card.json"), {"name": "e", "data": {"class_names": ["skin", "lesion"]}, "class_codes": own})
+    assert cards.read_card(str(entry), None)["class_codes"][0]["type"]["meaning"] == "Skin lesion"
+    write_json(str(entry / "card.json"), {"name": "e", "data": {"class_names": ["skin", "lesion"]}})
+    assert cards.read_card(str(entry), None)["class_codes"][0]["type"]["meaning"] == "Neoplasm"
+    own[0]["category"] = {"value": "49755003"}
+    write_json(str(entry / "card.json"), {"name": "e", "data": {"class_names": ["skin", "lesion"]}, "class_codes": own})
+    with pytest.raises(ValueError, match="card.json: class_codes label 1: category needs"):
+        cards.read_card(str(entry), None)
