@@ -1,5 +1,6 @@
 """The clinician-facing web application: ``python -m zoo.serve [--host 127.0.0.1] [--port 8000] [--models NAME,...]
-[--token-file F] [--max-upload-mb 512] [--workers 2] [--queue 8] [--timeout 120] [--keep]``.
+[--token-file F [--credentials-file C]] [--max-upload-mb 512] [--workers 2] [--queue 8] [--timeout 120] [--keep]
+[--session-expiry 3600]``.
 
 One page (``zoo/app/static/index.html``) and a JSON API (OpenAPI at ``/docs``): ``GET /api/health``,
 ``GET /api/models``, ``POST /api/segment`` (multipart: ``model``, ``file`` or ``sample``, optional
@@ -18,6 +19,12 @@ under names chosen by the server in a temporary folder removed after the respons
 ``--token-file``: every route, the page included, needs ``Authorization: Bearer <token>`` (the page
 asks for it; ``?token=`` for the page itself). Binds to 127.0.0.1 unless told otherwise.
 
+3D Slicer's MONAI Label module connects to the same address (``zoo.app.routers.monailabel``: ``/info/``,
+``/session/``, ``/infer/{model}``, ``/datastore/``, ``/train/``, ``/auth/``; docs/slicer.md). With
+``--token-file``, ``/auth/`` says authentication is enabled and ``POST /auth/token`` hands the token to the users
+of ``--credentials-file`` (one ``username:password`` a line; ``zoo.app.services.credentials``); images the module
+uploads are kept ``--session-expiry`` seconds after their last use.
+
 This is the thin entry point (DESIGN.md: entry points sit on top, imported by nothing); the application is the
 sub-package ``zoo.app``.
 """
@@ -28,6 +35,7 @@ import sys
 
 from zoo.app import create_app, load_models
 from zoo.app.middleware import read_token
+from zoo.app.services.credentials import read_credentials
 from zoo.cli import command_parser, run_command
 
 __all__ = ["main"]
@@ -39,9 +47,15 @@ def _serve(args) -> int:
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     token = read_token(args.token_file)
+    credentials = read_credentials(args.credentials_file)
+    if credentials and token is None:  # before the models load
+        raise ValueError("--credentials-file needs --token-file (the token the credentials are exchanged for)")
+    if args.session_expiry < 1:
+        raise ValueError(f"--session-expiry must be >= 1 s, got {args.session_expiry}")
     models = load_models([n for n in args.models.split(",") if n.strip()])
     app = create_app(models, token=token, max_upload_mb=args.max_upload_mb, keep=args.keep,
-                     workers=args.workers, queue=args.queue, timeout=args.timeout)
+                     workers=args.workers, queue=args.queue, timeout=args.timeout, credentials=credentials,
+                     session_expiry=args.session_expiry)
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/ (API docs: /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -53,6 +67,10 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--models", default="", help="comma-separated store names / work dirs / export folders")
     p.add_argument("--token-file", default=None, help="file holding the bearer token every route requires")
+    p.add_argument("--credentials-file", default=None,
+                   help="username:password lines; POST /auth/token gives these users the token (3D Slicer login)")
+    p.add_argument("--session-expiry", type=int, default=3600,
+                   help="seconds an image uploaded by 3D Slicer is kept after its last use")
     p.add_argument("--max-upload-mb", type=float, default=512.0)
     p.add_argument("--workers", type=int, default=2, help="requests predicted at once")
     p.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers (then 503)")

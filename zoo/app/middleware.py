@@ -17,7 +17,11 @@ from starlette.responses import JSONResponse
 
 from zoo.app.services.uploads import TooLarge, limit_bytes
 
-__all__ = ["BodyTooLarge", "RequestGuard", "read_token"]
+__all__ = ["BodyTooLarge", "RequestGuard", "read_token", "OPEN_PATHS"]
+
+# MONAI Label's login: a client asks whether authentication is enabled and exchanges credentials for the token
+# before it has one (zoo.app.routers.monailabel); these answer without the token (the upload limit still holds).
+OPEN_PATHS = frozenset({"/auth", "/auth/", "/auth/token"})
 
 
 class BodyTooLarge(HTTPException):
@@ -28,7 +32,8 @@ class BodyTooLarge(HTTPException):
 
 
 class RequestGuard:
-    """ASGI middleware: ``token`` (``None``: open) on every route, at most ``max_upload_mb`` MiB per body."""
+    """ASGI middleware: ``token`` (``None``: open) on every route but :data:`OPEN_PATHS`, at most
+    ``max_upload_mb`` MiB per body."""
 
     def __init__(self, app, *, token: str | None = None, max_upload_mb: float = 512.0):
         self.app, self.token, self.max_upload_mb = app, token, float(max_upload_mb)
@@ -45,7 +50,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)  # headers and query only: the body is left to the application
-        if self.token is not None and not self.authorized(request):
+        if self.token is not None and scope["path"] not in OPEN_PATHS and not self.authorized(request):
             await JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
