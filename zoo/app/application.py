@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse
 
 from zoo.app.dependencies import ServerState
 from zoo.app.middleware import RequestGuard
-from zoo.app.routers import api, page
+from zoo.app.routers import api, monailabel, page
 from zoo.app.services.pool import InferencePool
+from zoo.app.services.sessions import SessionStore
 
 __all__ = ["create_app"]
 
@@ -20,11 +21,16 @@ async def _invalid(request, exc):
 
 
 def create_app(models: dict, *, token: str | None = None, max_upload_mb: float = 512, keep: bool = False,
-               workers: int = 2, queue: int = 8, timeout: float = 120.0, explain: bool = True) -> FastAPI:
+               workers: int = 2, queue: int = 8, timeout: float = 120.0, explain: bool = True,
+               credentials: dict | None = None, session_expiry: int = 3600) -> FastAPI:
     """The application serving ``models`` (``{name: zoo.app.services.served.ServedModel}``): ``token`` (if given)
     on every route, uploads of at most ``max_upload_mb`` MiB, requests run ``workers`` at a time with ``queue``
     more waiting for at most ``timeout`` seconds, request folders kept with ``keep``, Grad-CAM and SHAP with
-    ``explain``."""
+    ``explain``. The MONAI Label routes (``zoo.app.routers.monailabel``) exchange ``credentials``
+    (``{username: password}``; they need ``token``) for the token and keep uploaded images at most
+    ``session_expiry`` seconds after their last use."""
+    if credentials and token is None:
+        raise ValueError("credentials need a token to hand out (--credentials-file needs --token-file)")
     page.page_html()  # a missing page fails at start-up, not at the first visit
     pool = InferencePool(workers=workers, queue=queue, timeout=timeout)
     app = FastAPI(title="medzoo", version="0.1.0",
@@ -33,7 +39,10 @@ def create_app(models: dict, *, token: str | None = None, max_upload_mb: float =
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(page.router)
     app.include_router(api.router)
+    app.include_router(monailabel.router)
     app.state.server = ServerState(models=models, pool=pool, max_upload_mb=float(max_upload_mb), keep=keep,
                                    timeout=float(timeout), explain=explain)
     app.state.pool = pool
+    app.state.sessions = SessionStore(max_expiry=session_expiry)
+    app.state.token, app.state.credentials = token, dict(credentials or {})
     return app
