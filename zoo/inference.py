@@ -22,7 +22,7 @@ import numpy as np
 
 from kernels.sliding_window import sliding_window_inference
 
-__all__ = ["Predictor", "num_cases", "padded_batches", "flip_axes"]
+__all__ = ["Predictor", "num_cases", "padded_batches", "flip_axes", "tempered"]
 
 
 def num_cases(inputs) -> int:
@@ -69,18 +69,28 @@ def flip_axes(spatial_dims: int) -> tuple[tuple[int, ...], ...]:
     return tuple(c for r in range(1, spatial_dims + 1) for c in itertools.combinations(axes, r))
 
 
-def _windowed(task_proba, model, variables, images, roi, overlap, batch_size, flips):
+def tempered(proba, temperature):
+    """``softmax(logits / temperature)`` from ``proba = softmax(logits)`` (``[..., K]``): the logits are the
+    log-probabilities up to a per-voxel constant, which the softmax cancels."""
+    logp = jnp.log(jnp.maximum(proba, jnp.finfo(jnp.float32).tiny))
+    return jax.nn.softmax(logp / jnp.asarray(temperature, jnp.float32), axis=-1)
+
+
+def _windowed(task_proba, model, variables, images, temperature, roi, overlap, batch_size, flips, members):
     def fn(w):
-        return task_proba(model, variables, w)
+        p = task_proba(model, variables, w)
+        return p if temperature is None else tempered(p, temperature)  # on each window's logits
 
     out = sliding_window_inference(fn, images, roi, overlap, "gaussian", batch_size)
+    copies = [out]
     for axes in flips:  # mirrored copies, mirrored back and averaged
-        out = out + jnp.flip(sliding_window_inference(fn, jnp.flip(images, axes), roi, overlap, "gaussian",
-                                                      batch_size), axes)
-    return out / (1 + len(flips))
+        copies.append(jnp.flip(sliding_window_inference(fn, jnp.flip(images, axes), roi, overlap, "gaussian",
+                                                        batch_size), axes))
+        out = out + copies[-1]
+    return jnp.stack(copies) if members else out / (1 + len(flips))
 
 
-_WINDOWED = jax.jit(_windowed, static_argnums=(0, 1, 4, 5, 6, 7))
+_WINDOWED = jax.jit(_windowed, static_argnums=(0, 1, 5, 6, 7, 8, 9))
 
 
 def _hashable(model) -> bool:
@@ -129,20 +139,28 @@ class Predictor:
             self._labels = compiled
 
     def sliding_window_proba(self, images, roi_size, *, overlap: float = 0.5, batch_size: int = 4,
-                             tta: bool = False) -> np.ndarray:
+                             tta: bool = False, temperature: float | None = None,
+                             members: bool = False) -> np.ndarray:
         """Probabilities ``[B, *S, K]`` of images ``[B, *S, C]`` of any size: Gaussian-weighted windows of
-        ``roi_size`` (the training patch), optionally averaged over every mirroring of the spatial axes."""
+        ``roi_size`` (the training patch), optionally averaged over every mirroring of the spatial axes.
+
+        ``temperature``: each window's logits divided by it before the softmax (:func:`tempered`; ``None``: the
+        model's own softmax). ``members``: the ensemble's members instead of their mean, ``[M, B, *S, K]`` (the
+        unmirrored prediction first, then one per mirroring; ``M = 1`` without ``tta``)."""
         self._check(images)
         images = jnp.asarray(images, jnp.float32)
         roi = tuple(int(r) for r in roi_size)
         flips = flip_axes(images.ndim - 2) if tta else ()
+        if temperature is not None and not float(temperature) > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        temp = None if temperature is None else jnp.float32(temperature)
         if _hashable(self.model):
-            out = _WINDOWED(self.task.predict_proba, self.model, self.variables, images, roi, float(overlap),
-                            int(batch_size), flips)
+            out = _WINDOWED(self.task.predict_proba, self.model, self.variables, images, temp, roi, float(overlap),
+                            int(batch_size), flips, bool(members))
         else:  # a module with unhashable fields: this call's own program
             out = jax.jit(functools.partial(_windowed, self.task.predict_proba, self.model),
-                          static_argnums=(2, 3, 4, 5))(self.variables, images, roi, float(overlap), int(batch_size),
-                                                       flips)
+                          static_argnums=(3, 4, 5, 6, 7))(self.variables, images, temp, roi, float(overlap),
+                                                          int(batch_size), flips, bool(members))
         return np.asarray(out, np.float32)
 
     def _check(self, inputs):
@@ -166,8 +184,22 @@ class Predictor:
         """``(start, probabilities)`` per batch."""
         return self._run(self._proba, inputs, batch_size)
 
+    def _collect(self, fn, inputs, batch_size):
+        parts = [out for _, out in self._run(fn, inputs, batch_size)]
+        if not parts:  # no cases: the program's output for one padded batch of zeros, with no rows kept
+            size = int(batch_size or self.batch_size)
+
+            def zeros(a):
+                return np.zeros((size, *np.shape(a)[1:]), np.float32)
+
+            batch = {k: zeros(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else zeros(inputs)
+            parts = [np.asarray(fn(self.variables, batch))[:0]]
+        return np.concatenate(parts)
+
     def predict(self, inputs, batch_size: int | None = None) -> np.ndarray:
-        return np.concatenate([out for _, out in self.iter_predict(inputs, batch_size)])
+        """Labels of every case (an empty batch gives an empty array of the labels' shape and dtype)."""
+        return self._collect(self._labels, inputs, batch_size)
 
     def predict_proba(self, inputs, batch_size: int | None = None) -> np.ndarray:
-        return np.concatenate([out for _, out in self.iter_proba(inputs, batch_size)]).astype(np.float32)
+        """Probabilities of every case (an empty batch: ``[0, ..., K]``)."""
+        return self._collect(self._proba, inputs, batch_size).astype(np.float32)

@@ -1,5 +1,5 @@
 """Prediction in the input's geometry: ``python -m zoo.predict --model NAME_OR_PATH --input PATH --output PATH
-[--tta] [--overlay PNG] [--overlap 0.5] [--batch_size 4]``.
+[--tta] [--overlay PNG] [--uncertainty PATH] [--overlap 0.5] [--batch_size 4]``.
 
 ``--model``: a model-store name (``zoo.list_pretrained``) or a work directory. ``--input``: one image file
 (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case folder holding one file per modality,
@@ -15,7 +15,13 @@ input's grid:
 * a run without a plan (images resized to ``data.image_size`` by its loader): the intensity scaling that
   loader applied, as the run recorded it (pictures to [0, 1], CT through its HU window), axial slices of
   volumes in LPS orientation, each resized to the training size and its probabilities resized back;
-* ``--tta``: the probabilities averaged over every mirroring of the spatial axes.
+* ``--tta``: the probabilities averaged over every mirroring of the spatial axes;
+* a model with a calibration record (``calibration.json``, ``zoo.calibration``): each window's logits divided by
+  its temperature before the softmax.
+
+``--uncertainty PATH`` (:mod:`zoo.uncertainty`) also writes the predictive entropy divided by ``log K`` (in
+[0, 1]) in the same geometry (float32 NIfTI/NRRD/MHA, or an 8-bit PNG for pictures) and, with ``--tta``, the
+mutual information of the mirrored members beside it (``PATH`` with ``_mi`` before the suffix).
 
 The label map is written with the input's exact shape, spacing, origin and direction (a NIfTI input keeps its
 affine and header), or as a PNG mask of the input's height and width. Bad input (unknown model, wrong number
@@ -31,8 +37,10 @@ import sys
 import numpy as np
 
 from zoo.cli import command_parser, run_command
-from zoo.prediction import output_format, predict_case, read_case, write_label, write_overlay
+from zoo.calibration import model_temperature
+from zoo.prediction import output_format, predict_case_proba, read_case, write_label, write_map, write_overlay
 from zoo.pretrained import load_pretrained
+from zoo.uncertainty import mutual_information_path, uncertainty_maps
 
 __all__ = ["main"]
 
@@ -44,21 +52,33 @@ def main(argv=None) -> int:
     p.add_argument("--output", required=True, help="label map to write (.nii.gz, .nrrd, .mha, .png)")
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (test-time augmentation)")
     p.add_argument("--overlay", default=None, help="also write a PNG of the image with the contours")
+    p.add_argument("--uncertainty", default=None,
+                   help="also write the entropy map (with --tta also the mutual information, PATH_mi)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     p.add_argument("--batch_size", type=int, default=4, help="windows per forward pass (default 4)")
     return run_command(p, argv, _run)
 
 
 def _run(args) -> int:
-    output_format(args.output)  # a bad output name or folder fails before any work
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--output {args.output}: folder {folder} does not exist")
+    for flag, path in (("--output", args.output), ("--uncertainty", args.uncertainty)):
+        if path is None:
+            continue
+        output_format(path) if flag == "--output" else mutual_information_path(path)  # bad names fail first
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{flag} {path}: folder {folder} does not exist")
     pre = load_pretrained(args.model)
     image, meta, files = read_case(args.input, pre)
-    labels = predict_case(pre, image, meta, tta=args.tta, overlap=args.overlap, batch_size=args.batch_size)
+    case = predict_case_proba(pre, image, meta, tta=args.tta, overlap=args.overlap, batch_size=args.batch_size,
+                              temperature=model_temperature(args.model), members=bool(args.uncertainty and args.tta))
+    labels = case.proba.argmax(-1).astype(np.int32)
     num_classes = int(pre.meta["data"]["num_classes"])
     write_label(labels, meta, files[0], args.output, num_classes)
+    if args.uncertainty:
+        maps = uncertainty_maps(case)
+        write_map(maps["entropy"], meta, files[0], args.uncertainty)
+        if "mutual_information" in maps:
+            write_map(maps["mutual_information"], meta, files[0], mutual_information_path(args.uncertainty))
     if args.overlay:
         write_overlay(image, labels, args.overlay)
     counts = np.bincount(labels.reshape(-1), minlength=num_classes)

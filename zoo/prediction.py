@@ -17,15 +17,21 @@ its data family's: BraTS names for BraTS, the phantoms and TFDS records; label f
   slices of volumes in LPS orientation, each resized to the training size and its probabilities resized back;
 * ``tta``: the probabilities averaged over every mirroring of the spatial axes.
 
+:func:`predict_case_proba` returns those probabilities ``[*S, K]`` on the input's grid (optionally with each
+window's logits divided by a calibration ``temperature``), and with ``members=True`` also each member of the
+ensemble of mirrored inputs, ``[M, *S, K]`` (``zoo.uncertainty`` reads them); :func:`predict_case` is their argmax.
+
 :func:`write_label` writes the label map with the input's exact shape, spacing, origin and direction (a NIfTI
 input keeps its affine and header), or as a PNG mask of the input's height and width, atomically
-(``data_pipelines.atomic``); :func:`write_overlay` a PNG of the image with the contours.
+(``data_pipelines.atomic``); :func:`write_map` a float map in [0, 1] (an uncertainty map) the same way (PNG:
+8-bit, 255 = 1); :func:`write_overlay` a PNG of the image with the contours.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,7 +42,8 @@ from data_pipelines.planner import Plan
 from data_pipelines.preprocessing import scale_intensity
 from zoo.pretrained import Pretrained
 
-__all__ = ["read_case", "predict_case", "scaling_record", "intensity_scaling", "output_format", "write_label",
+__all__ = ["read_case", "predict_case", "predict_case_proba", "CaseProba", "write_map", "scaling_record",
+           "intensity_scaling", "output_format", "write_label",
            "write_overlay", "LABEL_NAME", "VOLUME_FORMATS"]
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
@@ -135,23 +142,34 @@ def intensity_scaling(image: np.ndarray, pre: Pretrained) -> np.ndarray:
     return scale_intensity(image, scaling_record(pre))
 
 
-def _windows(pre, x, roi, nd_model, overlap, batch_size, tta):
-    """Probabilities ``[*S, K]`` of ``x [*S, C]``: whole (model dims == image dims) or slice by slice along the
-    last spatial axis (a 2D model on a volume)."""
+def _windows(pre, x, roi, nd_model, overlap, batch_size, tta, temperature, members):
+    """Probabilities ``[*S, K]`` of ``x [*S, C]`` (``[M, *S, K]`` with ``members``): whole (model dims == image
+    dims) or slice by slice along the last spatial axis (a 2D model on a volume)."""
     p = pre.predictor
+    kw = dict(overlap=overlap, batch_size=batch_size, tta=tta, temperature=temperature, members=members)
+    b = 1 if members else 0  # the batch axis of the predictor's output
     if x.ndim - 1 == nd_model:
-        return p.sliding_window_proba(x[None], roi, overlap=overlap, batch_size=batch_size, tta=tta)[0]
+        return np.take(p.sliding_window_proba(x[None], roi, **kw), 0, axis=b)
     if x.ndim - 1 == 3 and nd_model == 2:
         slices = np.moveaxis(x, 2, 0)  # [Z, H, W, C]
-        out = [p.sliding_window_proba(slices[i:i + 8], roi, overlap=overlap, batch_size=batch_size, tta=tta)
-               for i in range(0, len(slices), 8)]
-        return np.moveaxis(np.concatenate(out), 0, 2)
+        out = [p.sliding_window_proba(slices[i:i + 8], roi, **kw) for i in range(0, len(slices), 8)]
+        return np.moveaxis(np.concatenate(out, axis=b), b, b + 2)
     raise ValueError(f"a {nd_model}D model cannot predict a {x.ndim - 1}D image")
 
 
-def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *, tta: bool = False,
-                 overlap: float = 0.5, batch_size: int = 4) -> np.ndarray:
-    """Label map ``[*S]`` on the input's grid for ``image [*S, C]`` with geometry ``meta``."""
+class CaseProba(NamedTuple):
+    """A case's probabilities on the input's grid: ``proba [*S, K]`` (the ensemble's mean) and, when asked for,
+    ``members [M, *S, K]`` (the unmirrored prediction, then one per mirroring; else ``None``)."""
+
+    proba: np.ndarray
+    members: np.ndarray | None
+
+
+def predict_case_proba(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *, tta: bool = False,
+                       overlap: float = 0.5, batch_size: int = 4, temperature: float | None = None,
+                       members: bool = False) -> CaseProba:
+    """Class probabilities ``[*S, K]`` on the input's grid for ``image [*S, C]`` with geometry ``meta`` (see the
+    module docstring); ``temperature`` divides each window's logits (``zoo.calibration``)."""
     if pre.task not in ("segmentation", "instance"):
         raise ValueError(f"zoo.predict segments images; this is a {pre.task!r} model")
     nd_model = int(pre.meta["data"]["spatial_dims"])
@@ -159,24 +177,38 @@ def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *,
     if plan:
         plan = Plan.from_dict(plan)
         x, ctx = preprocessing.preprocess_case(image, meta, plan)
-        proba = _windows(pre, x, plan.patch_size, nd_model, overlap, batch_size, tta)
-        return preprocessing.restore_case(proba, ctx, order=1).argmax(-1).astype(np.int32)
-    size = tuple(int(s) for s in pre.config.data.image_size)
-    x = intensity_scaling(image, pre)
-    if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])
-        x, lps = geometry.reorient(x, meta, "LPS")
-    if x.ndim - 1 == nd_model:
-        small = geometry.resize(x, size)
-        proba = _windows(pre, small, size, nd_model, overlap, batch_size, tta)
-        proba = geometry.resize(proba, x.shape[:-1])
+        proba = _windows(pre, x, plan.patch_size, nd_model, overlap, batch_size, tta, temperature, members)
+
+        def back(p):
+            return preprocessing.restore_case(p, ctx, order=1)
     else:
-        slices = np.stack([geometry.resize(x[:, :, z], size) for z in range(x.shape[2])], axis=2)
-        proba = _windows(pre, slices, size, nd_model, overlap, batch_size, tta)
-        proba = np.stack([geometry.resize(proba[:, :, z], x.shape[:2]) for z in range(x.shape[2])], axis=2)
-    labels = proba.argmax(-1).astype(np.int32)
-    if meta.ndim == 3:
-        labels, _ = geometry.reorient(labels, lps, geometry.orientation_code(meta), is_label=True)
-    return labels
+        size = tuple(int(s) for s in pre.config.data.image_size)
+        x = intensity_scaling(image, pre)
+        if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])
+            x, lps = geometry.reorient(x, meta, "LPS")
+        if x.ndim - 1 == nd_model:
+            small = geometry.resize(x, size)
+        else:
+            small = np.stack([geometry.resize(x[:, :, z], size) for z in range(x.shape[2])], axis=2)
+        proba = _windows(pre, small, size, nd_model, overlap, batch_size, tta, temperature, members)
+
+        def back(p):
+            if x.ndim - 1 == nd_model:
+                p = geometry.resize(p, x.shape[:-1])
+            else:
+                p = np.stack([geometry.resize(p[:, :, z], x.shape[:2]) for z in range(x.shape[2])], axis=2)
+            return geometry.reorient(p, lps, geometry.orientation_code(meta))[0] if meta.ndim == 3 else p
+    if not members:
+        return CaseProba(back(proba).astype(np.float32), None)
+    stack = np.stack([back(m) for m in proba]).astype(np.float32)
+    return CaseProba(stack.mean(axis=0), stack)
+
+
+def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *, tta: bool = False,
+                 overlap: float = 0.5, batch_size: int = 4, temperature: float | None = None) -> np.ndarray:
+    """Label map ``[*S]`` on the input's grid for ``image [*S, C]``: the argmax of :func:`predict_case_proba`."""
+    return predict_case_proba(pre, image, meta, tta=tta, overlap=overlap, batch_size=batch_size,
+                              temperature=temperature).proba.argmax(-1).astype(np.int32)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -205,17 +237,30 @@ def _atomic(path: str, write) -> None:
 def write_label(labels: np.ndarray, meta: readers.ImageMeta, input_path: str, output_path: str,
                 num_classes: int) -> None:
     """Write ``labels [*S]`` with the geometry of the input (``meta``; a NIfTI input's own affine/header)."""
-    fmt = output_format(output_path)
     labels = np.asarray(labels)
-    dtype = np.uint8 if num_classes <= 256 else np.int32
+    scale = 255 if num_classes == 2 else 1
+    _write_grid(labels, labels * scale, np.uint8 if num_classes <= 256 else np.int32, meta, input_path, output_path)
+
+
+def write_map(values: np.ndarray, meta: readers.ImageMeta, input_path: str, output_path: str) -> None:
+    """Write a float map ``values [*S]`` in [0, 1] (an uncertainty map) with the input's geometry, as
+    :func:`write_label` does (float32 volumes; a PNG as 8 bits, ``round(255 * v)``)."""
+    values = np.asarray(values, np.float32)
+    if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1):
+        raise ValueError(f"--uncertainty {output_path}: the map must hold values in [0, 1]")
+    _write_grid(values, np.rint(values * 255.0), np.float32, meta, input_path, output_path)
+
+
+def _write_grid(labels, png_values, dtype, meta, input_path, output_path):
+    """``labels`` as a volume of ``dtype`` in the input's geometry, or ``png_values`` as an 8-bit PNG."""
+    fmt = output_format(output_path)
     if fmt == "png":
         if labels.ndim != 2:
             raise ValueError(f"--output {output_path}: a PNG holds a 2D mask; this prediction is {labels.ndim}D "
                              f"(write .nii.gz)")
         from PIL import Image
 
-        scale = 255 if num_classes == 2 else 1
-        _atomic(output_path, lambda p: Image.fromarray((labels * scale).astype(np.uint8)).save(p, format="PNG"))
+        _atomic(output_path, lambda p: Image.fromarray(np.asarray(png_values).astype(np.uint8)).save(p, format="PNG"))
         return
     if labels.ndim < 2 or meta.format == "picture":
         raise ValueError(f"--output {output_path}: a picture input has no geometry to write a volume with; "
