@@ -278,6 +278,67 @@ def test_full_queue_is_503(models):
         gate.set()
 
 
+def test_models_carry_the_card_as_fields_and_the_page_starts_on_a_real_data_model(client, models):
+    import dataclasses
+
+    listed = {m["name"]: m for m in client.get("/api/models").json()}
+    fields = {f["label"]: f["value"] for f in listed["unet-tiny"]["card_fields"]}
+    for label in ("intended use", "training data", "licence", "validated metrics", "preprocessing", "classes"):
+        assert fields.get(label), (label, fields)
+    assert "synthetic phantoms" in fields["training data"] and listed["unet-tiny"]["real_data"] is False
+    assert "resized to 32 x 32" in fields["preprocessing"]
+    surv = {f["label"]: f["value"] for f in listed["survival-tiny"]["card_fields"]}
+    assert "harrell_c" in surv["validated metrics"] and "validation split" in surv["validated metrics"]
+    assert "rotterdam (real data)" in surv["training data"] and listed["survival-tiny"]["real_data"] is True
+    # per kind, the first real-data model is the page's default, else the first one
+    assert listed["unet-tiny"]["default"] and listed["survival-tiny"]["default"]
+    assert not listed["outcome-tiny"]["default"]
+    seg = models["unet-tiny"]
+    real = dataclasses.replace(seg, name="unet-brats", card={**seg.card, "data": {"name": "brats"},
+                                                            "metrics": {"mean_dice": 0.8, "split": "test split"}})
+    both = TestClient(zoo_app.create_app({"unet-tiny": seg, "unet-brats": real}, explain=False))
+    listed = {m["name"]: m for m in both.get("/api/models").json()}
+    assert listed["unet-brats"]["default"] and not listed["unet-tiny"]["default"]
+    fields = {f["label"]: f["value"] for f in listed["unet-brats"]["card_fields"]}
+    assert fields["validated metrics"] == "mean_dice 0.800 (on the test split)"
+
+
+def test_the_store_outcome_model_is_served_beside_named_models(tmp_path_factory, tmp_path, monkeypatch):
+    import zoo
+    from zoo.app.services.loading import load_models, store_outcome_entry
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "store"))
+    paths = tiny_models(tmp_path_factory)
+    zoo.save_pretrained(paths["outcome"], "outcome-net-phantoms")
+    served = load_models([paths["seg"]])
+    assert [m.task for m in served.values()] == ["segmentation", "outcome"] and "outcome-net-phantoms" in served
+    assert load_models([paths["seg"]], with_outcome=False).keys() == {os.path.basename(paths["seg"])}
+    entries = zoo.list_pretrained()
+    assert store_outcome_entry(entries) == "outcome-net-phantoms"
+    assert store_outcome_entry(entries, exclude=["outcome-net-phantoms"]) is None
+
+
+def test_every_outcome_risk_has_an_interval_that_says_how_it_was_made(client, models):
+    r = client.post("/api/outcome", json={"model": "outcome-tiny", "shap": False,
+                                          "fields": {"age": 71, "sex": "F", "diabetes": 1}}).json()
+    iv = r["interval"]
+    assert iv is not None and iv["level"] == 0.95 and 0.0 <= iv["lower"] <= iv["upper"] <= 1.0
+    assert "bootstrap" in iv["method"] and iv["n_calibration"] == 10  # 40 phantom patients, a quarter held out
+    assert "95% bootstrap interval" in r["interval_note"] and "held fixed" in r["interval_note"]
+    # the interval is the load-time ensemble's percentile interval at the model's risk
+    lo, hi = models["outcome-tiny"].interval.interval([r["risk"]])
+    assert (iv["lower"], iv["upper"]) == pytest.approx((lo[0], hi[0]))
+    s = client.post("/api/outcome", json={"model": "survival-tiny", "shap": False,
+                                          "fields": _survival_fields(models, nodes=6.0)}).json()
+    curve, iv = s["survival"], s["interval"]
+    lo, mid, hi = (np.array(curve[k]) for k in ("ci_lower", "survival", "ci_upper"))
+    assert np.all(lo <= mid + 1e-9) and np.all(mid <= hi + 1e-9) and np.any(hi - lo > 1e-3)
+    assert iv["level"] == 0.95 and "Breslow" in iv["method"]
+    assert iv["lower"] == pytest.approx(1 - curve["horizon_ci"][1]) and iv["upper"] == pytest.approx(
+        1 - curve["horizon_ci"][0])
+    assert iv["lower"] <= s["risk"] <= iv["upper"] and "Breslow" in curve["ci_note"]
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 def _chromium():

@@ -6,8 +6,8 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Health", "ModelInfo", "Download", "Display", "SegmentResult", "OutcomeRequest", "Shap", "SurvivalCurve",
-           "OutcomeResult"]
+__all__ = ["Health", "CardField", "ModelInfo", "Download", "Display", "SegmentResult", "OutcomeRequest",
+           "Shap", "SurvivalCurve", "RiskInterval", "OutcomeResult"]
 
 
 class Health(BaseModel):
@@ -15,11 +15,18 @@ class Health(BaseModel):
     models: list[str]
     pending: int
 
+class CardField(BaseModel):
+    label: str = Field(description="e.g. intended use, training data, licence, validated metrics, preprocessing")
+    value: str
+
 class ModelInfo(BaseModel):
     name: str
     task: str
     exported: bool
     card: dict
+    card_fields: list[CardField] = Field([], description="the card as readable fields, in the page's order")
+    default: bool = Field(False, description="the page starts on this model (per kind: the first real-data one)")
+    real_data: bool = Field(False, description="trained on real data (the card's data set is no phantom)")
     channel_names: list[str]
     class_names: list[str]
     spatial_dims: int
@@ -77,9 +84,21 @@ class SurvivalCurve(BaseModel):
     horizon: float
     survival_at_horizon: float
     horizon_range: Optional[list[float]] = None
+    ci_lower: Optional[list[float]] = Field(None, description="Cox models: pointwise lower bound of S(t) (Breslow "
+                                            "baseline variance, level in the outcome's interval)")
+    ci_upper: Optional[list[float]] = None
+    horizon_ci: Optional[list[float]] = Field(None, description="[lower, upper] of S at the horizon")
+    ci_note: str = Field("", description="how ci_lower/ci_upper were made, or why there are none")
     median_time: Optional[float] = Field(None, description="first time with S <= 0.5 (null: not reached)")
     time_unit: str
     head: str = Field(description="cox (Breslow baseline) or hazard (discrete-time logistic hazard)")
+
+class RiskInterval(BaseModel):
+    lower: float
+    upper: float
+    level: float = Field(description="nominal coverage, e.g. 0.95")
+    method: str = Field(description="how the interval was made (bootstrap ensemble, Breslow variance...)")
+    n_calibration: Optional[int] = Field(None, description="held-out patients the interval was calibrated on")
 
 class OutcomeResult(BaseModel):
     model: str
@@ -92,3 +111,5 @@ class OutcomeResult(BaseModel):
     shap_note: str
     sample: int
     survival: Optional[SurvivalCurve] = None
+    interval: Optional[RiskInterval] = Field(None, description="the risk's interval (null: none; see interval_note)")
+    interval_note: str = Field("", description="how the interval was made and what it leaves out, or why none")

@@ -14,7 +14,7 @@ from zoo.app.dependencies import ServerState, http_errors, served_model, server_
 from zoo.app.schemas import Health, ModelInfo, OutcomeRequest, OutcomeResult, SegmentResult
 from zoo.app.services import outcome as outcome_service
 from zoo.app.services import segmentation
-from zoo.app.services.served import model_info
+from zoo.app.services.served import default_models, model_info
 from zoo.app.services.uploads import save_upload
 
 __all__ = ["router"]
@@ -29,7 +29,8 @@ async def health(state: ServerState = Depends(server_state)):
 
 @router.get("/models", response_model=list[ModelInfo])
 async def list_models(state: ServerState = Depends(server_state)):
-    return [ModelInfo(**model_info(m)) for m in state.models.values()]
+    defaults = default_models(state.models)
+    return [ModelInfo(**model_info(m, m.name in defaults)) for m in state.models.values()]
 
 
 @router.post("/segment", response_model=SegmentResult)

@@ -1,20 +1,81 @@
 """Outcome models in the application: a binary outcome's risk or a time-to-event model's survival curve for one
 patient's covariates (and a bundled phantom's image where the model takes one), with SHAP contributions of the
-covariates (``zoo.explain.shap_tabular``)."""
+covariates (``zoo.explain.shap_tabular``) and an interval for every risk shown, saying how it was made
+(``zoo.outcome.intervals``; :func:`fit_interval` at load time):
+
+* binary outcome models: a 95 % bootstrap interval of the risk recalibrated on the model's held-out validation
+  patients (200 isotonic calibration maps, each on a bootstrap resample), the validation split read again from
+  the run's own data config when the server can (the phantom cohort is regenerated from its seed; a cohort whose
+  files are absent here gives no interval, and the answer says so);
+* Cox time-to-event models: the 95 % pointwise band of ``S(t | x)`` from the Breslow baseline's variance
+  (``zoo.outcome.intervals.breslow_band``), and its value at the horizon for the risk;
+* logistic-hazard models store no baseline to vary: no interval, said in the answer.
+
+Each interval holds the network's weights fixed: it is the uncertainty of the calibration (binary) or of the
+baseline hazard (Cox), not of the network, and the answer's note says so."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from data_pipelines import ehr
+from data_pipelines.datasets import load_dataset
 from zoo.app.services.served import ServedModel, phantom_sample
 from zoo.explain import shap_tabular
+from zoo.outcome.intervals import CalibrationBootstrap, breslow_band
 
-__all__ = ["CURVE_POINTS", "SURVIVAL_BATCH", "SHAP_OFF", "default_covariates", "outcome_proba", "encode_fields",
+__all__ = ["CURVE_POINTS", "SURVIVAL_BATCH", "SHAP_OFF", "INTERVAL_LEVEL", "INTERVAL_BOOTSTRAP", "fit_interval",
+           "binary_interval",
+           "default_covariates", "outcome_proba", "encode_fields",
            "survival_curve", "outcome"]
 
 
 SHAP_OFF = "SHAP is not enabled on this server"
+INTERVAL_LEVEL = 0.95
+INTERVAL_BOOTSTRAP = 200
+OUTCOME_BATCH = 32  # one compiled batch shape for every binary-outcome request
+
+
+def fit_interval(m: ServedModel) -> tuple[object, str]:
+    """What ``m``'s risk intervals are made from, built once when the model is loaded: ``(record, note)``.
+    ``record``: a ``CalibrationBootstrap`` on the validation split (binary outcome models), ``"breslow"``
+    (Cox models: the stored baseline) or ``None``, with ``note`` saying why there is none."""
+    if m.survival is not None:
+        if m.survival.head == "cox" and "breslow" in m.survival.meta:
+            return "breslow", ""
+        return None, ("no interval: a logistic-hazard model stores no baseline whose uncertainty could be "
+                      "propagated (its hazards come from the network alone)")
+    if m.task != "outcome":
+        return None, ""
+    data = m.pre.config.data
+    try:
+        _, val, _ = load_dataset(data)
+        inputs = {"covariates": np.asarray(val["covariates"], np.float32)}
+        if m.data.get("channel_names"):
+            inputs["image"] = np.asarray(val["image"], np.float32)
+        score = m.pre.predict_proba(inputs, batch_size=OUTCOME_BATCH)[:, 1]
+        record = CalibrationBootstrap(score, val["outcome"], n_boot=INTERVAL_BOOTSTRAP, level=INTERVAL_LEVEL)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        return None, (f"no interval: the held-out patients of this model's data ({data.get('name', '?')}) "
+                      f"cannot be used here ({e})")
+    return record, ""
+
+
+def _interval(m: ServedModel, lower: float, upper: float, how: str) -> dict:
+    return {"lower": float(lower), "upper": float(upper), "level": INTERVAL_LEVEL, "method": how,
+            "n_calibration": int(m.interval.n) if isinstance(m.interval, CalibrationBootstrap) else None}
+
+
+def binary_interval(m: ServedModel, risk: float) -> tuple[dict | None, str]:
+    """The interval of a binary outcome model's ``risk`` (``zoo.app.schemas.RiskInterval``) and its note."""
+    rec = m.interval
+    if not isinstance(rec, CalibrationBootstrap):
+        return None, m.interval_note or "no interval: this model has no held-out calibration record"
+    lo, hi = rec.interval([risk])
+    note = (f"{100 * rec.level:g}% bootstrap interval ({len(rec.maps)} resamples) of the risk recalibrated on "
+            f"{rec.n} held-out validation patients (isotonic calibration of the model's probability); the "
+            f"network's weights are held fixed, so this is the calibration's uncertainty, not the network's")
+    return _interval(m, lo[0], hi[0], "bootstrap ensemble of isotonic recalibrations on the validation split"), note
 
 
 def default_covariates(m: ServedModel) -> np.ndarray:
@@ -30,7 +91,7 @@ def outcome_proba(m: ServedModel, image, covariates: np.ndarray) -> np.ndarray:
     inputs = {"covariates": np.asarray(covariates, np.float32)}
     if m.data.get("channel_names"):
         inputs["image"] = np.repeat(np.asarray(image, np.float32)[None], n, axis=0)
-    return m.pre.predict_proba(inputs, batch_size=32)  # one compiled batch shape for every request
+    return m.pre.predict_proba(inputs, batch_size=OUTCOME_BATCH)
 
 
 def encode_fields(m: ServedModel, fields: dict) -> np.ndarray:
@@ -80,7 +141,8 @@ def survival_curve(m: ServedModel, covariates: np.ndarray, image=None, horizon: 
     (``t_max``: the end of the training follow-up the model's baseline covers), with ``S`` at ``horizon``
     and the median survival time (``None`` when the curve stays above 0.5). Fused image + EHR models: also the
     pointwise range of ``S`` over the mirrored images (a model-sensitivity band, not a confidence interval);
-    EHR-only models give no interval (the deep model has no uncertainty estimate)."""
+    EHR-only models give no such range. Cox models: also the pointwise interval of ``S`` from the Breslow
+    baseline (``ci_lower`` / ``ci_upper``, ``horizon_ci``; see the module docstring)."""
     sm = m.survival
     t_max, default = _survival_support(sm)
     horizon = default if horizon is None else float(horizon)
@@ -105,6 +167,16 @@ def survival_curve(m: ServedModel, covariates: np.ndarray, image=None, horizon: 
            "horizon": horizon, "survival_at_horizon": float(s[at]),
            "median_time": float(grid[below[0]]) if len(below) else None,
            "time_unit": (sm.meta.get("extra") or {}).get("time_unit", ""), "head": sm.head}
+    out.update(ci_lower=None, ci_upper=None, horizon_ci=None, ci_note=m.interval_note or "no interval")
+    if m.interval == "breslow":
+        first = None if image is None else np.asarray(image, np.float32)[None]
+        eta = float(sm.risk(cov, first, batch_size=SURVIVAL_BATCH)[0])
+        b = sm.meta["breslow"]
+        lo, hi = breslow_band(b["times"], b["cum_hazard"], np.exp(eta), grid, INTERVAL_LEVEL)
+        out.update(ci_lower=lo[keep].tolist(), ci_upper=hi[keep].tolist(), horizon_ci=[float(lo[at]), float(hi[at])],
+                   ci_note=(f"{100 * INTERVAL_LEVEL:g}% pointwise interval of S(t) from the Breslow baseline's "
+                            f"variance (Aalen, log scale; conservative with tied event times); the network's risk "
+                            f"score is held fixed, so the network's own uncertainty is not in it"))
     if len(images) > 1:
         lo, hi = np.clip(curves.min(0), 0, 1), np.clip(curves.max(0), 0, 1)
         out.update(lower=lo[keep].tolist(), upper=hi[keep].tolist(),
@@ -153,15 +225,20 @@ def _survival_outcome(m: ServedModel, fields: dict, sample: int, shap: bool, hor
             [1.0 - curve["horizon_range"][1], 1.0 - curve["horizon_range"][0]],
             "risk_range_note": (f"event probability by t = {h:g} {unit}: 1 - S(t); "
                                 + curve["interval_note"]),
+            "interval": None if curve["horizon_ci"] is None else _interval(
+                m, 1.0 - curve["horizon_ci"][1], 1.0 - curve["horizon_ci"][0],
+                "Breslow baseline variance (Aalen), propagated to 1 - S(horizon)"),
+            "interval_note": f"event probability by t = {h:g} {unit}: " + curve["ci_note"],
             "covariates": {n: float(v) for n, v in zip(names, cov)}, "shap": values, "shap_note": note,
             "sample": int(sample), "survival": curve}
 
 
 def outcome(m: ServedModel, fields: dict, sample: int = 0, shap: bool = False, horizon: float | None = None) -> dict:
     """Risk of the adverse outcome for ``fields`` with phantom ``sample``'s image: the risk, its spread over
-    the mirrored images (test-time augmentation; a model-sensitivity range, not a confidence interval) and
-    with ``shap`` the SHAP contribution of each covariate (against a synthetic EHR background). Time-to-event
-    models: the survival curve (:func:`survival_curve`), the risk is the event probability by ``horizon``."""
+    the mirrored images (test-time augmentation; a model-sensitivity range, not a confidence interval), its
+    interval (:func:`binary_interval`) and with ``shap`` the SHAP contribution of each covariate (against a
+    synthetic EHR background). Time-to-event models: the survival curve (:func:`survival_curve`), the risk is the
+    event probability by ``horizon``, its interval from the curve's band."""
     if m.survival is not None:
         return _survival_outcome(m, fields, sample, shap, horizon)
     if m.task != "outcome":
@@ -182,7 +259,9 @@ def outcome(m: ServedModel, fields: dict, sample: int = 0, shap: bool = False, h
             background = np.repeat(cov[None], 32, axis=0) + rng.normal(0, 1, (32, len(cov))).astype(np.float32)
         values = _shap(lambda X: outcome_proba(m, image, np.asarray(X, np.float32))[:, 1], background, cov, names)
         note = "SHAP (permutation) against 32 synthetic EHR patients, same image"
+    interval, interval_note = binary_interval(m, risk)
     return {"model": m.name, "kind": "probability", "risk": risk, "risk_range": [min(spread), max(spread)],
             "risk_range_note": "spread of the risk over the mirrored images (not a confidence interval)",
+            "interval": interval, "interval_note": interval_note,
             "covariates": {n: float(v) for n, v in zip(names, cov)}, "shap": values, "shap_note": note,
             "sample": int(sample), "survival": None}

@@ -20,22 +20,24 @@ async function loadModels() {
   for (const [sel, tasks] of [["seg-model", ["segmentation", "instance"]], ["out-model", ["outcome", "survival"]]]) {
     $(sel).innerHTML = "";
     for (const m of MODELS.filter((m) => tasks.includes(m.task))) {
-      const o = document.createElement("option"); o.value = o.textContent = m.name; $(sel).appendChild(o);
+      const o = document.createElement("option"); o.value = o.textContent = m.name; o.selected = !!m.default;
+      $(sel).appendChild(o);
     }
   }
   showCard(); ehrFields();
 }
 function model(name) { return MODELS.find((m) => m.name === name); }
-function showCard() {
-  const m = model($("seg-model").value);
-  if (!m) { $("card").textContent = "no segmentation model served"; return; }
-  const c = m.card || {};
-  const lines = [`${m.name}: ${c.model || "?"} (${m.task}, ${m.spatial_dims}D)`,
-    `data: ${JSON.stringify(c.data || {})}`, `intended use: ${c.intended_use || "-"}`,
-    `metrics: ${JSON.stringify(c.metrics || {})}`, `licence: ${c.data_licence || c.licence || "-"}`,
-    `channels: ${m.channel_names.join(", ")}; classes: ${m.class_names.join(", ")}`];
-  $("card").textContent = lines.join("\n");
+// The card as readable fields (the server's card_fields: intended use, data, licence, metrics with their split...).
+function cardList(box, m, none) {
+  box.innerHTML = "";
+  if (!m) { box.textContent = none; return; }
+  for (const f of m.card_fields || []) {
+    const dt = document.createElement("dt"), dd = document.createElement("dd");
+    dt.textContent = f.label; dd.textContent = f.value;
+    dd.dataset.field = f.label; box.appendChild(dt); box.appendChild(dd);
+  }
 }
+function showCard() { cardList($("card"), model($("seg-model").value), "no segmentation model served"); }
 
 async function segment(ev) {
   ev.preventDefault();
@@ -96,6 +98,7 @@ function draw() {
 
 function ehrFields() {
   const m = model($("out-model").value), box = $("ehr-fields");
+  cardList($("out-card"), m, "");
   box.innerHTML = "";
   if (!m) { box.textContent = "no outcome model served"; $("ehr-run").disabled = true; return; }
   $("ehr-run").disabled = false;
@@ -129,16 +132,18 @@ function drawSurvival(c) {
   for (let k = 0; k <= 4; k++) { const t = tmax * k / 4; g += `<text x="${x(t)}" y="${H - B + 14}" font-size="10" text-anchor="middle">${Math.round(t)}</text>`; }
   g += `<text x="${(L + W - R) / 2}" y="${H - 4}" font-size="11" text-anchor="middle">time (${esc(c.time_unit || "?")})</text>`;
   g += `<text x="12" y="${(T + H - B) / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${(T + H - B) / 2})">S(t)</text>`;
-  if (c.lower && c.upper) {
-    const band = line(c.upper) + c.lower.map((s, i) => `L${x(c.times[i]).toFixed(1)},${y(s).toFixed(1)}`).reverse().join("") + "Z";
-    g += `<path id="surv-band" d="${band}" fill="#9bd" fill-opacity="0.4" stroke="none"/>`;
-  }
+  const band = (lo, up, id, colour) => {
+    const d = line(up) + lo.map((s, i) => `L${x(c.times[i]).toFixed(1)},${y(s).toFixed(1)}`).reverse().join("") + "Z";
+    return `<path id="${id}" d="${d}" fill="${colour}" fill-opacity="0.35" stroke="none"/>`;
+  };
+  if (c.ci_lower && c.ci_upper) g += band(c.ci_lower, c.ci_upper, "surv-ci", "#f5b041");  // the interval
+  if (c.lower && c.upper) g += band(c.lower, c.upper, "surv-band", "#9bd");  // the mirrored-image range
   g += `<line x1="${x(c.horizon)}" x2="${x(c.horizon)}" y1="${T}" y2="${H - B}" stroke="#d44" stroke-dasharray="3,3"/>`;
   g += `<path id="surv-line" d="${line(c.survival)}" fill="none" stroke="#226" stroke-width="2"/>`;
   svg.innerHTML = g;
   svg.dataset.points = String(c.times.length);
   const med = c.median_time == null ? `not reached by ${Math.round(tmax)}` : Math.round(c.median_time);
-  $("surv-note").textContent = `S(${c.horizon}) = ${(100 * c.survival_at_horizon).toFixed(1)}%; median survival: ${med} ${c.time_unit}; ${c.interval_note}`;
+  $("surv-note").textContent = `S(${c.horizon}) = ${(100 * c.survival_at_horizon).toFixed(1)}%; median survival: ${med} ${c.time_unit}; ${c.ci_note}; ${c.interval_note}`;
   $("surv").hidden = false;
 }
 
@@ -156,8 +161,12 @@ async function predictRisk(ev) {
   try {
     const r = await api("/api/outcome", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify(req)});
-    const range = r.risk_range ? ` (range ${(100 * r.risk_range[0]).toFixed(1)}–${(100 * r.risk_range[1]).toFixed(1)}%)` : "";
-    $("risk").innerHTML = `<b id="risk-value">risk ${(100 * r.risk).toFixed(1)}%</b>${range}: ${esc(r.risk_range_note)}`;
+    const pct = (v) => (100 * v).toFixed(1);
+    const range = r.risk_range ? ` (range ${pct(r.risk_range[0])}–${pct(r.risk_range[1])}%)` : "";
+    const iv = r.interval ? `<span id="risk-interval">${Math.round(100 * r.interval.level)}% interval ${pct(r.interval.lower)}–${pct(r.interval.upper)}%</span>`
+      : `<span id="risk-interval">no interval</span>`;
+    $("risk").innerHTML = `<b id="risk-value">risk ${pct(r.risk)}%</b>, ${iv}${range}: ${esc(r.risk_range_note)}` +
+      `<div class="note" id="interval-note">${esc(r.interval_note)}</div>`;
     if (r.survival) drawSurvival(r.survival);
     const rows = r.shap ? Object.entries(r.shap.values).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])) : [];
     $("shap").innerHTML = "<tr><th>field</th><th>SHAP (risk)</th></tr>" + rows.map(([k, v]) =>
