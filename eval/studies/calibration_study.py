@@ -201,11 +201,13 @@ def study_markdown(result: dict) -> str:
              f"ECE: pixel-level top-label, {result['ece_bins']} bins, held-out fold at native resolution. Conformal "
              f"threshold at alpha = {a} fitted on the other folds' held-out predictions.",
              "",
-             "| fold | T | ECE before | ECE after | Dice | t̂ | n cal | miss rate | argmax miss | flagged | cases > α |",
+             "| fold | T | ECE before | ECE after | Dice | t̂ | n cal | miss rate | argmax miss | flagged "
+             "| cases > α |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["folds_detail"]:
         lines.append(f"| {r['fold']} | {_f(r['temperature'], 2)} | {_f(r['ece_before'], 4)} "
-                     f"| {_f(r['ece_after'], 4)} | {_f(r['dice'])} | {_f(r['conformal_threshold'])} | {r['calibration_cases']} "
+                     f"| {_f(r['ece_after'], 4)} | {_f(r['dice'])} | {_f(r['conformal_threshold'])} "
+                     f"| {r['calibration_cases']} "
                      f"| {_f(r['miss_rate'])} | {_f(r['miss_rate_argmax'])} | {_f(r['flagged_fraction'])} "
                      f"| {r['cases_over_alpha']}/{r['test_cases']} |")
 
