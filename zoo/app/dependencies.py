@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 
 from fastapi import HTTPException, Request
 
-from zoo.app.services.pool import Busy, InferencePool
+from zoo.app.services.pool import Busy, InferencePool, WorkerLost
 from zoo.app.services.served import ServedModel
 from zoo.app.services.uploads import TooLarge, UnsupportedType
 
@@ -46,13 +47,14 @@ def served_model(state: ServerState, name: str, tasks: tuple) -> ServedModel:
 
 @contextlib.contextmanager
 def http_errors(timeout: float):
-    """Services' exceptions as HTTP answers: a full pool 503 (retry after 1 s), past ``timeout`` 504, an upload
-    over the limit 413, an unsupported file type 415, other bad input (``ValueError``, a missing file) 400."""
+    """Services' exceptions as HTTP answers: a full pool or a worker process lost 503 (retry after 1 s), past
+    ``timeout`` 504, an upload over the limit 413, an unsupported file type 415, other bad input (``ValueError``,
+    a missing file) 400, the temporary folder's disk full (``ENOSPC``/``EDQUOT``) 507."""
     try:
         yield
-    except Busy as e:
+    except (Busy, WorkerLost) as e:
         raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, TimeoutError):
         raise HTTPException(504, f"the prediction took longer than {timeout:g} s") from None
     except TooLarge as e:
         raise HTTPException(413, str(e)) from None
@@ -60,3 +62,8 @@ def http_errors(timeout: float):
         raise HTTPException(415, str(e)) from None
     except (ValueError, FileNotFoundError) as e:
         raise HTTPException(400, str(e)) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise HTTPException(507, "the server's temporary storage is full; the request was not kept, retry later",
+                            headers={"Retry-After": "30"}) from None
