@@ -6,9 +6,14 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Health", "CardField", "ModelInfo", "Download", "Display", "SegmentResult", "OutcomeRequest",
+__all__ = ["Error", "Health", "CardField", "ModelInfo", "Download", "Display", "SegmentResult", "OutcomeRequest",
            "Shap", "SurvivalCurve", "RiskInterval", "OutcomeResult"]
 
+
+class Error(BaseModel):
+    """Every error answer (4xx/5xx) the application gives: one line naming the problem."""
+
+    detail: str
 
 class Health(BaseModel):
     status: str
