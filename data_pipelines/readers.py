@@ -576,7 +576,11 @@ def _picture_bytes(im) -> int:
 def _read_picture(path: str, max_bytes: int):
     from PIL import Image
 
-    with Image.open(path) as im:  # reads the header only
+    try:
+        im = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as e:  # PIL's own bound (twice Image.MAX_IMAGE_PIXELS), met at open
+        raise UnreadableInput(path, f"too large: {e}") from None
+    with im:
         w, h = im.size
         check_claim(path, "the picture's size", (h, w), _picture_bytes(im), max_bytes)
         im.load()

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from data_pipelines import geometry, read_image, read_label
+from data_pipelines.errors import MissingInput, UnreadableInput
 
 SPACING = (0.7, 0.8, 2.5)
 ORIGIN = (-10.0, 20.0, 30.0)
@@ -139,18 +140,18 @@ def _garbage_nrrd(tmp_path):
 
 @pytest.mark.parametrize("make,needle", [(_truncated_gz, "t.nii.gz"), (_corrupt_png, "c.png"),
                                          (_truncated_raw, "truncated"), (_garbage_nrrd, "g.nrrd")])
-def test_bad_files_raise_value_error_naming_the_file(tmp_path, make, needle):
+def test_bad_files_raise_unreadable_input_naming_the_file(tmp_path, make, needle):
     path = make(tmp_path)
-    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+    with pytest.raises(UnreadableInput, match=needle.replace(".", r"\.")):
         read_image(path)
 
 
 def test_missing_and_unknown(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+    with pytest.raises(MissingInput, match="nope.nii.gz"):  # also a FileNotFoundError
         read_image(tmp_path / "nope.nii.gz")
     p = tmp_path / "x.xyz"
     p.write_text("hi")
-    with pytest.raises(ValueError, match="unknown image format"):
+    with pytest.raises(UnreadableInput, match="unknown image format"):
         read_image(p)
 
 

@@ -160,10 +160,16 @@ def _read(read, path: str, suffix: str, folder: str, label: str, max_upload_mb: 
         target = _readable_path(path, suffix, folder, label, limit)
         return read(target, limit), target
     except InputTooLarge as e:
-        raise TooLarge(max_upload_mb, e.problem.replace(folder + os.sep, "")) from None
+        raise TooLarge(max_upload_mb, _unplaced(e.problem, folder)) from None
     except UnreadableInput as e:
-        problem = e.problem.replace(folder + os.sep, "")
-        raise UnreadableInput(label, f"cannot be read as {suffix}: {problem}") from None
+        raise UnreadableInput(label, f"cannot be read as {suffix}: {_unplaced(e.problem, folder)}") from None
+
+
+def _unplaced(problem: str, folder: str) -> str:
+    """``problem`` without the server's request folder (the client is told names, not where they lie)."""
+    for f in (os.path.realpath(folder), folder):
+        problem = problem.replace(f + os.sep, "").replace(f, "the upload's folder")
+    return problem
 
 
 def read_upload(path: str, suffix: str, folder: str, label: str = "upload",
