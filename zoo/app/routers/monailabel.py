@@ -45,6 +45,18 @@ router = APIRouter(tags=["MONAI Label (3D Slicer)"])
 NOT_SAVED = "this server keeps no labels: save the segmentation in 3D Slicer (File > Save)"
 
 
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+INFER_ANSWERS = {200: {"description": "output=all (or none): the params JSON and the label map as multipart parts; "
+                                      "output=json: the params; output=image: the label map",
+                       "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+                           "params": {"type": "string"}, "image": {"type": "string", "format": "binary"}}}},
+                                   "application/json": {"schema": {"type": "object"}},
+                                   "application/octet-stream": _FILE}}}
+SESSION_ANSWERS = {200: {"description": "the session's info, or its image with image=true",
+                         "content": {"application/json": {"schema": {"type": "object"}},
+                                     "application/octet-stream": _FILE}}}
+
+
 class ResultType(str, Enum):
     image = "image"
     json = "json"
@@ -131,7 +143,7 @@ async def create_session(files: list[UploadFile] = File(...), expiry: int = 0, u
     return {"session_id": info.name, "session_info": info.to_json()}
 
 
-@router.get("/session/{session_id}")
+@router.get("/session/{session_id}", responses=SESSION_ANSWERS)
 async def get_session(session_id: str, update_ts: bool = False, image: bool = False,
                       store: SessionStore = Depends(session_store)):
     info = _session(store, session_id, update_ts)
@@ -172,7 +184,7 @@ def multipart_form(parts: list[tuple[str, Optional[str], str, bytes]]) -> Respon
     return Response(bytes(body), media_type=f"multipart/form-data; boundary={boundary}")
 
 
-@router.post("/infer/{model}")
+@router.post("/infer/{model}", responses=INFER_ANSWERS)
 async def infer(model: str, image: str = "", session_id: str = "", output: Optional[ResultType] = None,
                 params: str = Form("{}"), file: Optional[UploadFile] = File(None),
                 state: ServerState = Depends(server_state), store: SessionStore = Depends(session_store)):
