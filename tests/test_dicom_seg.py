@@ -27,18 +27,19 @@ from zoo.training import train_and_evaluate  # noqa: E402
 CROP = (slice(336, 376), slice(305, 345), slice(6, 18))  # 40 x 40 x 12 voxels; the lesion is on slices 8-17
 
 
-def _ct_slice(pixels: np.ndarray, k: int, origin, spacing, uids: dict) -> "pydicom.Dataset":
-    """One CT Image Storage dataset: ``pixels [X, Y]`` in HU at slice ``k`` of an axial (identity) grid."""
+def _ct_slice(pixels: np.ndarray, k: int, meta: readers.ImageMeta, uids: dict) -> "pydicom.Dataset":
+    """One CT Image Storage dataset: ``pixels [X, Y]`` in HU at slice ``k`` of the grid ``meta`` (its direction's
+    columns: along a row, down the columns, across the slices)."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = CTImageStorage
+    file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.file_meta = file_meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["study"], uids["series"]
     ds.FrameOfReferenceUID = uids["frame"]
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Lung^Two", "LUNG2", "", "O"
@@ -47,8 +48,9 @@ def _ct_slice(pixels: np.ndarray, k: int, origin, spacing, uids: dict) -> "pydic
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 3, k + 1
     ds.Manufacturer = "pyradiomics sample (re-encoded by the test)"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * spacing[2])]
+    direction, spacing = meta.direction_matrix, meta.spacing
+    ds.ImageOrientationPatient = [round(float(v), 6) for v in (*direction[:, 0], *direction[:, 1])]
+    ds.ImagePositionPatient = [round(float(v), 4) for v in np.asarray(meta.origin) + direction[:, 2] * spacing[2] * k]
     ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]  # row spacing (along Y), column spacing (along X)
     ds.SliceThickness = float(spacing[2])
     ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[0]
@@ -70,7 +72,7 @@ def write_series(folder, hu: np.ndarray, meta: readers.ImageMeta, seed: int = 0)
     paths = []
     for k in range(hu.shape[2]):
         path = os.path.join(folder, names[k])
-        _ct_slice(hu[:, :, k], k, meta.origin, meta.spacing, uids).save_as(path, enforce_file_format=True)
+        _ct_slice(hu[:, :, k], k, meta, uids).save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
@@ -147,6 +149,51 @@ def test_write_seg_frames_sit_on_their_source_slices(ct, tmp_path):
     algo = desc.algorithm_identification[0]
     assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("unet-test", "step 7")
     assert "unet-test" in algo.AlgorithmSource
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    r = np.eye(3)
+    a, b = [i for i in range(3) if i != axis]
+    r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+    return r
+
+
+@pytest.mark.parametrize("direction", [
+    np.diag([1.0, 1.0, -1.0]) @ np.eye(3),                      # slices stacked toward the feet
+    np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),  # sagittal
+    _rotation(0, 20.0) @ _rotation(2, 35.0),                      # oblique
+], ids=["feet_first", "sagittal", "oblique"])
+def test_frames_follow_positions_whatever_the_orientation(ct, tmp_path, direction):
+    """The series is written in another orientation and read back by ``data_pipelines.readers``, which orders
+    the slices itself (along the normal of the rows and columns: the feet-first series comes back reversed); the
+    label map in the reader's order gives frames on their source slices."""
+    _, _, hu, lesion, meta = ct
+    grid = meta.replace(direction=tuple(map(tuple, direction)))
+    folder = tmp_path / "series"
+    paths = write_series(str(folder), hu, grid, seed=3)
+    image, read = readers.read_image(str(folder))
+    np.testing.assert_allclose(read.direction_matrix[:, :2], direction[:, :2], atol=1e-5)
+    np.testing.assert_allclose(np.abs(read.direction_matrix[:, 2]), np.abs(direction[:, 2]), atol=1e-5)
+    to_read = np.linalg.inv(read.affine())
+    read_k = [int(round((to_read @ grid.affine() @ [0.0, 0.0, k, 1.0])[2])) for k in range(hu.shape[2])]
+    assert sorted(read_k) == list(range(hu.shape[2]))
+    in_read_order = np.empty_like(lesion)
+    for k, kr in enumerate(read_k):
+        np.testing.assert_array_equal(image[:, :, kr, 0], hu[:, :, k])
+        in_read_order[:, :, kr] = lesion[:, :, k]
+    out = tmp_path / "seg.dcm"
+    dicom.write_seg(in_read_order, read, str(folder), _card(), str(out))
+    seg = hd.seg.segread(str(out))
+    index = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: k for k, p in enumerate(paths)}
+    frames = _seg_frames(seg)
+    assert {index[uid] for uid, _ in frames} == {k for k in range(lesion.shape[2]) if lesion[:, :, k].any()}
+    for (uid, _), frame in frames.items():
+        np.testing.assert_array_equal(frame, lesion[:, :, index[uid]].T)
+    positions, refs, _ = _frame_positions(seg)
+    for pos, uid in zip(positions, refs):
+        want = grid.affine()[:3] @ [0.0, 0.0, index[uid], 1.0]
+        np.testing.assert_allclose(pos, want, atol=1e-3)
 
 
 def test_fractional_seg_round_trips_the_probabilities(ct, tmp_path):
