@@ -1,6 +1,10 @@
 """Prediction in the input's geometry: ``python -m zoo.predict --model NAME_OR_PATH --input PATH --output PATH
 [--tta] [--overlay PNG] [--uncertainty PATH] [--overlap 0.5] [--batch_size 4]``.
 
+``--output seg.dcm`` writes a DICOM Segmentation of a DICOM series input (``zoo.dicom.write_seg``: one segment
+per foreground class, coded as the model card says, each frame on its source slice); with ``--fractional`` a
+FRACTIONAL SEG of the class probabilities.
+
 ``--model``: a model-store name (``zoo.list_pretrained``) or a work directory. ``--input``: one image file
 (NIfTI, NRRD, MHD/MHA, a DICOM folder, PNG/JPEG/BMP/TIFF) or a case folder holding one file per modality,
 matched by the patterns the model was trained with (``data.patterns``, else its data family's: BraTS names;
@@ -36,10 +40,13 @@ import sys
 
 import numpy as np
 
+from zoo import dicom
+from zoo.cards import read_card
 from zoo.cli import command_parser, run_command
 from zoo.calibration import model_temperature
 from zoo.prediction import output_format, predict_case_proba, read_case, write_label, write_map, write_overlay
 from zoo.pretrained import load_pretrained
+from zoo.store import resolve
 from zoo.uncertainty import mutual_information_path, uncertainty_maps
 
 __all__ = ["main"]
@@ -49,7 +56,9 @@ def main(argv=None) -> int:
     p = command_parser("python -m zoo.predict", __doc__)
     p.add_argument("--model", required=True, help="model-store name or work directory")
     p.add_argument("--input", required=True, help="image file, DICOM folder or case folder")
-    p.add_argument("--output", required=True, help="label map to write (.nii.gz, .nrrd, .mha, .png)")
+    p.add_argument("--output", required=True, help="label map to write (.nii.gz, .nrrd, .mha, .png; .dcm: DICOM SEG)")
+    p.add_argument("--fractional", action="store_true",
+                   help="with --output ….dcm: a FRACTIONAL SEG of the class probabilities instead of a BINARY one")
     p.add_argument("--tta", action="store_true", help="average over mirrored copies (test-time augmentation)")
     p.add_argument("--overlay", default=None, help="also write a PNG of the image with the contours")
     p.add_argument("--uncertainty", default=None,
@@ -60,10 +69,15 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    seg = args.output.lower().endswith(dicom.SEG_SUFFIX)  # a DICOM SEG of a DICOM series (zoo.dicom)
+    if args.fractional and not seg:
+        raise ValueError(f"--fractional writes a FRACTIONAL DICOM SEG; give --output ….dcm (got {args.output})")
+    sources = dicom.series_headers(args.input) if seg else None  # not a DICOM image series: fails before any work
     for flag, path in (("--output", args.output), ("--uncertainty", args.uncertainty)):
         if path is None:
             continue
-        output_format(path) if flag == "--output" else mutual_information_path(path)  # bad names fail first
+        if not (seg and flag == "--output"):
+            output_format(path) if flag == "--output" else mutual_information_path(path)  # bad names fail first
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{flag} {path}: folder {folder} does not exist")
@@ -73,7 +87,11 @@ def _run(args) -> int:
                               temperature=model_temperature(args.model), members=bool(args.uncertainty and args.tta))
     labels = case.proba.argmax(-1).astype(np.int32)
     num_classes = int(pre.meta["data"]["num_classes"])
-    write_label(labels, meta, files[0], args.output, num_classes)
+    if seg:
+        dicom.write_seg(labels, meta, sources, read_card(resolve(args.model), pre), args.output,
+                        fractional=case.proba if args.fractional else None)
+    else:
+        write_label(labels, meta, files[0], args.output, num_classes)
     if args.uncertainty:
         maps = uncertainty_maps(case)
         write_map(maps["entropy"], meta, files[0], args.uncertainty)
