@@ -84,10 +84,10 @@ def http_multipart(c: TestClient, method: str, selector: str, fields: dict, file
     return c.request(method, selector, content=body, headers=h)
 
 
-def upload_image(c, path, image_id, headers=None):
+def upload_image(c, path, image_id, headers=None, client_id=CLIENT_ID):
     """client.upload_image: PUT /datastore/?image=ID, fields params (with client_id), file ``file``."""
     return http_multipart(c, "PUT", f"/datastore/?image={image_id}",
-                          {"params": json.dumps({"client_id": CLIENT_ID})}, {"file": path}, headers)
+                          {"params": json.dumps({"client_id": client_id})}, {"file": path}, headers)
 
 
 def create_session(c, path, headers=None, query=""):
@@ -169,6 +169,10 @@ def test_segment_a_slicer_volume_as_the_module_does(client, models, volume, tmp_
     r = upload_image(client, volume, "MRHead")
     assert r.status_code == 200, r.text
     assert r.json()["image"] == "MRHead"
+    # another user's volume of the same name (Slicer names volumes by their series) is theirs, not ours
+    other = sitk.GetImageFromArray(np.ones((3, 16, 16, 4), np.float32), isVector=True)
+    sitk.WriteImage(other, str(tmp_path / "MRHead.nrrd"))
+    assert upload_image(client, tmp_path / "MRHead.nrrd", "MRHead", client_id="user-abc").status_code == 200
     form, files = parse_multipart(infer(client, "unet-tiny", "MRHead", {}))
     params = json.loads(form["params"])
     assert params["label_names"] == {n: i for i, n in enumerate(models["unet-tiny"].data["class_names"]) if i}
@@ -182,7 +186,8 @@ def test_segment_a_slicer_volume_as_the_module_does(client, models, volume, tmp_
     np.testing.assert_array_equal(labels, expected_labels(models["unet-tiny"], volume))
     listed = client.get("/datastore/?output=all").json()["objects"]
     assert listed["MRHead"]["image"]["info"]["shape"] == [24, 20, 6] and listed["MRHead"]["labels"] == {}
-    assert client.get("/datastore/").json()["total"] >= 1
+    assert listed["MRHead (user-abc)"]["image"]["info"]["shape"] == [16, 16, 3]
+    assert client.get("/datastore/").json()["total"] >= 2
 
 
 def test_session_create_get_infer_delete(client, models, volume, tmp_path):

@@ -84,7 +84,8 @@ def _description(m) -> str:
     card, d = m.card or {}, m.data
     about = card.get("summary") or card.get("description") or (
         f"{card.get('model', m.name)} trained on {(card.get('data') or {}).get('name', '?')}")
-    return f"{about}; input channels: {', '.join(d['channel_names'])}"
+    use = f"; intended use: {card['intended_use']}" if card.get("intended_use") else ""
+    return f"{about}; input channels: {', '.join(d['channel_names'])}{use}"
 
 
 @router.get("/info/")
@@ -111,7 +112,7 @@ def _local_name(upload: UploadFile) -> UploadFile:
 
 
 async def _store_upload(upload: UploadFile, state: ServerState, store: SessionStore, *, expiry: int = 0,
-                        name: str | None = None) -> SessionInfo:
+                        name: str | None = None, client_id: str | None = None) -> SessionInfo:
     """Save ``upload`` in a new entry of ``store``, read it once (a file that is not an image is refused here)."""
     _local_name(upload)
     sid, folder = store.reserve()
@@ -119,7 +120,8 @@ async def _store_upload(upload: UploadFile, state: ServerState, store: SessionSt
         with http_errors(state.timeout):
             path, suffix = await save_upload(upload, folder, "image", state.max_upload_mb)
             meta = await state.pool.run(describe_upload, path, suffix, f"upload {upload.filename!r}")
-        return store.commit(sid, os.path.basename(path), suffix, meta, expiry=expiry, datastore_name=name)
+        return store.commit(sid, os.path.basename(path), suffix, meta, expiry=expiry, datastore_name=name,
+                            client_id=client_id)
     except BaseException:
         store.discard(sid)
         raise
@@ -171,6 +173,12 @@ def _params(text: str) -> dict:
     return p
 
 
+def _client_id(params: dict) -> str | None:
+    """The ``client_id`` MONAI Label's client adds to every request's params (``None`` when absent)."""
+    cid = params.get("client_id")
+    return str(cid) if cid is not None else None
+
+
 def multipart_form(parts: list[tuple[str, Optional[str], str, bytes]]) -> Response:
     """A ``multipart/form-data`` answer of ``parts`` ``(name, filename or None, content type, bytes)``: what
     MONAI Label sends for ``output=all`` (its client parses it with ``cgi.FieldStorage``)."""
@@ -203,7 +211,7 @@ async def infer(model: str, image: str = "", session_id: str = "", output: Optio
                 path, suffix = await save_upload(_local_name(file), folder, "upload", state.max_upload_mb)
                 source = (path, suffix, f"upload {file.filename!r}")
             elif image:
-                entry = store.find(image)
+                entry = store.find(image, _client_id(p))
                 if entry is None:
                     raise HTTPException(404, f"image {image!r} not found: upload it first (PUT /datastore/ or "
                                              f"PUT /session/), or send it as 'file'")
@@ -240,8 +248,11 @@ async def datastore(output: str = Query("stats", pattern="^(stats|all|train)$"),
         return _datastore_stats(store)
     if output == "train":
         return []  # image + label pairs: this server keeps no labels
-    objects = {name: {"image": {"id": name, "ext": i.suffix, "info": {**i.meta, "ts": i.create_ts}}, "labels": {}}
-               for name, i in store.datastore().items()}
+    objects = {}
+    for i in store.datastore():  # a name two clients use is listed once per client
+        key = i.datastore_name if i.datastore_name not in objects else f"{i.datastore_name} ({i.client_id})"
+        objects[key] = {"image": {"id": i.datastore_name, "ext": i.suffix,
+                                  "info": {**i.meta, "ts": i.create_ts, "client_id": i.client_id}}, "labels": {}}
     return {"name": "medzoo uploads", "description": f"images uploaded for inference, kept at most "
                                                      f"{store.max_expiry} s after their last use", "objects": objects}
 
@@ -250,14 +261,14 @@ async def datastore(output: str = Query("stats", pattern="^(stats|all|train)$"),
 @router.put("/datastore/image")
 async def add_image(image: Optional[str] = None, params: str = Form("{}"), file: UploadFile = File(...),
                     state: ServerState = Depends(server_state), store: SessionStore = Depends(session_store)):
-    _params(params)
+    cid = _client_id(_params(params))
     name = image
     if name is None:  # MONAI Label's default id: the file's name without its suffix
         base = _local_name(file).filename or ""
         name = next((base[:-len(s)] for s in ACCEPTED_SUFFIXES if base.lower().endswith(s)), base)
     if not name or len(name) > 255 or not name.isprintable():
         raise HTTPException(400, "image: give a printable image id of 1..255 characters (query 'image')")
-    info = await _store_upload(file, state, store, name=name)
+    info = await _store_upload(file, state, store, name=name, client_id=cid)
     return {"image": name, "session_id": info.name}
 
 

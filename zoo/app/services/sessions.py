@@ -2,7 +2,9 @@
 (``PUT /datastore/?image=NAME``), each one uploaded file in its own folder of a server temporary directory.
 
 Ids are made here (``uuid4`` hex) and checked against that form before anything touches the file system; a
-client's datastore name is only a key in memory, never a path. An entry expires ``expiry`` seconds after it was
+client's datastore name is only a key in memory, never a path, and it is kept per ``client_id`` (the id MONAI
+Label's client sends with every upload and inference), so two users segmenting volumes of the same name (Slicer
+names volumes by their series) do not get each other's images. An entry expires ``expiry`` seconds after it was
 last used (capped by the store's ``max_expiry``, as MONAI Label's ``Sessions`` does) and is removed on the next
 look-up; past ``max_entries`` the least recently used entry goes first. The whole directory is removed when the
 store is closed or the process exits.
@@ -28,7 +30,8 @@ SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 @dataclasses.dataclass
 class SessionInfo:
     """One stored upload: ``name`` (its id), the saved file's ``image`` name and ``suffix``, what reading it found
-    (``meta``: shape, spacing, channels), the datastore name it was uploaded under (``None`` for a session), and
+    (``meta``: shape, spacing, channels), the datastore name it was uploaded under (``None`` for a session) and
+    the uploading ``client_id``, and
     MONAI Label's timestamps (``create_ts``, ``last_access_ts``, seconds) and ``expiry`` (seconds after the last
     access)."""
 
@@ -40,6 +43,7 @@ class SessionInfo:
     last_access_ts: int
     expiry: int
     datastore_name: str | None = None
+    client_id: str | None = None
 
     def to_json(self) -> dict:
         """What ``GET /session/{id}`` answers (MONAI Label's ``SessionInfo`` fields; no server path)."""
@@ -58,7 +62,7 @@ class SessionStore:
         os.makedirs(self.root, exist_ok=True)
         self.max_expiry, self.max_entries, self.clock = int(max_expiry), int(max_entries), clock
         self._entries: dict[str, SessionInfo] = {}
-        self._names: dict[str, str] = {}  # datastore name -> id
+        self._names: dict[tuple, str] = {}  # (client id, datastore name) -> id
         self._lock = threading.Lock()
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.root, True)
 
@@ -81,25 +85,26 @@ class SessionStore:
         with self._lock:
             info = self._entries.pop(sid, None)
             if info is not None and info.datastore_name is not None:
-                self._names.pop(info.datastore_name, None)
+                self._names.pop((info.client_id, info.datastore_name), None)
         shutil.rmtree(os.path.join(self.root, sid), ignore_errors=True)
 
     def commit(self, sid: str, image: str, suffix: str, meta: dict, *, expiry: int = 0,
-               datastore_name: str | None = None) -> SessionInfo:
+               datastore_name: str | None = None, client_id: str | None = None) -> SessionInfo:
         """Store the upload saved as ``image`` in ``sid``'s folder; ``expiry`` 0 (or over the cap): the store's
-        ``max_expiry``. A ``datastore_name`` already in use is replaced."""
+        ``max_expiry``. A ``datastore_name`` the same ``client_id`` already uses is replaced."""
         now = int(self.clock())
         expiry = self.max_expiry if expiry <= 0 else min(int(expiry), self.max_expiry)
         info = SessionInfo(name=sid, image=image, suffix=suffix, meta=meta, create_ts=now, last_access_ts=now,
-                           expiry=expiry, datastore_name=datastore_name)
+                           expiry=expiry, datastore_name=datastore_name, client_id=client_id)
         self.remove_expired()
-        replaced = self._names.get(datastore_name) if datastore_name is not None else None
+        key = (client_id, datastore_name)
+        replaced = self._names.get(key) if datastore_name is not None else None
         if replaced is not None:
             self.discard(replaced)
         with self._lock:
             self._entries[sid] = info
             if datastore_name is not None:
-                self._names[datastore_name] = sid
+                self._names[key] = sid
             over = sorted(self._entries.values(), key=lambda i: i.last_access_ts)[:-self.max_entries]
         for old in over:
             self.discard(old.name)
@@ -125,12 +130,13 @@ class SessionStore:
                 info.last_access_ts = int(self.clock())
         return info
 
-    def find(self, image: str) -> SessionInfo | None:
-        """The entry an ``image`` query names: a session id, else a datastore name (``None`` when neither)."""
+    def find(self, image: str, client_id: str | None = None) -> SessionInfo | None:
+        """The entry an ``image`` query names: a session id, else ``client_id``'s datastore name (``None`` when
+        neither)."""
         info = self.get(image)
         if info is None:
             with self._lock:
-                sid = self._names.get(image)
+                sid = self._names.get((client_id, image))
             info = self.get(sid) if sid is not None else None
         return info
 
@@ -138,8 +144,9 @@ class SessionStore:
         """The saved file of entry ``info``."""
         return os.path.join(self.root, info.name, info.image)
 
-    def datastore(self) -> dict:
-        """``{datastore name: SessionInfo}`` of the live datastore images."""
+    def datastore(self) -> list:
+        """The live datastore images (``SessionInfo``), oldest first."""
         self.remove_expired()
         with self._lock:
-            return {n: self._entries[s] for n, s in self._names.items() if s in self._entries}
+            return sorted((self._entries[s] for s in self._names.values() if s in self._entries),
+                          key=lambda i: i.create_ts)
