@@ -48,6 +48,8 @@ def _ct_slice(pixels: np.ndarray, k: int, meta: readers.ImageMeta, uids: dict) -
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 3, k + 1
     ds.Manufacturer = "pyradiomics sample (re-encoded by the test)"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientPosition, ds.PositionReferenceIndicator, ds.BodyPartExamined = "HFS", "", "CHEST"
+    ds.KVP, ds.AcquisitionNumber = "", 1
     direction, spacing = meta.direction_matrix, meta.spacing
     ds.ImageOrientationPatient = [round(float(v), 6) for v in (*direction[:, 0], *direction[:, 1])]
     ds.ImagePositionPatient = [round(float(v), 4) for v in np.asarray(meta.origin) + direction[:, 2] * spacing[2] * k]
@@ -383,3 +385,21 @@ def test_cards_carry_and_check_their_class_codes(tmp_path):
     write_json(str(entry / "card.json"), {"name": "e", "data": {"class_names": ["skin", "lesion"]}, "class_codes": own})
     with pytest.raises(ValueError, match="card.json: class_codes label 1: category needs"):
         cards.read_card(str(entry), None)
+
+
+@pytest.mark.parametrize("fractional", [False, True], ids=["binary", "fractional"])
+def test_seg_passes_the_dicom3tools_validator(ct, tmp_path, fractional):
+    """``dciodvfy`` (David Clunie's dicom3tools, ``apt-get install dicom3tools``) checks the SEG against the
+    standard's IOD and module definitions: no error, no warning."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("dciodvfy"):
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    folder, _, _, lesion, meta = ct
+    proba = np.stack([1.0 - lesion, lesion], axis=-1).astype(np.float32) if fractional else None
+    out = tmp_path / "seg.dcm"
+    dicom.write_seg(lesion, meta, str(folder), _card(), str(out), fractional=proba)
+    report = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True, timeout=60)
+    lines = (report.stdout + report.stderr).strip().splitlines()
+    assert lines[0] == "Segmentation" and not [x for x in lines if x.startswith(("Error", "Warning"))], lines
