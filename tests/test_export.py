@@ -104,6 +104,18 @@ def test_written_loader_runs_images_larger_than_a_window_without_medzoo(exported
     assert got.shape == want.shape == (2, 48, 40, 4)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
+def test_bare_export_tempers_and_returns_mirrored_members_as_the_predictor_does(exported_dir):
+    seg, out = exported_dir
+    x = np.random.default_rng(3).normal(size=(1, 48, 40, 4)).astype(np.float32)
+    kw = dict(tta=True, temperature=2.0, members=True)
+    got = exported.ExportedModel.load(str(out)).predictor.sliding_window_proba(x, (32, 32), **kw)
+    want = load_pretrained(seg).predictor.sliding_window_proba(x, (32, 32), **kw)
+    assert got.shape == want.shape == (4, 1, 48, 40, 4)  # unmirrored, then the three mirrorings
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        exported.ExportedModel.load(str(out)).predictor.sliding_window_proba(x, (32, 32), temperature=0.0)
+
+
 def test_serve_serves_an_exported_model(exported_dir):
     _, out = exported_dir
     m = zoo_app.load_model(str(out))
