@@ -351,6 +351,14 @@ def test_write_seg_refuses_what_does_not_fit_the_grid(ct, tmp_path):
         dicom.write_seg(lesion * 2, meta, paths, _card(), str(out))
     with pytest.raises(ValueError, match="fractional: expected probabilities"):
         dicom.write_seg(lesion, meta, paths, _card(), str(out), fractional=np.zeros(lesion.shape + (3,), np.float32))
+    from data_pipelines.errors import UnreadableInput
+
+    _sr(tmp_path / "report.dcm")
+    (tmp_path / "broken.dcm").write_bytes(b"not DICOM at all")
+    for source, problem in (([str(tmp_path / "report.dcm"), *paths], "report.dcm: not an image slice"),
+                            ([*paths, str(tmp_path / "broken.dcm")], "broken.dcm: not a readable DICOM file")):
+        with pytest.raises(UnreadableInput, match=problem):  # bad outside bytes: the readers' one error type
+            dicom.write_seg(lesion, meta, source, _card(), str(out))
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
 

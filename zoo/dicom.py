@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from data_pipelines.atomic import atomic_path
+from data_pipelines.errors import UnreadableInput
 from data_pipelines.readers import ImageMeta
 
 __all__ = ["series_headers", "slice_order", "write_seg", "SEG_SUFFIX"]
@@ -55,16 +56,17 @@ def _read_header(path: str):
         return pydicom.dcmread(path, defer_size="1 KB")
     except InvalidDicomError:
         if path.lower().endswith((".dcm", ".dicom", ".ima")):
-            raise ValueError(f"{path}: not a readable DICOM file") from None
+            raise UnreadableInput(path, "not a readable DICOM file") from None
         return None  # notes, JSON sidecars, ... beside the slices
     except Exception as e:  # pydicom raises many types for truncated files
-        raise ValueError(f"{path}: cannot read DICOM header ({type(e).__name__}: {e})") from e
+        raise UnreadableInput(path, f"cannot read DICOM header ({type(e).__name__}: {e})") from e
 
 
 def series_headers(source) -> list:
     """The datasets (headers; pixel data deferred) of the one DICOM image series ``source``: a folder, a list of
-    file paths or a list of ``pydicom.Dataset``. Raises ``ValueError`` for a non-image object (no pixel data,
-    e.g. a structured report), several series, multi-frame objects or no DICOM file at all."""
+    file paths or a list of ``pydicom.Dataset``. Raises ``data_pipelines.errors.UnreadableInput`` (a
+    ``ValueError``) naming the file for an unreadable file, a non-image object (no pixel data, e.g. a structured
+    report), several series, multi-frame objects or no DICOM file at all."""
     if isinstance(source, (str, os.PathLike)):
         folder = str(source)
         if not os.path.isdir(folder):
@@ -78,20 +80,20 @@ def series_headers(source) -> list:
         datasets = [d for d in datasets if d is not None]
         where = "the source images"
     if not datasets:
-        raise ValueError(f"{where}: no DICOM files")
+        raise UnreadableInput(where, "no DICOM files")
     for ds in datasets:
         if "PixelData" not in ds or "Rows" not in ds or "ImagePositionPatient" not in ds:
             sop = getattr(ds, "SOPClassUID", None)
             kind = sop.name if sop is not None else "unknown SOP class"
-            raise ValueError(f"{_name(ds)}: not an image slice ({kind}; no pixel data or no image position); a "
-                             f"DICOM SEG needs the image series it segments")
+            raise UnreadableInput(_name(ds), f"not an image slice ({kind}; no pixel data or no image position); a "
+                                             f"DICOM SEG needs the image series it segments")
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-            raise ValueError(f"{_name(ds)}: a multi-frame object ({ds.NumberOfFrames} frames); give a series of "
-                             f"single-slice images")
+            raise UnreadableInput(_name(ds), f"a multi-frame object ({ds.NumberOfFrames} frames); give a series "
+                                             f"of single-slice images")
     series = sorted({str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets})
     if len(series) > 1:
-        raise ValueError(f"{where}: {len(series)} DICOM series (SeriesInstanceUID {', '.join(series[:3])}"
-                         f"{', ...' if len(series) > 3 else ''}); give one series")
+        raise UnreadableInput(where, f"{len(series)} DICOM series (SeriesInstanceUID {', '.join(series[:3])}"
+                                     f"{', ...' if len(series) > 3 else ''}); give one series")
     return datasets
 
 
