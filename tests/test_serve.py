@@ -339,6 +339,97 @@ def test_every_outcome_risk_has_an_interval_that_says_how_it_was_made(client, mo
     assert iv["lower"] <= s["risk"] <= iv["upper"] and "Breslow" in curve["ci_note"]
 
 
+def test_segment_gives_the_entropy_map_for_the_overlay_and_as_a_download(client, models):
+    r = client.post("/api/segment", data={"model": "unet-tiny", "gradcam": "false", "pdf": "false"},
+                    files={"file": ("scan.nii.gz", _nifti(seed=5))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    shown = np.frombuffer(base64.b64decode(body["display"]["entropy_u8"]), np.uint8).reshape(8, 32, 32)
+    back = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(body["downloads"]["entropy_map"]["base64"])))
+    ent = np.asarray(back.dataobj, np.float32)
+    np.testing.assert_allclose(back.affine, AFFINE)
+    assert ent.shape == (32, 32, 8) and ent.min() >= 0 and ent.max() <= 1 and ent.max() > 0
+    np.testing.assert_array_equal(np.moveaxis(shown, 0, 2), np.round(ent * 255).astype(np.uint8))
+    assert "entropy" in body["display"]["entropy_note"] and "mutual_information_map" not in body["downloads"]
+    # the same case with TTA: entropy of the mean over the mirrored inputs, and their mutual information
+    tta = client.post("/api/segment", data={"model": "unet-tiny", "tta": "true", "gradcam": "false", "pdf": "false"},
+                      files={"file": ("scan.nii.gz", _nifti(seed=5))}).json()
+    assert tta["downloads"]["mutual_information_map"]["filename"] == "mutual_information.nii.gz"
+    assert "mirrored" in tta["display"]["entropy_note"]
+
+
+@pytest.fixture(scope="module")
+def ct_model(tmp_path_factory):
+    """A 2D one-channel (CT) U-Net trained for two steps on lung phantoms (classes background, nodule)."""
+    from zoo.configs import apply_overrides, load_config
+    from zoo.training import train_and_evaluate
+
+    wd = tmp_path_factory.mktemp("serve_ct") / "run"
+    settings = ("data.kind=lung data.image_size=(16,16) data.num_train=4 data.num_val=2 model.kwargs.features=4 "
+                "model.kwargs.depth=2 train.batch_size=2 train.steps=2 train.warmup_steps=0 train.eval_every=2 "
+                "train.checkpoint_every=2")
+    config = apply_overrides(load_config("smoke"), dict(kv.split("=", 1) for kv in settings.split()))
+    train_and_evaluate(config, str(wd), progress=False)
+    m = zoo_app.load_model(str(wd))
+    m.name = "unet-ct"
+    return m
+
+
+def _zip_folder(folder) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in sorted(os.listdir(folder)):
+            z.write(os.path.join(folder, name), name)
+    return buf.getvalue()
+
+
+def test_a_dicom_series_zip_gets_a_seg_download_matching_its_label_map(ct_model, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    hd = pytest.importorskip("highdicom")
+    from test_dicom_seg import write_series
+
+    from data_pipelines import phantoms, readers
+
+    vol = phantoms.make_phantom(phantoms.PhantomConfig(kind="lung", shape=(24, 20, 8), seed=4), 0)["image"][..., 0]
+    hu = np.round(vol * 1400.0 - 1000.0).astype(np.int16)  # the phantom's [0, 1] as lung-to-soft-tissue HU
+    meta = readers.ImageMeta(spacing=(0.7, 0.7, 2.5), origin=(-10.0, 20.0, 30.0),
+                             direction=tuple(map(tuple, np.eye(3))), path="", format="dicom")
+    paths = write_series(str(tmp_path / "series"), hu, meta, seed=1)
+    c = TestClient(zoo_app.create_app({"unet-ct": ct_model}, explain=False))
+    r = c.post("/api/segment", data={"model": "unet-ct", "pdf": "false"},
+               files={"file": ("series.zip", _zip_folder(tmp_path / "series"))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["shape"] == [24, 20, 8] and body["spacing_mm"] == pytest.approx([0.7, 0.7, 2.5])
+    labels = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(
+        body["downloads"]["label_map"]["base64"]))).dataobj)
+    dl = body["downloads"]["seg_dcm"]
+    assert dl["filename"] == "prediction_seg.dcm"
+    seg = hd.seg.segread(io.BytesIO(base64.b64decode(dl["base64"])))
+    src = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: k for k, p in enumerate(paths)}
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+    codes = ct_model.card["class_codes"]
+    assert seg.number_of_segments == len(codes) == 1
+    assert seg.get_segment_description(1).segment_label == "nodule"
+    refs = {g.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for g in seg.PerFrameFunctionalGroupsSequence}
+    assert refs and refs <= set(src)
+    for uid in refs:  # each frame is its source slice of the label map the same response carries
+        got = seg.get_pixels_by_source_instance([uid], combine_segments=True)[0]
+        np.testing.assert_array_equal(got, labels[:, :, src[uid]].T)
+    # a SEG asked of a NIfTI upload (or of a picture): one clear 400 before any prediction
+    r = c.post("/api/segment", data={"model": "unet-ct", "seg": "true"},
+               files={"file": ("ct.nii.gz", gzip.compress(nib.Nifti1Image(hu, np.eye(4)).to_bytes()))})
+    assert r.status_code == 400 and "a DICOM SEG needs a DICOM series input" in r.json()["detail"], r.text
+    # a NIfTI upload gets no SEG unasked
+    r = c.post("/api/segment", data={"model": "unet-ct", "pdf": "false"},
+               files={"file": ("ct.nii.gz", gzip.compress(nib.Nifti1Image(hu, np.eye(4)).to_bytes()))})
+    assert r.status_code == 200 and "seg_dcm" not in r.json()["downloads"]
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 def _chromium():
@@ -384,6 +475,14 @@ def test_page_in_headless_chromium(models, tmp_path):
         drv.get(f"http://127.0.0.1:{port}/")
         wait.until(lambda d: d.find_element(By.ID, "seg-model").find_elements(By.TAG_NAME, "option"))
         assert "unet" in drv.find_element(By.ID, "card").text
+        # the card as readable fields, not JSON
+        shown = {e.get_attribute("data-field"): e.text for e in drv.find_elements(By.CSS_SELECTOR, "#card dd")}
+        for label in ("intended use", "training data", "licence", "validated metrics", "preprocessing"):
+            assert shown.get(label), (label, shown)
+        assert "{" not in drv.find_element(By.ID, "card").text
+        assert "harrell_c" in drv.find_element(By.ID, "out-card").text  # the default outcome model: real data
+        assert Select(drv.find_element(By.ID, "out-model")).first_selected_option.text == "survival-tiny"
+        Select(drv.find_element(By.ID, "out-model")).select_by_visible_text("outcome-tiny")
         # a 3D phantom scan (the 2D model segments it slice by slice)
         drv.find_element(By.ID, "file").send_keys(str(scan))
         drv.find_element(By.ID, "seg-run").click()
@@ -401,6 +500,25 @@ def test_page_in_headless_chromium(models, tmp_path):
         assert drv.find_element(By.ID, "slice-label").text == "1/8"
         assert drv.find_element(By.ID, "view").get_attribute("data-drawn") == "0"
         assert drv.find_element(By.ID, "dl-label_map").get_attribute("download") == "prediction.nii.gz"
+        assert drv.find_element(By.ID, "dl-entropy_map").get_attribute("download") == "entropy.nii.gz"
+        # the uncertainty overlay: a toggle that redraws the slice with the entropy map
+        toggle = drv.find_element(By.ID, "show-entropy")
+        assert toggle.is_enabled() and not toggle.is_selected()
+        assert "entropy" in drv.find_element(By.ID, "entropy-note").text
+        off = tmp_path / "entropy_off.png"
+        drv.find_element(By.ID, "view").screenshot(str(off))
+        toggle.click()
+        assert drv.find_element(By.ID, "view").get_attribute("data-entropy") == "on"
+        on = tmp_path / "entropy_on.png"
+        drv.find_element(By.ID, "view").screenshot(str(on))
+        px_off = np.asarray(Image.open(off).convert("RGB"), np.float32)
+        px_on = np.asarray(Image.open(on).convert("RGB"), np.float32)
+        assert np.abs(px_on - px_off).max() > 20  # the overlay changed the drawn pixels
+        artefact = tmp_path / "page_entropy_overlay.png"
+        drv.set_window_size(1200, 1400)  # the whole segmentation panel in one shot
+        drv.save_screenshot(str(artefact))
+        assert artefact.stat().st_size > 1000 and artefact.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        print(f"screenshot of the page with the entropy overlay on: {artefact}")
         # the EHR form
         drv.find_element(By.ID, "f-age").clear()
         drv.find_element(By.ID, "f-age").send_keys("75")
@@ -409,6 +527,8 @@ def test_page_in_headless_chromium(models, tmp_path):
         drv.find_element(By.ID, "ehr-run").click()
         wait.until(lambda d: d.find_element(By.ID, "risk").text or d.find_element(By.ID, "ehr-error").text)
         assert drv.find_element(By.ID, "risk-value").text.startswith("risk ")
+        assert "95% interval" in drv.find_element(By.ID, "risk-interval").text
+        assert "bootstrap" in drv.find_element(By.ID, "interval-note").text
         assert "age_z" in drv.find_element(By.ID, "shap").text
         assert not drv.find_element(By.ID, "surv").is_displayed()  # a binary outcome model draws no curve
         # a time-to-event model: the survival curve is drawn
@@ -424,6 +544,8 @@ def test_page_in_headless_chromium(models, tmp_path):
         path = drv.find_element(By.ID, "surv-line").get_attribute("d")
         assert path.startswith("M") and path.count("L") == zoo_app.CURVE_POINTS - 1
         assert "median survival" in drv.find_element(By.ID, "surv-note").text
+        assert drv.find_element(By.ID, "surv-ci").get_attribute("d").startswith("M")  # the Breslow band is drawn
+        assert "95% interval" in drv.find_element(By.ID, "risk-interval").text
         assert drv.find_element(By.ID, "risk-value").text.startswith("risk ")
         curve = tmp_path / "survival.png"
         drv.find_element(By.ID, "surv-plot").screenshot(str(curve))

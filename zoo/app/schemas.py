@@ -53,6 +53,9 @@ class Display(BaseModel):
     labels_u8: str
     gradcam_u8: Optional[str] = None
     gradcam_note: str
+    entropy_u8: Optional[str] = Field(None, description="[D, H, W] uint8: the predictive entropy / log K, x 255 "
+                                      "(the page's uncertainty overlay)")
+    entropy_note: str = ""
 
 class SegmentResult(BaseModel):
     model: str
@@ -65,7 +68,9 @@ class SegmentResult(BaseModel):
     voxels: dict[str, int]
     tta: bool
     display: Display
-    downloads: dict[str, Download]
+    downloads: dict[str, Download] = Field(description="label_map, overlay_png, summary_json, summary_pdf, "
+                                           "entropy_map (+ mutual_information_map with tta), seg_dcm (a DICOM SEG, "
+                                           "for a DICOM series input)")
 
 class OutcomeRequest(BaseModel):
     model: str

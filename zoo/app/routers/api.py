@@ -37,6 +37,8 @@ async def list_models(state: ServerState = Depends(server_state)):
 async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None),
                   sample: Optional[int] = Form(None), reference: Optional[UploadFile] = File(None),
                   tta: bool = Form(False), gradcam: bool = Form(True), pdf: bool = Form(True),
+                  seg: Optional[bool] = Form(None, description="the DICOM SEG download: default when the input is "
+                                             "a DICOM series; true: required (else 400); false: none"),
                   state: ServerState = Depends(server_state)):
     m = served_model(state, model, ("segmentation", "instance"))
     if (file is None) == (sample is None):
@@ -51,7 +53,8 @@ async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None
             if reference is not None:
                 ref = await save_upload(reference, folder, "reference", state.max_upload_mb)
             return await state.pool.run(segmentation.segment_case, m, folder, upload=upload, sample=sample,
-                                        reference=ref, tta=tta, gradcam=gradcam and state.explain, pdf=pdf)
+                                        reference=ref, tta=tta, gradcam=gradcam and state.explain, pdf=pdf,
+                                        seg=seg)
     finally:
         if not state.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -8,10 +8,11 @@ import os
 
 from zoo import exported, store
 from zoo.app.services.outcome import default_covariates, fit_interval, outcome_proba, survival_curve
-from zoo.app.services.served import OUTCOME_TASKS, ServedModel, is_real_data, phantom_sample
+from zoo.app.services.served import OUTCOME_TASKS, SEGMENTATION_TASKS, ServedModel, is_real_data, phantom_sample
+from zoo.calibration import model_temperature
 from zoo.cards import read_card
 from zoo.outcome import survival
-from zoo.prediction import predict_case
+from zoo.prediction import predict_case_proba
 from zoo.pretrained import load_pretrained
 
 __all__ = ["survival_card", "load_model", "store_outcome_entry", "load_models"]
@@ -45,13 +46,14 @@ def load_model(name_or_path: str, warm: bool = True) -> ServedModel:
                              survival=sm)
     else:
         pre = load_pretrained(path)
-        served = ServedModel(name=_display_name(name_or_path), pre=pre, card=read_card(path, pre))
+        served = ServedModel(name=_display_name(name_or_path), pre=pre, card=read_card(path, pre),
+                             temperature=model_temperature(path) if pre.task in SEGMENTATION_TASKS else None)
     if served.task == "outcome" or served.survival is not None:
         served.interval, served.interval_note = fit_interval(served)
     if warm:  # compile every program a request will run, before the first request
         image, meta, _ = phantom_sample(served, 0) if served.data.get("channel_names") else (None, None, None)
-        if served.task in ("segmentation", "instance"):
-            predict_case(served.pre, image, meta)
+        if served.task in SEGMENTATION_TASKS:  # the page's path: probabilities, with the stored temperature
+            predict_case_proba(served.pre, image, meta, temperature=served.temperature)
         elif served.task == "outcome":
             outcome_proba(served, image, default_covariates(served)[None])
         elif served.survival is not None:

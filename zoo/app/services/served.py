@@ -28,6 +28,8 @@ class ServedModel:
     #: where there is nothing, why
     interval: object = None
     interval_note: str = ""
+    #: segmentation models: the softmax temperature of their calibration record (``zoo.calibration``), or None
+    temperature: float | None = None
 
     @property
     def task(self) -> str:

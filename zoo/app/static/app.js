@@ -58,12 +58,14 @@ function show() {
   const d = RESULT.display;
   const raw = b64bytes(d.image_u16);
   VIEW = {d, image: new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), labels: b64bytes(d.labels_u8),
-          cam: d.gradcam_u8 ? b64bytes(d.gradcam_u8) : null};
+          cam: d.gradcam_u8 ? b64bytes(d.gradcam_u8) : null, entropy: d.entropy_u8 ? b64bytes(d.entropy_u8) : null};
   let best = 0, bestCount = -1; const hw = d.height * d.width;
   for (let z = 0; z < d.depth; z++) { let c = 0; for (let i = 0; i < hw; i++) if (VIEW.labels[z * hw + i]) c++; if (c > bestCount) { best = z; bestCount = c; } }
   $("slice").max = d.depth - 1; $("slice").value = best;
   $("cam-note").textContent = d.gradcam_note || "";
   $("show-cam").disabled = !VIEW.cam;
+  $("show-entropy").disabled = !VIEW.entropy;
+  $("entropy-note").textContent = VIEW.entropy ? d.entropy_note || "" : "no uncertainty map";
   const view = $("view"); view.width = d.width; view.height = d.height;
   const rows = [["class", RESULT.unit === "mL" ? "volume (mL)" : "area (mm²)", "Dice"]];
   for (const [k, v] of Object.entries(RESULT.sizes)) rows.push([k, v.toFixed(2), RESULT.dice ? (RESULT.dice[k] == null ? "n/a" : RESULT.dice[k].toFixed(3)) : "-"]);
@@ -84,16 +86,22 @@ function draw() {
   const win = +$("window").value / 100 * 65535, lev = +$("level").value / 100 * 65535;
   const lo = lev - win / 2, ctx = $("view").getContext("2d"), img = ctx.createImageData(d.width, d.height);
   const labels = $("show-labels").checked, cam = $("show-cam").checked && VIEW.cam;
+  const entropy = $("show-entropy").checked && VIEW.entropy;
   for (let i = 0; i < hw; i++) {
     let g = Math.max(0, Math.min(255, (VIEW.image[z * hw + i] - lo) / Math.max(win, 1) * 255));
     let r = g, gg = g, b = g;
     const k = VIEW.labels[z * hw + i];
     if (labels && k) { const c = COLORS[k % COLORS.length]; r = 0.5 * r + 0.5 * c[0]; gg = 0.5 * gg + 0.5 * c[1]; b = 0.5 * b + 0.5 * c[2]; }
     if (cam) { const h = VIEW.cam[z * hw + i] / 255; r = (1 - h * 0.6) * r + h * 0.6 * 255; b = (1 - h * 0.6) * b; }
+    if (entropy) {  // uncertainty: towards yellow where the entropy is high
+      const h = 0.8 * VIEW.entropy[z * hw + i] / 255;
+      r = (1 - h) * r + h * 255; gg = (1 - h) * gg + h * 230; b = (1 - h) * b;
+    }
     img.data.set([r, gg, b, 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
   $("view").dataset.drawn = String(z);
+  $("view").dataset.entropy = entropy ? "on" : "off";
 }
 
 function ehrFields() {
@@ -179,6 +187,6 @@ $("seg-model").onchange = showCard;
 $("out-model").onchange = ehrFields;
 $("seg-form").onsubmit = segment;
 $("ehr-form").onsubmit = predictRisk;
-for (const id of ["slice", "window", "level", "show-labels", "show-cam"]) $(id).oninput = draw;
-$("show-cam").onchange = draw; $("show-labels").onchange = draw;
+for (const id of ["slice", "window", "level", "show-labels", "show-cam", "show-entropy"]) $(id).oninput = draw;
+$("show-cam").onchange = draw; $("show-labels").onchange = draw; $("show-entropy").onchange = draw;
 loadModels();
