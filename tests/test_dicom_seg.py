@@ -153,6 +153,38 @@ def test_write_seg_frames_sit_on_their_source_slices(ct, tmp_path):
     assert "unet-test" in algo.AlgorithmSource
 
 
+def test_one_segment_per_foreground_class_even_when_a_class_is_absent(ct, tmp_path):
+    folder, paths, _, lesion, meta = ct
+    labels = lesion.copy()
+    labels[20:][lesion[20:] > 0] = 2  # the lesion's far half is another class; class 3 is predicted nowhere
+    card = _card(("background", "enhancing tumour", "oedema", "necrosis"))
+    out = tmp_path / "multi.dcm"
+    dicom.write_seg(labels, meta, str(folder), card, str(out))
+    seg = hd.seg.segread(str(out))
+    assert seg.number_of_segments == 3
+    assert [seg.get_segment_description(n).segmented_property_type.meaning for n in (1, 2, 3)] == [
+        "Neoplasm", "Edema", "Necrosis"]
+    index = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: k for k, p in enumerate(paths)}
+    frames = _seg_frames(seg)
+    assert {s for _, s in frames} == {1, 2}  # no frame of the absent class
+    assert set(frames) == {(uid, c) for uid, k in index.items() for c in (1, 2) if (labels[:, :, k] == c).any()}
+    for (uid, c), frame in frames.items():
+        np.testing.assert_array_equal(frame, (labels[:, :, index[uid]] == c).T.astype(np.uint8))
+
+
+def test_predict_by_store_name_identifies_the_store_entry(lung_run, ct, tmp_path, monkeypatch):
+    import zoo
+
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    entry = zoo.save_pretrained(str(lung_run), "unet-lung-ct-test")
+    out = tmp_path / "seg.dcm"
+    assert predict.main(["--model", "unet-lung-ct-test", "--input", str(ct[0]), "--output", str(out)]) == 0
+    algo = hd.seg.segread(str(out)).get_segment_description(1).algorithm_identification[0]
+    assert algo.AlgorithmName == "unet-lung-ct-test" and algo.AlgorithmVersion == f"step {entry.card['step']}"
+    assert algo.AlgorithmSource == "medzoo store entry unet-lung-ct-test"
+    assert algo.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
+
+
 def _rotation(axis: int, degrees: float) -> np.ndarray:
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
     r = np.eye(3)
