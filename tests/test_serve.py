@@ -287,6 +287,9 @@ def test_models_carry_the_card_as_fields_and_the_page_starts_on_a_real_data_mode
         assert fields.get(label), (label, fields)
     assert "synthetic phantoms" in fields["training data"] and listed["unet-tiny"]["real_data"] is False
     assert "resized to 32 x 32" in fields["preprocessing"]
+    from zoo.app.services.pdf import card_lines  # the PDF summary prints the same fields
+
+    assert f"licence: {fields['licence']}"[:100] in card_lines(listed["unet-tiny"]["card_fields"])
     surv = {f["label"]: f["value"] for f in listed["survival-tiny"]["card_fields"]}
     assert "harrell_c" in surv["validated metrics"] and "validation split" in surv["validated metrics"]
     assert "rotterdam (real data)" in surv["training data"] and listed["survival-tiny"]["real_data"] is True

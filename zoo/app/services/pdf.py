@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 import numpy as np
@@ -12,18 +11,19 @@ from data_pipelines.atomic import atomic_path
 __all__ = ["card_lines", "summary_pdf"]
 
 
-def card_lines(card: dict, width: int = 100) -> list[str]:
-    """The model card as ``key: value`` lines of at most ``width`` characters."""
+def card_lines(fields: list[dict], width: int = 100) -> list[str]:
+    """The model card's readable fields (``zoo.app.services.served.card_fields``: ``[{"label", "value"}]``) as
+    ``label: value`` lines of at most ``width`` characters."""
     lines = []
-    for k, v in card.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str)
-        lines += textwrap.wrap(f"{k}: {text}", width, subsequent_indent="    ") or [f"{k}:"]
+    for f in fields:
+        lines += textwrap.wrap(f"{f['label']}: {f['value']}", width, subsequent_indent="    ") or [f"{f['label']}:"]
     return lines
 
 
-def summary_pdf(path: str, summary: dict, overlay_png: str, card: dict) -> None:
+def summary_pdf(path: str, summary: dict, overlay_png: str, fields: list[dict]) -> None:
     """A one-page (two when the card is long) PDF of a segmentation result: the overlay, the volume (mL) or
-    area (mm²) and Dice per class, the input geometry and the model card. Written with matplotlib's
+    area (mm²) and Dice per class, the input geometry and the model card as its readable ``fields``
+    (``zoo.app.services.served.card_fields``: intended use, data, licence, metrics...). Written with matplotlib's
     ``PdfPages`` on an object-oriented ``Figure`` (no pyplot state, safe in the worker threads), atomically
     (``data_pipelines.atomic``)."""
     from matplotlib.backends.backend_pdf import PdfPages
@@ -34,7 +34,7 @@ def summary_pdf(path: str, summary: dict, overlay_png: str, card: dict) -> None:
     rows = [[name, f"{size:.3f}", "-" if summary["dice"] is None else
              ("n/a" if summary["dice"].get(name) is None else f"{summary['dice'][name]:.3f}")]
             for name, size in summary["sizes"].items()]
-    lines = card_lines(card)
+    lines = card_lines(fields)
     title = f"medzoo segmentation summary: {summary['model']}"
     with atomic_path(path) as tmp, PdfPages(tmp, metadata={"Title": title, "Subject": f"model {summary['model']}",
                                                            "Creator": "medzoo zoo.serve"}) as pdf:

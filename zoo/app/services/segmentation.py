@@ -20,7 +20,7 @@ from data_pipelines.atomic import dumps
 from scoring.overlap import dice
 from zoo import dicom, explain, prediction
 from zoo.app.services.pdf import summary_pdf
-from zoo.app.services.served import ServedModel, phantom_sample
+from zoo.app.services.served import ServedModel, card_fields, phantom_sample
 from zoo.app.services.uploads import read_reference, read_upload
 from zoo.uncertainty import uncertainty_maps
 
@@ -132,7 +132,7 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
                                   "base64": _b64_bytes(dumps(summary, indent=1).encode())}}
     if pdf:
         pdf_path = os.path.join(folder, "summary.pdf")
-        summary_pdf(pdf_path, summary, overlay_path, m.card)
+        summary_pdf(pdf_path, summary, overlay_path, card_fields(m))
         downloads["summary_pdf"] = _download(pdf_path)
     for key, path in map_paths.items():
         downloads[f"{key}_map"] = _download(path)
