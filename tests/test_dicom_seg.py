@@ -153,6 +153,29 @@ def test_write_seg_frames_sit_on_their_source_slices(ct, tmp_path):
     assert "unet-test" in algo.AlgorithmSource
 
 
+def test_slightly_irregular_positions_keep_their_own_frame_positions(ct, tmp_path):
+    """A slice 0.2 mm off its place (4 % of the 5 mm spacing, which the reader accepts) still maps to its slice,
+    and its frame carries the slice's own position."""
+    import shutil
+
+    folder, paths, _, lesion, _ = ct
+    jittered = tmp_path / "series"
+    shutil.copytree(folder, jittered)
+    moved = jittered / os.path.basename(paths[9])
+    ds = pydicom.dcmread(str(moved))
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.2]
+    ds.save_as(str(moved))
+    _, read = readers.read_image(str(jittered))
+    out = tmp_path / "seg.dcm"
+    dicom.write_seg(lesion, read, str(jittered), _card(), str(out))
+    seg = hd.seg.segread(str(out))
+    positions, refs, _ = _frame_positions(seg)
+    assert ds.SOPInstanceUID in refs
+    np.testing.assert_allclose(positions[refs.index(ds.SOPInstanceUID)], [float(v) for v in ds.ImagePositionPatient])
+    np.testing.assert_array_equal(seg.get_pixels_by_source_instance([ds.SOPInstanceUID], combine_segments=True)[0],
+                                  lesion[:, :, 9].T)
+
+
 def test_one_segment_per_foreground_class_even_when_a_class_is_absent(ct, tmp_path):
     folder, paths, _, lesion, meta = ct
     labels = lesion.copy()

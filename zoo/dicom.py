@@ -40,7 +40,11 @@ from data_pipelines.readers import ImageMeta
 __all__ = ["series_headers", "slice_order", "write_seg", "SEG_SUFFIX"]
 
 SEG_SUFFIX = ".dcm"
-_POSITION_TOLERANCE = 0.01  # voxels: how far a source slice may lie from the label map's grid
+# How far (in voxels) a source slice's ImagePositionPatient may lie from its grid position: in plane, and along the
+# slice normal, where rounded DS values and the few-percent irregular spacing the reader accepts add up over a
+# series; a quarter slice still names one slice unambiguously.
+_IN_PLANE_TOLERANCE = 0.1
+_SLICE_TOLERANCE = 0.25
 _DIRECTION_TOLERANCE = 1e-3
 
 
@@ -100,7 +104,7 @@ def series_headers(source) -> list:
 def slice_order(datasets: Sequence, shape: Sequence[int], meta: ImageMeta) -> list:
     """``datasets`` ordered by slice index ``k`` of a label map of ``shape [X, Y, Z]`` and geometry ``meta``:
     each dataset's ImagePositionPatient mapped into voxel indices through the inverse affine must land on
-    ``(0, 0, k)``, and its orientation, pixel spacing, rows and columns must match the grid. Each ``k`` must be
+    ``(0, 0, k)`` (within 0.1 voxel in plane, a quarter slice along the normal), and its orientation, pixel spacing, rows and columns must match the grid. Each ``k`` must be
     found exactly once (a missing slice, a duplicate or a slice off the grid raises ``ValueError``)."""
     if len(shape) != 3 or meta.ndim != 3:
         raise ValueError(f"a DICOM SEG needs a DICOM series input; got a {len(shape)}D label map "
@@ -125,7 +129,7 @@ def slice_order(datasets: Sequence, shape: Sequence[int], meta: ImageMeta) -> li
         ipp = np.asarray([float(v) for v in ds.ImagePositionPatient] + [1.0], np.float64)
         i, j, k = (to_voxel @ ipp)[:3]
         kk = int(round(k))
-        if (abs(i) > _POSITION_TOLERANCE or abs(j) > _POSITION_TOLERANCE or abs(k - kk) > _POSITION_TOLERANCE
+        if (abs(i) > _IN_PLANE_TOLERANCE or abs(j) > _IN_PLANE_TOLERANCE or abs(k - kk) > _SLICE_TOLERANCE
                 or not 0 <= kk < shape[2]):
             raise ValueError(f"{where}: ImagePositionPatient {ipp[:3].round(3).tolist()} is not a slice of the "
                              f"label map's grid (voxel {np.round([i, j, k], 3).tolist()}, {shape[2]} slices)")
