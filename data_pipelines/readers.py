@@ -293,6 +293,36 @@ def _mhd_header(path: str) -> tuple[dict, list[str], int]:
     return fields, listed, offset
 
 
+_MET_TYPES = {"met_char", "met_uchar", "met_short", "met_ushort", "met_int", "met_uint", "met_long", "met_ulong",
+              "met_long_long", "met_ulong_long", "met_float", "met_double"}
+_MET_VECTORS = {"DimSize": 1, "ElementSpacing": 1, "ElementSize": 1, "Offset": 1, "Position": 1, "Origin": 1,
+                "CenterOfRotation": 1, "TransformMatrix": 2, "Rotation": 2, "Orientation": 2}  # NDims ** power values
+
+
+def _check_mhd_fields(path: str, fields: dict) -> None:
+    """The MetaImage fields ITK's MetaIO trusts, checked first (it reads past its arrays, and crashes, when NDims
+    and the vectors disagree): NDims 1..10, each vector with NDims (matrices NDims x NDims) numbers, a known
+    ElementType, whole positive DimSize and channel count."""
+    nd = fields.get("ndims", "")
+    if not nd.isdigit() or not 1 <= int(nd) <= 10:
+        raise UnreadableInput(path, f"NDims must be a whole number 1..10, got {nd!r}")
+    nd = int(nd)
+    for key, power in _MET_VECTORS.items():
+        if key.lower() in fields:
+            values = fields[key.lower()].split()
+            if len(values) != nd ** power or _float_list("\\".join(values)) is None:
+                raise UnreadableInput(path, f"{key} must hold {nd ** power} numbers (NDims = {nd}), got "
+                                            f"{fields[key.lower()][:80]!r}")
+    dims = fields.get("dimsize", "").split()
+    if len(dims) != nd or not all(d.isdigit() and int(d) > 0 for d in dims):
+        raise UnreadableInput(path, f"DimSize must be {nd} whole numbers > 0, got {fields.get('dimsize', '')[:80]!r}")
+    if fields.get("elementtype", "").lower() not in _MET_TYPES:
+        raise UnreadableInput(path, f"unknown ElementType {fields.get('elementtype', '')[:40]!r}")
+    channels = fields.get("elementnumberofchannels", "1")
+    if not channels.isdigit() or int(channels) < 1:
+        raise UnreadableInput(path, f"ElementNumberOfChannels must be a whole number >= 1, got {channels!r}")
+
+
 def _claimed_bytes(reader) -> int:
     return int(np.prod([int(s) for s in reader.GetSize()], dtype=object)) * _sitk_item_bytes(
         reader.GetPixelID(), reader.GetNumberOfComponents())
@@ -320,6 +350,7 @@ def _check_mhd(path: str, max_bytes: int, allow_external: bool) -> None:
     """The data files of a MetaImage header stay beside it; its claimed size fits; an uncompressed payload has
     the bytes it needs and a compressed one no more claimed bytes than it holds."""
     fields, listed, offset = _mhd_header(path)
+    _check_mhd_fields(path, fields)
     value = fields["elementdatafile"]
     if value.upper() == "LOCAL":
         files, start = [os.path.realpath(path)], offset

@@ -43,7 +43,8 @@ SECONDS_PER_INPUT = 5.0
 EXTREMES = (0, 1, 2, 3, 7, 255, 256, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 10 ** 6, 10 ** 12,
             2 ** 63 - 1, -1, -(2 ** 31))
 OUTCOMES: collections.Counter = collections.Counter()
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on the damaged files it meets
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # pydicom's notes on the damaged files it meets
+              pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]  # then max_bytes refuses
 
 
 # ------------------------------------------------------------------ seed files
@@ -417,6 +418,20 @@ def _png_claiming(path, width, height):
     png[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     path.write_bytes(bytes(png))
     return path
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (("NDims = 3", "NDims = 32767"), "NDims must be a whole number 1..10, got '32767'"),  # found by the fuzz: ITK crashed
+    (("NDims = 3", "NDims = 2"), "DimSize must hold 2 numbers (NDims = 2), got '6 5 4'"),
+    (("DimSize = 6 5 4", "DimSize = 6 0 4"), "DimSize must be 3 whole numbers > 0"),
+    (("ElementType = MET_SHORT", "ElementType = MET_QUATERNION"), "unknown ElementType"),
+])
+def test_metaimage_headers_that_crashed_itk_are_refused_first(tmp_path, edit, needle):
+    _sitk_bytes(str(tmp_path), "x.mha")
+    data = (tmp_path / "x.mha").read_bytes()
+    (tmp_path / "x.mha").write_bytes(data.replace(edit[0].encode(), edit[1].encode(), 1))
+    with pytest.raises(UnreadableInput, match=r"x\.mha: " + re.escape(needle)):
+        read_image(tmp_path / "x.mha")
 
 
 def test_a_picture_claiming_billions_of_pixels_is_refused(tmp_path):
