@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import json
 import mimetypes
+import types
+import zipfile
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from fastapi.testclient import TestClient
 
-from _serve_models import tiny_models
 from data_pipelines import readers
 from zoo import app as zoo_app
 from zoo import prediction
 from zoo.app.services.credentials import read_credentials
+from zoo.app.services.served import ServedModel
 from zoo.app.services.sessions import SessionStore
+from zoo.configs import apply_overrides, load_config
 from zoo.serve import main as serve_main
 
 TOKEN = "slicer-token-0042"
@@ -30,12 +34,27 @@ CLIENT_ID = "user-xyz"  # what the module sends as client_id unless set
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    paths = tiny_models(tmp_path_factory)
-    out = {"unet-tiny": zoo_app.load_model(paths["seg"]), "outcome-tiny": zoo_app.load_model(paths["outcome"])}
-    for name, m in out.items():
-        m.name = name
-    return out
+def mono_model(tmp_path_factory):
+    """A one-channel 2D U-Net trained for two steps: what a DICOM series (one channel) can be segmented with."""
+    from zoo.training import train_and_evaluate
+
+    cfg = apply_overrides(load_config("smoke"), {
+        "data.channels": "1", "data.num_train": "4", "data.num_val": "2", "model.kwargs.features": "4",
+        "model.kwargs.depth": "2", "train.batch_size": "2", "train.steps": "2", "train.warmup_steps": "0",
+        "train.log_every": "1", "train.eval_every": "2", "train.checkpoint_every": "2"})
+    workdir = str(tmp_path_factory.mktemp("mono") / "run")
+    train_and_evaluate(cfg, workdir, progress=False)
+    m = zoo_app.load_model(workdir)
+    m.name = "unet-mono"
+    return m
+
+
+@pytest.fixture(scope="module")
+def models(mono_model):
+    """The served models: the one-channel U-Net and a model of another task (only its task is read)."""
+    other = ServedModel(name="outcome-model", card={},
+                        pre=types.SimpleNamespace(task="outcome", meta={"data": {"channel_names": ["CT"]}}))
+    return {"unet-mono": mono_model, "outcome-model": other}
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +64,9 @@ def client(models):
 
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory):
-    """A 4-channel volume as Slicer saves one (NRRD), with spacing, origin and an oblique direction."""
-    a = np.random.default_rng(0).normal(size=(6, 20, 24, 4)).astype(np.float32)  # ITK order: z, y, x, channel
-    img = sitk.GetImageFromArray(a, isVector=True)
+    """A volume as Slicer saves one (NRRD), with spacing, origin and an oblique direction."""
+    a = np.random.default_rng(0).normal(size=(6, 20, 24)).astype(np.float32)  # ITK order: z, y, x
+    img = sitk.GetImageFromArray(a)
     img.SetSpacing((0.7, 0.9, 2.5))
     img.SetOrigin((10.0, -5.0, 3.0))
     img.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
@@ -151,13 +170,13 @@ def expected_labels(m, path) -> np.ndarray:
 
 def test_info_lists_the_segmentation_models_with_their_label_ids(client, models):
     info = client.get("/info/").json()
-    names = models["unet-tiny"].data["class_names"]
-    assert set(info["models"]) == {"unet-tiny"}  # the outcome model is not a segmentation model
-    seg = info["models"]["unet-tiny"]
+    names = models["unet-mono"].data["class_names"]
+    assert set(info["models"]) == {"unet-mono"}  # the outcome model is not a segmentation model
+    seg = info["models"]["unet-mono"]
     assert seg["type"] == "segmentation" and seg["dimension"] == 2
     assert seg["labels"] == {n: i for i, n in enumerate(names) if i > 0}
     assert info["labels"] == list(names[1:]) and info["trainers"] == {} and info["strategies"] == {}
-    assert "FLAIR" in seg["description"] or len(models["unet-tiny"].data["channel_names"]) == 4
+    assert seg["description"].endswith("input channels: " + models["unet-mono"].data["channel_names"][0])
     assert client.get("/auth/").json() == {"enabled": False, "client_id": None, "realm": None}
     # the module asks whether training runs: anything but 200 is "not running"
     assert client.get("/train/?check_if_running=true").status_code == 404
@@ -170,12 +189,12 @@ def test_segment_a_slicer_volume_as_the_module_does(client, models, volume, tmp_
     assert r.status_code == 200, r.text
     assert r.json()["image"] == "MRHead"
     # another user's volume of the same name (Slicer names volumes by their series) is theirs, not ours
-    other = sitk.GetImageFromArray(np.ones((3, 16, 16, 4), np.float32), isVector=True)
+    other = sitk.GetImageFromArray(np.ones((3, 16, 16), np.float32))
     sitk.WriteImage(other, str(tmp_path / "MRHead.nrrd"))
     assert upload_image(client, tmp_path / "MRHead.nrrd", "MRHead", client_id="user-abc").status_code == 200
-    form, files = parse_multipart(infer(client, "unet-tiny", "MRHead", {}))
+    form, files = parse_multipart(infer(client, "unet-mono", "MRHead", {}))
     params = json.loads(form["params"])
-    assert params["label_names"] == {n: i for i, n in enumerate(models["unet-tiny"].data["class_names"]) if i}
+    assert params["label_names"] == {n: i for i, n in enumerate(models["unet-mono"].data["class_names"]) if i}
     assert list(files)[0].endswith(".nrrd")
     result = load_result(tmp_path, files)
     upload = sitk.ReadImage(str(volume))
@@ -183,7 +202,7 @@ def test_segment_a_slicer_volume_as_the_module_does(client, models, volume, tmp_
     assert result.GetPixelID() == sitk.sitkUInt8
     labels = sitk.GetArrayFromImage(result)
     assert set(np.unique(labels)) <= {0, *params["label_names"].values()}
-    np.testing.assert_array_equal(labels, expected_labels(models["unet-tiny"], volume))
+    np.testing.assert_array_equal(labels, expected_labels(models["unet-mono"], volume))
     listed = client.get("/datastore/?output=all").json()["objects"]
     assert listed["MRHead"]["image"]["info"]["shape"] == [24, 20, 6] and listed["MRHead"]["labels"] == {}
     assert listed["MRHead (user-abc)"]["image"]["info"]["shape"] == [16, 16, 3]
@@ -194,25 +213,25 @@ def test_session_create_get_infer_delete(client, models, volume, tmp_path):
     r = create_session(client, volume)
     assert r.status_code == 200, r.text
     sid = r.json()["session_id"]
-    assert r.json()["session_info"]["meta"]["channels"] == 4
+    assert r.json()["session_info"]["meta"]["channels"] == 1
     assert client.get(f"/session/{sid}").json()["name"] == sid
     assert client.get(f"/session/{sid}?image=true").content == volume.read_bytes()
-    form, files = parse_multipart(infer(client, "unet-tiny", "MRHead", {"result_extension": ".nii.gz",
+    form, files = parse_multipart(infer(client, "unet-mono", "MRHead", {"result_extension": ".nii.gz",
                                                                         "result_dtype": "uint16"}, session_id=sid))
     result = load_result(tmp_path, files)
     assert list(files)[0].endswith(".nii.gz") and result.GetPixelID() == sitk.sitkUInt16
     assert_same_geometry(result, sitk.ReadImage(str(volume)))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(result), expected_labels(models["unet-tiny"], volume))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result), expected_labels(models["unet-mono"], volume))
     assert client.delete(f"/session/{sid}").status_code == 200
     assert client.get(f"/session/{sid}").status_code == 404
-    gone = infer(client, "unet-tiny", "MRHead", {}, session_id=sid)
+    gone = infer(client, "unet-mono", "MRHead", {}, session_id=sid)
     assert gone.status_code == 404 and "not found" in gone.json()["detail"]
 
 
 @pytest.mark.parametrize("output, extension, dtype", [("json", ".nrrd", "uint8"), ("image", ".nii", "int16"),
                                                       ("all", ".mha", "int32")])
 def test_infer_an_uploaded_file_in_each_output(client, models, volume, tmp_path, output, extension, dtype):
-    r = infer(client, "unet-tiny", "", {"result_extension": extension, "result_dtype": dtype}, file=volume,
+    r = infer(client, "unet-mono", "", {"result_extension": extension, "result_dtype": dtype}, file=volume,
               output=output)
     assert r.status_code == 200, r.text
     if output == "json":
@@ -227,7 +246,7 @@ def test_infer_an_uploaded_file_in_each_output(client, models, volume, tmp_path,
     assert list(files)[0].endswith(extension)
     assert sitk.GetArrayFromImage(result).dtype == np.dtype(dtype)
     assert_same_geometry(result, sitk.ReadImage(str(volume)))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(result), expected_labels(models["unet-tiny"], volume))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result), expected_labels(models["unet-mono"], volume))
 
 
 def test_an_expired_session_is_gone(client, volume):
@@ -240,7 +259,7 @@ def test_an_expired_session_is_gone(client, volume):
         store.clock = lambda: real() + 60
         missing = client.get(f"/session/{sid}")
         assert missing.status_code == 404 and "expired" in missing.json()["detail"]
-        assert infer(client, "unet-tiny", "x", {}, session_id=sid).status_code == 404
+        assert infer(client, "unet-mono", "x", {}, session_id=sid).status_code == 404
     finally:
         store.clock = real
     assert not (store.root and any(p.name == sid for p in __import__("pathlib").Path(store.root).iterdir()))
@@ -264,8 +283,8 @@ BAD = [  # (case, status, fragment of the one-line detail)
     ("no input", 400, "send an image id"),
     ("unknown image", 404, "image 'ghost' not found"),
     ("path as session", 404, "not found"),
-    ("one channel", 400, "1 channel(s), but model 'unet-tiny' takes 4"),
-    ("dicom_seg", 400, "output=dicom_seg"),
+    ("two channels", 400, "2 channel(s), but model 'unet-mono' takes 1"),
+    ("dicom_seg of a volume file", 400, "output=dicom_seg needs a DICOM series"),
     ("two session files", 400, "send one image file"),
     ("label upload", 400, "keeps no labels"),
     ("train a model", 404, "no trainer"),
@@ -278,31 +297,31 @@ def test_bad_requests_are_one_clear_4xx(client, volume, tmp_path, case, status, 
     if case == "unknown model":
         r = infer(client, "nope", "", {}, file=volume)
     elif case == "outcome model":
-        r = infer(client, "outcome-tiny", "", {}, file=volume)
+        r = infer(client, "outcome-model", "", {}, file=volume)
     elif case == "not an image":
         r = create_session(client, junk)
     elif case == "text file":
-        r = infer(client, "unet-tiny", "", {}, file=_write(tmp_path, "notes.txt", b"hello"))
+        r = infer(client, "unet-mono", "", {}, file=_write(tmp_path, "notes.txt", b"hello"))
     elif case == "over the limit":
         r = create_session(client, _write(tmp_path, "big.nrrd", b"\0" * 600_000))
     elif case == "params not JSON":
-        r = http_multipart(client, "POST", "/infer/unet-tiny?image=x", {"params": "{oops"}, {"file": volume})
+        r = http_multipart(client, "POST", "/infer/unet-mono?image=x", {"params": "{oops"}, {"file": volume})
     elif case == "png result":
-        r = infer(client, "unet-tiny", "", {"result_extension": ".png"}, file=volume)
+        r = infer(client, "unet-mono", "", {"result_extension": ".png"}, file=volume)
     elif case == "complex dtype":
-        r = infer(client, "unet-tiny", "", {"result_dtype": "complex64"}, file=volume)
+        r = infer(client, "unet-mono", "", {"result_dtype": "complex64"}, file=volume)
     elif case == "no input":
-        r = infer(client, "unet-tiny", "", {})
+        r = infer(client, "unet-mono", "", {})
     elif case == "unknown image":
-        r = infer(client, "unet-tiny", "ghost", {})
+        r = infer(client, "unet-mono", "ghost", {})
     elif case == "path as session":
-        r = infer(client, "unet-tiny", "", {}, session_id="../../etc/passwd")
-    elif case == "one channel":
-        img = sitk.GetImageFromArray(np.zeros((4, 16, 16), np.float32))
-        sitk.WriteImage(img, str(tmp_path / "mono.nrrd"))
-        r = infer(client, "unet-tiny", "", {}, file=tmp_path / "mono.nrrd")
-    elif case == "dicom_seg":
-        r = infer(client, "unet-tiny", "", {}, file=volume, output="dicom_seg")
+        r = infer(client, "unet-mono", "", {}, session_id="../../etc/passwd")
+    elif case == "two channels":
+        img = sitk.GetImageFromArray(np.zeros((4, 16, 16, 2), np.float32), isVector=True)
+        sitk.WriteImage(img, str(tmp_path / "dual.nrrd"))
+        r = infer(client, "unet-mono", "", {}, file=tmp_path / "dual.nrrd")
+    elif case == "dicom_seg of a volume file":
+        r = infer(client, "unet-mono", "", {}, file=volume, output="dicom_seg")
     elif case == "two session files":
         with open(volume, "rb") as a, open(volume, "rb") as b:
             r = client.put("/session/", files=[("files", ("a.nrrd", a)), ("files", ("b.nrrd", b))])
@@ -331,10 +350,10 @@ def test_the_module_logs_in_when_a_token_is_set(models, volume, tmp_path):
     auth = {"Authorization": f"{token['token_type']} {token['access_token']}"}  # MONAILabelClient.update_auth
     assert c.get("/auth/token/valid").status_code == 401
     assert c.get("/auth/token/valid", headers=auth).status_code == 200
-    assert "unet-tiny" in c.get("/info/", headers=auth).json()["models"]
+    assert "unet-mono" in c.get("/info/", headers=auth).json()["models"]
     assert upload_image(c, volume, "MRHead").status_code == 401
     assert upload_image(c, volume, "MRHead", auth).status_code == 200
-    form_, files = parse_multipart(infer(c, "unet-tiny", "MRHead", {}, headers=auth))
+    form_, files = parse_multipart(infer(c, "unet-mono", "MRHead", {}, headers=auth))
     assert_same_geometry(load_result(tmp_path, files), sitk.ReadImage(str(volume)))
     sid = create_session(c, volume, headers=auth).json()["session_id"]
     assert c.get(f"/session/{sid}").status_code == 401 and c.get(f"/session/{sid}", headers=auth).status_code == 200
@@ -377,3 +396,35 @@ def test_session_store_makes_its_ids_and_evicts_the_least_recently_used(tmp_path
     assert store.get(ids[2]) is None and list((tmp_path / "s").iterdir()) == []
     store.close()
     assert not (tmp_path / "s").exists()
+
+
+def test_a_dicom_series_comes_back_as_a_dicom_seg(client, mono_model, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from test_dicom_seg import write_series  # the DICOM SEG tests' CT series writer
+
+    meta = readers.ImageMeta(spacing=(0.8, 0.8, 2.0), origin=(-12.0, -12.0, 40.0),
+                             direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), path="", format="dicom")
+    hu = np.random.default_rng(3).normal(0.0, 300.0, size=(32, 32, 5)).astype(np.float32)
+    paths = write_series(str(tmp_path / "series"), hu, meta)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in paths:
+            z.write(p, arcname=f"series/{p.rsplit('/', 1)[-1]}")
+    zipped = _write(tmp_path, "CT.zip", buf.getvalue())
+    r = infer(client, "unet-mono", "", {}, file=zipped, output="dicom_seg")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/dicom"
+    seg = pydicom.dcmread(io.BytesIO(r.content))
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    classes = mono_model.data["class_names"]
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == list(classes[1:])
+    # the same upload as a label map: each segment's voxel count equals its class's
+    _, files = parse_multipart(infer(client, "unet-mono", "", {"result_extension": ".nii.gz"}, file=zipped))
+    labels = sitk.GetArrayFromImage(load_result(tmp_path, files))
+    frames = seg.pixel_array.reshape(-1, *seg.pixel_array.shape[-2:])
+    numbers = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+               for f in seg.PerFrameFunctionalGroupsSequence]
+    for number in range(1, len(classes)):
+        got = int(sum(frames[i].sum() for i, n in enumerate(numbers) if n == number))
+        assert got == int((labels == number).sum()), classes[number]

@@ -7,9 +7,10 @@ models:
 * ``PUT /session/`` (multipart ``files``, query ``expiry``), ``GET`` / ``DELETE /session/{id}``: an image kept on
   the server for later inferences;
 * ``POST /infer/{model}`` (query ``image`` (a datastore image or session id), ``session_id``, ``output``
-  ``image|json|all``; form ``params`` (JSON: ``result_extension``, ``result_dtype``) and an optional ``file``):
-  the label map in the upload's geometry; ``output=all`` (or none) a ``multipart/form-data`` answer with the
-  ``params`` JSON and the ``image`` file, as MONAI Label answers;
+  ``image|json|all|dicom_seg``; form ``params`` (JSON: ``result_extension``, ``result_dtype``) and an optional
+  ``file``): the label map in the upload's geometry; ``output=all`` (or none) a ``multipart/form-data`` answer
+  with the ``params`` JSON and the ``image`` file, as MONAI Label answers; ``dicom_seg`` a DICOM SEG of an
+  uploaded DICOM series (``application/dicom``);
 * ``GET /datastore/``, ``PUT /datastore/`` (``/datastore/image``): what the module does when it segments a volume
   loaded in Slicer (upload it under the volume's name, then infer on that name); labels are not kept;
 * ``GET /train/`` (404: no training task, the module reads it as "not running"), ``POST`` / ``DELETE /train/``;
@@ -51,7 +52,7 @@ INFER_ANSWERS = {200: {"description": "output=all (or none): the params JSON and
                        "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
                            "params": {"type": "string"}, "image": {"type": "string", "format": "binary"}}}},
                                    "application/json": {"schema": {"type": "object"}},
-                                   "application/octet-stream": _FILE}}}
+                                   "application/octet-stream": _FILE, "application/dicom": _FILE}}}
 SESSION_ANSWERS = {200: {"description": "the session's info, or its image with image=true",
                          "content": {"application/json": {"schema": {"type": "object"}},
                                      "application/octet-stream": _FILE}}}
@@ -198,9 +199,6 @@ async def infer(model: str, image: str = "", session_id: str = "", output: Optio
                 state: ServerState = Depends(server_state), store: SessionStore = Depends(session_store)):
     m = served_model(state, model, ("segmentation",))
     p = _params(params)
-    if output == ResultType.dicom_seg:
-        raise HTTPException(400, "output=dicom_seg is not served here: ask for output=image or all (a label map), "
-                                 "or write DICOM SEG with python -m zoo.predict")
     folder = tempfile.mkdtemp(prefix="zoo-infer-")
     try:
         with http_errors(state.timeout):
@@ -219,7 +217,8 @@ async def infer(model: str, image: str = "", session_id: str = "", output: Optio
             else:
                 raise HTTPException(400, "send an image id ('image'), a 'session_id' or a 'file'")
             path, suffix, label = source
-            result, res_params = await state.pool.run(segment_to_file, m, path, suffix, folder, p, label)
+            result, res_params = await state.pool.run(segment_to_file, m, path, suffix, folder, p, label,
+                                                      dicom_seg=output == ResultType.dicom_seg)
         with open(result, "rb") as f:
             data = f.read()
     finally:
@@ -228,8 +227,9 @@ async def infer(model: str, image: str = "", session_id: str = "", output: Optio
     name = os.path.basename(result)
     if output == ResultType.json:
         return JSONResponse(res_params)
-    if output == ResultType.image:
-        return Response(data, media_type="application/octet-stream",
+    if output in (ResultType.image, ResultType.dicom_seg):
+        media = "application/dicom" if output == ResultType.dicom_seg else "application/octet-stream"
+        return Response(data, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
     return multipart_form([("params", None, "application/json", json.dumps(res_params).encode()),
                            ("image", name, "application/octet-stream", data)])

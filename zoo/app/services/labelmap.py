@@ -2,7 +2,8 @@
 (``zoo.prediction.predict_case``) and written in the file format (``result_extension``) and pixel type
 (``result_dtype``) of its ``params``, in the upload's geometry, with values equal to the model's label ids
 (:func:`label_ids`: class ``i`` of the card has id ``i``, 0 the background). 3D Slicer's MONAI Label module asks
-for ``.nrrd`` and ``uint8`` and reads the file with SimpleITK.
+for ``.nrrd`` and ``uint8`` and reads the file with SimpleITK. A DICOM series can come back as a DICOM SEG
+(``zoo.dicom``), as MONAI Label's ``output=dicom_seg``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 import numpy as np
 
 from data_pipelines.atomic import atomic_path
-from zoo import prediction
+from zoo import dicom, prediction
 from zoo.app.services.served import ServedModel
 from zoo.app.services.uploads import read_upload
 
@@ -76,26 +77,35 @@ def describe_upload(path: str, suffix: str, label: str = "upload") -> dict:
 
 
 def segment_to_file(m: ServedModel, path: str, suffix: str, folder: str, params: dict,
-                    label: str = "image") -> tuple[str, dict]:
+                    label: str = "image", dicom_seg: bool = False) -> tuple[str, dict]:
     """Segment the saved upload ``path`` (its accepted ``suffix``) with ``m`` and write the label map into
-    ``folder`` as the request's ``params`` ask (:func:`result_format`); returns ``(label file, result params)``:
-    MONAI Label's ``label_names`` and ``latencies`` (seconds) with the file's format, shape and spacing."""
+    ``folder`` as the request's ``params`` ask (:func:`result_format`), or with ``dicom_seg`` as a DICOM SEG of
+    the uploaded DICOM series (``zoo.dicom.write_seg``: segments coded from the card); returns ``(label file,
+    result params)``: MONAI Label's ``label_names`` and ``latencies`` (seconds) with the file's format, shape and
+    spacing."""
     t0 = time.perf_counter()
     k = int(m.data["num_classes"])
-    ext, dtype = result_format(params, suffix, k)
+    ext, dtype = (dicom.SEG_SUFFIX, "uint8") if dicom_seg else result_format(params, suffix, k)
     image, meta, read_path = read_upload(path, suffix, folder, label)
     channels = len(m.data["channel_names"])
     if image.shape[-1] != channels:
         raise ValueError(f"{label}: {image.shape[-1]} channel(s), but model {m.name!r} takes {channels} "
                          f"({', '.join(m.data['channel_names'])})")
+    if dicom_seg and not os.path.isdir(read_path):
+        raise ValueError(f"{label}: output=dicom_seg needs a DICOM series (uploaded as a .zip); this is a "
+                         f"{suffix} file")
+    sources = dicom.series_headers(read_path) if dicom_seg else None  # a bad series fails before predicting
     t1 = time.perf_counter()
     labels = prediction.predict_case(m.pre, image, meta)
     t2 = time.perf_counter()
     out = os.path.join(folder, f"result-{uuid.uuid4().hex[:12]}{ext}")
-    prediction.write_label(labels, meta, read_path, out, k)
-    written = "uint8" if k <= 256 else "int32"  # what write_label writes
-    if dtype != written:
-        _cast(out, dtype)
+    if dicom_seg:
+        dicom.write_seg(labels, meta, sources, m.card, out)
+    else:
+        prediction.write_label(labels, meta, read_path, out, k)
+        written = "uint8" if k <= 256 else "int32"  # what write_label writes
+        if dtype != written:
+            _cast(out, dtype)
     t3 = time.perf_counter()
     return out, {"label_names": label_ids(m), "model": m.name, "result_extension": ext, "result_dtype": dtype,
                  "shape": [int(s) for s in labels.shape], "spacing": [float(s) for s in meta.spacing],
