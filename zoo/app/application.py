@@ -42,9 +42,12 @@ def create_app(models: dict, *, token: str | None = None, max_upload_mb: float =
     pool = InferencePool(workers=workers, queue=queue, timeout=timeout, sources=sources)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app):
+    async def lifespan(running):
         yield
-        pool.close()  # the worker processes end with the server
+        # on shutdown (SIGTERM included: uvicorn re-raises it after this, so no atexit handler would run) the
+        # worker processes end and the uploaded sessions are removed
+        pool.close()
+        running.state.sessions.close()
 
     app = FastAPI(title="medzoo", version="0.1.0", lifespan=lifespan,
                   description="Segmentation and outcome models of the medzoo model store.")

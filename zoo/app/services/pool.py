@@ -125,7 +125,7 @@ class InferencePool:
         if workers < 1 or queue < 0 or timeout <= 0:
             raise ValueError(f"pool: workers >= 1, queue >= 0, timeout > 0; got {workers}, {queue}, {timeout}")
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoo-serve")
-        self.limit, self.timeout = workers + queue, float(timeout)
+        self.workers, self.limit, self.timeout = workers, workers + queue, float(timeout)
         self.sources = dict(sources) if sources else None
         self._pending, self._lock = 0, threading.Lock()
         self._idle: queues.Queue = queues.Queue()
@@ -140,6 +140,11 @@ class InferencePool:
     def pending(self) -> int:
         """Requests running or waiting."""
         return self._pending
+
+    @property
+    def ready(self) -> int:
+        """Worker processes loaded and idle (thread mode: the number of workers)."""
+        return self._idle.qsize() if self.sources is not None else self.workers
 
     @property
     def processes(self) -> list[int]:
@@ -183,18 +188,20 @@ class InferencePool:
         message = (fn, tuple(_ModelRef(a.name) if isinstance(a, ServedModel) else a for a in args), kwargs)
         try:
             w.conn.send(message)
-            if not w.conn.poll(max(deadline - time.monotonic(), 0.0)):
-                self._retire(w)  # the only way to stop a computation: end its process
-                self._spawn()
-                raise TimeoutError("the request ran past its time limit; its worker was restarted")
-            kind, value = w.conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
+            answered = w.conn.poll(max(deadline - time.monotonic(), 0.0))
+            if answered:
+                kind, value = w.conn.recv()
+        except (EOFError, OSError):  # the pipe's other end is gone: the process died
             w.process.join(1)
             code = w.process.exitcode
             self._retire(w)
             self._spawn()
             raise WorkerLost(f"the worker process died during the request (exit code {code}); it is being "
                              f"restarted, retry shortly") from None
+        if not answered:
+            self._retire(w)  # the only way to stop a computation: end its process
+            self._spawn()
+            raise TimeoutError("the request ran past its time limit; its worker was restarted")
         self._idle.put(w)
         if kind == "error":
             raise value
