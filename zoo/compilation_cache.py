@@ -14,9 +14,10 @@ private to the user (mode 0700).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["ENV", "MAX_BYTES", "cache_dir", "enable", "compile_counter"]
+__all__ = ["ENV", "MAX_BYTES", "cache_dir", "enable", "active_dir", "redirected", "compile_counter"]
 
 ENV = "MEDZOO_COMPILATION_CACHE"
 MAX_BYTES = 4 << 30
@@ -45,17 +46,53 @@ def enable(environ=None) -> str | None:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError:
         return None
+    if active_dir() != path:
+        _point_at(path)
+    return path
+
+
+def _point_at(path: str) -> None:
+    """jax's persistent cache in ``path``, every program cached, at most :data:`MAX_BYTES`."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    if jax.config.jax_compilation_cache_dir == path:
-        return path
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    # jax's extra XLA caches (GPU autotuning, kernels) put the cache's path into every program's compile options,
+    # hence into its key: a program cached in one folder would never be found in another (zoo.executables)
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
     compilation_cache.reset_cache()  # jax reads the folder once, at its first compilation: read it again
-    return path
+
+
+def active_dir() -> str | None:
+    """The folder jax's persistent compilation cache uses in this process, or ``None``."""
+    import jax
+
+    return jax.config.jax_compilation_cache_dir
+
+
+@contextlib.contextmanager
+def redirected(path: str):
+    """Inside the block jax's persistent cache writes to and reads from ``path`` only (every program cached), and
+    no program compiled before is reused from memory; the previous cache settings come back after it."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size",
+             "jax_persistent_cache_enable_xla_caches")
+    before = {n: getattr(jax.config, n) for n in names}
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    jax.clear_caches()
+    _point_at(path)
+    try:
+        yield path
+    finally:
+        for n, v in before.items():
+            jax.config.update(n, v)
+        compilation_cache.reset_cache()
 
 
 class compile_counter:

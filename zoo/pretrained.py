@@ -16,7 +16,7 @@ import os
 import ml_collections
 import numpy as np
 
-from zoo import optim, store
+from zoo import executables, optim, store
 from zoo.build import build_model
 from zoo.checkpoint import CheckpointIO, restore_meta
 from zoo.inference import Predictor
@@ -114,8 +114,10 @@ def load_pretrained(path: str, step: int | None = None, *, in_channels: int | No
     ``best/``): ``step``, or the newest step that restores completely.
 
     The optional ``in_channels``/``num_classes``/``spatial_dims`` state what the caller expects;
-    a mismatch with the checkpoint's contract raises ``ValueError``.
+    a mismatch with the checkpoint's contract raises ``ValueError``. A store entry's compiled programs
+    (:mod:`zoo.executables`) go into the compilation cache first, when they were made for this host.
     """
+    executables.install(store.resolve(path))
     ckdir = _checkpoint_dir(path)
     requested = step
     step, meta = restore_meta(ckdir, step)
