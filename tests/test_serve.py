@@ -303,7 +303,7 @@ def test_models_carry_the_card_as_fields_and_the_page_starts_on_a_real_data_mode
     listed = {m["name"]: m for m in both.get("/api/models").json()}
     assert listed["unet-brats"]["default"] and not listed["unet-tiny"]["default"]
     fields = {f["label"]: f["value"] for f in listed["unet-brats"]["card_fields"]}
-    assert fields["validated metrics"] == "mean_dice 0.800 (on the test split)"
+    assert fields["validated metrics"] == "mean_dice 0.800; measured on: test split"
 
 
 def test_the_store_outcome_model_is_served_beside_named_models(tmp_path_factory, tmp_path, monkeypatch):

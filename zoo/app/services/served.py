@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from data_pipelines import ehr, phantoms, readers
+from zoo import prediction
 
 __all__ = ["ServedModel", "SEGMENTATION_TASKS", "OUTCOME_TASKS", "is_real_data", "card_fields", "default_models",
            "model_info", "image_size", "phantom_sample"]
@@ -80,9 +81,9 @@ def _preprocessing(m: ServedModel) -> str:
     size = (m.pre.config.data.get("image_size") if m.pre.config is not None else None) or ()
     if size:
         steps.append(f"resized to {' x '.join(str(int(s)) for s in size)} (label map resized back)")
-    scaling = extra.get("intensity_scaling")
-    if scaling:
-        steps.append(f"intensity scaling {scaling.get('kind', '?')}"
+    if m.task in SEGMENTATION_TASKS:
+        scaling = prediction.scaling_record(m.pre)  # the run's record (old runs: the rule of their time)
+        steps.append(f"intensity scaling: {scaling.get('kind', '?')}"
                      + (f" {scaling['window']}" if scaling.get("window") else ""))
     covariates = m.data.get("covariate_names") or ()
     if covariates:
@@ -104,9 +105,8 @@ def card_fields(m: ServedModel) -> list[dict]:
               ("licence", c.get("data_licence") or c.get("licence") or "not stated on the card")]
     metrics = c.get("metrics") or {}
     shown = [f"{k} {_number(v)}" for k, v in metrics.items() if k != "split" and isinstance(v, (int, float))]
-    fields.append(("validated metrics", (", ".join(shown) + (f" (on the {metrics['split']})"
-                                                             if metrics.get("split") else ""))
-                   if shown else "none recorded"))
+    split = f"; measured on: {metrics['split']}" if metrics.get("split") else "; the split is not stated"
+    fields.append(("validated metrics", ", ".join(shown) + split if shown else "none recorded"))
     fields.append(("preprocessing", _preprocessing(m)))
     if d.get("channel_names"):
         fields.append(("input channels", ", ".join(d["channel_names"])))
