@@ -275,3 +275,34 @@ def test_gpu_check_sees_the_cpu_lowering_on_cpu_and_reports_problems():
     assert "under `auto`: **cpu**" in md and "| bfloat16 | lax | error: boom" in md and "1.10x" in md
     assert "| float32 | auto (cpu) | 2 |" in md
     assert f"augmentation resampling: {'native CPU kernel' if warp['calls_native_warp'] else 'XLA gathers'} on cpu" in md
+
+
+def test_case_latency_finds_cases_and_fails_in_one_line(tmp_path, capsys):
+    from benchmarks import case_latency
+
+    for name in ("b", "a"):
+        (tmp_path / "brats" / name).mkdir(parents=True)
+    (tmp_path / "isic").mkdir()
+    for name in ("IMD2.png", "IMD2_mask.png", "IMD1.png", "IMD1_mask.png"):
+        (tmp_path / "isic" / name).write_bytes(b"")
+    assert case_latency.find_cases("brats", str(tmp_path / "brats"), 1) == [str(tmp_path / "brats" / "a")]
+    assert case_latency.find_cases("isic", str(tmp_path / "isic"), 5) == [str(tmp_path / "isic" / f"IMD{i}.png")
+                                                                           for i in (1, 2)]
+    assert case_latency.main([]) == 2
+    assert "--brats_model" in capsys.readouterr().err
+    assert case_latency.main(["--brats_model=unet-phantoms-brain2d", f"--brats_dir={tmp_path / 'none'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --brats_dir {tmp_path / 'none'} does not exist"
+    assert case_latency.main(["--isic_model=no-such-model", f"--isic_dir={tmp_path / 'isic'}"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_case_latency_table():
+    from benchmarks import case_latency
+
+    row = {"model": "m", "entry_programs": True, "case": "pat3", "shape": [240, 240, 155, 2], "tta": True,
+           "state": "cold", "total_s": 12.34, "import_s": 2.0, "load_s": 1.0, "read_s": 0.5, "predict_s": 7.0,
+           "write_s": 0.25, "compile_s": 3.0, "programs_compiled": 0, "programs_loaded": 5}
+    md = case_latency.format_table({"host": {"cpu_model": "AMD EPYC", "cpus": 2}, "load": {"loadavg": [0.1, 0, 0]},
+                                    "rows": [row]})
+    assert "| m (+programs) | pat3 (240×240×155×2) | on | cold | 12.3 | 2.00 | 1.00 | 0.50 | 7.00 | 0.25 | 3.00 | " \
+           "0 / 5 |" in md and "AMD EPYC, 2 CPUs" in md

@@ -97,7 +97,8 @@ def redirected(path: str):
 
 class compile_counter:
     """Counts, while active (``with compile_counter() as c``), the programs XLA compiled (``c.compiled``) and those
-    loaded from the persistent cache instead (``c.loaded``), from jax's monitoring events. Without a cache every
+    loaded from the persistent cache instead (``c.loaded``), from jax's monitoring events; ``c.backend_s`` the seconds
+    spent getting executables (compiling, or loading them from the cache). Without a cache every
     program counts as compiled (jax's backend-compile event)."""
 
     _REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
@@ -106,6 +107,7 @@ class compile_counter:
 
     def __init__(self):
         self.requests = self.loaded = self.backend = 0
+        self.backend_s = 0.0  # seconds in XLA's compiler (or loading from the cache), all programs together
         self.active = False
 
     @property
@@ -119,8 +121,9 @@ class compile_counter:
             self.loaded += name == self._HITS
 
     def _duration(self, name, duration, **kw):
-        if self.active:
-            self.backend += name == self._BACKEND
+        if self.active and name == self._BACKEND:
+            self.backend += 1
+            self.backend_s += float(duration)
 
     def __enter__(self):
         from jax import monitoring
