@@ -510,8 +510,8 @@ def load(folder: str) -> PreprocessedModel:
 # ------------------------------------------------------------------------------------------------ command line
 
 def run_cli(argv=None) -> int:
-    """``python medzoo_runtime.py FOLDER IMAGE.npy --spacing ... [--direction 9 numbers] [--tta] --out
-    LABELS.npy``: one line ``error: ...`` and exit 2 on bad input."""
+    """``python medzoo_runtime.py FOLDER IMAGE.npy --spacing ... [--direction 9 numbers] [--tta] [--overlap F]
+    [--batch_size N] --out LABELS.npy``: one line ``error: ...`` and exit 2 on bad input."""
     p = argparse.ArgumentParser(prog="python medzoo_runtime.py",
                                 description="Segment an image array with an export that carries its preprocessing.")
     p.add_argument("folder", help="the export folder (python -m zoo.export NAME --with-preprocessing)")
@@ -519,6 +519,8 @@ def run_cli(argv=None) -> int:
     p.add_argument("--spacing", type=float, nargs="+", help="mm per array axis (needed where the plan resamples)")
     p.add_argument("--direction", type=float, nargs=9, help="3x3 LPS direction, row by row (volumes; default identity)")
     p.add_argument("--tta", action="store_true", help="average over every mirroring of the spatial axes")
+    p.add_argument("--overlap", type=float, default=None, help="window overlap (default: preprocessing.json's)")
+    p.add_argument("--batch_size", type=int, default=None, help="windows per call (default: preprocessing.json's)")
     p.add_argument("--out", required=True, help=".npy file to write the label map [*S] (int32) to")
     args = p.parse_args(argv)
     try:
@@ -527,7 +529,8 @@ def run_cli(argv=None) -> int:
             raise FileNotFoundError(f"{args.image}: no such file")
         image = np.load(args.image, allow_pickle=False)
         direction = None if args.direction is None else np.asarray(args.direction).reshape(3, 3)
-        labels = model.predict(image, args.spacing, direction, tta=args.tta)
+        labels = model.predict(image, args.spacing, direction, tta=args.tta, overlap=args.overlap,
+                               batch_size=args.batch_size)
         np.save(args.out, labels)  # written once, at the end (medzoo's atomic writer is not available here)
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
