@@ -2,12 +2,14 @@
 layout: routers -> services -> the library). ``python -m zoo.serve`` runs it.
 
 * ``application.create_app``: the app (routers, guard, state);
-* ``routers/``: ``page`` (``GET /``: ``static/index.html`` with ``static/app.js``) and ``api`` (``/api/...``);
+* ``routers/``: ``page`` (``GET /``: ``static/index.html`` with ``static/app.js``), ``api`` (``/api/...``) and
+  ``monailabel`` (the MONAI Label protocol 3D Slicer speaks: ``/info/``, ``/session/``, ``/datastore/``,
+  ``/infer/``, ``/train/``, ``/auth/``);
 * ``dependencies``: the server's state, the named model, the services' exceptions as HTTP answers;
 * ``middleware``: the bearer token and the upload limit (pure ASGI);
 * ``schemas``: the API's pydantic models;
-* ``services/``: uploads, served models, model loading, segmentation, outcome, the PDF summary, the worker pool
-  (plain functions the routes and the tests call), predicting through ``zoo.prediction`` and explaining through
+* ``services/``: uploads, served models, model loading, segmentation, outcome, the PDF summary, the worker pool,
+  and for the MONAI Label routes the sessions, the label-map answer and the credentials (plain functions the routes and the tests call), predicting through ``zoo.prediction`` and explaining through
   ``zoo.explain``.
 
 Imported here: what callers of the application use (tests, benchmarks, ``zoo.serve``).
