@@ -70,7 +70,7 @@ def test_probabilities_on_the_input_grid_and_members(pre, volume):
     assert set(maps) == {"entropy", "mutual_information"}
     assert 0 <= maps["mutual_information"].min() and maps["mutual_information"].max() <= maps["entropy"].max() <= 1
     np.testing.assert_allclose(entropy_map(pre, image, meta, tta=True), maps["entropy"], atol=1e-5)
-    folds = ensemble_case_proba([pre, pre], image, meta)
+    folds = ensemble_case_proba([pre, pre], image, meta, tta=True)  # the program compiled above
     assert folds.members.shape == (2, 48, 40, 3, 4)
     np.testing.assert_allclose(uncertainty_maps(folds)["mutual_information"], 0.0, atol=1e-6)  # equal folds agree
 
