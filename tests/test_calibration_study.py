@@ -43,6 +43,8 @@ def test_quick_study_writes_calibrated_folds_and_conformal_check(phantom_root, t
         assert 0 <= fold["conformal_threshold"] <= 1 and 0 <= fold["miss_rate"] <= 1
         record = load_calibration(str(out / "runs" / "cxr" / f"fold{i}"))
         assert record["temperature"] == pytest.approx(fold["temperature"])
+        assert record["conformal"]["threshold"] == pytest.approx(fold["conformal_threshold"])
+        assert record["conformal"]["alpha"] == 0.1 and record["conformal"]["n"] == fold["calibration_cases"]
     assert sum(result["reliability_before"]["count"]) == 16 * 40 * 40  # every held-out pixel, native size
     assert (out / "reliability_cxr.png").stat().st_size > 1000
     assert "miss rate" in (out / "calibration_cxr.md").read_text()

@@ -9,7 +9,8 @@ For one data family (``isic``: PH2 dermoscopy, ``cxr``: chest X-ray lung fields,
    less a validation part (a fifth of those patients) that picks the best checkpoint and fits the softmax
    temperature ``T`` (``scoring.calibration.fit_temperature`` on the validation images' log-probabilities at
    their native resolution, through the one prediction path ``zoo.prediction.predict_case_proba``); ``T`` is
-   stored with the fold's model (``zoo.calibration.save_calibration``: ``calibration.json``);
+   stored with the fold's model (``zoo.calibration.save_calibration``: ``calibration.json``, which also gets
+   the fold's conformal record of step 3);
 2. the fold's held-out patients are predicted at native resolution with and without ``T`` (applied to each
    window's logits); the pixel-level top-label ECE and the reliability diagram
    (``scoring.calibration.ReliabilityHistogram``, 15 equal-width bins) are measured before and after;
@@ -126,7 +127,7 @@ def run_study(data_root: str, family: str, out: str, *, folds: int = 4, alpha: f
                          f"alpha={alpha} needs {need}")
     split = kfold.patient_folds(arrays["patient_id"], int(folds), seed)
     before, after = ReliabilityHistogram(N_BINS), ReliabilityHistogram(N_BINS)
-    fold_rows, held = [], []  # held: per fold, [(fg probability after T, truth, argmax mask, case id)]
+    fold_rows, held, records = [], [], []  # held: per fold, [(fg probability after T, truth, argmax mask, case id)]
     t_start = time.time()
     for i, (tr_idx, te_idx) in enumerate(split):
         t0 = time.time()
@@ -151,8 +152,8 @@ def run_study(data_root: str, family: str, out: str, *, folds: int = 4, alpha: f
             dice.append(float(overlap.dice(mask, truth.astype(bool))))
             rows.append((1.0 - pt[..., 0], truth.astype(bool), mask, case["id"]))
         held.append(rows)
-        save_calibration(fold_dir, t, validation_cases=[c["id"] for c in val_cases], validation_pixels=n_fit,
-                         nll_before=nll1, nll_after=nll_t, family=family)
+        records.append((fold_dir, {"validation_cases": [c["id"] for c in val_cases], "validation_pixels": n_fit,
+                                   "nll_before": nll1, "nll_after": nll_t, "family": family}))
         fold_rows.append({"fold": i, "train_cases": len(fit_idx), "validation_cases": len(val_cases),
                           "test_cases": len(rows), "steps": int(res.get("step", steps)), "temperature": t,
                           "val_nll_before": nll1, "val_nll_after": nll_t, "ece_before": fb.ece, "ece_after": fa.ece,
@@ -168,6 +169,10 @@ def run_study(data_root: str, family: str, out: str, *, folds: int = 4, alpha: f
                    miss_rate_argmax=float(np.mean(argmax_miss)) if argmax_miss else None,
                    flagged_fraction=float(np.mean(flagged)) if flagged else None,
                    cases_over_alpha=int(sum(m > alpha for m in misses)))
+        fold_dir, fields = records[i]
+        save_calibration(fold_dir, row["temperature"], **fields, conformal={
+            "alpha": float(alpha), "threshold": t_hat, "n": len(cal), "score": "foreground probability after T",
+            "fitted_on": "the other folds' held-out predictions", "held_out_miss_rate": row["miss_rate"]})
     summary = {k: _mean_std([r[k] for r in fold_rows]) for k in
                ("temperature", "ece_before", "ece_after", "dice", "conformal_threshold", "miss_rate",
                 "miss_rate_argmax", "flagged_fraction")}
