@@ -14,7 +14,7 @@ import pytest
 import zoo
 from _serve_models import tiny_models
 from zoo import app as zoo_app
-from zoo import export, exported
+from zoo import export, export_writer, exported
 from zoo.pretrained import load_pretrained
 
 FRESH = r"""
@@ -142,7 +142,7 @@ def test_onnx_cli_export_agrees_with_the_jitted_model(exported_dir, tmp_path):
     seg, _ = exported_dir
     out = tmp_path / "onnx"
     assert export.main(["--model", seg, "--out", str(out), "--format", "onnx"]) == 0
-    assert (out / exported.ARTIFACT).exists() and json.loads((out / export.ONNX_MANIFEST).read_text())["batch"] == "any"
+    assert (out / exported.ARTIFACT).exists() and json.loads((out / export_writer.ONNX_MANIFEST).read_text())["batch"] == "any"
     x = np.random.default_rng(0).normal(size=(3, 32, 32, 4)).astype(np.float32)
     np.testing.assert_allclose(_ort_run(ort, str(out / "model.onnx"), x), load_pretrained(seg).predict_proba(x),
                                atol=1e-4)
@@ -178,7 +178,7 @@ def test_onnx_agrees_for_every_registered_segmentation_model(name):
     variables = dict(jit_init(functools.partial(model.init, train=False))(keys, x))
     fn = functools.partial(SegmentationTask.predict_proba, model, variables)
     try:
-        proto, batch = export.onnx_model(fn, (1, 32, 32, 4))
+        proto, batch = export_writer.onnx_model(fn, (1, 32, 32, 4))
     except ValueError as e:
         if name in ONNX_CANNOT:
             pytest.skip(f"{name}: {ONNX_CANNOT[name]} ({e})")

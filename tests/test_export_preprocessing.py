@@ -23,7 +23,7 @@ import pytest
 
 from data_pipelines import geometry, phantoms, preprocessing, readers
 from data_pipelines.planner import Plan
-from zoo import export, export_runtime
+from zoo import export, export_runtime, export_writer
 from zoo.calibration import save_calibration
 from zoo.configs import apply_overrides, load_config
 from zoo.prediction import intensity_scaling, predict_case, read_case
@@ -226,7 +226,7 @@ def test_models_that_cannot_carry_their_preprocessing_are_refused(planned, chang
         meta["data"]["extra"]["plan"]["preprocessing"].update(change["plan"])
     fake = types.SimpleNamespace(task=change.get("task", pre.task), meta=meta, config=pre.config)
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
-        export.preprocessing_spec(fake, "m")
+        export_writer.preprocessing_spec(fake, "m")
 
 
 BAD_IMAGES = [  # image, command-line arguments, what the one error line says
@@ -247,6 +247,51 @@ def test_the_runtime_command_line_refuses_bad_images_in_one_line(planned, tmp_pa
     for i, ((_, _, fragment), err) in enumerate(zip(BAD_IMAGES, errors)):
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], (i, err)
         assert not (tmp_path / f"labels{i}.npy").exists()
+
+
+SWAP_FLIP = ((0.0, -1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0))  # axis 0 anterior, axis 1 to the right
+IDENTITY3 = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+PLAN_CASES = [  # (plan fields, image shape, spacing, direction, format)
+    (dict(spatial_dims=3, spacing=(1.0, 1.0, 1.0), patch_size=(16, 16, 16), crop="nonzero", scheme="zscore_fg"),
+     (17, 14, 9, 2), (1.2, 1.5, 2.5), SWAP_FLIP, "nifti"),
+    (dict(spatial_dims=2, spacing=(3.0, 0.9, 0.8), patch_size=(16, 16), crop=None, scheme="ct", slice_axis=0),
+     (7, 19, 15, 1), (3.0, 0.7, 0.75), IDENTITY3, "nifti"),
+    (dict(spatial_dims=2, spacing=(1.1, 0.9, 2.0), patch_size=(16, 16), crop="nonzero", scheme="zscore", slice_axis=2),
+     (15, 12, 6, 2), (0.8, 1.3, 2.0), SWAP_FLIP, "nifti"),
+    (dict(spatial_dims=2, spacing=(0.8, 1.3), patch_size=(16, 16), crop=None, scheme="zscore"),
+     (21, 11, 1), (1.0, 1.0), ((1.0, 0.0), (0.0, 1.0)), "nrrd"),
+    (dict(spatial_dims=2, spacing=None, patch_size=(16, 16), crop="nonzero", scheme="rgb"),
+     (23, 18, 3), (1.0, 1.0), ((1.0, 0.0), (0.0, 1.0)), "picture"),
+]
+
+
+@pytest.mark.parametrize("fields, shape, spacing, direction, fmt", PLAN_CASES)
+def test_the_runtime_applies_and_undoes_a_plan_as_preprocessing_does(fields, shape, spacing, direction, fmt):
+    """``plan_forward`` / ``plan_back`` against ``preprocess_case`` / ``restore_case`` (no model): orientation,
+    slice axis, crop, each normalisation scheme, resampling both ways, pictures without spacing."""
+    rng = np.random.default_rng(len(shape) + shape[0])
+    fields = dict(fields)
+    scheme = fields.pop("scheme")
+    stats = {"zscore_fg": dict(mean=0.3, std=1.4), "zscore": dict(mean=0.3, std=1.4),
+             "ct": dict(mean=40.0, std=120.0, lower=-200.0, upper=300.0), "rgb": dict(lower=0.0, upper=255.0)}[scheme]
+    channels = tuple({"name": f"c{c}", "scheme": scheme, **stats} for c in range(shape[-1]))
+    plan = Plan(batch_size=2, channels=channels, preprocessing={"crop": fields.pop("crop"), "n4": False,
+                                                                "denoise": None}, **fields)
+    image = (rng.normal(size=shape) * (150.0 if scheme == "ct" else 1.0)).astype(np.float32)
+    if scheme == "rgb":
+        image = rng.integers(0, 256, size=shape).astype(np.float32)
+    image[:2] = image.reshape(-1, shape[-1]).min(axis=0)  # a constant border of each channel's minimum
+    image[:, -3:] = image.reshape(-1, shape[-1]).min(axis=0)
+    meta = readers.ImageMeta(spacing, (0.0,) * len(spacing), direction, "", fmt)
+    want, ctx = preprocessing.preprocess_case(image, meta, plan)
+    perm, flips = export_runtime.lps_axes(meta.direction_matrix) if len(spacing) == 3 else ([0, 1], [False, False])
+    got, grid = export_runtime.plan_forward(image, spacing, perm, flips, export_writer.plan_record(plan))
+    assert got.shape == want.shape and grid["crop"] == ctx["crop"] and grid["perm"] == ctx["perm"]
+    assert grid["flips"] == ctx["flips"] and grid["slice_axis"] == ctx["slice_axis"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    proba = rng.dirichlet(np.ones(3), size=want.shape[:-1]).astype(np.float32)
+    np.testing.assert_allclose(export_runtime.plan_back(proba, grid), preprocessing.restore_case(proba, ctx, order=1),
+                               atol=1e-6)
 
 
 def test_runtime_resampling_equals_simpleitk():

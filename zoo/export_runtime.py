@@ -54,7 +54,7 @@ import numpy as np
 
 __all__ = ["MANIFEST", "ARTIFACT", "PREPROCESSING", "FORMAT", "FORMAT_VERSION", "is_exported", "blend_windows",
            "mirrorings", "tempered", "ExportedModel", "PreprocessedModel", "load", "lps_axes", "resample_linear",
-           "scale_intensity", "normalise_channels", "run_cli"]
+           "scale_intensity", "normalise_channels", "plan_forward", "plan_back", "run_cli"]
 
 MANIFEST = "exported.json"
 ARTIFACT = "model.stablehlo"
@@ -368,6 +368,57 @@ def _resize(x: np.ndarray, shape) -> np.ndarray:
     return np.asarray(jax.image.resize(np.asarray(x, np.float32), target, "linear", antialias=True), np.float32)
 
 
+# ------------------------------------------------------------------------------------------------ a plan, both ways
+
+def plan_forward(image: np.ndarray, spacing, perm, flips, plan: dict) -> tuple[np.ndarray, dict]:
+    """``image [*S, C]`` (``spacing`` mm per array axis; ``perm``/``flips`` from :func:`lps_axes`, identity for
+    2D) -> ``(x [*S', C] float32, grid)`` by a plan record (``preprocessing.json``'s ``plan``): LPS axes, the slice
+    axis last, the crop, the normalisation, the plan's spacing (``data_pipelines.preprocessing.preprocess_case``'s
+    steps; ``grid`` is what :func:`plan_back` needs)."""
+    nd = image.ndim - 1
+    if plan["spatial_dims"] == 3 and nd != 3:
+        raise ValueError(f"a 3D plan needs a volume, got a {nd}D image")
+    if plan["spacing"] is not None and len(plan["spacing"]) != nd:
+        raise ValueError(f"{nd}D image, the plan's spacing {plan['spacing']} is {len(plan['spacing'])}D")
+    slice_axis = plan["slice_axis"] if nd == 3 and plan["spatial_dims"] == 2 else None
+    x = _to_canonical(np.asarray(image).astype(np.float32, copy=False), perm, flips, slice_axis, nd)
+    s_in = [float(spacing[p]) for p in perm]
+    s_out = None if plan["spacing"] is None else [float(s) for s in plan["spacing"]]
+    if slice_axis is not None:
+        s_in.append(s_in.pop(slice_axis))
+        s_out.append(s_out.pop(slice_axis))
+        s_out[-1] = s_in[-1]  # a 2D plan never resamples across slices
+    mask = np.any(x != x.reshape(-1, x.shape[-1]).min(axis=0), axis=-1)  # differs from the background
+    box = [(0, n) for n in x.shape[:nd]]
+    if plan["crop"] == "nonzero" and mask.any():
+        box = []
+        for a in range(nd):
+            hit = np.flatnonzero(mask.any(axis=tuple(b for b in range(nd) if b != a)))
+            box.append((int(hit[0]), int(hit[-1]) + 1))
+    crop = tuple(slice(lo, hi) for lo, hi in box)
+    x = normalise_channels(np.ascontiguousarray(x[crop]), plan["channels"], mask[crop])
+    cropped = list(x.shape[:nd])
+    if s_out is None:
+        s_out = s_in
+    else:
+        x = resample_linear(x, s_in, s_out, [max(int(round(cropped[a] * s_in[a] / s_out[a])), 1)
+                                             for a in range(nd)])
+    grid = {"perm": list(perm), "flips": list(flips), "slice_axis": slice_axis, "oriented_shape": list(mask.shape),
+            "crop": [list(b) for b in box], "cropped_shape": cropped, "spacing_in": s_in, "spacing_out": s_out}
+    return x, grid
+
+
+def plan_back(proba: np.ndarray, grid: dict) -> np.ndarray:
+    """Probabilities ``[*S', K]`` on the plan's grid -> the input's grid (:func:`plan_forward` undone: linear
+    resampling to the cropped grid, class 0 outside the crop, the axes put back)."""
+    nd = len(grid["cropped_shape"])
+    back = resample_linear(proba, grid["spacing_out"], grid["spacing_in"], grid["cropped_shape"])
+    full = np.zeros(tuple(grid["oriented_shape"]) + back.shape[nd:], np.float32)
+    full[..., 0] = 1.0
+    full[tuple(slice(lo, hi) for lo, hi in grid["crop"])] = back
+    return _from_canonical(full, grid["perm"], grid["flips"], grid["slice_axis"], nd)
+
+
 # ------------------------------------------------------------------------------------------------ with preprocessing
 
 class PreprocessedModel:
@@ -454,40 +505,8 @@ class PreprocessedModel:
                                   batch_size=batch_size).argmax(-1).astype(np.int32)
 
     def _with_plan(self, image, spacing, perm, flips, tta, overlap, batch_size):
-        plan = self.spec["plan"]
-        nd = image.ndim - 1
-        if plan["spatial_dims"] == 3 and nd != 3:
-            raise ValueError(f"a 3D plan needs a volume, got a {nd}D image")
-        if plan["spacing"] is not None and len(plan["spacing"]) != nd:
-            raise ValueError(f"{nd}D image, the plan's spacing {plan['spacing']} is {len(plan['spacing'])}D")
-        slice_axis = plan["slice_axis"] if nd == 3 and plan["spatial_dims"] == 2 else None
-        x = _to_canonical(image.astype(np.float32, copy=False), perm, flips, slice_axis, nd)
-        s_in = [spacing[p] for p in perm]
-        s_out = None if plan["spacing"] is None else [float(s) for s in plan["spacing"]]
-        if slice_axis is not None:
-            s_in.append(s_in.pop(slice_axis))
-            s_out.append(s_out.pop(slice_axis))
-            s_out[-1] = s_in[-1]  # a 2D plan never resamples across slices
-        mask = np.any(x != x.reshape(-1, x.shape[-1]).min(axis=0), axis=-1)  # differs from the background
-        box = [(0, n) for n in x.shape[:nd]]
-        if plan["crop"] == "nonzero" and mask.any():
-            box = []
-            for a in range(nd):
-                hit = np.flatnonzero(mask.any(axis=tuple(b for b in range(nd) if b != a)))
-                box.append((int(hit[0]), int(hit[-1]) + 1))
-        crop = tuple(slice(lo, hi) for lo, hi in box)
-        x = normalise_channels(np.ascontiguousarray(x[crop]), plan["channels"], mask[crop])
-        cropped = x.shape[:nd]
-        if s_out is None:
-            s_out = s_in
-        else:
-            x = resample_linear(x, s_in, s_out, [max(int(round(cropped[a] * s_in[a] / s_out[a])), 1)
-                                                 for a in range(nd)])
-        proba = resample_linear(self._windows(x, tta, overlap, batch_size), s_out, s_in, cropped)
-        full = np.zeros(tuple(mask.shape) + proba.shape[-1:], np.float32)
-        full[..., 0] = 1.0  # outside the crop: background
-        full[crop] = proba
-        return _from_canonical(full, perm, flips, slice_axis, nd)
+        x, grid = plan_forward(image, spacing, perm, flips, self.spec["plan"])
+        return plan_back(self._windows(x, tta, overlap, batch_size), grid)
 
     def _with_resize(self, image, perm, flips, tta, overlap, batch_size):
         nd = image.ndim - 1
