@@ -176,13 +176,7 @@ def _run(args) -> int:
     table = format_table(out)
     print("\n" + table)
     if args.out:
-        from data_pipelines import atomic
-
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
-        atomic.write_json(args.out, out)
-        md = os.path.splitext(args.out)[0] + ".md"
-        atomic.write_text(md, table)
-        print(f"wrote {args.out} and {md}")
+        frameworks.write_result(args.out, out, table)
     return 0
 
 

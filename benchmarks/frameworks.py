@@ -23,7 +23,7 @@ import time
 from benchmarks.common import RESIDUAL_UNET_MONAI, make_batch, time_calls
 
 __all__ = ["FRAMEWORKS", "SPEC_KEYS", "RESULT_PREFIX", "refuse_mixed", "time_work", "run_spec", "build_monai", "machine_load",
-           "check_load", "cpu_model"]
+           "check_load", "cpu_model", "write_result"]
 
 # framework -> the module whose presence in the same process makes its numbers untrustworthy
 FRAMEWORKS = {"zoo": "torch", "monai": "jax"}
@@ -190,3 +190,16 @@ def check_load(load: dict, max_load: float, first: bool) -> None:
     if not first and load["busy"] is not None and load["busy"] > max_load:
         raise ValueError(f"other processes kept {load['busy']:.0%} of the CPUs busy between workers, above "
                          f"--max-load {max_load:g} per core: measure on an idle machine")
+
+
+def write_result(path: str, out: dict, table: str) -> str:
+    """``out`` as strict JSON at ``path`` and the Markdown ``table`` beside it (``.md``), atomically; the ``.md``
+    path back."""
+    from data_pipelines import atomic
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic.write_json(path, out)
+    md = os.path.splitext(path)[0] + ".md"
+    atomic.write_text(md, table)
+    print(f"wrote {path} and {md}")
+    return md
