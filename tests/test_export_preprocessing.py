@@ -190,10 +190,13 @@ def test_picture_equals_predict_case_in_a_process_without_medzoo(pictures, tmp_p
     small = geometry.resize(intensity_scaling(image, pre), (32, 32))
     proba = geometry.resize(pre.predictor.sliding_window_proba(small[None], (32, 32), tta=True,
                                                                temperature=TEMPERATURE)[0], (45, 38))
+    rgba = np.concatenate([image, np.ones_like(image[..., :1])], axis=-1)  # as a PNG reader gives it
     report, _ = _fresh(tmp_path, [{"folder": folder, "image": image, "args": ["--tta"], "tta": True,
-                                   "proba": str(tmp_path / "proba.npy")}])
-    assert report == {"codes": [0], "refused_but_loaded": []}
+                                   "proba": str(tmp_path / "proba.npy")},
+                                  {"folder": folder, "image": rgba, "args": ["--tta"]}])
+    assert report == {"codes": [0, 0], "refused_but_loaded": []}
     assert _agreement(np.load(tmp_path / "labels0.npy"), want) >= AGREEMENT
+    np.testing.assert_array_equal(np.load(tmp_path / "labels1.npy"), np.load(tmp_path / "labels0.npy"))
     np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), proba, atol=1e-4)
 
 

@@ -470,6 +470,8 @@ class PreprocessedModel:
         nd = image.ndim - 1
         if nd not in (2, 3):
             raise ValueError(f"image must be [*S, C] with 2 or 3 spatial axes, got shape {image.shape}")
+        if nd == 2 and image.shape[-1] == 4 and len(self.channel_names) == 3:
+            image = image[..., :3]  # an RGBA picture: the loaders (and zoo.predict) drop the alpha channel
         if image.shape[-1] != len(self.channel_names):
             raise ValueError(f"image has {image.shape[-1]} channel(s); the model takes {len(self.channel_names)} "
                              f"({', '.join(self.channel_names)}) as the last axis")
