@@ -12,7 +12,6 @@ design (the document lists those answers).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import pytest
@@ -24,6 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from _serve_models import tiny_models
+from _server_tmp import four_channel_nifti, scratch  # noqa: F401 (scratch: a fixture)
 from zoo import app as zoo_app
 from zoo.app.middleware import OPEN_PATHS
 
@@ -41,15 +41,6 @@ def models(tmp_path_factory):
     for name, m in out.items():
         m.name = name
     return out
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    """The temporary folder every request's files go to (uploads, request folders, spooled bodies)."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _session_root(app) -> str | None:
@@ -158,3 +149,57 @@ def test_the_document_declares_the_answers_the_app_gives(models):
     assert r.status_code == 422 and "sample" in r.json()["detail"]
     r = c.post("/api/segment", data={"model": "nowhere", "sample": "0"})
     assert r.status_code == 404 and "unknown model" in r.json()["detail"]
+
+
+def _with_session_links(doc: dict) -> dict:
+    """``doc`` with OpenAPI links from ``PUT /session/``'s ``session_id`` to the operations that take one."""
+    paths = doc["paths"]
+    made = paths["/session/"]["put"]["responses"]["200"]
+    made["links"] = {
+        f"{method.upper()} {path}": {"operationId": paths[path][method]["operationId"],
+                                     "parameters": {f"{where}.session_id": "$response.body#/session_id"}}
+        for path, method, where in (("/session/{session_id}", "get", "path"),
+                                    ("/session/{session_id}", "delete", "path"), ("/infer/{model}", "post", "query"))}
+    return doc
+
+
+def test_sessions_created_and_used_statefully(models, scratch):
+    """MONAI Label's sessions as a client uses them (schemathesis' state machine over the links above): a session
+    made from a real scan, then read, used for inference and deleted, in seeded random orders with fuzzed
+    parameters; every answer checked as in the stateless runs."""
+    from fastapi.testclient import TestClient
+    from hypothesis import settings as hsettings
+
+    app = zoo_app.create_app(models, token=TOKEN, max_upload_mb=0.25, timeout=TIMEOUT, explain=False)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    doc = TestClient(app).get("/openapi.json", headers=auth).json()
+    if "/session/" not in doc["paths"]:
+        pytest.skip("the MONAI Label routes are not published")
+    schema = schemathesis.openapi.from_dict(_with_session_links(doc))
+    schema.app = app
+    scan, keep, seen = four_channel_nifti(), _session_root(app), []
+
+    class Client(schema.as_state_machine()):
+        def call(self, case, **kwargs):
+            if case.meta.generation.mode == GenerationMode.POSITIVE:
+                if case.operation.label == "PUT /session/":  # a real scan, so the session exists
+                    kwargs["files"] = {"files": ("scan.nii.gz", scan, "application/gzip")}
+                if case.operation.label == "POST /infer/{model}":
+                    case.path_parameters["model"] = "unet-tiny"
+            self.before = _files(scratch, keep)
+            return super().call(case, headers=auth, **kwargs)
+
+        def validate_response(self, response, case, **kwargs):
+            seen.append((case.operation.label, response.status_code))
+            super().validate_response(response, case, excluded_checks=[positive_data_acceptance], headers=auth)
+            left = _files(scratch, keep) - self.before
+            assert not left, f"{case.operation.label}: files left after the response: {sorted(left)}"
+
+    Client.TestCase.settings = hsettings(max_examples=12, stateful_step_count=5, derandomize=True, deadline=None,
+                                         database=None, suppress_health_check=list(HealthCheck))
+    Client.TestCase().runTest()
+    print(len(seen), "calls:", sorted(set(seen)))
+    assert all(s < 500 for _, s in seen), seen
+    assert ("PUT /session/", 200) in seen, seen
+    used = {label for label, s in seen if s == 200 and "session_id" in label}
+    assert used, f"no session was used after it was made: {sorted(set(seen))}"

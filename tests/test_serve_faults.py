@@ -6,7 +6,6 @@ and its logs (no file contents, no covariate values). Each answer is JSON naming
 from __future__ import annotations
 
 import errno
-import gzip
 import io
 import logging
 import os
@@ -19,12 +18,11 @@ import threading
 import time
 
 import httpx
-import nibabel as nib
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from _serve_models import tiny_models
+from _server_tmp import four_channel_nifti, scratch  # noqa: F401 (scratch: a fixture)
 from zoo import app as zoo_app
 from zoo.app.services import segmentation, uploads
 
@@ -45,25 +43,10 @@ def models(paths):
     return {"unet-tiny": m, "outcome-tiny": o}
 
 
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    """The server's temporary folder for the test (request folders, spooled bodies)."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
 def _leftovers(folder, keep=("zoo-sessions-",)) -> list:
     """What lies in ``folder`` but the MONAI Label session store (created with the app, empty until a client
     uploads a session)."""
     return sorted(n for n in os.listdir(folder) if not any(n.startswith(k) for k in keep))
-
-
-def _nifti(shape=(32, 32, 8), seed=0) -> bytes:
-    """A 4-channel volume (the last NIfTI axis holds the modalities)."""
-    img = np.random.default_rng(seed).normal(size=(*shape, 4)).astype(np.float32)
-    return gzip.compress(nib.Nifti1Image(img, np.eye(4)).to_bytes())
 
 
 # Stand-ins for the segmentation service, sent to the worker process by reference (pickled by name: the worker
@@ -108,7 +91,7 @@ def test_worker_processes_crash_timeout_and_full_queue(models, paths, scratch, m
 
         # a worker killed during a segmentation: 503 with the reason, a new worker, the server answering
         monkeypatch.setattr(segmentation, "segment_case", dies_mid_segmentation)
-        r = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", _nifti())})
+        r = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", four_channel_nifti())})
         assert r.status_code == 503 and "worker process died" in r.json()["detail"], r.text
         assert r.headers["retry-after"] == "1"
         assert c.get("/api/health").status_code == 200
@@ -127,7 +110,7 @@ def test_worker_processes_crash_timeout_and_full_queue(models, paths, scratch, m
         while pool.pending < 1:
             time.sleep(0.05)
         # ... while it runs, the queue (0 places) is full: 503 at once
-        busy = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", _nifti())})
+        busy = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", four_channel_nifti())})
         assert busy.status_code == 503 and "busy" in busy.json()["detail"], busy.text
         t.join(60)
         slow = answers["slow"]
@@ -140,7 +123,7 @@ def test_worker_processes_crash_timeout_and_full_queue(models, paths, scratch, m
         monkeypatch.setattr(tempfile, "tempdir", str(scratch))
         _wait_ready(pool)
         assert pool.processes != hung
-        again = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", _nifti())})
+        again = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", four_channel_nifti())})
         assert again.status_code == 200, again.text
         assert _leftovers(scratch) == []
     finally:
@@ -169,7 +152,7 @@ def test_disk_full_while_saving_the_upload_is_507(models, scratch, monkeypatch):
 
     monkeypatch.setattr(uploads, "open", lambda path, mode="r", *a, **k: FullDisk(path, mode), raising=False)
     c = TestClient(zoo_app.create_app(models, explain=False))
-    big = _nifti(shape=(128, 128, 16), seed=1)  # > 1 MiB: written in several chunks
+    big = four_channel_nifti(shape=(128, 128, 16), seed=1)  # > 1 MiB: written in several chunks
     assert len(big) > 2 << 20
     r = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", big)})
     assert r.status_code == 507 and "storage is full" in r.json()["detail"], r.text
@@ -188,7 +171,7 @@ def test_disk_full_in_the_worker_is_507(models, scratch, monkeypatch):
 def test_logs_carry_no_file_contents_or_covariates(models, scratch, caplog):
     caplog.set_level(logging.DEBUG)
     c = TestClient(zoo_app.create_app(models, explain=True))
-    scan = _nifti(seed=7)
+    scan = four_channel_nifti(seed=7)
     r = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("patient-smith.nii.gz", scan)})
     assert r.status_code == 200, r.text
     fields = {"age": 73.25, "sex": "F", "diabetes": 1, "smoker": 1}
@@ -228,7 +211,7 @@ def test_sigterm_mid_request_finishes_it_and_leaves_nothing(paths, tmp_path):
                 pass
             assert time.monotonic() < end, "the server did not come up"
             time.sleep(0.5)
-        scan, boundary = _nifti(seed=3), "ff00ff"
+        scan, boundary = four_channel_nifti(seed=3), "ff00ff"
         head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nseg\r\n--{boundary}\r\n'
                 f'Content-Disposition: form-data; name="file"; filename="scan.nii.gz"\r\n'
                 f"Content-Type: application/gzip\r\n\r\n").encode()
