@@ -30,6 +30,7 @@ function model(name) { return MODELS.find((m) => m.name === name); }
 // The card as readable fields (the server's card_fields: intended use, data, licence, metrics with their split...).
 function cardList(box, m, none) {
   box.innerHTML = "";
+  box.hidden = !m && !none;
   if (!m) { box.textContent = none; return; }
   for (const f of m.card_fields || []) {
     const dt = document.createElement("dt"), dd = document.createElement("dd");
@@ -94,7 +95,7 @@ function draw() {
     if (labels && k) { const c = COLORS[k % COLORS.length]; r = 0.5 * r + 0.5 * c[0]; gg = 0.5 * gg + 0.5 * c[1]; b = 0.5 * b + 0.5 * c[2]; }
     if (cam) { const h = VIEW.cam[z * hw + i] / 255; r = (1 - h * 0.6) * r + h * 0.6 * 255; b = (1 - h * 0.6) * b; }
     if (entropy) {  // uncertainty: towards yellow where the entropy is high
-      const h = 0.8 * VIEW.entropy[z * hw + i] / 255;
+      const h = 0.65 * VIEW.entropy[z * hw + i] / 255;  // the anatomy stays visible under the overlay
       r = (1 - h) * r + h * 255; gg = (1 - h) * gg + h * 230; b = (1 - h) * b;
     }
     img.data.set([r, gg, b, 255], 4 * i);
