@@ -552,7 +552,13 @@ def run_cli(argv=None) -> int:
         direction = None if args.direction is None else np.asarray(args.direction).reshape(3, 3)
         labels = model.predict(image, args.spacing, direction, tta=args.tta, overlap=args.overlap,
                                batch_size=args.batch_size)
-        np.save(args.out, labels)  # written once, at the end (medzoo's atomic writer is not available here)
+        tmp = f"{args.out}.{os.getpid()}.tmp.npy"  # written whole, then renamed into place (no half-written output)
+        try:
+            np.save(tmp, labels)
+            os.replace(tmp, args.out)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
