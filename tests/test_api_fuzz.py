@@ -6,7 +6,8 @@ all), with the bearer token and without it. Each answer must be no 5xx, declared
 matching its schema (schemathesis' checks), come back within the server's time limit, and leave nothing in the
 temporary folder. schemathesis' ``positive_data_acceptance`` check is left out: a request can be schema-valid
 and still name an unknown model or carry bytes that are no image, which the application refuses with a 4xx by
-design (the document lists those answers).
+design (the document lists those answers). MONAI Label's sessions also run statefully (a session made, then
+read, used and deleted). ``FUZZ_EXAMPLES=N`` (default 25 per operation and mode) sets the size of a longer run.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from zoo.app.middleware import OPEN_PATHS
 
 TOKEN = "fuzz-token-0123"
 TIMEOUT = 20.0  # the server's time limit in these runs (seconds)
-EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 25}  # per operation, with the token
-EXAMPLES_NO_TOKEN = 8  # per operation, without it
+# Examples per operation and mode with the token (a longer run: FUZZ_EXAMPLES=200), and without it.
+N = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = {GenerationMode.POSITIVE: N, GenerationMode.NEGATIVE: N}
+EXAMPLES_NO_TOKEN = max(N // 3, 8)
 MODEL_NAMES = ("unet-tiny", "outcome-tiny")
 
 
@@ -115,7 +118,7 @@ def test_every_route_with_the_token(models, scratch):
                 if mode != GenerationMode.NEGATIVE:
                     raise
                 unbreakable.append(op.label)  # e.g. only free-text parameters: every request is schema-valid
-            print(op.label, mode.value, f"{time.monotonic() - t0:.1f} s", sorted(set(seen)))
+            print(op.label, mode.value, f"{len(seen)} calls, {time.monotonic() - t0:.1f} s", sorted(set(seen)))
         assert seen and all(s < 500 for s in seen), (op.label, sorted(set(seen)))
         if op.label.startswith("GET /api/"):
             assert 200 in seen, (op.label, sorted(set(seen)))
