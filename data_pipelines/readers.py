@@ -508,6 +508,17 @@ _TRANSFER_SYNTAXES = {
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
+def _raw_text(ds, tag: int) -> str:
+    """The text of element ``tag`` as stored, without pydicom's conversion (which logs the values it finds
+    invalid: a hostile file's contents would reach the logs)."""
+    if tag not in ds:
+        return ""
+    value = ds.get_item(tag).value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).strip("\x00 ")
+
+
 def _check_transfer_syntax(path: str, max_bytes: int) -> None:
     """Before GDCM reads ``path``: its transfer syntax is one GDCM decodes, and a deflated data set inflates
     (streamed, capped) within ``max_bytes``."""
@@ -519,8 +530,10 @@ def _check_transfer_syntax(path: str, max_bytes: int) -> None:
         meta = pydicom.filereader.read_file_meta_info(path)
     except Exception as e:  # pydicom's own types for a damaged meta group
         raise UnreadableInput(path, f"corrupt DICOM file meta ({type(e).__name__}: {_last_line(e)})") from None
-    uid = str(meta.get("TransferSyntaxUID", "")).strip("\x00 ")
-    if uid and uid not in _TRANSFER_SYNTAXES:
+    uid = _raw_text(meta, 0x00020010)
+    if not uid:  # GDCM's recovery from a damaged meta group can take seconds: refuse it here
+        raise UnreadableInput(path, "corrupt DICOM file meta: no Transfer Syntax UID (0002,0010)")
+    if uid not in _TRANSFER_SYNTAXES:
         name = pydicom.uid.UID(uid).name
         raise UnreadableInput(path, f"unsupported transfer syntax {uid}{f' ({name})' if name != uid else ''}; "
                                     f"readable: {', '.join(sorted(set(_TRANSFER_SYNTAXES.values())))}")
@@ -543,7 +556,7 @@ def _check_dicom_image(path: str, max_bytes: int) -> None:
     _check_transfer_syntax(path, max_bytes)
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     if "Rows" not in ds or "Columns" not in ds:
-        sop = pydicom.uid.UID(str(ds.get("SOPClassUID", "")).strip("\x00 "))
+        sop = pydicom.uid.UID(_raw_text(ds, 0x00080016))
         if sop and "Image" not in sop.name:
             raise UnreadableInput(path, f"not an image: a DICOM {sop.name} object (no Rows/Columns)")
         raise UnreadableInput(path, f"truncated or corrupt: no Rows/Columns in the DICOM header "

@@ -637,6 +637,29 @@ def test_a_zip_bomb_is_refused_by_its_declared_and_its_inflated_size(tmp_path):
     assert sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder2) for f in fs) < 2 << 20
 
 
+def test_a_zip_whose_directory_points_before_its_start_is_unreadable(tmp_path):
+    # found by the fuzz: the member's offset lands before the file's start and seek() raised OSError (EINVAL)
+    slices = _dicom_slices(str(tmp_path / "s"), uid="1.2.826.0.1.3680043.2.1125.13")
+    data = bytearray(_zip(slices))
+    eocd = data.rfind(b"PK\x05\x06")
+    start = struct.unpack("<I", data[eocd + 16:eocd + 20])[0]
+    data[eocd + 16:eocd + 20] = struct.pack("<I", start + 1000)
+    path, folder = _upload(tmp_path, "series.zip", bytes(data))
+    with pytest.raises(UnreadableInput, match=r"upload 'series.zip'.*cannot be inflated \(OSError"):
+        read_upload(path, ".zip", folder, "upload 'series.zip'")
+
+
+def test_a_dicom_with_a_damaged_meta_group_is_refused_before_gdcm(tmp_path):
+    # found by the fuzz: GDCM took 4-8 s to recover a slice whose first meta element's group was damaged
+    data = bytearray(open(_ct_small(tmp_path), "rb").read())
+    data[132:134] = b"\xcb\x00"
+    (tmp_path / "meta.dcm").write_bytes(bytes(data))
+    start = time.perf_counter()
+    with pytest.raises(UnreadableInput, match=r"meta\.dcm: corrupt DICOM file meta: no Transfer Syntax UID"):
+        read_image(tmp_path / "meta.dcm")
+    assert time.perf_counter() - start < 1.0
+
+
 def test_a_zipped_series_reads_through_the_upload_path(tmp_path):
     slices = _dicom_slices(str(tmp_path / "s"), uid="1.2.826.0.1.3680043.2.1125.12")
     path, folder = _zip_with(tmp_path, {"dir/" + k: v for k, v in slices.items()})

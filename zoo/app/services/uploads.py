@@ -108,40 +108,63 @@ def _member_problem(m: zipfile.ZipInfo) -> str | None:
     return None
 
 
+# What reading a damaged archive raises (an offset past the file is an OSError from seek); the disk faults of
+# writing the members out are the server's, not the client's, and are not among them.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, RuntimeError, NotImplementedError, ValueError,
+               OSError, struct.error, zlib.error)
+
+
+def _zip_members(path: str, name: str, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """The file members of the zip ``path`` (the client's ``name``), checked before anything is inflated: a count
+    in 1..MAX_ZIP_MEMBERS, no links, '..' or absolute names or encryption, declared sizes summing within
+    ``max_bytes``."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except _ZIP_ERRORS as e:
+        raise UnreadableInput(name, f"not a readable zip ({type(e).__name__}: {e})") from None
+    members = [m for m in infos if not m.is_dir()]
+    if not members or len(members) > MAX_ZIP_MEMBERS:
+        raise UnreadableInput(name, f"holds {len(members)} files (1..{MAX_ZIP_MEMBERS} expected)")
+    for m in infos:
+        if problem := _member_problem(m):
+            raise UnreadableInput(name, f"{problem}; a zip may hold only plain files")
+    declared = sum(m.file_size for m in members)
+    if declared > max_bytes:
+        raise InputTooLarge(name, "the zip's members declare", declared, max_bytes)
+    return members
+
+
+def _member_chunks(z: zipfile.ZipFile, m: zipfile.ZipInfo, name: str):
+    """The inflated bytes of member ``m`` in 1 MiB pieces; a damaged member is an ``UnreadableInput``."""
+    try:
+        with z.open(m) as src:
+            while chunk := src.read(1 << 20):
+                yield chunk
+    except _ZIP_ERRORS as e:
+        raise UnreadableInput(name, f"member {m.filename!r} cannot be inflated ({type(e).__name__}: {e})") from None
+
+
 def _extract_zip(path: str, folder: str, name: str, max_bytes: int) -> str:
     """Extract the zip ``path`` (the client's ``name``) flat into ``folder/zip`` (member folders dropped), at most
     ``max_bytes`` inflated (declared sizes summed first, inflated bytes counted while streaming); returns the path
     to read: the .mhd inside, or the folder (a DICOM series)."""
+    members = _zip_members(path, name, max_bytes)
     out = os.path.join(folder, "zip")
     os.makedirs(out)
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = [m for m in z.infolist() if not m.is_dir()]
-            if not members or len(members) > MAX_ZIP_MEMBERS:
-                raise UnreadableInput(name, f"holds {len(members)} files (1..{MAX_ZIP_MEMBERS} expected)")
-            for m in z.infolist():
-                if problem := _member_problem(m):
-                    raise UnreadableInput(name, f"{problem}; a zip may hold only plain files")
-            declared = sum(m.file_size for m in members)
-            if declared > max_bytes:
-                raise InputTooLarge(name, "the zip's members declare", declared, max_bytes)
-            names, inflated = set(), 0
-            for i, m in enumerate(members):
-                base = os.path.basename(m.filename.replace("\\", "/"))
-                if not base or base.startswith(".") or base in names:
-                    base = f"member{i:05d}" + os.path.splitext(base)[1]
-                names.add(base)
-                with z.open(m) as src, atomic_path(os.path.join(out, base)) as tmp, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        inflated += len(chunk)
-                        if inflated > max_bytes:
-                            raise InputTooLarge(name, "the zip inflates to more than", inflated, max_bytes)
-                        dst.write(chunk)
-    except UnreadableInput:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, RuntimeError, NotImplementedError, ValueError,
-            struct.error, zlib.error) as e:  # a corrupt archive (disk faults, OSError, are the server's)
-        raise UnreadableInput(name, f"not a readable zip ({type(e).__name__}: {e})") from None
+    names, inflated = set(), 0
+    with zipfile.ZipFile(path) as z:
+        for i, m in enumerate(members):
+            base = os.path.basename(m.filename.replace("\\", "/"))
+            if not base or base.startswith(".") or base in names:
+                base = f"member{i:05d}" + os.path.splitext(base)[1]
+            names.add(base)
+            with atomic_path(os.path.join(out, base)) as tmp, open(tmp, "wb") as dst:
+                for chunk in _member_chunks(z, m, name):
+                    inflated += len(chunk)
+                    if inflated > max_bytes:
+                        raise InputTooLarge(name, "the zip inflates to more than", inflated, max_bytes)
+                    dst.write(chunk)
     headers = sorted(n for n in os.listdir(out) if n.lower().endswith(".mhd"))
     if len(headers) > 1:
         raise UnreadableInput(name, f"holds {len(headers)} .mhd headers; zip one image (an .mhd with its .raw)")
@@ -160,13 +183,16 @@ def _read(read, path: str, suffix: str, folder: str, label: str, max_upload_mb: 
         target = _readable_path(path, suffix, folder, label, limit)
         return read(target, limit), target
     except InputTooLarge as e:
-        raise TooLarge(max_upload_mb, _unplaced(e.problem, folder)) from None
+        raise TooLarge(max_upload_mb, _unplaced(e, (path, folder, label), folder)) from None
     except UnreadableInput as e:
-        raise UnreadableInput(label, f"cannot be read as {suffix}: {_unplaced(e.problem, folder)}") from None
+        raise UnreadableInput(label, f"cannot be read as {suffix}: {_unplaced(e, (path, folder, label), folder)}") from None
 
 
-def _unplaced(problem: str, folder: str) -> str:
-    """``problem`` without the server's request folder (the client is told names, not where they lie)."""
+def _unplaced(e: UnreadableInput, upload: tuple, folder: str) -> str:
+    """The reader's error about the upload (``e.file`` one of the ``upload`` names) or a file unpacked from it
+    without the server's request folder: the client is told names (``zip/slice7.dcm: ...``), never where they
+    lie."""
+    problem = e.problem if e.file in upload else str(e)
     for f in (os.path.realpath(folder), folder):
         problem = problem.replace(f + os.sep, "").replace(f, "the upload's folder")
     return problem
