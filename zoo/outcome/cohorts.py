@@ -18,7 +18,9 @@
   standardised unless asked.
 
 Errors (``ValueError`` naming the column): negative, NaN or infinite times; events not 0/1; all patients
-censored; an unknown covariate name; a categorical level unseen in training.
+censored; an unknown covariate name; a categorical level unseen in training. From a file (:func:`read_table`,
+:func:`read_cohort`) they are one ``data_pipelines.errors.UnreadableInput`` naming it, as is a table that cannot
+be parsed or is larger than ``max_bytes`` (checked before pandas reads it).
 """
 
 from __future__ import annotations

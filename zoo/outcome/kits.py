@@ -77,10 +77,10 @@ Imputation is not done here: the one covariate encoder, ``CovariateEncoder.for_c
 applied to validation. :func:`as_survival_cohort` gives the overall-survival outcome as the outcome home's
 :class:`zoo.outcome.cohorts.Cohort` (``time`` / ``event``), what the survival baselines and heads read.
 
-Bad input: the folder or ``clinical.json`` missing -> ``FileNotFoundError``; a malformed ``clinical.json``
-(not JSON, not a list of records, a bad or repeated case_id, a field of the wrong type) -> one ``ValueError``
-naming the file, the case and the field; a record without its mask -> one ``ValueError`` naming the case and
-the path.
+Bad input is one ``data_pipelines.errors.UnreadableInput`` (a ``ValueError``): the folder or ``clinical.json``
+missing (its ``MissingInput``, also a ``FileNotFoundError``); a malformed ``clinical.json`` (not JSON, nested
+too deep, over 256 MiB, not a list of records, a bad or repeated case_id, a field of the wrong type) naming the
+file, the case and the field; a record without its mask naming the case and the path.
 """
 
 from __future__ import annotations
