@@ -423,6 +423,13 @@ def test_a_dicom_series_zip_gets_a_seg_download_matching_its_label_map(ct_model,
     for uid in refs:  # each frame is its source slice of the label map the same response carries
         got = seg.get_pixels_by_source_instance([uid], combine_segments=True)[0]
         np.testing.assert_array_equal(got, labels[:, :, src[uid]].T)
+    # the probabilities as a FRACTIONAL SEG, when asked
+    r = c.post("/api/segment", data={"model": "unet-ct", "pdf": "false", "seg_probabilities": "true"},
+               files={"file": ("series.zip", _zip_folder(tmp_path / "series"))})
+    frac = hd.seg.segread(io.BytesIO(base64.b64decode(r.json()["downloads"]["seg_probabilities_dcm"]["base64"])))
+    assert frac.SegmentationType == "FRACTIONAL" and frac.number_of_segments == 1
+    assert frac.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+    assert "seg_dcm" in r.json()["downloads"]  # the BINARY one beside it
     # a SEG asked of a NIfTI upload (or of a picture): one clear 400 before any prediction
     r = c.post("/api/segment", data={"model": "unet-ct", "seg": "true"},
                files={"file": ("ct.nii.gz", gzip.compress(nib.Nifti1Image(hu, np.eye(4)).to_bytes()))})

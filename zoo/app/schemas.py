@@ -70,7 +70,8 @@ class SegmentResult(BaseModel):
     display: Display
     downloads: dict[str, Download] = Field(description="label_map, overlay_png, summary_json, summary_pdf, "
                                            "entropy_map (+ mutual_information_map with tta), seg_dcm (a DICOM SEG, "
-                                           "for a DICOM series input)")
+                                           "for a DICOM series input), seg_probabilities_dcm (FRACTIONAL SEG, "
+                                           "when asked)")
 
 class OutcomeRequest(BaseModel):
     model: str

@@ -39,6 +39,8 @@ async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None
                   tta: bool = Form(False), gradcam: bool = Form(True), pdf: bool = Form(True),
                   seg: Optional[bool] = Form(None, description="the DICOM SEG download: default when the input is "
                                              "a DICOM series; true: required (else 400); false: none"),
+                  seg_probabilities: bool = Form(False, description="also the class probabilities as a FRACTIONAL "
+                                                 "DICOM SEG (a DICOM series input, else 400)"),
                   state: ServerState = Depends(server_state)):
     m = served_model(state, model, ("segmentation", "instance"))
     if (file is None) == (sample is None):
@@ -54,7 +56,7 @@ async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None
                 ref = await save_upload(reference, folder, "reference", state.max_upload_mb)
             return await state.pool.run(segmentation.segment_case, m, folder, upload=upload, sample=sample,
                                         reference=ref, tta=tta, gradcam=gradcam and state.explain, pdf=pdf,
-                                        seg=seg)
+                                        seg=seg, seg_probabilities=seg_probabilities)
     finally:
         if not state.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -24,9 +24,11 @@ from zoo.app.services.served import ServedModel, card_fields, phantom_sample
 from zoo.app.services.uploads import read_reference, read_upload
 from zoo.uncertainty import uncertainty_maps
 
-__all__ = ["GRADCAM_OFF", "SEG_FILENAME", "segment_case", "seg_problem", "segment", "gradcam_layer", "gradcam_map"]
+__all__ = ["GRADCAM_OFF", "SEG_FILENAME", "SEG_PROBABILITIES_FILENAME", "segment_case", "seg_problem", "segment",
+           "gradcam_layer", "gradcam_map"]
 
 SEG_FILENAME = "prediction_seg" + dicom.SEG_SUFFIX
+SEG_PROBABILITIES_FILENAME = "probabilities_seg" + dicom.SEG_SUFFIX
 
 GRADCAM_OFF = "Grad-CAM is not enabled on this server"
 
@@ -49,11 +51,13 @@ def _label_suffix(meta, read_path: str) -> str:
 
 
 def segment_case(m: ServedModel, folder: str, *, upload: tuple | None = None, sample: int | None = None,
-                 reference: tuple | None = None, seg: bool | None = None, **options) -> dict:
+                 reference: tuple | None = None, seg: bool | None = None, seg_probabilities: bool = False,
+                 **options) -> dict:
     """:func:`segment` of a saved upload (``upload``: ``(path, suffix, label)``) or of bundled phantom ``sample``
     (its own label map is the reference), with an optional uploaded reference mask (``(path, suffix)``);
     ``seg``: the DICOM SEG download (``None``: when the input is a DICOM series; ``True``: required, anything
-    else is an error before any prediction); ``options`` go to :func:`segment`."""
+    else is an error before any prediction); ``seg_probabilities``: also the FRACTIONAL SEG of the class
+    probabilities (requires a DICOM series as ``seg=True`` does); ``options`` go to :func:`segment`."""
     if upload is not None:
         path, suffix, label = upload
         image, meta, read_path = read_upload(path, suffix, folder, label)
@@ -62,12 +66,12 @@ def segment_case(m: ServedModel, folder: str, *, upload: tuple | None = None, sa
         image, meta, ref = phantom_sample(m, sample)
         read_path = "phantom.nrrd"
     problem = seg_problem(m, image, read_path)
-    if seg and problem:
+    if (seg or seg_probabilities) and problem:
         raise ValueError(f"no DICOM SEG: {problem}")
     if reference is not None:
         ref = read_reference(*reference, folder, image.shape[:-1])
     return segment(m, image, meta, read_path, folder, reference=ref,
-                   seg=False if seg is False else problem is None, **options)
+                   seg=False if seg is False else problem is None, seg_probabilities=seg_probabilities, **options)
 
 
 def seg_problem(m: ServedModel, image: np.ndarray, read_path: str) -> str | None:
@@ -84,11 +88,13 @@ def seg_problem(m: ServedModel, image: np.ndarray, read_path: str) -> str | None
 
 
 def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str, *, reference=None,
-            tta: bool = False, gradcam: bool = False, pdf: bool = True, seg: bool = False) -> dict:
+            tta: bool = False, gradcam: bool = False, pdf: bool = True, seg: bool = False,
+            seg_probabilities: bool = False) -> dict:
     """Predict, measure and package one case (see the module docstring). ``folder``: the request's temp dir;
     ``gradcam``: also the Grad-CAM map (:func:`gradcam_map`); ``pdf``: also the PDF summary
     (``zoo.app.services.pdf.summary_pdf``, about 0.3 s of matplotlib on a CPU core); ``seg``: also the DICOM SEG
-    of the series at ``read_path`` (:func:`seg_problem` says when there can be one)."""
+    of the series at ``read_path`` (:func:`seg_problem` says when there can be one); ``seg_probabilities``: also
+    the FRACTIONAL SEG of the foreground probabilities."""
     if m.task not in ("segmentation", "instance"):
         raise ValueError(f"model {m.name!r} is a {m.task} model; /api/segment takes segmentation models")
     channels = len(m.data["channel_names"])
@@ -117,9 +123,13 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
     for key, values in maps.items():  # entropy, and mutual information with TTA
         map_paths[key] = os.path.join(folder, key + suffix)
         prediction.write_map(values, meta, read_path, map_paths[key])
-    seg_path = None
+    segs = {}
     if seg:
-        seg_path = dicom.write_seg(labels, meta, read_path, m.card, os.path.join(folder, SEG_FILENAME))
+        segs["seg_dcm"] = dicom.write_seg(labels, meta, read_path, m.card, os.path.join(folder, SEG_FILENAME))
+    if seg_probabilities:
+        segs["seg_probabilities_dcm"] = dicom.write_seg(labels, meta, read_path, m.card,
+                                                        os.path.join(folder, SEG_PROBABILITIES_FILENAME),
+                                                        fractional=case.proba)
     summary = {"model": m.name, "shape": list(labels.shape), "spacing_mm": [float(s) for s in meta.spacing],
                "unit": unit, "sizes": sizes, "dice": dices, "class_names": names,
                "voxels": {names[c]: int(counts[c]) for c in range(k)}, "tta": bool(tta)}
@@ -136,8 +146,8 @@ def segment(m: ServedModel, image: np.ndarray, meta, read_path: str, folder: str
         downloads["summary_pdf"] = _download(pdf_path)
     for key, path in map_paths.items():
         downloads[f"{key}_map"] = _download(path)
-    if seg_path is not None:
-        downloads["seg_dcm"] = _download(seg_path)
+    for key, path in segs.items():
+        downloads[key] = _download(path)
     entropy_note = ("predictive entropy / log K (0: one class certain, 1: all classes equally likely)"
                     + (", mean over the mirrored inputs" if tta else "")
                     + (f", logits divided by the stored temperature {m.temperature:g}" if m.temperature else
