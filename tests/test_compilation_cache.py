@@ -47,7 +47,7 @@ def _run(env_extra: dict) -> dict:
 def test_second_run_in_a_fresh_process_compiles_nothing(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     first = _run(env)
-    assert first["dir"] == str(tmp_path / "xdg" / "medzoo" / "jax")
+    assert first["dir"] == str(tmp_path / "xdg" / "medzoo" / "jax" / f"cpu-{compilation_cache.cpu_signature()[1]}")
     assert first["compiled"] > 0 and first["loaded"] == 0
     assert os.listdir(first["dir"])  # the programs were written
     second = _run(env)
@@ -62,9 +62,12 @@ def test_turned_off_writes_no_cache(tmp_path):
     assert not (tmp_path / "xdg" / "medzoo").exists()
 
 
+CPU = f"cpu-{compilation_cache.cpu_signature()[1]}"
+
+
 @pytest.mark.parametrize("environ,expected", [
-    ({"XDG_CACHE_HOME": "/c"}, "/c/medzoo/jax"),
-    ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "1"}, "/c/medzoo/jax"),
+    ({"XDG_CACHE_HOME": "/c"}, f"/c/medzoo/jax/{CPU}"),
+    ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "1"}, f"/c/medzoo/jax/{CPU}"),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "/elsewhere/x"}, "/elsewhere/x"),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "off"}, None),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "False"}, None),
@@ -74,4 +77,6 @@ def test_cache_dir_from_the_environment(environ, expected):
 
 
 def test_default_is_the_user_cache():
-    assert compilation_cache.cache_dir({}) == os.path.join(os.path.expanduser("~"), ".cache", "medzoo", "jax")
+    assert compilation_cache.cache_dir({}) == os.path.join(os.path.expanduser("~"), ".cache", "medzoo", "jax", CPU)
+    model, digest = compilation_cache.cpu_signature()
+    assert model and len(digest) == 16 and int(digest, 16) >= 0

@@ -2,7 +2,8 @@
 
 A command line compiles the same programs on every run (a model's forward pass for a patch shape, a train step);
 with the cache a second run loads them from disk instead of compiling them (seconds per program on a CPU). The cache
-lives in the user's cache folder, ``$XDG_CACHE_HOME/medzoo/jax`` (``~/.cache/medzoo/jax``); every program is kept
+lives in the user's cache folder, ``$XDG_CACHE_HOME/medzoo/jax/cpu-<digest>`` (``~/.cache/medzoo/jax/...``; one
+folder per CPU type, :func:`cpu_signature`, since jax's own keys name no CPU features); every program is kept
 (no minimum compile time or entry size) and the folder is capped at :data:`MAX_BYTES`, least recently used entries
 evicted first (jax's own LRU cache). ``MEDZOO_COMPILATION_CACHE=0`` (or ``off``/``false``/``no``) turns it off;
 any other non-empty value is a folder to use instead.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["ENV", "MAX_BYTES", "cache_dir", "enable", "active_dir", "redirected", "compile_counter"]
+__all__ = ["ENV", "MAX_BYTES", "cache_dir", "cpu_signature", "enable", "active_dir", "redirected", "compile_counter"]
 
 ENV = "MEDZOO_COMPILATION_CACHE"
 MAX_BYTES = 4 << 30
@@ -33,7 +34,26 @@ def cache_dir(environ=None) -> str | None:
     if value and value != "1":
         return os.path.abspath(os.path.expanduser(value))
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "medzoo", "jax")
+    # jax's keys name no CPU features: a home folder shared by hosts of two CPU types must not share executables
+    return os.path.join(base, "medzoo", "jax", "cpu-" + cpu_signature()[1])
+
+
+def cpu_signature() -> tuple[str, str]:
+    """The CPU's model name and a digest of its model and sorted instruction-set flags (``/proc/cpuinfo``)."""
+    import hashlib
+    import platform
+
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = " ".join(sorted((fields.get("flags") or fields.get("Features") or "").split()))
+    return model, hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:16]
 
 
 def enable(environ=None) -> str | None:

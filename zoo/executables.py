@@ -18,7 +18,6 @@ with one notice line and the model compiles as usual.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,23 +33,6 @@ PROGRAMS = "programs"
 _INFO = "programs.json"
 
 
-def _cpu() -> tuple[str, str]:
-    """The CPU's model name and a digest of its sorted instruction-set flags (``/proc/cpuinfo``)."""
-    import platform
-
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    flags = " ".join(sorted((fields.get("flags") or fields.get("Features") or "").split()))
-    return model, hashlib.sha256(flags.encode()).hexdigest()[:16]
-
-
 def host_key() -> dict:
     """What an executable compiled here depends on: jaxlib version, backend platform and version, CPU model and
     instruction-set flags (digest)."""
@@ -59,7 +41,7 @@ def host_key() -> dict:
     import jaxlib
 
     backend = jax.extend.backend.get_backend()
-    model, flags = _cpu()
+    model, flags = compilation_cache.cpu_signature()
     return {"jaxlib": jaxlib.__version__, "platform": backend.platform,
             "platform_version": str(backend.platform_version), "device_kind": jax.devices()[0].device_kind,
             "cpu_model": model, "cpu_flags": flags}
