@@ -207,3 +207,24 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
     assert all(len(s["per_case"]) == 6 for s in result["contenders"].values())
     table = (out / "table.md").read_text()
     assert "nnunet-2d" in table and "zoo-unet" in table and "250,000" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data_dir", "/nonexistent/dir", "--family", "isic", "--budget_min", "1"], "--data_dir"),
+    (["--data_dir", ".", "--family", "isic", "--budget_min", "0"], "--budget_min must be > 0"),
+    (["--data_dir", ".", "--family", "isic", "--budget_min", "1", "--configs", "3d_lowres"], "--configs: unknown"),
+    (["--data_dir", ".", "--family", "isic", "--budget_min", "1", "--fold_ids", "a"], "--fold_ids expects"),
+])
+def test_command_line_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
+    from eval.studies.compare_nnunet import main
+
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_worker_refuses_a_missing_environment_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    proc = subprocess.run([sys.executable, "-m", "eval.studies.nnunet_worker", "train", "--dataset_id", "3",
+                           "--fold", "0", "--budget_s", "5"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: environment variable nnUNet_raw is not set")
