@@ -194,12 +194,13 @@ def test_sessions_created_and_used_statefully(models, scratch):
 
         def validate_response(self, response, case, **kwargs):
             seen.append((case.operation.label, response.status_code))
-            super().validate_response(response, case, excluded_checks=[positive_data_acceptance], headers=auth)
+            # the case's own validation: the machine's would pass excluded_checks on to the transport
+            case.validate_response(response, excluded_checks=[positive_data_acceptance], headers=auth)
             left = _files(scratch, keep) - self.before
             assert not left, f"{case.operation.label}: files left after the response: {sorted(left)}"
 
-    Client.TestCase.settings = hsettings(max_examples=12, stateful_step_count=5, derandomize=True, deadline=None,
-                                         database=None, suppress_health_check=list(HealthCheck))
+    Client.TestCase.settings = hsettings(max_examples=max(N // 2, 12), stateful_step_count=5, derandomize=True,
+                                         deadline=None, database=None, suppress_health_check=list(HealthCheck))
     Client.TestCase().runTest()
     print(len(seen), "calls:", sorted(set(seen)))
     assert all(s < 500 for _, s in seen), seen

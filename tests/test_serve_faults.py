@@ -5,6 +5,7 @@ and its logs (no file contents, no covariate values). Each answer is JSON naming
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import logging
@@ -110,7 +111,8 @@ def test_worker_processes_crash_timeout_and_full_queue(models, paths, scratch, m
         while pool.pending < 1:
             time.sleep(0.05)
         # ... while it runs, the queue (0 places) is full: 503 at once
-        busy = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", four_channel_nifti())})
+        scan = {"file": ("scan.nii.gz", four_channel_nifti())}
+        busy = c.post("/api/segment", data={"model": "unet-tiny"}, files=scan)
         assert busy.status_code == 503 and "busy" in busy.json()["detail"], busy.text
         t.join(60)
         slow = answers["slow"]
@@ -123,8 +125,12 @@ def test_worker_processes_crash_timeout_and_full_queue(models, paths, scratch, m
         monkeypatch.setattr(tempfile, "tempdir", str(scratch))
         _wait_ready(pool)
         assert pool.processes != hung
-        again = c.post("/api/segment", data={"model": "unet-tiny"}, files={"file": ("scan.nii.gz", four_channel_nifti())})
+        again = c.post("/api/segment", data={"model": "unet-tiny"}, files=scan)
         assert again.status_code == 200, again.text
+        # work that cannot travel to a worker process is refused here, and the worker stays free
+        with pytest.raises(RuntimeError, match="cannot be sent to a worker process"):
+            asyncio.run(pool.run(lambda: 1))
+        assert pool.ready == 1 and pool.pending == 0
         assert _leftovers(scratch) == []
     finally:
         pool.close()

@@ -71,10 +71,11 @@ def _worker_main(conn, sources: dict) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            fn, args, kwargs = conn.recv()
+            payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
         try:
+            fn, args, kwargs = pickle.loads(payload)  # e.g. a function this process cannot import: an answer
             args = [models[a.name] if isinstance(a, _ModelRef) else a for a in args]
             answer = ("ok", fn(*args, **kwargs))
         except Exception as e:
@@ -185,9 +186,14 @@ class InferencePool:
         if w is None:
             self._idle.put(None)
             raise WorkerLost(f"no worker process is available: {self._failure}")
-        message = (fn, tuple(_ModelRef(a.name) if isinstance(a, ServedModel) else a for a in args), kwargs)
         try:
-            w.conn.send(message)
+            payload = pickle.dumps((fn, tuple(_ModelRef(a.name) if isinstance(a, ServedModel) else a for a in args),
+                                    kwargs))
+        except Exception as e:  # nothing was sent: the worker is still free
+            self._idle.put(w)
+            raise RuntimeError(f"the request cannot be sent to a worker process ({type(e).__name__}: {e})") from None
+        try:
+            w.conn.send_bytes(payload)
             answered = w.conn.poll(max(deadline - time.monotonic(), 0.0))
             if answered:
                 kind, value = w.conn.recv()
