@@ -4,13 +4,15 @@
 
 One page (``zoo/app/static/index.html``) and a JSON API (OpenAPI at ``/docs``): ``GET /api/health``,
 ``GET /api/models``, ``POST /api/segment`` (multipart: ``model``, ``file`` or ``sample``, optional
-``reference``, ``tta``, ``gradcam``, ``pdf``: the label map, overlay PNG, JSON and PDF summaries come back as
-downloads), ``POST /api/outcome`` (JSON; for a time-to-event model the answer holds
-the predicted survival curve). Routes parse and validate, then call ``zoo.app.services`` (the functions the
+``reference``, ``tta``, ``gradcam``, ``pdf``, ``seg``, ``seg_probabilities``: the label map, overlay PNG, entropy
+map (and with ``tta`` the mutual-information map), JSON and PDF summaries come back as downloads, and for a zipped
+DICOM series a DICOM SEG), ``POST /api/outcome`` (JSON; every risk with its interval and how it was made; for a
+time-to-event model the answer holds the predicted survival curve and its band). Routes parse and validate, then call ``zoo.app.services`` (the functions the
 tests call), which predict through ``zoo.prediction.predict_case`` and explain through ``zoo.explain``.
 
 Models (store names, work directories or ``zoo.export`` folders; default: the whole store) are loaded and
-compiled at start-up. A work directory written by ``zoo.outcome.survival.fit_deep_survival`` (it holds
+compiled at start-up; when ``--models`` names no outcome model, the store's first one (real-data first) is added,
+and the page opens on the first real-data model of each kind. A work directory written by ``zoo.outcome.survival.fit_deep_survival`` (it holds
 ``survival.json``; ``python -m eval.studies.outcome_report`` writes them for ``deep_cox`` / ``deep_hazard``) is
 served as a time-to-event model. Requests run in a bounded pool (``--workers`` threads, ``--queue`` waiting, then 503;
 ``--timeout`` seconds, then 504). Uploads: at most ``--max-upload-mb`` MiB (checked on the Content-Length and
