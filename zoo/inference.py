@@ -81,13 +81,13 @@ def _windowed(task_proba, model, variables, images, temperature, roi, overlap, b
         p = task_proba(model, variables, w)
         return p if temperature is None else tempered(p, temperature)  # on each window's logits
 
-    out = sliding_window_inference(fn, images, roi, overlap, "gaussian", batch_size)
-    copies = [out]
-    for axes in flips:  # mirrored copies, mirrored back and averaged
-        copies.append(jnp.flip(sliding_window_inference(fn, jnp.flip(images, axes), roi, overlap, "gaussian",
-                                                        batch_size), axes))
-        out = out + copies[-1]
-    return jnp.stack(copies) if members else out / (1 + len(flips))
+    # The mirrored copies join the batch, so their windows share forward passes (one sliding window, not 1 + F
+    # with a part-empty last batch each); each copy is mirrored back, then they are averaged.
+    b = images.shape[0]
+    stacked = jnp.concatenate([images] + [jnp.flip(images, axes) for axes in flips])
+    out = sliding_window_inference(fn, stacked, roi, overlap, "gaussian", batch_size)
+    copies = [out[:b]] + [jnp.flip(out[(i + 1) * b:(i + 2) * b], axes) for i, axes in enumerate(flips)]
+    return jnp.stack(copies) if members else sum(copies[1:], copies[0]) / (1 + len(flips))
 
 
 _WINDOWED = jax.jit(_windowed, static_argnums=(0, 1, 5, 6, 7, 8, 9))
