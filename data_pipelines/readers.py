@@ -546,6 +546,36 @@ def _check_transfer_syntax(path: str, max_bytes: int) -> None:
         start = 144 + int(np.frombuffer(tag[8:12], "<u4")[0])
         if inflated_size(path, start, max_bytes, RAW_DEFLATE) > max_bytes:
             raise InputTooLarge(path, "the deflated DICOM data set inflates to more than", max_bytes + 1, max_bytes)
+        return
+    _check_dicom_elements(path, uid)
+
+
+def _check_dicom_elements(path: str, uid: str) -> None:
+    """The data set after the file meta parses element by element to the file's last byte (values over 256
+    bytes skipped, not read): GDCM spends seconds to minutes recovering a misaligned or padded data set."""
+    from pydicom.filereader import data_element_generator, read_preamble
+
+    with open(path, "rb") as f:
+        read_preamble(f, False)
+        meta_end = None
+        try:
+            for elem in data_element_generator(f, False, True, stop_when=lambda tag, vr, n: tag.group != 2):
+                meta_end = f.tell()
+            end = meta_end if meta_end is not None else 132
+            f.seek(end)
+            for elem in data_element_generator(f, uid == "1.2.840.10008.1.2", uid != "1.2.840.10008.1.2.2",
+                                               defer_size=256):
+                end = f.tell()  # just past the element (a deferred value is seeked over)
+        except Exception as e:  # pydicom's own types for a damaged element
+            raise UnreadableInput(path, f"truncated or corrupt DICOM data set ({type(e).__name__}: "
+                                        f"{_last_line(e)})") from None
+        size = os.fstat(f.fileno()).st_size
+    if end > size:
+        raise UnreadableInput(path, f"truncated or corrupt: a DICOM element runs to byte {end}, past the file's "
+                                    f"end ({size} bytes)")
+    if end < size:
+        raise UnreadableInput(path, f"truncated or corrupt: {size - end} stray bytes after the DICOM data set's "
+                                    f"last element (at byte {end} of {size})")
 
 
 def _check_dicom_image(path: str, max_bytes: int) -> None:
