@@ -400,7 +400,7 @@ def test_session_store_makes_its_ids_and_evicts_the_least_recently_used(tmp_path
 
 def test_a_dicom_series_comes_back_as_a_dicom_seg(client, mono_model, tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    from test_dicom_seg import write_series  # the DICOM SEG tests' CT series writer
+    from _dicom_series import write_series  # the DICOM SEG tests' CT series writer
 
     meta = readers.ImageMeta(spacing=(0.8, 0.8, 2.0), origin=(-12.0, -12.0, 40.0),
                              direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), path="", format="dicom")

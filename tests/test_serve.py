@@ -391,7 +391,7 @@ def _zip_folder(folder) -> bytes:
 def test_a_dicom_series_zip_gets_a_seg_download_matching_its_label_map(ct_model, tmp_path):
     pydicom = pytest.importorskip("pydicom")
     hd = pytest.importorskip("highdicom")
-    from test_dicom_seg import write_series
+    from _dicom_series import write_series
 
     from data_pipelines import phantoms, readers
 
