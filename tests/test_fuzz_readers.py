@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from data_pipelines import read_image, read_label
 from data_pipelines.errors import InputTooLarge, MissingInput, UnreadableInput
-from zoo.app.services.uploads import TooLarge, read_upload
+from zoo.app.services.uploads import TooLarge, read_reference, read_upload
 from zoo.outcome.cohorts import read_cohort, read_table
 from zoo.outcome.kits import read_kits_cohort
 
@@ -419,8 +419,8 @@ def _png_claiming(path, width, height):
     return path
 
 
-@pytest.mark.parametrize("edit,needle", [
-    (("NDims = 3", "NDims = 32767"), "NDims must be a whole number 1..10, got '32767'"),  # found by the fuzz: ITK crashed
+@pytest.mark.parametrize("edit,needle", [  # the first found by the fuzz: ITK's MetaIO crashed (SIGSEGV) on it
+    (("NDims = 3", "NDims = 32767"), "NDims must be a whole number 1..10, got '32767'"),
     (("NDims = 3", "NDims = 2"), "DimSize must hold 2 numbers (NDims = 2), got '6 5 4'"),
     (("DimSize = 6 5 4", "DimSize = 6 0 4"), "DimSize must be 3 whole numbers > 0"),
     (("ElementType = MET_SHORT", "ElementType = MET_QUATERNION"), "unknown ElementType"),
@@ -582,6 +582,9 @@ def test_an_uploaded_nrrd_cannot_pull_in_a_server_file(tmp_path, secret):
                                               r"outside the header's folder") as e:
         read_upload(path, ".nrrd", folder, "upload 'scan.nrrd'")
     assert folder not in str(e.value)  # the server's folders are not told to the client
+    with pytest.raises(UnreadableInput, match=r"reference mask: cannot be read as \.nrrd: .*outside") as e:
+        read_reference(path, ".nrrd", folder, (6, 5, 4))
+    assert folder not in str(e.value) and os.path.realpath(folder) not in str(e.value)
 
 
 @pytest.mark.parametrize("where", ["absolute", "dotdot"])

@@ -183,18 +183,22 @@ def _read(read, path: str, suffix: str, folder: str, label: str, max_upload_mb: 
         target = _readable_path(path, suffix, folder, label, limit)
         return read(target, limit), target
     except InputTooLarge as e:
-        raise TooLarge(max_upload_mb, _unplaced(e, (path, folder, label), folder)) from None
+        raise TooLarge(max_upload_mb, _unplaced(e, (path, folder, label))) from None
     except UnreadableInput as e:
-        raise UnreadableInput(label, f"cannot be read as {suffix}: {_unplaced(e, (path, folder, label), folder)}") from None
+        raise UnreadableInput(label, f"cannot be read as {suffix}: {_unplaced(e, (path, folder, label))}") from None
 
 
-def _unplaced(e: UnreadableInput, upload: tuple, folder: str) -> str:
-    """The reader's error about the upload (``e.file`` one of the ``upload`` names) or a file unpacked from it
-    without the server's request folder: the client is told names (``zip/slice7.dcm: ...``), never where they
-    lie."""
+def _unplaced(e: UnreadableInput, upload: tuple) -> str:
+    """The reader's error about the upload (``upload``: its path, unpacking folder and client label) or a file
+    unpacked from it, without the server's folders: the client is told names (``zip/slice7.dcm: ...``), never
+    where they lie."""
+    path, folder, _ = upload
     problem = e.problem if e.file in upload else str(e)
-    for f in (os.path.realpath(folder), folder):
-        problem = problem.replace(f + os.sep, "").replace(f, "the upload's folder")
+    places = {f for d in (folder, os.path.dirname(path)) for f in (d, os.path.realpath(d))}
+    for f in sorted(places, key=len, reverse=True):  # the unpacking folder (inside the request's) first
+        problem = problem.replace(f + os.sep, "")
+    for f in sorted(places, key=len, reverse=True):
+        problem = problem.replace(f, "the upload's folder")
     return problem
 
 
