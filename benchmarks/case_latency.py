@@ -9,6 +9,9 @@ For each case (a whole BraTS volume: FLAIR + T1c, 240 x 240 x 155; a dermoscopy 
 * **total** (from outside): ``python -m zoo.predict --model M --input CASE --output L`` as a new user runs it, the
   wall time of the whole process; **cold** with an empty compilation cache (a fresh folder through
   ``MEDZOO_COMPILATION_CACHE``), then **warm**, the same command again with the cache the cold run filled;
+* **MONAI** (when PyTorch + MONAI are installed; ``--no_monai`` leaves it out): the same case through MONAI's
+  ``sliding_window_inference`` with a MONAI ``UNet`` at the same window (``--monai_size``, default 128²), resized
+  and mirrored as the zoo's 2D path does, in its own process (``benchmarks.monai_case_worker``), run twice;
 * **phases** (from inside): the same steps in ``python -m benchmarks.case_worker`` (import, model load, read,
   predict = preprocess + sliding window + restore, write, and the seconds jax spent getting executables), again
   cold then warm in another fresh cache folder.
@@ -23,6 +26,7 @@ of the project.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -88,6 +92,22 @@ def measure(model: str, case: str, tta: bool, out_dir: str, timeout: float) -> l
     return [rows["cold"], rows["warm"]]
 
 
+def measure_monai(case: str, tta: bool, size: int, out_dir: str, timeout: float) -> list[dict]:
+    """MONAI's rows for one case (``benchmarks.monai_case_worker``, its own process, twice: no cache to fill, the
+    second run shows the file system's cache)."""
+    ext = ".png" if case.lower().endswith(".png") else ".nii.gz"
+    spec = json.dumps({"input": case, "output": os.path.join(out_dir, "monai" + ext), "tta": tta, "size": size})
+    rows = []
+    for state in ("cold", "warm"):
+        wall, stdout = _run([sys.executable, "-m", "benchmarks.monai_case_worker", spec], "0", timeout)
+        lines = [ln for ln in stdout.splitlines() if ln.startswith(frameworks.RESULT_PREFIX)]
+        if not lines:
+            raise ValueError(f"benchmarks.monai_case_worker printed no result for {case}")
+        rows.append(dict(json.loads(lines[-1][len(frameworks.RESULT_PREFIX):]), total_s=wall, tta=tta, state=state,
+                         case=os.path.basename(case.rstrip(os.sep))))
+    return rows
+
+
 def format_table(out: dict) -> str:
     h = out["host"]
     lines = [f"`python -m zoo.predict` on whole cases, {h['cpu_model']}, {h['cpus']} CPUs, 1-min load before: "
@@ -114,6 +134,9 @@ def _body(args) -> int:
     for f, m in models.items():
         resolve(m)  # an unknown model fails here, before any run
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.tta]
+    peer = args.monai and all(importlib.util.find_spec(m) is not None for m in ("torch", "monai"))
+    if args.monai and not peer:
+        print("MONAI rows skipped: PyTorch/MONAI not installed (pip install -e \".[compare]\")", flush=True)
     load = frameworks.machine_load()
     rows = []
     with tempfile.TemporaryDirectory(prefix="case-latency-") as out_dir:
@@ -121,11 +144,15 @@ def _body(args) -> int:
             has_programs = os.path.isdir(os.path.join(resolve(model), PROGRAMS))
             for case in cases[family]:
                 for tta in modes:
-                    for r in measure(model, case, tta, out_dir, args.timeout):
-                        rows.append(dict(r, model=os.path.basename(os.path.normpath(model)), family=family,
-                                         entry_programs=has_programs))
-                        print(f"{family} {r['case']} tta={'on' if tta else 'off'} {r['state']}: {r['total_s']:.1f} s "
-                              f"(predict {r['predict_s']:.1f} s, compile {r['compile_s']:.1f} s)", flush=True)
+                    mine = [dict(r, model=os.path.basename(os.path.normpath(model)), entry_programs=has_programs)
+                            for r in measure(model, case, tta, out_dir, args.timeout)]
+                    if peer:
+                        mine += [dict(r, model=f"MONAI UNet, {args.monai_size}² windows", entry_programs=False)
+                                 for r in measure_monai(case, tta, args.monai_size, out_dir, args.timeout)]
+                    for r in mine:
+                        rows.append(dict(r, family=family))
+                        print(f"{r['model']} {r['case']} tta={'on' if tta else 'off'} {r['state']}: {r['total_s']:.1f}"
+                              f" s (predict {r['predict_s']:.1f} s, compile {r['compile_s']:.1f} s)", flush=True)
     out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count()}, "load": load,
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
     table = format_table(out)
@@ -144,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--cases", type=int, default=1, help="cases per data set (default 1)")
     p.add_argument("--tta", default="both", choices=("both", "on", "off"), help="mirroring settings to time")
     p.add_argument("--timeout", type=float, default=900, help="seconds one process may run")
+    p.add_argument("--no_monai", dest="monai", action="store_false",
+                   help="leave out MONAI's rows (by default they run when PyTorch + MONAI are installed)")
+    p.add_argument("--monai_size", type=int, default=128, help="MONAI's window side (the zoo models' 128² input)")
     return run_command(p, sys.argv[1:] if argv is None else argv, _body)
 
 

@@ -306,3 +306,13 @@ def test_case_latency_table():
                                     "rows": [row]})
     assert "| m (+programs) | pat3 (240×240×155×2) | on | cold | 12.3 | 2.00 | 1.00 | 0.50 | 7.00 | 0.25 | 3.00 | " \
            "0 / 5 |" in md and "AMD EPYC, 2 CPUs" in md
+
+
+def test_monai_case_worker_refuses_a_process_with_jax(capsys):
+    from benchmarks import monai_case_worker
+
+    spec = {"input": "x.png", "output": "y.png", "tta": False, "size": 128}
+    assert monai_case_worker.main([json.dumps(spec)]) == 2
+    assert "refusing to time monai in a process that has imported jax" in capsys.readouterr().err
+    assert monai_case_worker.main([]) == 2
+    assert "usage" in capsys.readouterr().err
