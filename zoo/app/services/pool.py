@@ -8,6 +8,8 @@ With ``sources`` (``{name: store name / work directory / export folder}``) each 
 that dies during a request (a crash, the kernel's OOM killer) is :class:`WorkerLost` and is replaced; a request
 past ``timeout`` seconds (queueing included) is ``TimeoutError`` and its worker is killed and replaced, so the
 slot is free again. In thread mode the time limit answers the client, but the work finishes in its thread.
+A ``spawn``ed worker imports the parent's ``__main__`` module: a script that builds a pool (or an app with
+``sources``) must do so under ``if __name__ == "__main__":`` (``python -m zoo.serve`` does).
 """
 
 from __future__ import annotations
