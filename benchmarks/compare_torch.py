@@ -94,7 +94,8 @@ def format_table(out: dict) -> str:
              f"{out['versions'].get('monai', '?')} ({out['versions'].get('torch_threads', '?')} threads); "
              f"{h['cpu_model']}, {h['cpus']} CPUs; each framework in its own process, {p['groups']} interleaved "
              f"process(es) per framework, {p['warmup']} warm-up calls, median of {p['repeats']} samples of >= "
-             f"{p['min_repeat_s']:g} s per process; 1-min load before each worker: {loads}", "",
+             f"{p['min_repeat_s']:g} s per process; 1-min load before each worker: {loads}"
+             + ("; QUICK SHAPES: a smoke run, not a measurement" if out.get("quick") else ""), "",
              "| work | shape (batch×channels×spatial) | PyTorch + MONAI | zoo residual_unet | zoo / MONAI | "
              "per-process rates (MONAI; zoo) |", "|---|---|---:|---:|---:|---|"]
     for r in out["rows"]:
@@ -171,6 +172,7 @@ def _run(args) -> int:
     out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count(), "machine": platform.machine(),
                     "python": platform.python_version()},
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "protocol": protocol, "versions": versions,
+           "quick": bool(args.quick),
            "shapes": {str(d): {"train_batch": s[0], "infer_batch": s[1], "size": s[2]} for d, s in shapes.items()},
            "processes": processes, "rows": summarize(runs), "wall_s": time.perf_counter() - t_start, "runs": runs}
     table = format_table(out)
