@@ -155,10 +155,7 @@ def _body(args) -> int:
                               f" s (predict {r['predict_s']:.1f} s, compile {r['compile_s']:.1f} s)", flush=True)
     out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count()}, "load": load,
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-    table = format_table(out)
-    print("\n" + table)
-    if args.out:
-        frameworks.write_result(args.out, out, table)
+    frameworks.report(args.out, out, format_table(out))
     return 0
 
 

@@ -175,10 +175,7 @@ def _run(args) -> int:
            "quick": bool(args.quick),
            "shapes": {str(d): {"train_batch": s[0], "infer_batch": s[1], "size": s[2]} for d, s in shapes.items()},
            "processes": processes, "rows": summarize(runs), "wall_s": time.perf_counter() - t_start, "runs": runs}
-    table = format_table(out)
-    print("\n" + table)
-    if args.out:
-        frameworks.write_result(args.out, out, table)
+    frameworks.report(args.out, out, format_table(out))
     return 0
 
 

@@ -23,7 +23,7 @@ import time
 from benchmarks.common import RESIDUAL_UNET_MONAI, make_batch, time_calls
 
 __all__ = ["FRAMEWORKS", "SPEC_KEYS", "RESULT_PREFIX", "refuse_mixed", "time_work", "run_spec", "build_monai", "machine_load",
-           "check_load", "cpu_model", "write_result"]
+           "check_load", "cpu_model", "report"]
 
 # framework -> the module whose presence in the same process makes its numbers untrustworthy
 FRAMEWORKS = {"zoo": "torch", "monai": "jax"}
@@ -192,9 +192,12 @@ def check_load(load: dict, max_load: float, first: bool) -> None:
                          f"--max-load {max_load:g} per core: measure on an idle machine")
 
 
-def write_result(path: str, out: dict, table: str) -> str:
-    """``out`` as strict JSON at ``path`` and the Markdown ``table`` beside it (``.md``), atomically; the ``.md``
-    path back."""
+def report(path: str | None, out: dict, table: str) -> None:
+    """Print the Markdown ``table``; with ``path``, also write ``out`` there as strict JSON and the table beside it
+    (``.md``), atomically."""
+    print("\n" + table)
+    if not path:
+        return
     from data_pipelines import atomic
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -202,4 +205,3 @@ def write_result(path: str, out: dict, table: str) -> str:
     md = os.path.splitext(path)[0] + ".md"
     atomic.write_text(md, table)
     print(f"wrote {path} and {md}")
-    return md
