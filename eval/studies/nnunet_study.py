@@ -15,7 +15,7 @@ patient-level folds, the same CPU budget per fold, scored by the same call again
    label maps are scored by :func:`score_folder` (``eval.folders.evaluate_folder``, nnU-Net's evaluate_folder's
    rules: Dice per foreground label, or per BraTS region) against ``ref/``, the fold's converted reference
    files; ``done.json`` is written last, and a rerun skips every fold that has one (its models, predictions and
-   scores stay);
+   scores stay) and redoes any other from scratch;
 4. ``table.md`` / ``table.json``: per contender Dice mean ± std over the held-out cases and per case, the
    training iterations per fold beside nnU-Net's default (1,000 epochs x 250 iterations), seconds per case.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ from zoo.training import kfold, train_and_evaluate
 __all__ = ["CONFIGS", "nnunet_env", "run_worker", "score_folder", "run_study", "table_markdown"]
 
 CONFIGS = ("2d", "3d_fullres")
+TRAINER = "nnUNetTrainerBudget"  # eval.studies.nnunet_worker's trainer: its results folder's name
 DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250  # nnU-Net's default schedule
 
 
@@ -149,9 +151,6 @@ def _nnunet_fold(out, dataset_id, config, fold, val_cases, raw_folder, ending, n
     args = ["predict", "--dataset_id", str(dataset_id), "--config", config, "--fold", str(fold), "--cases",
             cases_json, "--out", pred_dir] + (["--mirroring"] if mirroring else [])
     pred = run_worker(out, args, os.path.join(here, "predict.log"), threads)
-    for name in os.listdir(pred_dir):  # nnU-Net's own run records; the scorer reads image files only
-        if name.endswith(".json"):
-            os.remove(os.path.join(pred_dir, name))
     log(f"[compare_nnunet]   nnU-Net {config}: {train['iterations']} iterations in {train['trained_s']} s")
     return {"contender": f"nnunet-{config}", "steps": int(train["iterations"]), "batch_size": train["batch_size"],
             "epochs": train["epochs"], "planned_epochs": train["planned_epochs"], "trained_s": train["trained_s"],
@@ -217,6 +216,11 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
             with open(done) as fh:
                 fold_records.append(json.load(fh))
             continue
+        # A fold without done.json starts clean (an interrupted fold's partial models would be resumed otherwise).
+        shutil.rmtree(fold_dir, ignore_errors=True)
+        for cfg in configs:
+            shutil.rmtree(os.path.join(env["nnUNet_results"], os.path.basename(raw_folder),
+                                       f"{TRAINER}__nnUNetPlans__{cfg}", f"fold_{i}"), ignore_errors=True)
         val_cases = [c for c in cases if c["patient_id"] in set(fold_sets[i]["val"])]
         log(f"[compare_nnunet] fold {i}: {len(fold_sets[i]['train'])} training patients, {len(val_cases)} held-out "
             f"cases, {budget_s:.0f} s per tool")

@@ -24,6 +24,7 @@ convention (``error: <message>`` on stderr, exit 2).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -44,7 +45,8 @@ def _budget_trainer():
         """nnU-Net's default trainer (network, loss, augmentation, poly learning rate) sized to a wall-clock
         budget on the CPU: epochs of ``ITERATIONS`` iterations; after the first epoch the schedule's length
         (``num_epochs``, the poly learning rate's ``max_steps``) becomes the epochs the budget fits at the
-        measured speed; training stops at the budget (checked every iteration) and saves the final checkpoint."""
+        measured speed (rounded up, so the schedule never ends before the budget); training stops at the budget
+        (checked every iteration) and saves the final checkpoint."""
 
         ITERATIONS = 10
         budget_s = 60.0
@@ -80,9 +82,9 @@ def _budget_trainer():
                     self.on_validation_epoch_end(val)
                 first = self.current_epoch == 0
                 self.on_epoch_end()
-                if first:  # size the schedule to the budget at the speed of the first epoch
+                if first:  # size the schedule to the budget at the speed of the first epoch; the clock stops it
                     per_epoch = max(time.time() - t0, 1e-3)
-                    self.num_epochs = max(1, min(DEFAULT_EPOCHS, int(self.budget_s / per_epoch)))
+                    self.num_epochs = max(1, min(DEFAULT_EPOCHS, math.ceil(self.budget_s / per_epoch)))
                     self.lr_scheduler.max_steps = self.num_epochs
             self.trained_s = time.time() - t0
             self.on_train_end()
