@@ -1,5 +1,6 @@
 """The clinician-facing web application: ``python -m zoo.serve [--host 127.0.0.1] [--port 8000] [--models NAME,...]
-[--token-file F [--credentials-file C]] [--max-upload-mb 512] [--workers 2] [--queue 8] [--timeout 120] [--keep]
+[--token-file F [--credentials-file C]] [--max-upload-mb 512] [--workers 2] [--worker-processes] [--queue 8]
+[--timeout 120] [--keep]
 [--session-expiry 3600]``.
 
 One page (``zoo/app/static/index.html``) and a JSON API (OpenAPI at ``/docs``): ``GET /api/health``,
@@ -14,8 +15,9 @@ Models (store names, work directories or ``zoo.export`` folders; default: the wh
 compiled at start-up; when ``--models`` names no outcome model, the store's first one (real-data first) is added,
 and the page opens on the first real-data model of each kind. A work directory written by ``zoo.outcome.survival.fit_deep_survival`` (it holds
 ``survival.json``; ``python -m eval.studies.outcome_report`` writes them for ``deep_cox`` / ``deep_hazard``) is
-served as a time-to-event model. Requests run in a bounded pool (``--workers`` threads, ``--queue`` waiting, then 503;
-``--timeout`` seconds, then 504). Uploads: at most ``--max-upload-mb`` MiB (checked on the Content-Length and
+served as a time-to-event model. Requests run in a bounded pool (``--workers`` threads, or with
+``--worker-processes`` worker processes that each load the models, so that a crash answers 503 and a time-out
+kills and replaces its worker; ``--queue`` waiting, then 503; ``--timeout`` seconds, then 504). Uploads: at most ``--max-upload-mb`` MiB (checked on the Content-Length and
 counted while the body streams: 413), parsed by content (a wrong type or a corrupt file: 4xx naming it), saved
 under names chosen by the server in a temporary folder removed after the response (kept with ``--keep``).
 ``--token-file``: every route, the page included, needs ``Authorization: Bearer <token>`` (the page
@@ -57,7 +59,8 @@ def _serve(args) -> int:
     models = load_models([n for n in args.models.split(",") if n.strip()])
     app = create_app(models, token=token, max_upload_mb=args.max_upload_mb, keep=args.keep,
                      workers=args.workers, queue=args.queue, timeout=args.timeout, credentials=credentials,
-                     session_expiry=args.session_expiry)
+                     session_expiry=args.session_expiry,
+                     sources={n: m.source for n, m in models.items()} if args.worker_processes else None)
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/ (API docs: /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -75,6 +78,9 @@ def main(argv=None) -> int:
                    help="seconds an image uploaded by 3D Slicer is kept after its last use")
     p.add_argument("--max-upload-mb", type=float, default=512.0)
     p.add_argument("--workers", type=int, default=2, help="requests predicted at once")
+    p.add_argument("--worker-processes", action="store_true",
+                   help="predict in worker processes (each loads the models): a crash or a time-out ends one "
+                        "worker, not the server, at the cost of one copy of the models per worker")
     p.add_argument("--queue", type=int, default=8, help="requests waiting beyond the workers (then 503)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (then 504)")
     p.add_argument("--keep", action="store_true", help="keep each request's temporary folder")

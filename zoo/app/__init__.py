@@ -7,7 +7,7 @@ layout: routers -> services -> the library). ``python -m zoo.serve`` runs it.
   ``/infer/``, ``/train/``, ``/auth/``);
 * ``dependencies``: the server's state, the named model, the services' exceptions as HTTP answers;
 * ``middleware``: the bearer token and the upload limit (pure ASGI);
-* ``schemas``: the API's pydantic models;
+* ``schemas``: the API's pydantic models; ``openapi``: the published document declaring every error answer;
 * ``services/``: uploads, served models, model loading, segmentation, outcome, the PDF summary, the worker pool,
   and for the MONAI Label routes the sessions, the label-map answer and the credentials (plain functions the routes and the tests call), predicting through ``zoo.prediction`` and explaining through
   ``zoo.explain``.

@@ -34,7 +34,7 @@ async def list_models(state: ServerState = Depends(server_state)):
 
 
 @router.post("/segment", response_model=SegmentResult)
-async def segment(model: str = Form(...), file: Optional[UploadFile] = File(None),
+async def segment(model: str = Form(..., min_length=1), file: Optional[UploadFile] = File(None),
                   sample: Optional[int] = Form(None), reference: Optional[UploadFile] = File(None),
                   tta: bool = Form(False), gradcam: bool = Form(True), pdf: bool = Form(True),
                   seg: Optional[bool] = Form(None, description="the DICOM SEG download: default when the input is "

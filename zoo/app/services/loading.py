@@ -48,6 +48,7 @@ def load_model(name_or_path: str, warm: bool = True) -> ServedModel:
         pre = load_pretrained(path)
         served = ServedModel(name=_display_name(name_or_path), pre=pre, card=read_card(path, pre),
                              temperature=model_temperature(path) if pre.task in SEGMENTATION_TASKS else None)
+    served.source = name_or_path
     if served.task == "outcome" or served.survival is not None:
         served.interval, served.interval_note = fit_interval(served)
     if warm:  # compile every program a request will run, before the first request

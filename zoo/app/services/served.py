@@ -31,6 +31,8 @@ class ServedModel:
     interval_note: str = ""
     #: segmentation models: the softmax temperature of their calibration record (``zoo.calibration``), or None
     temperature: float | None = None
+    #: what it was loaded from (a store name, work directory or export folder): what a worker process loads
+    source: str = ""
 
     @property
     def task(self) -> str:
