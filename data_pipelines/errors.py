@@ -27,9 +27,12 @@ def format_bytes(n: float) -> str:
 
 
 class UnreadableInput(ValueError):
-    """``file`` (the path or name of the input) cannot be read because of ``problem`` (a phrase)."""
+    """``file`` (the path or name of the input) cannot be read because of ``problem`` (a phrase). Given one
+    message (``type(e)(f"case 7: {e}")``, a caller adding context) it splits it at the first ``": "``."""
 
-    def __init__(self, file: str | os.PathLike, problem: str):
+    def __init__(self, file: str | os.PathLike, problem: str | None = None):
+        if problem is None:
+            file, _, problem = str(file).partition(": ")
         self.file = os.fspath(file)
         self.problem = str(problem)
         super().__init__(f"{self.file}: {self.problem}")
@@ -45,9 +48,12 @@ class MissingInput(UnreadableInput, FileNotFoundError):
 class InputTooLarge(UnreadableInput):
     """An input whose size (``size`` bytes, claimed by its header or reached while inflating) is over ``limit``."""
 
-    def __init__(self, file: str | os.PathLike, what: str, size: float, limit: float):
-        self.what, self.size, self.limit = str(what), float(size), float(limit)
-        super().__init__(file, f"{self.what} {format_bytes(size)}, over the limit of {format_bytes(limit)}")
+    def __init__(self, file: str | os.PathLike, what: str | None = None, size: float = 0.0, limit: float = 0.0):
+        self.what, self.size, self.limit = what, float(size), float(limit)
+        if what is None:  # one message, as UnreadableInput takes it
+            super().__init__(file)
+        else:
+            super().__init__(file, f"{what} {format_bytes(size)}, over the limit of {format_bytes(limit)}")
 
     def __reduce__(self):
-        return type(self), (self.file, self.what, self.size, self.limit)
+        return type(self), ((self.file, self.what, self.size, self.limit) if self.what is not None else (str(self),))

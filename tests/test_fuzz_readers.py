@@ -324,6 +324,10 @@ def test_errors_name_the_file_pickle_and_keep_the_old_types(tmp_path):
         back = pickle.loads(pickle.dumps(err))  # a worker process raises them across a pipe
         assert type(back) is type(err) and str(back) == str(err)
     assert "931 GiB" in str(InputTooLarge("c.dcm", "the header claims", 10 ** 12, 1 << 20))
+    for err in (e.value, InputTooLarge("c.dcm", "the header claims", 10 ** 12, 1 << 20)):  # context added by a caller
+        again = type(err)(f"case 7: {err}")
+        assert str(again) == f"case 7: {err}" and again.file == "case 7"
+        assert str(pickle.loads(pickle.dumps(again))) == str(again)
 
 
 # ------------------------------------------------------------------ claimed sizes: refused before allocating
