@@ -566,3 +566,12 @@ def test_page_in_headless_chromium(models, tmp_path):
         drv.quit()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_an_upload_that_inflates_past_the_limit_is_refused_before_it_is_inflated(client):
+    # 2 MiB of voxels in a few KiB of gzip: under the 0.5 MiB upload limit as sent, over it once decoded
+    small = gzip.compress(nib.Nifti1Image(np.zeros((64, 64, 32, 4), np.float32), AFFINE).to_bytes())
+    assert len(small) < 64 * 1024
+    r = client.post("/api/segment", data={"model": "unet-tiny"},
+                    files={"file": ("bomb.nii.gz", small, "application/gzip")})
+    assert r.status_code == 413 and "claims 2 MiB" in r.json()["detail"], r.text

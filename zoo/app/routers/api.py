@@ -56,7 +56,8 @@ async def segment(model: str = Form(..., min_length=1), file: Optional[UploadFil
                 ref = await save_upload(reference, folder, "reference", state.max_upload_mb)
             return await state.pool.run(segmentation.segment_case, m, folder, upload=upload, sample=sample,
                                         reference=ref, tta=tta, gradcam=gradcam and state.explain, pdf=pdf,
-                                        seg=seg, seg_probabilities=seg_probabilities)
+                                        seg=seg, seg_probabilities=seg_probabilities,
+                                        max_upload_mb=state.max_upload_mb)
     finally:
         if not state.keep:
             shutil.rmtree(folder, ignore_errors=True)

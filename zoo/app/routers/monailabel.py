@@ -120,7 +120,8 @@ async def _store_upload(upload: UploadFile, state: ServerState, store: SessionSt
     try:
         with http_errors(state.timeout):
             path, suffix = await save_upload(upload, folder, "image", state.max_upload_mb)
-            meta = await state.pool.run(describe_upload, path, suffix, f"upload {upload.filename!r}")
+            meta = await state.pool.run(describe_upload, path, suffix, f"upload {upload.filename!r}",
+                                        state.max_upload_mb)
         return store.commit(sid, os.path.basename(path), suffix, meta, expiry=expiry, datastore_name=name,
                             client_id=client_id)
     except BaseException:
@@ -218,7 +219,8 @@ async def infer(model: str, image: str = "", session_id: str = "", output: Optio
                 raise HTTPException(400, "send an image id ('image'), a 'session_id' or a 'file'")
             path, suffix, label = source
             result, res_params = await state.pool.run(segment_to_file, m, path, suffix, folder, p, label,
-                                                      dicom_seg=output == ResultType.dicom_seg)
+                                                      dicom_seg=output == ResultType.dicom_seg,
+                                                      max_upload_mb=state.max_upload_mb)
         with open(result, "rb") as f:
             data = f.read()
     finally:

@@ -18,7 +18,7 @@ import numpy as np
 from data_pipelines.atomic import atomic_path
 from zoo import dicom, prediction
 from zoo.app.services.served import ServedModel
-from zoo.app.services.uploads import read_upload
+from zoo.app.services.uploads import DEFAULT_UPLOAD_MB, read_upload
 
 __all__ = ["RESULT_EXTENSIONS", "RESULT_DTYPES", "label_ids", "result_format", "describe_upload", "segment_to_file"]
 
@@ -67,17 +67,19 @@ def _cast(path: str, dtype: str) -> None:
         sitk.WriteImage(img, tmp, useCompression=True)
 
 
-def describe_upload(path: str, suffix: str, label: str = "upload") -> dict:
-    """Read the saved upload ``path`` once (a file that is not an image is a ``ValueError`` here, at upload time)
-    and say what it holds: ``shape`` (spatial), ``channels``, ``spacing`` (mm) and ``format``."""
+def describe_upload(path: str, suffix: str, label: str = "upload",
+                    max_upload_mb: float = DEFAULT_UPLOAD_MB) -> dict:
+    """Read the saved upload ``path`` once (a file that is not an image is a ``ValueError`` here, at upload time;
+    one that decodes or inflates past ``max_upload_mb`` MiB is refused) and say what it holds: ``shape`` (spatial), ``channels``, ``spacing`` (mm) and ``format``."""
     with tempfile.TemporaryDirectory(prefix="zoo-describe-") as scratch:
-        image, meta, _ = read_upload(path, suffix, scratch, label)
+        image, meta, _ = read_upload(path, suffix, scratch, label, max_upload_mb)
     return {"shape": [int(s) for s in image.shape[:-1]], "channels": int(image.shape[-1]),
             "spacing": [float(s) for s in meta.spacing], "format": str(meta.format)}
 
 
 def segment_to_file(m: ServedModel, path: str, suffix: str, folder: str, params: dict,
-                    label: str = "image", dicom_seg: bool = False) -> tuple[str, dict]:
+                    label: str = "image", dicom_seg: bool = False,
+                    max_upload_mb: float = DEFAULT_UPLOAD_MB) -> tuple[str, dict]:
     """Segment the saved upload ``path`` (its accepted ``suffix``) with ``m`` and write the label map into
     ``folder`` as the request's ``params`` ask (:func:`result_format`), or with ``dicom_seg`` as a DICOM SEG of
     the uploaded DICOM series (``zoo.dicom.write_seg``: segments coded from the card); returns ``(label file,
@@ -86,7 +88,7 @@ def segment_to_file(m: ServedModel, path: str, suffix: str, folder: str, params:
     t0 = time.perf_counter()
     k = int(m.data["num_classes"])
     ext, dtype = (dicom.SEG_SUFFIX, "uint8") if dicom_seg else result_format(params, suffix, k)
-    image, meta, read_path = read_upload(path, suffix, folder, label)
+    image, meta, read_path = read_upload(path, suffix, folder, label, max_upload_mb)
     channels = len(m.data["channel_names"])
     if image.shape[-1] != channels:
         raise ValueError(f"{label}: {image.shape[-1]} channel(s), but model {m.name!r} takes {channels} "

@@ -21,7 +21,7 @@ from scoring.overlap import dice
 from zoo import dicom, explain, prediction
 from zoo.app.services.pdf import summary_pdf
 from zoo.app.services.served import ServedModel, card_fields, phantom_sample
-from zoo.app.services.uploads import read_reference, read_upload
+from zoo.app.services.uploads import DEFAULT_UPLOAD_MB, read_reference, read_upload
 from zoo.uncertainty import uncertainty_maps
 
 __all__ = ["GRADCAM_OFF", "SEG_FILENAME", "SEG_PROBABILITIES_FILENAME", "segment_case", "seg_problem", "segment",
@@ -52,15 +52,16 @@ def _label_suffix(meta, read_path: str) -> str:
 
 def segment_case(m: ServedModel, folder: str, *, upload: tuple | None = None, sample: int | None = None,
                  reference: tuple | None = None, seg: bool | None = None, seg_probabilities: bool = False,
-                 **options) -> dict:
+                 max_upload_mb: float = DEFAULT_UPLOAD_MB, **options) -> dict:
     """:func:`segment` of a saved upload (``upload``: ``(path, suffix, label)``) or of bundled phantom ``sample``
     (its own label map is the reference), with an optional uploaded reference mask (``(path, suffix)``);
     ``seg``: the DICOM SEG download (``None``: when the input is a DICOM series; ``True``: required, anything
     else is an error before any prediction); ``seg_probabilities``: also the FRACTIONAL SEG of the class
-    probabilities (requires a DICOM series as ``seg=True`` does); ``options`` go to :func:`segment`."""
+    probabilities (requires a DICOM series as ``seg=True`` does); ``max_upload_mb``: the most the upload and the
+    reference may decode or inflate to (the server's upload limit); ``options`` go to :func:`segment`."""
     if upload is not None:
         path, suffix, label = upload
-        image, meta, read_path = read_upload(path, suffix, folder, label)
+        image, meta, read_path = read_upload(path, suffix, folder, label, max_upload_mb)
         ref = None
     else:
         image, meta, ref = phantom_sample(m, sample)
@@ -69,7 +70,7 @@ def segment_case(m: ServedModel, folder: str, *, upload: tuple | None = None, sa
     if (seg or seg_probabilities) and problem:
         raise ValueError(f"no DICOM SEG: {problem}")
     if reference is not None:
-        ref = read_reference(*reference, folder, image.shape[:-1])
+        ref = read_reference(*reference, folder, image.shape[:-1], max_upload_mb)
     return segment(m, image, meta, read_path, folder, reference=ref,
                    seg=False if seg is False else problem is None, seg_probabilities=seg_probabilities, **options)
 
