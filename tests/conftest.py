@@ -4,6 +4,9 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Commands the tests run (in-process or in subprocesses that inherit this) do not fill the user's compilation cache;
+# the cache's own tests turn it on in their subprocesses.
+os.environ.setdefault("MEDZOO_COMPILATION_CACHE", "0")
 # Compile fast, run slow: the suite's programs are tiny, so XLA:CPU's backend optimisation (LLVM at -O2) costs far
 # more time than it saves (test_models' train cases: 24 s -> 16 s). Tests check values, not speed; the library
 # and the benchmarks keep XLA's default. Subprocesses that inherit the environment inherit this too.

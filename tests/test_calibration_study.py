@@ -35,7 +35,7 @@ def phantom_root(tmp_path_factory):
 def test_quick_study_writes_calibrated_folds_and_conformal_check(phantom_root, tmp_path, capsys):
     out = tmp_path / "out"
     assert calibration.main(["--data_dir", str(phantom_root), "--family", "cxr", "--out", str(out), "--quick"]) == 0
-    result = json.loads((out / "calibration_cxr.json").read_text())
+    result = json.loads((out / "calibration_cxr.json").read_text(encoding="utf-8"))
     assert result["folds"] == 4 and len(result["folds_detail"]) == 4 and result["cases"] == 16
     for i, fold in enumerate(result["folds_detail"]):
         assert fold["temperature"] > 0 and 0 <= fold["ece_before"] <= 1 and 0 <= fold["ece_after"] <= 1
@@ -47,7 +47,7 @@ def test_quick_study_writes_calibrated_folds_and_conformal_check(phantom_root, t
         assert record["conformal"]["alpha"] == 0.1 and record["conformal"]["n"] == fold["calibration_cases"]
     assert sum(result["reliability_before"]["count"]) == 16 * 40 * 40  # every held-out pixel, native size
     assert (out / "reliability_cxr.png").stat().st_size > 1000
-    assert "miss rate" in (out / "calibration_cxr.md").read_text()
+    assert "miss rate" in (out / "calibration_cxr.md").read_text(encoding="utf-8")
     assert "cxr: ECE" in capsys.readouterr().out
 
 

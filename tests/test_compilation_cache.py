@@ -70,6 +70,8 @@ CPU = f"cpu-{compilation_cache.cpu_signature()[1]}"
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "1"}, f"/c/medzoo/jax/{CPU}"),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "/elsewhere/x"}, "/elsewhere/x"),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "off"}, None),
+    ({"XDG_CACHE_HOME": "/c", "JAX_COMPILATION_CACHE_DIR": "/j"}, "/j"),
+    ({"JAX_COMPILATION_CACHE_DIR": "/j", "MEDZOO_COMPILATION_CACHE": "/m"}, "/m"),
     ({"XDG_CACHE_HOME": "/c", "MEDZOO_COMPILATION_CACHE": "False"}, None),
 ])
 def test_cache_dir_from_the_environment(environ, expected):

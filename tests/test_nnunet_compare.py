@@ -205,7 +205,7 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
             assert sorted(c["scores"]["cases"]) == held and c["steps"] >= 1
             assert all(0.0 <= d["1"] <= 1.0 for d in c["scores"]["cases"].values())
     assert all(len(s["per_case"]) == 6 for s in result["contenders"].values())
-    table = (out / "table.md").read_text()
+    table = (out / "table.md").read_text(encoding="utf-8")
     assert "nnunet-2d" in table and "zoo-unet" in table and "250,000" in table
 
 

@@ -77,8 +77,13 @@ class CheckpointIO:
         if best_metric is not None:
             kw = dict(best_fn=lambda m: float(m[best_metric]), best_mode="max",
                       keep_checkpoints_without_metrics=False)
+        # Orbax names its multi-process barriers after the step folder ("async_write_complete.6"): a run's two
+        # managers saving the same step at once (the last step is both "latest" and "best") would meet at one
+        # barrier and hang; each manager's own prefix keeps their barriers apart.
+        barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=os.path.basename(self.directory))
         options = ocp.CheckpointManagerOptions(max_to_keep=int(max_to_keep), create=True,
-                                               enable_async_checkpointing=async_save, **kw)
+                                               enable_async_checkpointing=async_save,
+                                               multiprocessing_options=barriers, **kw)
         with _orbax_quiet():  # a damaged step's metadata is logged while the steps are listed; restore names it
             self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 

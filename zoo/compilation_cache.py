@@ -6,7 +6,8 @@ lives in the user's cache folder, ``$XDG_CACHE_HOME/medzoo/jax/cpu-<digest>`` (`
 folder per CPU type, :func:`cpu_signature`, since jax's own keys name no CPU features); every program is kept
 (no minimum compile time or entry size) and the folder is capped at :data:`MAX_BYTES`, least recently used entries
 evicted first (jax's own LRU cache). ``MEDZOO_COMPILATION_CACHE=0`` (or ``off``/``false``/``no``) turns it off;
-any other non-empty value is a folder to use instead.
+any other non-empty value is a folder to use instead; without it, a folder the user gave jax itself
+(``JAX_COMPILATION_CACHE_DIR``) is kept.
 
 :func:`enable` is called by every entry point's boundary (``zoo.cli.run_command``) before the command's body, and
 by the server at start-up. The cache is trusted code: jax runs what it finds there, so the folder is created
@@ -33,6 +34,8 @@ def cache_dir(environ=None) -> str | None:
         return None
     if value and value != "1":
         return os.path.abspath(os.path.expanduser(value))
+    if not value and env.get("JAX_COMPILATION_CACHE_DIR"):  # the user's own choice of jax's cache folder
+        return os.path.abspath(os.path.expanduser(env["JAX_COMPILATION_CACHE_DIR"]))
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     # jax's keys name no CPU features: a home folder shared by hosts of two CPU types must not share executables
     return os.path.join(base, "medzoo", "jax", "cpu-" + cpu_signature()[1])
