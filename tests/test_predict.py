@@ -114,6 +114,7 @@ def test_store_saves_lists_and_loads_by_name(patch_run, nifti_case, tmp_path, mo
     card = json.loads((tmp_path / "home" / "unet-phantoms-brain3d" / "card.json").read_text())
     assert card["model"] == "unet" and card["plan"]["patch_size"] == [16, 16, 16]
     assert card["metrics"]["split"].startswith("validation") and card["intended_use"] == "tests"
+    assert [c["label"] for c in card["class_codes"]] == list(range(1, len(card["data"]["class_names"])))
     pre = zoo.load_pretrained("unet-phantoms-brain3d")
     assert pre.step == entry.card["step"]
     out = tmp_path / "by_name.nii.gz"

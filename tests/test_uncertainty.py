@@ -103,6 +103,8 @@ def test_calibration_record_round_trips_through_the_store(tmp_path, monkeypatch,
     cold = uncertainty_maps(predict_case_proba(pre, image, meta))["entropy"]
     written = np.asarray(nib.load(str(unc)).dataobj)
     np.testing.assert_allclose(written, hot, atol=1e-5)  # the stored temperature was applied
+    again = zoo.save_pretrained(entry.path, "unet-calibrated-copy", card={"intended_use": "tests"})
+    assert model_temperature(again.path) == 2.5  # the record travels with the entry it is saved from
     assert written.mean() > cold.mean()  # T > 1 flattens the softmax
     (tmp_path / "home" / "unet-calibrated" / CALIBRATION_FILE).write_text(json.dumps({"temperature": -1}))
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
