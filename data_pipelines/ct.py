@@ -32,7 +32,7 @@ HU_WINDOW = (-1000.0, 400.0)  # the lung phantoms' window
 def read_luna_annotations(path: str) -> dict[str, list[tuple[np.ndarray, float]]]:
     """LUNA16 ``annotations.csv`` -> ``{seriesuid: [(centre_xyz_mm, diameter_mm), ...]}``."""
     out: dict[str, list] = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         need = {"seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"}
         if not need <= set(reader.fieldnames or ()):

@@ -132,7 +132,7 @@ def read_metadata_csv(data_dir: str) -> dict[str, dict]:
     path = os.path.join(data_dir, "metadata.csv")
     if not os.path.exists(path):
         return {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and "id" not in rows[0]:
         return {}

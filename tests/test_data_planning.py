@@ -167,7 +167,7 @@ def test_plan_json_round_trips_and_applies_identically(tmp_path):
     plan.save(path)
     again = planner.Plan.load(path)
     assert again == plan and planner.Plan.from_dict(plan.to_dict()) == plan
-    assert json.loads(path.read_text())["preprocessing"] == {"denoise": "curvature_flow", "n4": True, "crop": "nonzero"}
+    assert json.loads(path.read_text(encoding="utf-8"))["preprocessing"] == {"denoise": "curvature_flow", "n4": True, "crop": "nonzero"}
     a, ctx_a = preprocessing.preprocess_case(img, meta, plan)
     b, ctx_b = preprocessing.preprocess_case(img, meta, again)
     np.testing.assert_array_equal(a, b)

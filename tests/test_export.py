@@ -73,7 +73,7 @@ def test_stablehlo_equals_the_jitted_model(exported_dir, batch):
     want = pre.predict_proba(x, batch_size=batch)
     assert got.shape == want.shape == (batch, 32, 32, 4)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    manifest = json.loads((out / exported.MANIFEST).read_text())
+    manifest = json.loads((out / exported.MANIFEST).read_text(encoding="utf-8"))
     assert manifest["inputs"]["image"] == [None, 32, 32, 4] and (out / "card.json").exists()
 
 
@@ -142,7 +142,7 @@ def test_onnx_cli_export_agrees_with_the_jitted_model(exported_dir, tmp_path):
     seg, _ = exported_dir
     out = tmp_path / "onnx"
     assert export.main(["--model", seg, "--out", str(out), "--format", "onnx"]) == 0
-    assert (out / exported.ARTIFACT).exists() and json.loads((out / export_writer.ONNX_MANIFEST).read_text())["batch"] == "any"
+    assert (out / exported.ARTIFACT).exists() and json.loads((out / export_writer.ONNX_MANIFEST).read_text(encoding="utf-8"))["batch"] == "any"
     x = np.random.default_rng(0).normal(size=(3, 32, 32, 4)).astype(np.float32)
     np.testing.assert_allclose(_ort_run(ort, str(out / "model.onnx"), x), load_pretrained(seg).predict_proba(x),
                                atol=1e-4)

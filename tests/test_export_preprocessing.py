@@ -149,7 +149,7 @@ def _agreement(got, want) -> float:
 
 def test_planned_volume_equals_predict_case_in_a_process_without_medzoo(planned, tmp_path):
     wd, folder = planned
-    spec = json.loads((folder / export_runtime.PREPROCESSING).read_text())
+    spec = json.loads((folder / export_runtime.PREPROCESSING).read_text(encoding="utf-8"))
     assert spec["mode"] == "plan" and spec["plan"]["crop"] == "nonzero" and spec["network"]["window"] == [16, 16, 16]
     assert sorted(p.name for p in folder.iterdir()) == ["card.json", "medzoo_runtime.py", "model.stablehlo",
                                                         "preprocessing.json"]
@@ -179,7 +179,7 @@ def test_planned_volume_equals_predict_case_in_a_process_without_medzoo(planned,
 
 def test_picture_equals_predict_case_in_a_process_without_medzoo(pictures, tmp_path):
     wd, folder = pictures
-    spec = json.loads((folder / export_runtime.PREPROCESSING).read_text())
+    spec = json.loads((folder / export_runtime.PREPROCESSING).read_text(encoding="utf-8"))
     assert spec["mode"] == "resize" and spec["resize"]["image_size"] == [32, 32]
     assert spec["mirroring"]["axes"] == [[1], [2], [1, 2]] and spec["network"]["temperature"] == TEMPERATURE
     pre = load_pretrained(wd)

@@ -402,12 +402,12 @@ def test_nrrd_claims_and_gzip_bombs_are_bounded(tmp_path):
 
 def test_mhd_claims_and_lying_compressed_sizes_are_refused(tmp_path):
     _sitk_bytes(str(tmp_path), "v.mhd")
-    header = (tmp_path / "v.mhd").read_text()
+    header = (tmp_path / "v.mhd").read_text(encoding="utf-8")
     (tmp_path / "v.mhd").write_text(re.sub(r"DimSize = .*", "DimSize = 100000 100000 100000", header))
     with pytest.raises(InputTooLarge, match=r"v\.mhd: the MetaImage header's size 100000x100000x100000 claims"):
         read_image(tmp_path / "v.mhd")
     _sitk_bytes(str(tmp_path), "z.mhd", compress=True)
-    header = (tmp_path / "z.mhd").read_text()
+    header = (tmp_path / "z.mhd").read_text(encoding="utf-8")
     (tmp_path / "z.mhd").write_text(re.sub(r"CompressedDataSize = \d+", "CompressedDataSize = 1000000000000",
                                            header))
     with pytest.raises(UnreadableInput, match=r"z\.mhd: CompressedDataSize 1000000000000 but the data file holds"):
@@ -556,7 +556,7 @@ def test_an_mhd_data_file_outside_its_folder_is_refused(tmp_path, secret):
     upload = tmp_path / "upload"
     upload.mkdir()
     _sitk_bytes(str(upload), "x.mhd")
-    header = (upload / "x.mhd").read_text()
+    header = (upload / "x.mhd").read_text(encoding="utf-8")
     for name in (str(secret), "../elsewhere/secret.raw"):
         (upload / "x.mhd").write_text(re.sub(r"ElementDataFile = .*", f"ElementDataFile = {name}", header))
         with pytest.raises(UnreadableInput, match=r"x\.mhd: ElementDataFile '.*' lies outside the header's folder"):
@@ -595,7 +595,7 @@ def test_an_uploaded_nrrd_cannot_pull_in_a_server_file(tmp_path, secret):
 def test_a_zipped_mhd_cannot_pull_in_a_server_file(tmp_path, secret, where):
     _sitk_bytes(str(tmp_path), "x.mhd")
     name = str(secret) if where == "absolute" else "../../elsewhere/secret.raw"  # from request/zip/ to elsewhere/
-    header = re.sub(r"ElementDataFile = .*", f"ElementDataFile = {name}", (tmp_path / "x.mhd").read_text())
+    header = re.sub(r"ElementDataFile = .*", f"ElementDataFile = {name}", (tmp_path / "x.mhd").read_text(encoding="utf-8"))
     path, folder = _zip_with(tmp_path, {"x.mhd": header.encode(), "x.raw": (tmp_path / "x.raw").read_bytes()})
     with pytest.raises(UnreadableInput, match=r"upload 'scan.zip': cannot be read as \.zip: zip/x\.mhd: "
                                               r"ElementDataFile '.*secret.raw' lies outside the header's folder"):

@@ -283,7 +283,7 @@ def test_benchmark_quick_code_path(tmp_path):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--size2d", "16", "--batch2d", "2", "--size3d", "8", "--batch3d", "1",
                        "--repeats", "1", "--controls", "bspline", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     for case in ("2d", "3d"):
         r = result[case]
         assert r["jax_per_s"] > 0 and r["scipy_per_s"] > 0 and r["ratio_vs_scipy"] > 0

@@ -129,7 +129,7 @@ def test_report_end_to_end(cohorts, tmp_path, capsys):
     lc = by["stay_gt3"]["learning_curve"]
     assert lc["fractions"] == [0.6, 1.0] and lc["n_train"][0] < lc["n_train"][1] and len(lc["deep_crop_ehr"]) == 2
     assert (out / lc["plot"]).is_file()
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert "## survival" in md and "external validation" in md and "Events per variable" in md
     assert (out / "decision_stay_gt3_external.png").is_file() and (out / "calibration_survival_cv.png").is_file()
     ex = by["stay_gt3"]["explain"]  # --explain's default: stay_gt3's deep model on the external patients

@@ -249,7 +249,7 @@ def test_real_kits_masks(shared_data):
     folder = shared_data / "kits23" / "development"
     if not folder.is_dir():
         pytest.skip(f"KiTS23 development masks not found at {folder}")
-    records = {r["case_id"]: r for r in json.loads((folder / "clinical.json").read_text())}
+    records = {r["case_id"]: r for r in json.loads((folder / "clinical.json").read_text(encoding="utf-8"))}
     ids = sorted(records)[:3]
     frame = features_for_cohort({c: folder / c / "segmentation.nii.gz" for c in ids}, progress=False)
     for c in ids:

@@ -264,7 +264,7 @@ def test_short_training_beats_chance_and_writes_outputs(tmp_path):
     net = res["models"]["outcome_net[both]"]
     assert net["step"] == 60 and net["auc_roc"] > 0.6, net
     assert "logreg[ehr+volume]" in res["models"]
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert saved["models"]["outcome_net[both]"]["auc_roc"] == pytest.approx(net["auc_roc"])
     assert (tmp_path / "both" / "checkpoints").is_dir() and (tmp_path / "config.json").is_file()
     # A rerun resumes from the final checkpoint instead of training again, and reproduces the metrics.

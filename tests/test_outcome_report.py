@@ -47,7 +47,7 @@ def test_external_report_and_loadable_deep_model(files, tmp_path):
     out = tmp_path / "report"
     rc = outcome_report.main(_args(files["dev"], out, "--external", str(files["ext"]), "--models", "coxph,deep_cox"))
     assert rc == 0
-    res = json.loads((out / "report.json").read_text())
+    res = json.loads((out / "report.json").read_text(encoding="utf-8"))
     rows = {(r["model"], r["metric"]): r for r in res["rows"]}
     assert len(res["horizons"]) == 3  # a cohort file: the quartiles of the development event times
     for m in ("coxph", "deep_cox"):
@@ -56,7 +56,7 @@ def test_external_report_and_loadable_deep_model(files, tmp_path):
             assert r["split"] == "external" and r["ci_low"] <= r["value"] <= r["ci_high"], r
         assert 0.55 < rows[(m, "harrell_c")]["value"] < 0.8 and rows[(m, "ibs")]["value"] < 0.25
     assert res["seeds"]["base"] == 0 and res["encoder"]["medians"]["pgr"] > 0
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert "| coxph |" in md and "Subgroups" in md and "DeLong" in md and "SHAP" in md
     assert all((out / p).exists() for p in res["plots"].values())
     pre = zoo.load_pretrained(os.path.join(res["deep_workdirs"]["deep_cox"], "best"))
@@ -68,7 +68,7 @@ def test_external_report_and_loadable_deep_model(files, tmp_path):
 def test_cross_validation_report(files, tmp_path):
     out = tmp_path / "cv"
     assert outcome_report.main(_args(files["dev"], out, "--models", "coxph", "--folds", "2")) == 0
-    res = json.loads((out / "report.json").read_text())
+    res = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert res["split"] == "cv" and {r["split"] for r in res["rows"]} == {"cv"}
     assert res["settings"]["folds"] == 2 and len(res["seeds"]["per_split"]) == 2
 
@@ -91,10 +91,10 @@ def test_undefined_cis_are_strict_json_null(files, tmp_path, monkeypatch):
         docs = text.splitlines() if path.endswith(".jsonl") else [text]
         for doc in docs:
             json.loads(doc, parse_constant=lambda c: pytest.fail(f"{path}: {c} is not JSON"))
-    rows = json.loads((out / "report.json").read_text())["rows"]
+    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
     assert rows and all(r["ci_low"] is None and r["ci_high"] is None for r in rows)
     assert all(isinstance(r["value"], float) for r in rows if r["metric"] == "harrell_c")
-    assert "nan" in (out / "report.md").read_text()  # the table says the interval is undefined
+    assert "nan" in (out / "report.md").read_text(encoding="utf-8")  # the table says the interval is undefined
 
 
 @pytest.mark.parametrize("which,extra,match", [

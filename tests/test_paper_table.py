@@ -74,9 +74,9 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
     assert paper_table.main(["--data_root", str(shared_data), "--out", str(out), "--quick"]) == 0
     for name in ("table.md", "table.json", "cases.csv", "plots/dice_isic.svg", "plots/dice_cxr.svg"):
         assert (out / name).is_file(), name
-    result = json.loads((out / "table.json").read_text())
+    result = json.loads((out / "table.json").read_text(encoding="utf-8"))
     assert result["families"] == ["isic", "cxr"]
-    md = (out / "table.md").read_text()
+    md = (out / "table.md").read_text(encoding="utf-8")
     header = next(line for line in md.splitlines() if line.startswith("| model |"))
     assert header == "| model | isic | cxr |"
     for model in ("unet", "cnn"):  # the study's rows, in the study's order (U-Net first)
@@ -94,7 +94,7 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
     rows = [r for r in result["ablations"] if r["metric"] == "dice"]
     assert rows and rows[0]["ablation"] == "loss" and rows[0]["n"] == result["results"]["unet"]["isic"]["n_cases"]
     # Store entries with their data licence (outside the project: $ZOO_HOME).
-    card = json.loads((store / "unet-isic" / "card.json").read_text())
+    card = json.loads((store / "unet-isic" / "card.json").read_text(encoding="utf-8"))
     assert "PH2" in card["data_licence"] and card["recipe"] == "paper_unet_isic"
     assert (store / "cnn-cxr" / "card.json").is_file()
 

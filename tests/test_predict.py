@@ -49,7 +49,7 @@ def nifti_case(tmp_path_factory):
 
 def test_prediction_keeps_the_input_geometry_and_uses_the_saved_plan(patch_run, nifti_case, tmp_path, monkeypatch,
                                                                      capsys):
-    saved = json.loads((patch_run / "plan.json").read_text())
+    saved = json.loads((patch_run / "plan.json").read_text(encoding="utf-8"))
     assert tuple(saved["patch_size"]) == (16, 16, 16)
     used = []
     original = preprocessing.preprocess_case
@@ -111,7 +111,7 @@ def test_store_saves_lists_and_loads_by_name(patch_run, nifti_case, tmp_path, mo
     entry = zoo.save_pretrained(str(patch_run), "unet-phantoms-brain3d", card={"intended_use": "tests"})
     names = [e.name for e in zoo.list_pretrained()]
     assert "unet-phantoms-brain3d" in names
-    card = json.loads((tmp_path / "home" / "unet-phantoms-brain3d" / "card.json").read_text())
+    card = json.loads((tmp_path / "home" / "unet-phantoms-brain3d" / "card.json").read_text(encoding="utf-8"))
     assert card["model"] == "unet" and card["plan"]["patch_size"] == [16, 16, 16]
     assert card["metrics"]["split"].startswith("validation") and card["intended_use"] == "tests"
     assert [c["label"] for c in card["class_codes"]] == list(range(1, len(card["data"]["class_names"])))

@@ -143,16 +143,16 @@ def test_smoke_run_writes_checkpoint_metrics_and_table(smoke_run):
     assert f"workdir: {wd}" in proc.stdout
     assert "| **mean (foreground)** |" in proc.stdout
     assert (wd / "checkpoints").is_dir() and any((wd / "checkpoints").iterdir())
-    records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert any(r["split"] == "val" for r in records) and any(r["split"] == "train" for r in records)
-    cfg = json.loads((wd / "config.json").read_text())
+    cfg = json.loads((wd / "config.json").read_text(encoding="utf-8"))
     assert cfg["model"] == "unet" and "jax" in cfg["run"]
 
 
 def test_checkpoint_round_trip_gives_same_eval(smoke_run):
     """Restoring the smoke checkpoint (this process, not the one that trained) reproduces its Dice."""
     wd, _ = smoke_run
-    saved = json.loads((wd / "eval.json").read_text())
+    saved = json.loads((wd / "eval.json").read_text(encoding="utf-8"))
     pre = zoo.load_pretrained(str(wd))
     assert pre.step == saved["step"]
     from data_pipelines.datasets import load_dataset

@@ -58,7 +58,7 @@ def test_two_processes_agree_with_one(tmp_path):
     assert [r["step"] for r in train_got] == [1, 2, 3]  # written once (process 0), not per process
     train_want = [r for r in want if r["split"] == "train"]
     np.testing.assert_allclose([r["loss"] for r in train_got], [r["loss"] for r in train_want], atol=1e-5, rtol=0)
-    meta = json.loads((multi / "config.json").read_text())
+    meta = json.loads((multi / "config.json").read_text(encoding="utf-8"))
     assert meta["run"]["process_count"] == 2 and meta["mesh"] == {"data": 2, "model": 1}
     val_got = [r for r in got if r["split"] == "val"][-1]
     val_want = [r for r in want if r["split"] == "val"][-1]

@@ -58,7 +58,7 @@ def test_sigterm_save_resume_is_bit_exact_and_ignores_partial_checkpoints(tmp_pa
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+        if metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 2:
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -85,7 +85,7 @@ def test_sigterm_save_resume_is_bit_exact_and_ignores_partial_checkpoints(tmp_pa
     got, want = _train_losses(run), _train_losses(ref)
     assert got[k + 1] == want[k + 1] and got[k + 2] == want[k + 2]  # bit-exact, not approximately
     assert all(got[s] == want[s] for s in range(1, k + 1))
-    meta = json.loads((run / "config.json").read_text())
+    meta = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert meta["run"]["seed"] == 0 and "git_revision" in meta["run"] and "jax" in meta["run"]
 
 

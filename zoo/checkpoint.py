@@ -18,10 +18,13 @@ never deletes the intact step before it while that is the only copy.
 from __future__ import annotations
 
 import contextlib
+import gc
+import io
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -45,19 +48,84 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
+def _from_orbax(unraisable) -> bool:
+    """Whether an exception Python could not raise (``sys.unraisablehook``) comes from Orbax's or TensorStore's
+    own coroutines: a damaged step's array reads that fail after the restore has already given up."""
+    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
+    where = getattr(code, "co_filename", "") or repr(unraisable.object)
+    return any(f"{os.sep}{name}{os.sep}" in where for name in ("orbax", "tensorstore"))
+
+
+# The lines TensorStore prints when a read it still had in flight finishes after Orbax closed its event loop (one
+# traceback per abandoned read: ``loop.call_soon_threadsafe`` -> ``RuntimeError: Event loop is closed``).
+_LATE_READ_LINES = ("Traceback (most recent call last):", "asyncio/base_events.py", "self._check_closed()",
+                    "raise RuntimeError('Event loop is closed')", "RuntimeError: Event loop is closed")
+
+
+class _LateReads(io.TextIOBase):
+    """``sys.stderr`` while a step is probed: keeps what is written, so that :func:`_orbax_quiet` can pass on all
+    but the abandoned reads' tracebacks."""
+
+    def __init__(self):
+        self.parts, self.lock = [], threading.Lock()
+
+    def write(self, text):
+        with self.lock:
+            self.parts.append(str(text))
+        return len(text)
+
+    def size(self) -> int:
+        with self.lock:
+            return sum(map(len, self.parts))
+
+    def kept(self) -> str:
+        with self.lock:
+            lines = "".join(self.parts).splitlines(keepends=True)
+        return "".join(line for line in lines if line.strip() and not any(p in line for p in _LATE_READ_LINES))
+
+
 @contextlib.contextmanager
-def _orbax_quiet():
-    """Silence Orbax's and TensorStore's own log lines (``absl``, ``asyncio``) while a damaged step is probed: the
-    one ``warning:`` line this module prints names the step and the reason; their tracebacks add nothing."""
+def _orbax_quiet(settle: float = 2.0):
+    """Silence Orbax's and TensorStore's own output while a possibly damaged step is probed: their log lines
+    (``absl``, ``asyncio``), the tracebacks of their abandoned array reads (unraisable coroutines, and the
+    ``Event loop is closed`` tracebacks TensorStore prints when a read finishes after the restore gave up: waited
+    for up to ``settle`` seconds after a failure, until stderr stays quiet). The one ``warning:`` line this module
+    prints names the step and the reason; anything else written to stderr meanwhile is passed on."""
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     levels = [lg.level for lg in loggers]
+    previous_hook, previous_err = sys.unraisablehook, sys.stderr
+    capture = _LateReads()
+
+    def hook(unraisable):
+        if not _from_orbax(unraisable):
+            previous_hook(unraisable)
+
     for lg in loggers:
         lg.setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook, sys.stderr = hook, capture
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
+        gc.collect()  # finalise the failed reads' coroutines now, while their tracebacks are dropped
+        if failed or capture.size():
+            deadline, last = time.monotonic() + settle, (-1, time.monotonic())
+            while time.monotonic() < deadline:  # until nothing new was written for 0.2 s
+                n = capture.size()
+                if n != last[0]:
+                    last = (n, time.monotonic())
+                elif time.monotonic() - last[1] >= 0.2:
+                    break
+                time.sleep(0.02)
+        sys.unraisablehook, sys.stderr = previous_hook, previous_err
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        kept = capture.kept()
+        if kept:
+            previous_err.write(kept)
 
 
 class CheckpointIO:
@@ -108,13 +176,15 @@ class CheckpointIO:
         if int(step) not in self.all_steps():
             raise CheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        why = None
         try:
             with _orbax_quiet():
                 out = self.manager.restore(int(step), args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files; name the step instead
-            raise CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored ({_reason(e)})") \
-                from None
+            why = _reason(e)
+        if why is not None:
+            raise CheckpointError(f"checkpoint step {step} in {self.directory} cannot be restored ({why})")
         if not isinstance(out.meta, dict):
             raise CheckpointError(f"checkpoint step {step} in {self.directory}: meta is not a JSON object")
         return out.state, out.meta

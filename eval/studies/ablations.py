@@ -124,7 +124,7 @@ def _finished(workdir: str, steps: int | None) -> bool:
         return False
     if steps is None:
         return True
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return int(json.load(f).get("step", -1)) >= steps
 
 

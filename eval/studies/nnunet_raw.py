@@ -198,7 +198,7 @@ def read_raw_cases(folder: str) -> list[dict]:
     path = os.path.join(folder, "cases.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder}: no cases.json (not written by eval.studies.nnunet_raw.convert)")
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 

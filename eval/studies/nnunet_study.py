@@ -181,7 +181,7 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
         log(f"[compare_nnunet] converting {family} cases into {raw_folder}")
         convert(family, config.data, env["nnUNet_raw"], dataset_id, family, regions=BRATS_REGIONS if regions else None)
     cases = read_raw_cases(raw_folder)
-    with open(os.path.join(raw_folder, "dataset.json")) as fh:
+    with open(os.path.join(raw_folder, "dataset.json"), encoding="utf-8") as fh:
         dataset = json.load(fh)
     ending, n_channels = dataset["file_ending"], len(dataset["channel_names"])
     pre_folder = os.path.join(env["nnUNet_preprocessed"], os.path.basename(raw_folder))
@@ -213,7 +213,7 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
         done = os.path.join(fold_dir, "done.json")
         if os.path.isfile(done):
             log(f"[compare_nnunet] fold {i}: done.json present, skipped (its models, predictions and scores kept)")
-            with open(done) as fh:
+            with open(done, encoding="utf-8") as fh:
                 fold_records.append(json.load(fh))
             continue
         # A fold without done.json starts clean (an interrupted fold's partial models would be resumed otherwise).

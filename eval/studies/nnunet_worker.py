@@ -171,7 +171,7 @@ def _predictor(args):
 
 
 def _predict(args) -> int:
-    with open(args.cases) as fh:
+    with open(args.cases, encoding="utf-8") as fh:
         cases = json.load(fh)
     if not isinstance(cases, list) or not all(isinstance(c, list) and len(c) == 2 for c in cases):
         raise ValueError(f"--cases {args.cases}: expected a JSON list of [case id, [image files]]")
