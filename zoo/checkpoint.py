@@ -66,6 +66,8 @@ class _LateReads(io.TextIOBase):
     """``sys.stderr`` while a step is probed: keeps what is written, so that :func:`_orbax_quiet` can pass on all
     but the abandoned reads' tracebacks."""
 
+    encoding = "utf-8"
+
     def __init__(self):
         self.parts, self.lock = [], threading.Lock()
 
