@@ -50,7 +50,10 @@ def _warn(msg: str) -> None:
 
 def _from_orbax(unraisable) -> bool:
     """Whether an exception Python could not raise (``sys.unraisablehook``) comes from Orbax's or TensorStore's
-    own coroutines: a damaged step's array reads that fail after the restore has already given up."""
+    own reads of a damaged step that fail after the restore has already given up (their coroutines, or the
+    ``Event loop is closed`` of a read's completion callback)."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return True  # TensorStore's callback of a read that finished after Orbax closed its loop (no object)
     code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
     where = getattr(code, "co_filename", "") or repr(unraisable.object)
     return any(f"{os.sep}{name}{os.sep}" in where for name in ("orbax", "tensorstore"))
