@@ -9,6 +9,10 @@ Cards name their output classes with coded concepts (:func:`class_codes`): per f
 segmented-property category and type (value, coding scheme, meaning), what a DICOM Segmentation
 (:mod:`zoo.dicom`) writes into each segment. A card may state its own ``class_codes``; otherwise they are found
 from the class names (:data:`CODED_CLASSES`), so every card :func:`read_card` returns carries them.
+
+A store entry refit on every patient after cross-validation (``zoo.crossval``) says so (``training.refit: true``)
+and carries the cross-validated metrics it came from (``metrics.cross_validation``); :func:`cross_validation_lines`
+is how they read (``python -m zoo.store_cli show NAME``, the application's model page).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import os
 import re
 from typing import Any
 
-__all__ = ["ModelCard", "CARD_FILE", "read_card", "class_codes", "check_class_codes", "CODED_CLASSES"]
+__all__ = ["ModelCard", "CARD_FILE", "read_card", "class_codes", "check_class_codes", "CODED_CLASSES",
+           "cross_validation_lines"]
 
 CARD_FILE = "card.json"
 
@@ -146,3 +151,32 @@ def read_card(path: str, pre) -> dict:
     else:
         card["class_codes"] = class_codes(names)
     return card
+
+
+def cross_validation_lines(card: dict) -> list[str]:
+    """How a card's refit and cross-validated metrics read: the training line (refit on which patients, steps,
+    no selection), the splitter line, the mean ± std per metric, then one line per fold (its held-out patients,
+    steps, metrics). ``[]`` for a card without ``metrics.cross_validation``."""
+    cv = (card.get("metrics") or {}).get("cross_validation")
+    if not isinstance(cv, dict):
+        return []
+    lines = []
+    training = card.get("training")
+    if isinstance(training, dict) and training.get("refit"):
+        lines.append(f"refit on all {len(training.get('patients') or ())} training patients "
+                     f"({training.get('cases', '?')} cases), {training.get('steps', '?')} steps "
+                     f"(folds: {training.get('fold_steps', '?')}); {training.get('selection', '')}")
+    run = cv.get("folds_run", cv.get("folds"))
+    lines.append(f"cross-validated: {run} of {cv.get('folds')} {cv.get('level', 'patient')}-level folds "
+                 f"({cv.get('splitter', '?')}, seed {cv.get('seed', '?')}); {cv.get('measured_on', '')}")
+    mean, std = cv.get("mean") or {}, cv.get("std") or {}
+    lines.append("mean ± std: " + ", ".join(f"{k} {_num(mean[k])} ± {_num(std.get(k))}" for k in mean))
+    for f in cv.get("per_fold") or ():
+        metrics = ", ".join(f"{k} {_num(v)}" for k, v in (f.get("metrics") or {}).items())
+        lines.append(f"fold {f.get('fold')} (held out: {', '.join(map(str, f.get('val_patients') or ()))}; "
+                     f"{f.get('steps')} steps): {metrics}")
+    return lines
+
+
+def _num(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)

@@ -28,7 +28,8 @@ from zoo.cards import class_codes
 from zoo.checkpoint import CheckpointIO, restore_meta
 from data_pipelines.atomic import write_json
 
-__all__ = ["StoreEntry", "store_home", "PACKAGE_STORE", "list_pretrained", "resolve", "save_pretrained"]
+__all__ = ["StoreEntry", "store_home", "PACKAGE_STORE", "list_pretrained", "resolve", "entry_path",
+           "save_pretrained"]
 
 PACKAGE_STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_models")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -102,20 +103,28 @@ def resolve(name_or_path: str) -> str:
                      f"(store: {', '.join(sorted(entries)) or 'empty'}; $ZOO_HOME={store_home()})")
 
 
+def entry_path(name: str, root: str | None = None, overwrite: bool = False) -> str:
+    """The folder entry ``name`` takes in ``root`` (default :func:`store_home`); a bad name, or an existing entry
+    unless ``overwrite``, raises ``ValueError`` (a caller checks before training what it will save)."""
+    if not _NAME.match(str(name)):
+        raise ValueError(f"store name {name!r}: use lower-case letters, digits, '.', '_' and '-' (e.g. 'unet-isic')")
+    dest = os.path.join(os.path.abspath(root or store_home()), name)
+    if os.path.exists(dest) and not overwrite:
+        raise ValueError(f"model store entry {dest} exists; pass overwrite=True to replace it")
+    return dest
+
+
 def save_pretrained(workdir: str, name: str, *, step: int | None = None, card: dict | None = None,
                     root: str | None = None, overwrite: bool = False) -> StoreEntry:
     """Copy a run's best checkpoint (or ``step``, or its newest) with its card into the store as ``name``.
 
     ``card`` adds to what the run's metadata says (model, task, data contract, plan, validation metrics):
-    e.g. ``{"data_licence": "CC BY-NC-SA 4.0", "intended_use": "..."}``. The copy is made in a temporary
+    e.g. ``{"data_licence": "CC BY-NC-SA 4.0", "intended_use": "..."}``; its ``metrics`` replace the run's (a refit
+    states its cross-validated ones, ``zoo.crossval``). The copy is made in a temporary
     folder and renamed into place, so an entry is complete or absent.
     """
-    if not _NAME.match(name):
-        raise ValueError(f"store name {name!r}: use lower-case letters, digits, '.', '_' and '-' (e.g. 'unet-isic')")
     root = os.path.abspath(root or store_home())
-    dest = os.path.join(root, name)
-    if os.path.exists(dest) and not overwrite:
-        raise ValueError(f"model store entry {dest} exists; pass overwrite=True to replace it")
+    dest = entry_path(name, root, overwrite)
     best = os.path.join(workdir, "best")
     ckdir = best if step is None and CheckpointIO.has_steps(best) else os.path.join(workdir, "checkpoints")
     step, meta = restore_meta(ckdir, step)

@@ -3,6 +3,8 @@
 
 :func:`run_folds` trains fold ``i`` on the other ``K-1`` folds' cases in ``<workdir>/fold<i>`` and validates it
 on fold ``i``; every case of a patient lands in the same fold. The aggregate is the mean ± sample std over folds.
+:func:`refit` then trains the same recipe on every case (all folds' patients), as scikit-learn's ``refit`` after
+``cross_validate`` does: the model a store entry holds, its folds' numbers being the estimate of its accuracy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from data_pipelines import splits
 from zoo.training.loop import train_and_evaluate
 from zoo.training.setup import prepare_run
 
-__all__ = ["patient_folds", "subset", "concat", "nan_stats", "run_folds"]
+__all__ = ["patient_folds", "subset", "concat", "nan_stats", "run_folds", "refit_steps", "refit"]
 
 
 def patient_folds(patient_ids, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -75,6 +77,8 @@ def run_folds(config, workdir: str, arrays: dict, info, folds: int, *, progress:
         rows.append({"fold": i, "train_cases": int(len(tr)), "val_cases": int(len(va)),
                      "train_patients": len(set(pids[j] for j in tr)),
                      "val_patients": len(set(pids[j] for j in va)),
+                     "val_patient_ids": sorted({str(pids[j]) for j in va}), "steps": int(res.get("step", 0)),
+                     "best_step": res.get("best_step"),
                      "mean_dice": res["mean_dice"], "dice_per_class": res["dice_per_class"],
                      "best_mean_dice": res.get("best_mean_dice"), "workdir": fold_dir})
         if on_fold is not None:
@@ -85,3 +89,36 @@ def run_folds(config, workdir: str, arrays: dict, info, folds: int, *, progress:
             "splits": [(list(map(int, tr)), list(map(int, va))) for tr, va in fold_idx],
             "aggregate": {"mean_dice": mean, "std_dice": std, "dice_per_class_mean": list(map(float, pc_mean)),
                           "dice_per_class_std": list(map(float, pc_std))}}
+
+
+def refit_steps(fold_steps) -> int:
+    """The refit's steps: the mean of the steps the folds trained (rounded; equal to each fold's when all ran the
+    recipe to the end, as nnU-Net's and scikit-learn's refits train the recipe as cross-validated)."""
+    steps = [int(s) for s in fold_steps if s]
+    if not steps:
+        raise ValueError("no fold trained a step; nothing to refit")
+    return max(1, int(round(float(np.mean(steps)))))
+
+
+def refit(config, workdir: str, arrays: dict, info, steps: int, *, progress: bool = False) -> dict:
+    """Train ``config`` for ``steps`` on every case of ``arrays`` (all the folds' patients) in ``workdir``.
+
+    There is no validation split to select a step on: the schedule is ``steps`` long, the one evaluation is at
+    the last step, on the training cases themselves (an in-sample fit, never an accuracy estimate), so the saved
+    model is the last step. Returns :func:`train_and_evaluate`'s result plus ``patients`` (the ids trained on)
+    and ``cases``; ``preempted`` as there (a rerun resumes).
+    """
+    if "patient_id" not in arrays:
+        raise ValueError(f"data set {config.data.name!r} has no patient_id; a refit after patient-level folds needs one")
+    steps = int(steps)
+    if steps < 1:
+        raise ValueError(f"refit steps must be >= 1, got {steps}")
+    c = config.copy_and_resolve_references()
+    c.train.steps = steps
+    c.train.eval_every = steps
+    c.train.checkpoint_every = steps
+    c.train.log_every = max(1, min(int(c.train.log_every), steps))
+    if "time_limit_s" in c.train:
+        c.train.time_limit_s = 0.0  # the steps, not a clock, say how long (the folds' mean)
+    res = train_and_evaluate(c, workdir, progress=progress, data=(arrays, arrays, info))
+    return {**res, "patients": sorted({str(p) for p in arrays["patient_id"]}), "cases": int(len(arrays["patient_id"]))}

@@ -7,6 +7,7 @@ import dataclasses
 
 from data_pipelines import ehr, phantoms, readers
 from zoo import prediction
+from zoo.cards import cross_validation_lines
 
 __all__ = ["ServedModel", "SEGMENTATION_TASKS", "OUTCOME_TASKS", "is_real_data", "card_fields", "default_models",
            "model_info", "image_size", "phantom_sample"]
@@ -109,6 +110,9 @@ def card_fields(m: ServedModel) -> list[dict]:
     shown = [f"{k} {_number(v)}" for k, v in metrics.items() if k != "split" and isinstance(v, (int, float))]
     split = f"; measured on: {metrics['split']}" if metrics.get("split") else "; the split is not stated"
     fields.append(("validated metrics", ", ".join(shown) + split if shown else "none recorded"))
+    cv = cross_validation_lines(c)  # a refit after cross-validation: the folds' numbers it came from
+    if cv:
+        fields.append(("cross-validation", "; ".join(cv)))
     fields.append(("preprocessing", _preprocessing(m)))
     if d.get("channel_names"):
         fields.append(("input channels", ", ".join(d["channel_names"])))
