@@ -30,6 +30,7 @@ speed differs. On GPUs callers never reach these targets (``jax.lax.platform_dep
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -163,6 +164,41 @@ def _open(name: str, path: Path) -> tuple[ctypes.CDLL, str]:
         return ctypes.CDLL(str(path)), str(dnnl)
 
 
+OMP_WAIT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_omp_wait: dict[str, str] = {}
+
+
+def _gomp_loaded() -> bool:
+    """Whether this process already mapped ``libgomp.so.1`` (then its wait policy is fixed)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            return any("libgomp.so.1" in line for line in maps)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _omp_waits_passively(name: str):
+    """While ``dnnl_conv`` (and with it oneDNN's ``libgomp``) loads, ``OMP_WAIT_POLICY=PASSIVE`` unless the user set
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``: libgomp reads them once, when it loads, and by default spins
+    ~300,000 pauses after every parallel region; here each convolution is followed by XLA's own ops on XLA's
+    pool, and the spinning OpenMP thread took a core from them (2D train step, loaded host: 918-1,128 ms of CPU
+    time a step spinning, 204 ms passive; docs/performance.md). The environment is restored after the load, so
+    child processes inherit the user's."""
+    if name != "dnnl_conv" or any(k in os.environ for k in OMP_WAIT_ENV) or _gomp_loaded():
+        _omp_wait.update({k: os.environ[k] for k in OMP_WAIT_ENV if k in os.environ})
+        if _gomp_loaded():
+            _omp_wait["libgomp"] = "loaded before dnnl_conv: its own settings"
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    _omp_wait["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def _warn_once(name: str, error: Exception) -> None:
     """One warning per reason: an installation without kernels says so once, not once per kernel."""
     reason = f"{type(error).__name__}: {error}"
@@ -185,7 +221,8 @@ def _load(name: str):
             path, variant = _build(name), "native"
         else:
             path, variant = packaged_library(name)
-        lib, onednn = _open(name, path)
+        with _omp_waits_passively(name):
+            lib, onednn = _open(name, path)
         for target, (src, symbol) in FFI_TARGETS.items():
             if src == name:
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
@@ -197,6 +234,7 @@ def _load(name: str):
     _loaded[name] = {"variant": variant, "from": "package" if how == "package" else "build", "path": str(path)}
     if name == "dnnl_conv":
         _loaded[name]["onednn"] = onednn
+        _loaded[name]["omp_wait"] = dict(_omp_wait)
     return lib
 
 
@@ -212,6 +250,7 @@ def status() -> dict:
     """Per kernel: ``"ready: <path>"``, ``"disabled by MEDZOO_NATIVE=0"``, ``"unavailable: <reason>"`` or
     ``"not loaded"`` (nothing asked for it yet in this process); and ``"loaded"``: per loaded kernel, its
     ``variant`` (``x86-64-v4``..., ``native`` when built here), ``from`` (``package`` or ``build``), ``path``, and
-    for ``dnnl_conv`` how ``libdnnl.so.3`` was found (``rpath``, or the path it was preloaded from)."""
+    for ``dnnl_conv`` how ``libdnnl.so.3`` was found (``rpath``, or the path it was preloaded from) and ``omp_wait``:
+    the OpenMP wait settings its ``libgomp`` loaded with (``{"OMP_WAIT_POLICY": "PASSIVE"}`` by default)."""
     return {**{name: _status.get(name, "not loaded") for name in SOURCES},
             "loaded": {name: dict(info) for name, info in _loaded.items()}}

@@ -437,3 +437,28 @@ def test_onednn_conv_transpose_equals_lax_in_value_and_both_gradients(spatial, c
     _assert_onednn_matches(lambda x, w: conv.conv_transpose_nd(x, w, strides, padding),
                            lambda x, w: conv.conv_transpose_nd_reference(x, w, strides, padding), x, w,
                            "medzoo_dnnl_conv_bwd_data")
+
+
+_OMP_WAIT = """
+    import ctypes, os, sys
+    from kernels import native
+    assert native.available("dnnl_conv"), native.status()
+    print("STATUS", native.status()["loaded"]["dnnl_conv"]["omp_wait"])
+    print("ENV", os.environ.get("OMP_WAIT_POLICY"))
+    sys.stdout.flush()
+    ctypes.CDLL("libgomp.so.1").omp_display_env(0)  # libgomp's own report of what it loaded with (stderr)
+"""
+
+
+@onednn
+@pytest.mark.parametrize("user, want", [(None, "PASSIVE"), ("active", "ACTIVE")])
+def test_onednn_openmp_team_waits_passively_unless_the_user_says(user, want, monkeypatch):
+    """oneDNN's libgomp loads with OMP_WAIT_POLICY=PASSIVE (its spinning took a core from XLA's ops between the
+    convolutions); a user's setting wins; the process environment is left as it was."""
+    for k in native.OMP_WAIT_ENV:
+        monkeypatch.delenv(k, raising=False)
+    res = _run(_OMP_WAIT, {"OMP_WAIT_POLICY": user} if user else {})
+    assert res.returncode == 0, res.stderr
+    assert f"OMP_WAIT_POLICY = '{want}'" in res.stderr
+    assert f"ENV {user}" in res.stdout
+    assert ("'PASSIVE'" if user is None else f"'{user}'") in res.stdout
