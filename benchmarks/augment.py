@@ -21,7 +21,7 @@ import sys
 import jax
 import scipy
 
-from benchmarks.elastic import run_case, train_step_overhead
+from benchmarks.elastic import ALPHA, SIGMA, run_case, train_step_overhead
 from data_pipelines.atomic import write_json
 from zoo.cli import command_parser, run_command
 
@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--size3d", type=int)
     p.add_argument("--batch3d", type=int)
     p.add_argument("--repeats", type=int)
-    p.add_argument("--alpha", type=float, default=30.0)
-    p.add_argument("--sigma", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=ALPHA)
+    p.add_argument("--sigma", type=float, default=SIGMA)
     p.add_argument("--controls", default="bspline,gaussian", help="comma-separated elastic control modes")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--train_step", action="store_true",

@@ -1,28 +1,33 @@
 """Elastic + affine augmentation measured: the jitted, vmapped ``kernels.augment`` pipeline against a
 ``scipy.ndimage`` loop (and MONAI's Rand2DElastic / Rand3DElastic when installed) on one batch, and its cost
-inside a U-Net train step. ``python -m benchmarks.augment`` and ``benchmarks.compare_torch --suite`` run these.
+inside a U-Net train step. ``python -m benchmarks.augment`` runs these in one process; ``python -m
+benchmarks.compare_torch --suite elastic`` times each side in its own worker process (:func:`build_elastic`).
 
 Every case does the same work per sample: a random rotation (15 deg) and scale (0.85-1.15) about the
 centre, composed with an elastic field (alpha, sigma), linear resampling of a 1-channel image and
-nearest resampling of its label map. The scipy loop is the classic Simard recipe (full-resolution
-``gaussian_filter`` of uniform noise + ``map_coordinates``).
+nearest resampling of its label map (or the image only). The scipy loop is the classic Simard recipe
+(full-resolution ``gaussian_filter`` of uniform noise + ``map_coordinates``).
+
+JAX is imported inside the functions that use it, so that a scipy worker process never has it.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage as ndi
 
 from benchmarks import common
-from kernels import augment, geometry
 
-__all__ = ["run_case", "train_step_overhead", "MAX_ANGLE", "SCALE"]
+__all__ = ["run_case", "train_step_overhead", "build_elastic", "MAX_ANGLE", "SCALE", "ALPHA", "SIGMA",
+           "ELASTIC_FRAMEWORKS"]
 
 MAX_ANGLE, SCALE = 15.0, (0.85, 1.15)
+# The default elastic field: displacement amplitude (voxels) and smoothness.
+ALPHA, SIGMA = 30.0, 4.0
+ELASTIC_FRAMEWORKS = ("zoo", "scipy")
 
 
 def _spec(alpha: float, sigma: float, control: str) -> dict:
@@ -48,7 +53,7 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def _scipy_sample(rng, img, lab, alpha, sigma):
-    shape = lab.shape
+    shape = img.shape[:-1]
     d = len(shape)
     angles = np.deg2rad(rng.uniform(-MAX_ANGLE, MAX_ANGLE, 1 if d == 2 else 3))
     a = np.eye(d) / rng.uniform(*SCALE)
@@ -64,7 +69,7 @@ def _scipy_sample(rng, img, lab, alpha, sigma):
     for k in range(d):
         coords[k] += alpha * ndi.gaussian_filter(rng.uniform(-1, 1, shape), sigma, mode="reflect")
     out = ndi.map_coordinates(img[..., 0], coords, order=1, mode="constant")
-    out_lab = ndi.map_coordinates(lab, coords, order=0, mode="constant")
+    out_lab = None if lab is None else ndi.map_coordinates(lab, coords, order=0, mode="constant")
     return out, out_lab
 
 
@@ -96,6 +101,11 @@ def run_case(d: int, size: int, batch: int, repeats: int, alpha: float, sigma: f
     """Images (volumes) per second of ours per elastic control (and, where the native warp kernel is built, of the
     XLA form it replaces, interleaved), of the scipy loop and of MONAI, and their ratios, on ``batch`` samples of
     side ``size`` in ``d`` dimensions (medians of ``repeats``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from kernels import augment, geometry
+
     shape = (size,) * d
     imgs, labs = _data(batch, shape)
     ji, jl = jnp.asarray(imgs), jnp.asarray(labs)
@@ -150,6 +160,8 @@ def train_step_overhead(d: int, size: int, batch: int, rounds: int, alpha: float
     """Steps/s of the zoo U-Net train step with and without elastic+affine augmentation inside it
     (``make_train_step(augment_fn=...)``, as ``--config.augment.enabled=true``), timed in interleaved
     rounds in this process; ``overhead`` = plain steps/s / augmented steps/s - 1."""
+    from kernels import augment
+
     model = common.build_model("unet", d, "float32", kwargs=model_kwargs)
     data = common.make_batch(batch, (size,) * d, seed=0)
     sample_fn = augment.make_pipeline(_spec(alpha, sigma, "bspline"))
@@ -165,3 +177,45 @@ def train_step_overhead(d: int, size: int, batch: int, rounds: int, alpha: float
         out[f"{k}_steps_per_s"] = 1.0 / float(np.median(times[k]))
     out["overhead"] = out["plain_steps_per_s"] / out["augmented_steps_per_s"] - 1.0
     return out
+
+
+def build_elastic(framework: str, dims: int, batch: int, size: int, *, labels: bool = False,
+                  alpha: float = ALPHA, sigma: float = SIGMA, control: str = "bspline"):
+    """One side of the elastic comparison as ``(fn, sync, info)`` for a timing protocol: ``fn()`` augments one
+    batch of ``batch`` samples of side ``size`` (a fresh random draw per call), ``sync(out)`` waits for it.
+
+    ``zoo``: the jitted, vmapped ``kernels.augment`` pipeline (compiled here; ``info["compile_s"]``);
+    ``scipy``: the per-sample loop. The same rotation, scale and elastic field on both sides; the image only,
+    or with ``labels`` its label map as well (nearest)."""
+    if framework not in ELASTIC_FRAMEWORKS:
+        raise ValueError(f"elastic framework must be one of {ELASTIC_FRAMEWORKS}, got {framework!r}")
+    if dims not in (2, 3) or batch < 1 or size < 4:
+        raise ValueError(f"need dims 2 or 3, batch >= 1 and size >= 4; got {dims}, {batch}, {size}")
+    imgs, labs = _data(batch, (size,) * dims)
+    labs = labs if labels else None
+    if framework == "scipy":
+        import scipy
+
+        rng = np.random.default_rng(0)
+
+        pairs = list(zip(imgs, [None] * batch if labs is None else labs))
+
+        def scipy_fn():
+            return [_scipy_sample(rng, x, y, alpha, sigma) for x, y in pairs]
+
+        return scipy_fn, (lambda out: out), {"scipy": scipy.__version__}
+    import jax
+    import jax.numpy as jnp
+
+    from kernels import augment, geometry
+
+    ji = jnp.asarray(imgs)
+    jl = None if labs is None else jnp.asarray(labs)
+    pipeline = augment.make_batch_pipeline(_spec(alpha, sigma, control))
+    base = jax.random.key(0)
+    calls = itertools.count()
+    t0 = time.perf_counter()
+    jax.block_until_ready(pipeline(jax.random.fold_in(base, next(calls)), ji, jl))
+    info = {"jax": jax.__version__, "compile_s": time.perf_counter() - t0, "control": control,
+            "warp_backend": geometry.resolve_backend(ji, jl)}
+    return (lambda: pipeline(jax.random.fold_in(base, next(calls)), ji, jl)), jax.block_until_ready, info

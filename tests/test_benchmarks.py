@@ -131,7 +131,8 @@ def test_make_batch_has_foreground_and_background():
 
 
 # A stand-in for benchmarks.framework_worker (no PyTorch needed): logs its spec, answers with fixed timings
-# (MONAI's train step 0.5 s, the zoo's 0.25 s; inference 0.1 s both), or fails when asked to.
+# (MONAI's train step 0.5 s, the zoo's 0.25 s, in bfloat16 0.4 s; inference 0.1 s both; elastic: scipy 2 s a
+# batch, the zoo 0.1 s), or fails when asked to.
 FAKE_WORKER = """
 import json, sys
 log, spec = sys.argv[1], json.loads(sys.argv[2])
@@ -139,12 +140,19 @@ with open(log, "a") as f:
     f.write(json.dumps(spec) + "\\n")
 if spec["framework"] == "monai" and spec["dims"] == 3 and "fail" in log:
     sys.exit("error: monai exploded")
-train = 0.5 if spec["framework"] == "monai" else 0.25
 print("noise line")
-print("RESULT " + json.dumps({"framework": spec["framework"], "params": 1627597, "setup_s": 1.0,
-      "info": {"torch": "2.13.0", "threads": 2} if spec["framework"] == "monai" else {"jax": "0.10.2"},
-      "train": {"median_s": train, "samples_s": [train] * spec["repeats"], "number": 1},
-      "infer": {"median_s": 0.1, "samples_s": [0.1] * spec["repeats"], "number": 3}}))
+fw, n = spec["framework"], spec["repeats"]
+out = {"framework": fw, "params": None, "setup_s": 1.0, "info": {"jax": "0.10.2"} if fw == "zoo" else {}}
+if spec["suite"] == "elastic":
+    t = 2.0 if fw == "scipy" else 0.1
+    out["elastic"] = {"median_s": t, "samples_s": [t] * n, "number": 1}
+    out["info"] = {"scipy": "1.17.1"} if fw == "scipy" else out["info"]
+else:
+    train = 0.5 if fw == "monai" else (0.4 if spec["dtype"] == "bfloat16" else 0.25)
+    out.update(params=1627597, train={"median_s": train, "samples_s": [train] * n, "number": 1},
+               infer={"median_s": 0.1, "samples_s": [0.1] * n, "number": 3})
+    out["info"] = {"torch": "2.13.0", "threads": 2} if fw == "monai" else out["info"]
+print("RESULT " + json.dumps(out))
 """
 IDLE = {"loadavg": [0.0, 0.0, 0.0], "cpus": 2, "busy": 0.0}
 
@@ -163,18 +171,57 @@ def test_compare_torch_runs_each_framework_in_its_own_process_interleaved(tmp_pa
     out = tmp_path / "r" / "cmp.json"
     assert compare_torch.main([f"--worker_cmd={cmd}", "--repeats=5", f"--out={out}"]) == 0
     specs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    assert [(s["dims"], s["framework"]) for s in specs] == [(2, "zoo"), (2, "monai")] * 2 + [(3, "zoo"), (3, "monai")] * 2
-    assert {(s["dims"], s["train_batch"], s["infer_batch"], s["size"]) for s in specs} == {(2, 8, 16, 128), (3, 2, 2, 64)}
-    assert all(s["repeats"] == 5 and s["warmup"] == 2 for s in specs)
+    unet = [s for s in specs if s["suite"] == "unet"]
+    assert [(s["dims"], s["framework"]) for s in unet] == [(2, "zoo"), (2, "monai")] * 2 + [(3, "zoo"), (3, "monai")] * 2
+    assert {(s["dims"], s["train_batch"], s["infer_batch"], s["size"]) for s in unet} == {(2, 8, 16, 128), (3, 2, 2, 64)}
+    assert all(s["repeats"] == 5 and s["warmup"] == 2 and s["dtype"] == "float32" for s in unet)
+    # The elastic suite by default in the same run, after the U-Net: zoo and scipy interleaved, image only.
+    elastic = specs[len(unet):]
+    assert [(s["suite"], s["dims"], s["framework"]) for s in elastic] == \
+        [("elastic", 2, "zoo"), ("elastic", 2, "scipy")] * 2 + [("elastic", 3, "zoo"), ("elastic", 3, "scipy")] * 2
+    assert {(s["dims"], s["batch"], s["size"], s["labels"]) for s in elastic} == {(2, 32, 256, False), (3, 2, 96, False)}
+    assert all("train_batch" not in s and s["alpha"] == 30.0 and s["sigma"] == 4.0 for s in elastic)
     data = json.loads(out.read_text(encoding="utf-8"))
-    rows = {(r["dims"], r["work"]): r for r in data["rows"]}
-    assert rows[(2, "train")]["ratio"] == pytest.approx(2.0) and rows[(2, "train")]["monai"]["samples"] == 10
-    assert rows[(2, "infer")]["zoo"]["rate"] == pytest.approx(160.0) and rows[(2, "infer")]["ratio"] == pytest.approx(1.0)
-    assert rows[(3, "infer")]["shape"] == "2×1×64³" and rows[(3, "infer")]["unit"] == "vol/s"
-    assert len(data["processes"]) == 8 and all(p["load"]["cpus"] == 2 for p in data["processes"])
+    rows = {(r["suite"], r["dims"], r["work"]): r for r in data["rows"]}
+    assert rows[("unet", 2, "train")]["ratio"] == pytest.approx(2.0) and rows[("unet", 2, "train")]["monai"]["samples"] == 10
+    assert rows[("unet", 2, "infer")]["zoo"]["rate"] == pytest.approx(160.0)
+    assert rows[("unet", 2, "infer")]["ratio"] == pytest.approx(1.0)
+    assert rows[("unet", 3, "infer")]["shape"] == "2×1×64³" and rows[("unet", 3, "infer")]["unit"] == "vol/s"
+    assert rows[("elastic", 2, "elastic")]["ratio"] == pytest.approx(20.0)
+    assert rows[("elastic", 3, "elastic")]["zoo"]["rate"] == pytest.approx(20.0)
+    assert rows[("elastic", 3, "elastic")]["scipy"]["rate"] == pytest.approx(1.0)
+    assert len(data["processes"]) == 16 and all(p["load"]["cpus"] == 2 for p in data["processes"])
+    assert set(data["host"]["bf16"]) == {"avx512_bf16", "amx_bf16"}
     md = (tmp_path / "r" / "cmp.md").read_text(encoding="utf-8")
-    assert "| 2D train step | 8×1×128² | 2 steps/s | 4 steps/s | 2.00× |" in md
-    assert "| 2D inference | 16×1×128² |" in md and "own process" in md and "PyTorch 2.13.0" in md
+    assert "| 2D train step | float32 | 8×1×128² | 2 steps/s | 4 steps/s | 2.00× |" in md
+    assert "| 2D inference | float32 | 16×1×128² |" in md and "own process" in md and "PyTorch 2.13.0" in md
+    assert "| 2D elastic + affine | float32 | 32×1×256² | 16 img/s | 320 img/s | 20.00× |" in md
+    assert "| 3D elastic + affine | float32 | 2×1×96³ | 1 vol/s | 20 vol/s | 20.00× |" in md
+    assert "scipy 1.17.1 loop" in md and "image only" in md and "AVX512-BF16: " in md and "AMX-BF16: " in md
+
+
+def test_compare_torch_bfloat16_rows_beside_float32(tmp_path, monkeypatch, capsys):
+    from benchmarks import compare_torch, frameworks
+
+    monkeypatch.setattr(frameworks, "machine_load", lambda: dict(IDLE))
+    monkeypatch.setattr(frameworks, "cpu_bf16", lambda: {"avx512_bf16": True, "amx_bf16": False})
+    log, cmd = _fake_worker(tmp_path)
+    out = tmp_path / "bf.json"
+    argv = [f"--worker_cmd={cmd}", "--suite=unet", "--dims=3", "--dtype=bfloat16,float32", "--groups=2",
+            "--repeats=3", f"--out={out}"]
+    assert compare_torch.main(argv) == 0
+    specs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    # Each round runs both precisions, float32 first, zoo before MONAI; one process per (framework, dtype).
+    assert [(s["dtype"], s["framework"]) for s in specs] == \
+        [("float32", "zoo"), ("float32", "monai"), ("bfloat16", "zoo"), ("bfloat16", "monai")] * 2
+    rows = {(r["dtype"], r["work"]): r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
+    assert rows[("bfloat16", "train")]["ratio"] == pytest.approx(0.5 / 0.4)
+    assert rows[("float32", "train")]["ratio"] == pytest.approx(2.0) and rows[("bfloat16", "train")]["zoo"]["samples"] == 6
+    md = (tmp_path / "bf.md").read_text(encoding="utf-8")
+    assert "| 3D train step | bfloat16 | 2×1×64³ | 2 steps/s | 2.5 steps/s | 1.25× |" in md
+    assert "AVX512-BF16: yes, AMX-BF16: no" in md and 'torch.autocast("cpu", dtype=torch.bfloat16)' in md
+    assert md.index("| 3D train step | float32 |") < md.index("| 3D train step | bfloat16 |")
+    assert "elastic" not in md
 
 
 def test_compare_torch_refuses_a_loaded_machine(tmp_path, monkeypatch, capsys):
@@ -205,7 +252,9 @@ def test_compare_torch_names_a_failing_worker(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["--dims=4"], "--dims"), (["--groups=0"], "--groups"), (["--size=20"], "--size"),
-    (["--infer_batch=0"], "--infer_batch"), (["--max-load=-1"], "--max-load"),
+    (["--infer_batch=0"], "--infer_batch"), (["--max-load=-1"], "--max-load"), (["--suite=resnet"], "--suite"),
+    (["--dtype=float16"], "--dtype"), (["--dtype=,"], "--dtype"), (["--elastic_size=2"], "--elastic_size"),
+    (["--sigma=0"], "--sigma"),
 ])
 def test_compare_torch_bad_arguments_exit_2(argv, match, capsys):
     from benchmarks import compare_torch
@@ -220,14 +269,50 @@ def test_a_worker_refuses_to_share_its_process_with_the_other_framework(monkeypa
 
     from benchmarks import framework_worker, frameworks
 
-    spec = {"framework": "monai", "dims": 2, "train_batch": 1, "infer_batch": 1, "size": 16, "warmup": 1,
-            "repeats": 1, "min_repeat_s": 0.0, "torch_threads": None}
+    spec = {"suite": "unet", "framework": "monai", "dims": 2, "dtype": "float32", "train_batch": 1,
+            "infer_batch": 1, "size": 16, "warmup": 1, "repeats": 1, "min_repeat_s": 0.0, "torch_threads": None}
     assert "jax" in sys.modules  # this test process has JAX: MONAI may not be timed here
     assert framework_worker.main([json.dumps(spec)]) == 2
     assert "refusing to time monai in a process that has imported jax" in capsys.readouterr().err
+    # The scipy side of the elastic suite may share its process with neither JAX nor PyTorch.
+    elastic = {"suite": "elastic", "framework": "scipy", "dims": 2, "batch": 1, "size": 8, "labels": False,
+               "alpha": 1.0, "sigma": 1.0, "control": "bspline", "warmup": 1, "repeats": 1, "min_repeat_s": 0.0}
+    assert framework_worker.main([json.dumps(elastic)]) == 2
+    assert "refusing to time scipy in a process that has imported jax" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
     with pytest.raises(ValueError, match="refusing to time zoo in a process that has imported torch"):
         frameworks.run_spec(dict(spec, framework="zoo"))
+    with pytest.raises(ValueError, match="suite elastic compares zoo and scipy, got framework 'monai'"):
+        frameworks.run_spec(dict(elastic, framework="monai"))
+    with pytest.raises(ValueError, match=r"worker spec lacks \['sigma'\]"):
+        frameworks.run_spec({k: v for k, v in elastic.items() if k != "sigma"})
+
+
+def test_elastic_sides_do_the_same_work_in_a_worker_protocol():
+    """Both sides of the elastic suite as the worker builds them: a fresh draw per call, the image resampled
+    (and the label map with ``labels``); the scipy side imports no JAX (checked in a fresh process)."""
+    import subprocess
+
+    from benchmarks import elastic, frameworks
+
+    fn, sync, info = elastic.build_elastic("zoo", 2, 2, 16, alpha=4.0, sigma=2.0)
+    a, b = sync(fn()), sync(fn())
+    assert a[0].shape == (2, 16, 16, 1) and a[1] is None and info["compile_s"] > 0
+    assert not np.allclose(np.asarray(a[0]), np.asarray(b[0]))  # a new random transform per call
+    fn, sync, info = elastic.build_elastic("scipy", 3, 1, 8, labels=True, alpha=4.0, sigma=2.0)
+    (img, lab), = sync(fn())
+    assert img.shape == lab.shape == (8, 8, 8) and set(np.unique(lab)) <= {0, 2} and info["scipy"]
+    t = frameworks.time_work(fn, sync, warmup=1, repeats=2, min_repeat_s=0.0)
+    assert len(t["samples_s"]) == 2 and t["median_s"] > 0
+    with pytest.raises(ValueError, match="elastic framework must be one of"):
+        elastic.build_elastic("monai", 2, 1, 8)
+    code = ("import sys; from benchmarks import frameworks; spec = dict(suite='elastic', framework='scipy', dims=2, "
+            "batch=2, size=16, labels=False, alpha=4.0, sigma=2.0, control='bspline', warmup=1, repeats=2, "
+            "min_repeat_s=0.0); r = frameworks.run_spec(spec); assert 'jax' not in sys.modules; "
+            "print(r['elastic']['number'], len(r['elastic']['samples_s']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "2"]
 
 
 def test_check_load_and_machine_load():
@@ -244,14 +329,21 @@ def test_check_load_and_machine_load():
     assert load["busy"] is None or 0.0 <= load["busy"] <= 1.0
 
 
-def test_time_work_calibrates_samples():
+def test_time_work_calibrates_samples(monkeypatch):
     from benchmarks import frameworks
 
-    calls = []
-    t = frameworks.time_work(lambda: calls.append(time.sleep(0.01)), lambda x: x, warmup=1, repeats=3,
-                             min_repeat_s=0.05)
-    assert t["number"] >= 3 and len(t["samples_s"]) == 3 and len(calls) == 1 + 3 * t["number"]
-    assert 0.009 < t["median_s"] < 0.5
+    # A fake clock (exact binary fractions): every call takes 1/64 s, so a sample of >= 1/16 s is 4 calls,
+    # whatever the host's load.
+    clock, calls = [0.0], []
+
+    def call():
+        clock[0] += 1 / 64
+        calls.append(1)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    t = frameworks.time_work(call, lambda x: x, warmup=1, repeats=3, min_repeat_s=1 / 16)
+    assert t["number"] == 4 and len(t["samples_s"]) == 3 and len(calls) == 1 + 3 * 4
+    assert t["median_s"] == 1 / 64
 
 
 def test_gpu_check_sees_the_cpu_lowering_on_cpu_and_reports_problems():
