@@ -96,6 +96,10 @@ def test_quick_table_beats_all_background_and_fills_the_study_layout(shared_data
     # Store entries with their data licence (outside the project: $ZOO_HOME).
     card = json.loads((store / "unet-isic" / "card.json").read_text(encoding="utf-8"))
     assert "PH2" in card["data_licence"] and card["recipe"] == "paper_unet_isic"
+    # ... refit on every patient, with the table's fold metrics on the card.
+    fold0 = result["results"]["unet"]["isic"]["folds"][0]
+    assert card["training"]["refit"] is True and len(card["training"]["patients"]) == 40
+    assert card["metrics"]["cross_validation"]["per_fold"][0]["metrics"]["dice"] == fold0["dice"]
     assert (store / "cnn-cxr" / "card.json").is_file()
 
 

@@ -170,7 +170,9 @@ def cross_validation_lines(card: dict) -> list[str]:
     lines.append(f"cross-validated: {run} of {cv.get('folds')} {cv.get('level', 'patient')}-level folds "
                  f"({cv.get('splitter', '?')}, seed {cv.get('seed', '?')}); {cv.get('measured_on', '')}")
     mean, std = cv.get("mean") or {}, cv.get("std") or {}
-    lines.append("mean ± std: " + ", ".join(f"{k} {_num(mean[k])} ± {_num(std.get(k))}" for k in mean))
+    lines.append("mean ± std: " + ", ".join(f"{k} {_num(mean[k])} ± {_num(std.get(k))}" for k in mean)
+                 if any(std.get(k) is not None for k in mean) else
+                 "mean (one fold, no std): " + ", ".join(f"{k} {_num(mean[k])}" for k in mean))
     for f in cv.get("per_fold") or ():
         metrics = ", ".join(f"{k} {_num(v)}" for k, v in (f.get("metrics") or {}).items())
         lines.append(f"fold {f.get('fold')} (held out: {', '.join(map(str, f.get('val_patients') or ()))}; "

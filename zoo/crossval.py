@@ -47,14 +47,16 @@ def ensemble_predict(fold_dirs, images, batch_size: int = 8) -> np.ndarray:
 def cross_validation_record(per_fold: list[dict], *, folds: int, seed: int, measured_on: str) -> dict:
     """A card's ``metrics.cross_validation``: ``per_fold`` (``[{"fold", "val_patients": [ids], "steps",
     "metrics": {name: value}}]``, the folds' recorded numbers) with their mean and sample std per metric (NaN
-    ignored), the number of folds (``folds_run`` may be fewer: a quick run), the splitter and its seed, and what
-    the numbers were ``measured_on``."""
+    ignored; std ``None`` for one fold), the number of folds (``folds_run`` may be fewer: a quick run), the
+    splitter and its seed, and what the numbers were ``measured_on``."""
     if not per_fold:
         raise ValueError("no fold finished; there are no cross-validated metrics to record")
     names = list(dict.fromkeys(n for f in per_fold for n in f["metrics"]))
     mean, std = {}, {}
     for n in names:
         mean[n], std[n] = kfold.nan_stats([f["metrics"].get(n, float("nan")) for f in per_fold])
+        if len(per_fold) < 2:
+            std[n] = None  # one fold (a quick run) has no spread to state
     rows = [{"fold": int(f["fold"]), "val_patients": [str(p) for p in f["val_patients"]], "steps": int(f["steps"]),
              "metrics": {n: float(v) for n, v in f["metrics"].items()}} for f in per_fold]
     return {"folds": int(folds), "folds_run": len(rows), "level": "patient", "splitter": SPLITTER, "seed": int(seed),
@@ -78,9 +80,9 @@ def refit_card(cv: dict, fit: dict, primary: str, fold_dirs=()) -> dict:
                                                        "accuracy estimate"},
                      "fold_workdirs": [os.path.abspath(d) for d in fold_dirs]},
         "metrics": {primary: cv["mean"][primary],
-                    "split": f"cross-validation: mean over {folds_said}' held-out patients "
-                             f"(± {cv['std'][primary]:.3f} std) before the refit; the refit itself has no "
-                             "held-out data",
+                    "split": f"cross-validation: mean over {folds_said}' held-out patients ("
+                             + (f"± {cv['std'][primary]:.3f} std" if cv["std"][primary] is not None else "one fold: "
+                                "no std") + ") before the refit; the refit itself has no held-out data",
                     "cross_validation": cv},
     }
 
