@@ -7,32 +7,13 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
+from test_calibration_study import phantom_root  # noqa: F401 (the fixture: 16 phantom pictures in cxr/)
 
-from data_pipelines import phantoms
 from eval.studies import paper_table
 from zoo.training import kfold
 
 ARGV = ["--quick", "--families", "cxr", "--models", "cnn", "--ablations", "none", "--steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def phantom_root(tmp_path_factory):
-    """16 skin-lesion phantom pictures with masks in ``cxr/`` (the folder family: one patient per picture)."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "cxr"
-    folder.mkdir()
-    pc = phantoms.PhantomConfig(kind="skin", shape=(40, 40), seed=3)
-    for i in range(16):
-        case = phantoms.make_phantom(pc, i)
-        img = np.asarray(case["image"], np.float32)
-        rgb = np.clip((img - img.min()) / max(float(np.ptp(img)), 1e-6) * 255, 0, 255).astype(np.uint8)
-        Image.fromarray(rgb[..., :3] if rgb.shape[-1] >= 3 else rgb[..., 0]).save(folder / f"case_{i:02d}.png")
-        Image.fromarray((np.asarray(case["label"]) > 0).astype(np.uint8) * 255).save(folder / f"case_{i:02d}_mask.png")
-    return root
 
 
 def test_store_entries_are_refits_carrying_the_tables_fold_metrics(phantom_root, tmp_path, monkeypatch, capsys):
