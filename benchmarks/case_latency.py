@@ -1,7 +1,9 @@
-"""What a user waits for: ``python -m zoo.predict`` on a whole case, timed from process start, cold and warm.
+"""What a user waits for: ``python -m zoo.predict`` on a whole case, timed from process start, cold and warm, beside
+MONAI and nnU-Net.
 
-    python -m benchmarks.case_latency --brats_model M2D [--isic_model M] [--brats_dir ../shared/data/brats]
-        [--isic_dir ../shared/data/isic_like] [--cases 1] [--tta both] [--out latency.json]
+    python -m benchmarks.case_latency [--brats_model M2D] [--brats3d_model M3D] [--isic_model M]
+        [--nnunet_model NNUNET_FOLDER [--nnunet_fold 0]] [--brats_dir ../shared/data/brats]
+        [--isic_dir ../shared/data/isic_like] [--cases 1] [--tta both] [--no_monai] [--out latency.json]
 
 For each case (a whole BraTS volume: FLAIR + T1c, 240 x 240 x 155; a dermoscopy picture) and each mirroring setting
 (``--tta`` off and on):
@@ -9,18 +11,35 @@ For each case (a whole BraTS volume: FLAIR + T1c, 240 x 240 x 155; a dermoscopy 
 * **total** (from outside): ``python -m zoo.predict --model M --input CASE --output L`` as a new user runs it, the
   wall time of the whole process; **cold** with an empty compilation cache (a fresh folder through
   ``MEDZOO_COMPILATION_CACHE``), then **warm**, the same command again with the cache the cold run filled;
-* **MONAI** (when PyTorch + MONAI are installed; ``--no_monai`` leaves it out): the same case through MONAI's
-  ``sliding_window_inference`` with a MONAI ``UNet`` at the same window (``--monai_size``, default 128²), resized
-  and mirrored as the zoo's 2D path does, in its own process (``benchmarks.monai_case_worker``), run twice;
 * **phases** (from inside): the same steps in ``python -m benchmarks.case_worker`` (import, model load, read,
   predict = preprocess + sliding window + restore, write, and the seconds jax spent getting executables), again
-  cold then warm in another fresh cache folder.
+  cold then warm in another fresh cache folder;
+* **MONAI** (when PyTorch + MONAI are installed; ``--no_monai`` leaves it out): the same case through MONAI's
+  ``sliding_window_inference`` in its own process (``benchmarks.monai_case_worker``): for a model with a 3D plan
+  (``--brats3d_model``, the planned 3D ``residual_unet``) the plan's crop, normalisation, spacing and patch with
+  MONAI's ``UNet`` of the same arguments (the same network), else MONAI's ``UNet`` on ``--monai_size``² slices as
+  the zoo's no-plan 2D path; mirroring as the zoo's (every spatial axis);
+* **nnU-Net** (``--nnunet_model``, a trained nnU-Net v2 model folder): the BraTS cases through ``nnUNetPredictor``'s
+  own steps in its own process (``benchmarks.nnunet_case_worker``: read + preprocess, sliding window with or
+  without mirroring, export), torch threads = cores.
+
+MONAI and nnU-Net have no compilation cache: their process predicts the case twice; **cold** is from process start
+to the first label map written (the process's wall time less the second case's seconds), **warm** the second case
+in the same process (what a running predictor costs per case; the zoo's warm row is a new process with a filled
+cache, what a command-line user waits for).
 
 A model-store entry that carries compiled programs (``python -m zoo.prepare_programs``) is cold without compiling
-on a host of its type: the table says whether the entry had them. The models are the caller's (``--brats_model``,
-``--isic_model``: store names or work directories; train small ones into /tmp, e.g. ``python -m zoo.train
---config=paper_unet_brats --config.train.steps=10 --workdir /tmp/m``): the data's licences keep trained models out
-of the project.
+on a host of its type: the table says whether the entry had them. The models are the caller's (store names or
+work directories; train small ones into /tmp: the data's licences keep trained models out of the project):
+``python -m zoo.train --config=paper_unet_brats --config.train.steps=10 --workdir /tmp/m2d``; the planned 3D
+residual U-Net: ``python -m data_pipelines.planning --data_dir ../shared/data/brats --dataset brats --modalities
+FLAIR,T1c --crop nonzero --out /tmp/plan3d.json`` (3D, 1 mm, patch 128³), then ``python -m zoo.train
+--config=default --dataset=brats --data_dir=../shared/data/brats --model=residual_unet
+--config.model.kwargs.norm=batch --config.data.modalities=FLAIR,T1c --config.data.spatial_dims=3
+--config.data.plan=/tmp/plan3d.json --config.train.steps=3 --config.train.batch_size=2 --workdir /tmp/m3d``; an
+nnU-Net model: ``python -m eval.studies.compare_nnunet --data_dir ../shared/data/brats --family brats
+--budget_min 0.02 --fold_ids 0 --configs 3d_fullres --quick --out /tmp/nn``, then ``--nnunet_model
+/tmp/nn/nnUNet_results/Dataset500_brats/nnUNetTrainerBudget__nnUNetPlans__3d_fullres``.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +58,7 @@ from benchmarks import frameworks
 from zoo.cli import command_parser, run_command
 from zoo.compilation_cache import ENV
 from zoo.executables import PROGRAMS
+from data_pipelines.brats import BRATS_PATTERNS
 from zoo.store import resolve
 
 __all__ = ["find_cases", "format_table", "main"]
@@ -92,20 +113,72 @@ def measure(model: str, case: str, tta: bool, out_dir: str, timeout: float) -> l
     return [rows["cold"], rows["warm"]]
 
 
-def measure_monai(case: str, tta: bool, size: int, out_dir: str, timeout: float) -> list[dict]:
-    """MONAI's rows for one case (``benchmarks.monai_case_worker``, its own process, twice: no cache to fill, the
-    second run shows the file system's cache)."""
-    ext = ".png" if case.lower().endswith(".png") else ".nii.gz"
-    spec = json.dumps({"input": case, "output": os.path.join(out_dir, "monai" + ext), "tta": tta, "size": size})
-    rows = []
-    for state in ("cold", "warm"):
-        wall, stdout = _run([sys.executable, "-m", "benchmarks.monai_case_worker", spec], "0", timeout)
-        lines = [ln for ln in stdout.splitlines() if ln.startswith(frameworks.RESULT_PREFIX)]
-        if not lines:
-            raise ValueError(f"benchmarks.monai_case_worker printed no result for {case}")
-        rows.append(dict(json.loads(lines[-1][len(frameworks.RESULT_PREFIX):]), total_s=wall, tta=tta, state=state,
-                         case=os.path.basename(case.rstrip(os.sep))))
-    return rows
+def _peer_rows(module: str, spec: dict, timeout: float) -> list[dict]:
+    """A peer's cold and warm rows: ``module`` (``benchmarks.monai_case_worker`` or ``benchmarks.nnunet_case_worker``)
+    predicts the same case twice in one fresh process; cold: from process start to the first case written (the
+    process's wall time less the second case's seconds), warm: the second case (read + predict + write)."""
+    wall, stdout = _run([sys.executable, "-m", module, json.dumps(spec)], "0", timeout)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(frameworks.RESULT_PREFIX)]
+    if not lines:
+        raise ValueError(f"{module} printed no result")
+    cold, warm = json.loads(lines[-1][len(frameworks.RESULT_PREFIX):])["cases"][:2]
+    again = sum(warm[k] for k in ("read_s", "predict_s", "write_s"))
+    return [dict(cold, state="cold", total_s=wall - again), dict(warm, state="warm", total_s=again)]
+
+
+def measure_monai(case: str, tta: bool, size: int, out_dir: str, timeout: float, plan: dict | None = None,
+                  network: dict | None = None) -> list[dict]:
+    """MONAI's rows for one case (``benchmarks.monai_case_worker``; :func:`_peer_rows`): the zoo model's ``plan``
+    and network (``residual_unet`` kwargs) when it has them, else the no-plan 2D path at ``size``²."""
+    spec = {"inputs": [case, case], "output_dir": out_dir, "tta": tta, "size": size, "plan": plan,
+            "network": network or {}}
+    return [dict(r, tta=tta, case=os.path.basename(case.rstrip(os.sep)))
+            for r in _peer_rows("benchmarks.monai_case_worker", spec, timeout)]
+
+
+def nnunet_case_files(folder: str, model: str) -> list[str]:
+    """A BraTS case folder's image files in the channel order of the nnU-Net model's ``dataset.json`` (matched by
+    the BraTS file-name patterns, ``data_pipelines.brats.BRATS_PATTERNS``)."""
+    path = os.path.join(model, "dataset.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--nnunet_model {model}: no dataset.json (give a trained nnU-Net model folder, "
+                                f"<Trainer>__<Plans>__<configuration>)")
+    with open(path, encoding="utf-8") as f:
+        names = [v for _, v in sorted(json.load(f)["channel_names"].items(), key=lambda kv: int(kv[0]))]
+    files = sorted(glob.glob(os.path.join(folder, "*.nii*")))
+    chosen = []
+    for name in names:
+        pattern = BRATS_PATTERNS.get(name)
+        hits = [f for f in files if pattern and re.search(pattern, os.path.basename(f).lower())]
+        if len(hits) != 1:
+            raise ValueError(f"{folder}: expected one file for nnU-Net channel {name!r}, found {len(hits)}")
+        chosen.append(hits[0])
+    return chosen
+
+
+def measure_nnunet(case: str, tta: bool, model: str, fold: int, out_dir: str, timeout: float) -> list[dict]:
+    """nnU-Net's rows for one BraTS case (``benchmarks.nnunet_case_worker``; :func:`_peer_rows`)."""
+    files = nnunet_case_files(case, model)
+    spec = {"model": model, "fold": fold, "cases": [files, files], "output_dir": out_dir, "tta": tta}
+    return [dict(r, tta=tta, case=os.path.basename(case.rstrip(os.sep)))
+            for r in _peer_rows("benchmarks.nnunet_case_worker", spec, timeout)]
+
+
+def _zoo_model(model: str) -> dict:
+    """What the peers need of a zoo model: its plan (or ``None``), its spatial dims, classes and channels, and the
+    MONAI ``UNet`` arguments of a ``residual_unet`` (else ``{}``: MONAI's default network)."""
+    from zoo.pretrained import load_pretrained
+
+    pre = load_pretrained(model)
+    data = pre.meta["data"]
+    network = {}
+    if pre.config.model.name == "residual_unet":
+        network = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                   for k, v in pre.config.model.kwargs.to_dict().items()
+                   if k in ("channels", "strides", "num_res_units", "norm")}
+        network.update(spatial_dims=int(data["spatial_dims"]), in_channels=len(data["channel_names"]),
+                       out_channels=int(data["num_classes"]))
+    return {"plan": (data.get("extra") or {}).get("plan"), "network": network, "dims": int(data["spatial_dims"])}
 
 
 def format_table(out: dict) -> str:
@@ -125,14 +198,23 @@ def format_table(out: dict) -> str:
 
 
 def _body(args) -> int:
-    models = {f: m for f, m in (("brats", args.brats_model), ("isic", args.isic_model)) if m}
+    models = {f: m for f, m in (("brats", args.brats_model), ("brats3d", args.brats3d_model),
+                                ("isic", args.isic_model)) if m}
     if not models:
-        raise ValueError("give --brats_model and/or --isic_model (a store name or a work directory)")
+        raise ValueError("give --brats_model, --brats3d_model and/or --isic_model (a store name or a work directory)")
     if args.cases < 1 or args.timeout <= 0:
         raise ValueError(f"--cases must be >= 1 and --timeout > 0; got {args.cases}, {args.timeout}")
-    cases = {f: find_cases(f, args.brats_dir if f == "brats" else args.isic_dir, args.cases) for f in models}
+    if args.nnunet_model and not os.path.isfile(os.path.join(args.nnunet_model, "dataset.json")):
+        raise FileNotFoundError(f"--nnunet_model {args.nnunet_model}: no dataset.json (give a trained nnU-Net model "
+                                f"folder, <Trainer>__<Plans>__<configuration>)")
+    cases = {f: find_cases("isic" if f == "isic" else "brats", args.isic_dir if f == "isic" else args.brats_dir,
+                           args.cases) for f in models}
     for f, m in models.items():
         resolve(m)  # an unknown model fails here, before any run
+    nnunet_cases = []
+    if args.nnunet_model:
+        nnunet_cases = cases.get("brats3d") or cases.get("brats") or find_cases("brats", args.brats_dir, args.cases)
+        nnunet_case_files(nnunet_cases[0], args.nnunet_model)  # a model or case it cannot read fails before any run
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.tta]
     peer = args.monai and all(importlib.util.find_spec(m) is not None for m in ("torch", "monai"))
     if args.monai and not peer:
@@ -142,27 +224,48 @@ def _body(args) -> int:
     with tempfile.TemporaryDirectory(prefix="case-latency-") as out_dir:
         for family, model in models.items():
             has_programs = os.path.isdir(os.path.join(resolve(model), PROGRAMS))
+            about = _zoo_model(model) if peer else {}
+            plan3d = about.get("plan") if (about.get("plan") or {}).get("spatial_dims") == 3 else None
             for case in cases[family]:
                 for tta in modes:
                     mine = [dict(r, model=os.path.basename(os.path.normpath(model)), entry_programs=has_programs)
                             for r in measure(model, case, tta, out_dir, args.timeout)]
                     if peer:
-                        mine += [dict(r, model=f"MONAI UNet, {args.monai_size}² windows", entry_programs=False)
-                                 for r in measure_monai(case, tta, args.monai_size, out_dir, args.timeout)]
-                    for r in mine:
-                        rows.append(dict(r, family=family))
-                        print(f"{r['model']} {r['case']} tta={'on' if tta else 'off'} {r['state']}: {r['total_s']:.1f}"
-                              f" s (predict {r['predict_s']:.1f} s, compile {r['compile_s']:.1f} s)", flush=True)
+                        what = (f"MONAI UNet, {'×'.join(map(str, plan3d['patch_size']))} windows" if plan3d
+                                else f"MONAI UNet, {args.monai_size}² windows")
+                        mine += [dict(r, model=what, entry_programs=False)
+                                 for r in measure_monai(case, tta, args.monai_size, out_dir, args.timeout, plan3d,
+                                                        about.get("network") if plan3d else None)]
+                    _record(rows, mine, family)
+        if nnunet_cases:
+            name = "nnU-Net " + os.path.basename(os.path.normpath(args.nnunet_model)).rsplit("__", 1)[-1]
+            for case in nnunet_cases:
+                for tta in modes:
+                    _record(rows, [dict(r, model=name, entry_programs=False) for r in
+                                   measure_nnunet(case, tta, args.nnunet_model, args.nnunet_fold, out_dir,
+                                                  args.timeout)], "brats")
     out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count()}, "load": load,
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
     frameworks.report(args.out, out, format_table(out))
     return 0
 
 
+def _record(rows: list, new: list, family: str) -> None:
+    for r in new:
+        rows.append(dict(r, family=family))
+        print(f"{r['model']} {r['case']} tta={'on' if r['tta'] else 'off'} {r['state']}: {r['total_s']:.1f} s "
+              f"(predict {r['predict_s']:.1f} s, compile {r['compile_s']:.1f} s)", flush=True)
+
+
 def main(argv=None) -> int:
     p = command_parser("python -m benchmarks.case_latency", __doc__, out="write the rows here as JSON (+ .md table)")
     p.add_argument("--brats_model", default=None, help="a 2D or 3D BraTS model (FLAIR + T1c): store name or workdir")
+    p.add_argument("--brats3d_model", default=None,
+                   help="a second BraTS model, e.g. the planned 3D residual_unet beside a 2D --brats_model")
     p.add_argument("--isic_model", default=None, help="a dermoscopy model: store name or workdir")
+    p.add_argument("--nnunet_model", default=None,
+                   help="a trained nnU-Net model folder (<Trainer>__<Plans>__<configuration>) to time on the BraTS cases")
+    p.add_argument("--nnunet_fold", type=int, default=0, help="the nnU-Net model's fold (default 0)")
     p.add_argument("--brats_dir", default=os.path.join("..", "shared", "data", "brats"))
     p.add_argument("--isic_dir", default=os.path.join("..", "shared", "data", "isic_like"))
     p.add_argument("--cases", type=int, default=1, help="cases per data set (default 1)")

@@ -48,6 +48,7 @@ __all__ = ["read_case", "predict_case", "predict_case_proba", "CaseProba", "writ
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
 VOLUME_FORMATS = {"nifti": (".nii.gz", ".nii"), "nrrd": (".nrrd",), "mha": (".mha",)}
+SLICES = 8  # axial slices per call of a 2D model on a volume
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -152,8 +153,13 @@ def _windows(pre, x, roi, nd_model, overlap, batch_size, tta, temperature, membe
         return np.take(p.sliding_window_proba(x[None], roi, **kw), 0, axis=b)
     if x.ndim - 1 == 3 and nd_model == 2:
         slices = np.moveaxis(x, 2, 0)  # [Z, H, W, C]
-        out = [p.sliding_window_proba(slices[i:i + 8], roi, **kw) for i in range(0, len(slices), 8)]
-        return np.moveaxis(np.concatenate(out, axis=b), b, b + 2)
+        n = len(slices)
+        # Calls of SLICES slices, the last one padded with copies of its final slice: one program for every
+        # call and every case's depth (a depth-dependent remainder would compile, and miss the cache, per case).
+        slices = np.concatenate([slices, np.repeat(slices[-1:], -n % SLICES, axis=0)])
+        out = [p.sliding_window_proba(slices[i:i + SLICES], roi, **kw) for i in range(0, len(slices), SLICES)]
+        out = np.concatenate(out, axis=b)[(slice(None),) * b + (slice(0, n),)]
+        return np.moveaxis(out, b, b + 2)
     raise ValueError(f"a {nd_model}D model cannot predict a {x.ndim - 1}D image")
 
 
