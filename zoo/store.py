@@ -8,9 +8,10 @@ Two places hold entries, searched in this order:
 * ``zoo/pretrained_models/`` inside the package: small models trained on the embedded phantoms only.
 
 An entry is a folder ``<name>/`` holding ``card.json`` (what the model is, the data it was trained on and
-that data's licence, its plan, its metrics with the split they came from) and ``checkpoints/<step>/`` (an
-Orbax step as the training core writes it). Names say data family and architecture: ``unet-isic``,
-``fcn-brats2d``, ``unet-phantoms-brain2d``.
+that data's licence, its plan, its metrics with the split they came from; an entry refit on every patient after
+cross-validation, ``zoo.crossval``, carries the folds' metrics) and ``checkpoints/<step>/`` (an Orbax step as the
+training core writes it). ``python -m zoo.store_cli list | show NAME`` prints them. Names say data family and
+architecture: ``unet-isic``, ``fcn-brats2d``, ``unet-phantoms-brain2d``.
 """
 
 from __future__ import annotations
