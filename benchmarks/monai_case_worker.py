@@ -21,8 +21,7 @@ The network is MONAI's ``UNet(spatial_dims, in_channels, out_channels, channels,
 (``network`` overrides: the zoo's ``residual_unet`` is that network layer for layer; default ``channels=(16, 32, 64,
 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch"``, two classes) with random weights (the timing,
 not the answer, is compared), float32, ``torch.set_num_threads(os.cpu_count())``. Prints ``RESULT {json}``
-(``{"cases": [row, ...]}``). Like ``benchmarks.framework_worker`` it does not go through ``zoo.cli``: that would
-import JAX into PyTorch's process.
+(``{"cases": [row, ...]}``; the boundary is ``benchmarks.torch_worker``: no JAX in this process).
 """
 
 from __future__ import annotations
@@ -32,28 +31,16 @@ import time
 T0 = time.perf_counter()
 
 import glob  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from benchmarks import frameworks  # noqa: E402
+from benchmarks import torch_worker  # noqa: E402
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 1:
-            raise ValueError("usage: python -m benchmarks.monai_case_worker SPEC_JSON")
-        spec = json.loads(argv[0])
-        frameworks.refuse_mixed("monai")
-        out = _run(list(spec["inputs"]), spec["output_dir"], bool(spec["tta"]), int(spec.get("size", 128)),
-                   spec.get("plan"), dict(spec.get("network") or {}))
-        frameworks.refuse_mixed("monai")
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(frameworks.RESULT_PREFIX + json.dumps(out), flush=True)
-    return 0
+    return torch_worker.run("benchmarks.monai_case_worker", argv, lambda spec: _run(
+        list(spec["inputs"]), spec["output_dir"], bool(spec["tta"]), int(spec.get("size", 128)), spec.get("plan"),
+        dict(spec.get("network") or {})))
 
 
 def _run(cases: list, output_dir: str, tta: bool, size: int, plan: dict | None, network: dict) -> dict:

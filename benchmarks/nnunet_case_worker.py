@@ -17,7 +17,7 @@ argmax, write). Tile step 0.5, Gaussian weighting, on the CPU, ``torch.set_num_t
 
 A checkpoint whose trainer class is not part of nnU-Net (the head-to-head's budget trainer, a subclass that keeps
 nnU-Net's network) is built by ``nnUNetTrainer.build_network_architecture``. Prints one line ``RESULT {json}``
-(``{"cases": [row, ...]}``). Like ``benchmarks.monai_case_worker`` it imports nothing that imports JAX.
+(``{"cases": [row, ...]}``; the boundary is ``benchmarks.torch_worker``: no JAX in this process).
 """
 
 from __future__ import annotations
@@ -26,29 +26,17 @@ import time
 
 T0 = time.perf_counter()
 
-import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from benchmarks import frameworks  # noqa: E402
+from benchmarks import torch_worker  # noqa: E402
 
 __all__ = ["main"]
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 1:
-            raise ValueError("usage: python -m benchmarks.nnunet_case_worker SPEC_JSON")
-        spec = json.loads(argv[0])
-        frameworks.refuse_mixed("monai")  # a PyTorch process: no JAX in it
-        out = _run(spec["model"], int(spec.get("fold", 0)), spec["cases"], spec["output_dir"], bool(spec["tta"]))
-        frameworks.refuse_mixed("monai")
-    except (ValueError, KeyError, TypeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(frameworks.RESULT_PREFIX + json.dumps(out), flush=True)
-    return 0
+    return torch_worker.run("benchmarks.nnunet_case_worker", argv, lambda spec: _run(
+        spec["model"], int(spec.get("fold", 0)), spec["cases"], spec["output_dir"], bool(spec["tta"])))
 
 
 def _checkpoint(folder: str, fold: int) -> str:
