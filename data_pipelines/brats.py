@@ -33,10 +33,11 @@ from data_pipelines.cases import (check_channels, check_image_size, crop_to, dat
                                   nonnegative_float, select_slices, slices_to_arrays, split_cases, stable_int,
                                   stack_cases, to_canonical)
 from data_pipelines.info import DatasetInfo
+from data_pipelines.preprocessing import scale_intensity
 
 __all__ = ["BRATS_MODALITIES", "BRATS_PATTERNS", "BRATS_LABEL_MAP", "BRATS2023_LABEL_MAP", "BRATS_CLASS_NAMES",
            "BratsCase", "find_brats_cases", "available_modalities", "read_brats_case", "map_brats_labels",
-           "read_cases", "load_brats"]
+           "read_cases", "load_brats", "intensity_record", "BRATS_INTENSITY"]
 
 BRATS_MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 # Regexes on the lower-case file name; one per modality plus the segmentation and brain mask.
@@ -197,12 +198,25 @@ def read_cases(cfg):
     return out, tuple(mods), BRATS_CLASS_NAMES
 
 
+BRATS_INTENSITY = ("none", "zscore_fg")
+
+
+def intensity_record(cfg) -> dict:
+    """The loader's intensity scaling (``data.brats_intensity``): ``none`` (default: the files' values; the
+    deepmedic samples are z-scored per brain with a case-specific constant background) or ``zscore_fg``
+    (each channel z-scored over the brain, 0 outside: ``data_pipelines.preprocessing.scale_intensity``)."""
+    kind = cfg.get("brats_intensity", None) or "none"
+    if kind not in BRATS_INTENSITY:
+        raise ValueError(f"data.brats_intensity must be one of {BRATS_INTENSITY}, got {kind!r}")
+    return {"kind": kind}
+
+
 def load_brats(cfg):
     """BraTS cases in ``cfg.data_dir`` -> 2D axial slices (or 3D volumes) resized to ``cfg.image_size``.
 
     Extras (``cfg.get``; ``None`` is the default): ``modalities`` (``"FLAIR,T1c"`` or a list, in that
     channel order; default: all that every case has), ``empty_slice_ratio`` (non-tumour brain slices per
-    tumour slice, 0.25), ``max_slices_per_case``, ``brats_regions``.
+    tumour slice, 0.25), ``max_slices_per_case``, ``brats_regions``, ``brats_intensity`` (:func:`intensity_record`).
     """
     cases = find_brats_cases(cfg.data_dir)
     mods = _modalities(cfg.get("modalities", None)) or available_modalities(cases)
@@ -227,11 +241,13 @@ def load_brats(cfg):
     seed = int(cfg.get("seed", 0))
     want_regions = bool(cfg.get("brats_regions", False))
     cache_dir = cache.cache_dir(cfg)
+    scaling = intensity_record(cfg)
 
     def make(case):
         image, label, meta, _ = read_brats_case(case, mods)
         # Foreground = voxels that differ from the volume's constant background (the brain).
         brain = image[..., 0] != image[..., 0].min()
+        image = scale_intensity(image, scaling)
         if nd == 2:
             idx = select_slices(label, brain, ratio, [seed, stable_int(case.patient_id)], 2,
                                 int(max_slices) if max_slices else None)
@@ -249,7 +265,7 @@ def load_brats(cfg):
         files = [case.files[k] for k in keys if k in case.files]
         complete = len(files) == len(keys)
         params = {"loader": "brats/v2", "mods": mods, "size": size, "nd": nd, "ratio": ratio,
-                  "max": max_slices, "seed": seed}
+                  "max": max_slices, "seed": seed, **({} if scaling["kind"] == "none" else {"scaling": scaling})}
         item = cache.cached_case(cache_dir if complete else None, files, params, lambda c=case: make(c))
         if want_regions:
             item["regions"] = scoring.brats_region_channels(item["label"])

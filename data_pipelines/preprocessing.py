@@ -28,7 +28,10 @@ loader's intensity scaling as data (``DatasetInfo.extra["intensity_scaling"]``, 
 
 * ``{"kind": "none"}``: the values as read, as float32;
 * ``{"kind": "unit_range"}``: integer pictures divided by their dtype's maximum (255 for 8-bit), floats as read;
-* ``{"kind": "hu_window", "window": [lo, hi]}``: Hounsfield units clipped to the window and mapped to [0, 1].
+* ``{"kind": "hu_window", "window": [lo, hi]}``: Hounsfield units clipped to the window and mapped to [0, 1];
+* ``{"kind": "zscore_fg"}``: each channel z-scored over the body/brain (:func:`~data_pipelines.fingerprint.
+  body_mask`: any channel off its constant minimum), 0 outside (nnU-Net's MR scheme, per case: BraTS's
+  loader with ``data.brats_intensity="zscore_fg"``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from kernels.intensity import ct_window, window_center_width
 
 __all__ = ["preprocess_case", "preprocess_label", "restore_case", "scale_intensity", "SCALING_KINDS"]
 
-SCALING_KINDS = ("none", "unit_range", "hu_window")
+SCALING_KINDS = ("none", "unit_range", "hu_window", "zscore_fg")
 
 
 def scale_intensity(image: np.ndarray, record: dict) -> np.ndarray:
@@ -57,6 +60,10 @@ def scale_intensity(image: np.ndarray, record: dict) -> np.ndarray:
         return image.astype(np.float32)
     if kind == "hu_window":
         return ct_window(image.astype(np.float32, copy=False), *window_center_width(record["window"]))
+    if kind == "zscore_fg":
+        mask = body_mask(image)
+        return np.stack([_normalise(image[..., c], {"scheme": "zscore_fg", "mean": 0.0, "std": 1.0}, mask)
+                         for c in range(image.shape[-1])], axis=-1)
     raise ValueError(f"intensity scaling {record!r}: kind must be one of {SCALING_KINDS}")
 
 

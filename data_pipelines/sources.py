@@ -31,7 +31,7 @@ from data_pipelines.loader import ArraysSource
 from data_pipelines.patches import PatchSource
 from data_pipelines.planner import CROPS, DENOISERS, Plan, make_plan
 
-__all__ = ["open_sources", "wants_patches", "plan_for"]
+__all__ = ["open_sources", "wants_patches", "plan_for", "patch_sources"]
 
 
 def wants_patches(cfg) -> bool:
@@ -79,6 +79,12 @@ def _open_patches(cfg, family):
         raise ValueError(f"patch training (data.patch_size / data.plan) supports data.name in {able}, "
                          f"got {cfg.name!r}")
     train_cases, val_cases, info = family.full_cases(cfg)
+    return patch_sources(cfg, train_cases, val_cases, info)
+
+
+def patch_sources(cfg, train_cases, val_cases, info):
+    """``(train, val, info)`` patch sources of full-resolution cases already split (a study's own folds): the
+    plan from the training cases (:func:`plan_for`), each case preprocessed with it."""
     if not train_cases or not val_cases:
         raise ValueError(f"{cfg.name}: {len(train_cases)} training and {len(val_cases)} validation cases; "
                          f"patch training needs at least one of each (data.val_fraction)")

@@ -81,6 +81,7 @@ def get_config(arg: str = "unet_isic") -> ml_collections.ConfigDict:
         d.name = "brats"
         d.modalities = "FLAIR,T1c"
         d.empty_slice_ratio = 0.25
+        d.brats_intensity = "none"  # data_pipelines.brats.intensity_record
     elif family == "isic":
         d.name = "isic"
         d.patient_column = "id"
