@@ -157,6 +157,64 @@ def test_splits_final_holds_the_zoos_folds(toy_family, tmp_path):
     assert sorted(c for s in splits for c in s["val"]) == sorted(c["case"] for c in cases)  # every case once
 
 
+# BraTS-like volumes stored the NIfTI way (RAS: direction diag(-1, -1, 1) in ITK's LPS): read_cases reorients
+# them to LPS, so the converter must put every case back in its files' own geometry.
+RAS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def _brats_folder(folder, n: int = 2) -> None:
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(2)
+    for p in range(n):
+        case = folder / f"brats_2013_pat{p:04d}_1"
+        case.mkdir(parents=True)
+        label = np.zeros((9, 8, 5), np.uint8)  # BraTS 2015 values: 1 necrosis, 2 oedema, 3 non-enh., 4 enh.
+        label[2:7, 1 + p:6 + p, 1:4] = 2
+        label[3:6, 2 + p:5 + p, 2] = 4
+        label[4, 3 + p, 2] = 3
+        label[3, 2 + p, 1] = 1
+        flair = (label * 3.0 + rng.normal(0, 0.5, label.shape)).astype(np.float32)
+        for name, values in (("Flair_subtrMeanDivStd", flair), ("T1c_subtrMeanDivStd", -flair),
+                             ("OTMultiClass", label)):
+            img = sitk.GetImageFromArray(np.ascontiguousarray(values.T))
+            img.SetSpacing((1.0, 1.2, 2.0)), img.SetOrigin((30.0 + p, -5.0, 12.0))
+            img.SetDirection(np.ravel(RAS).tolist())
+            sitk.WriteImage(img, str(case / f"{name}.nii.gz"))
+
+
+def test_brats_like_volumes_keep_their_files_geometry_for_both_tools(tmp_path):
+    import ml_collections
+
+    from data_pipelines.brats import map_brats_labels
+    from data_pipelines.geometry import orientation_code
+    from eval.studies.nnunet_study import score_folder
+
+    _brats_folder(tmp_path / "brats")
+    cfg = ml_collections.ConfigDict({"name": "brats", "data_dir": str(tmp_path / "brats")})
+    raw = convert("brats", cfg, str(tmp_path / "raw"), 12, "brats", regions=BRATS_REGIONS)
+    pred, ref = tmp_path / "zoo_pred", tmp_path / "ref"
+    for c in raw["cases"]:
+        truth, truth_meta = readers.read_label(c["truth"])
+        assert orientation_code(truth_meta) == "RAS"
+        label, meta = readers.read_label(os.path.join(raw["folder"], "labelsTr", c["case"] + ".nii.gz"))
+        np.testing.assert_array_equal(label, map_brats_labels(truth))  # same voxel order as the file
+        np.testing.assert_allclose(meta.affine(), truth_meta.affine(), atol=1e-6)
+        flair, flair_meta = readers.read_image(os.path.join(c["input"], "Flair_subtrMeanDivStd.nii.gz"))
+        img, img_meta = readers.read_image(os.path.join(raw["folder"], "imagesTr", c["case"] + "_0000.nii.gz"))
+        np.testing.assert_allclose(img, flair, atol=1e-6)
+        np.testing.assert_allclose(img_meta.affine(), flair_meta.affine(), atol=1e-6)
+        # the zoo writes its label map in the input file's geometry; eval.folders accepts it against the reference
+        with open(os.path.join(raw["folder"], "labelsTr", c["case"] + ".nii.gz"), "rb") as fh:
+            (ref.mkdir(exist_ok=True) or ref / (c["case"] + ".nii.gz")).write_bytes(fh.read())
+        pred.mkdir(exist_ok=True)
+        write_label_map(map_brats_labels(truth), flair_meta, str(pred / (c["case"] + ".nii.gz")))
+    scores = score_folder(str(pred), str(ref), 4, True)
+    assert sorted(scores["cases"]) == sorted(c["case"] for c in raw["cases"])
+    assert all(d["WT"] == d["TC"] == d["ET"] == 1.0
+               for d in scores["cases"].values())
+
+
 # ------------------------------------------------------------------------------------ the study, end to end
 
 def _isic_folder(folder, n: int = 6):
@@ -179,7 +237,7 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
     _isic_folder(data)
     out = tmp_path / "out"
     logs: list[str] = []
-    kw = dict(budget_min=0.1, folds=2, configs=("2d",), dataset_id=11, quick=True, threads=1,
+    kw = dict(budget_min=0.1, folds=2, configs=("2d",), dataset_id=11, quick=True, threads=1, clock="cpu",
               log=lambda *a, **k: logs.append(" ".join(map(str, a))))
     run_study(str(data), "isic", str(out), fold_ids=[0], **kw)  # an "interrupted" study: fold 0 only
     done0 = out / "folds" / "fold0" / "done.json"
@@ -191,13 +249,19 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
     result = run_study(str(data), "isic", str(out), **kw)  # the rerun: fold 0 skipped, fold 1 trained
     assert any("fold 0: done.json present, skipped" in line for line in logs)
     assert done0.stat().st_mtime_ns == mtime and ckpt.stat().st_mtime_ns == ckpt_mtime
-    assert result["folds_done"] == [0, 1]
+    assert result["folds_done"] == [0, 1] and result["clock"] == "cpu"
+    with pytest.raises(ValueError, match="--clock wall"):  # one table, one clock: a done fold is not mixed
+        run_study(str(data), "isic", str(out), **dict(kw, clock="wall"))
     assert set(result["contenders"]) == {"nnunet-2d", "zoo-unet"}
     for fold in (0, 1):
         rec = json.load(open(out / "folds" / f"fold{fold}" / "done.json"))
         ref = str(out / "folds" / f"fold{fold}" / "ref")
         held = sorted(os.path.splitext(f)[0] for f in os.listdir(ref))
         assert len(held) == 3
+        assert rec["clock"] == "cpu"
+        nn = next(c for c in rec["contenders"] if c["contender"] == "nnunet-2d")
+        # nnU-Net trained on its process's CPU seconds: stopped by the 6 s budget, checked every iteration
+        assert nn["stopped_by_time"] and 6.0 <= nn["cpu_s"] < 60.0 and nn["trained_s"] > 0
         for c in rec["contenders"]:
             # each tool's label maps, scored again by the same call against the same references
             assert sorted(f[:-4] for f in os.listdir(c["pred"]) if f.endswith(".png")) == held
@@ -207,6 +271,31 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
     assert all(len(s["per_case"]) == 6 for s in result["contenders"].values())
     table = (out / "table.md").read_text(encoding="utf-8")
     assert "nnunet-2d" in table and "zoo-unet" in table and "250,000" in table
+
+
+def test_cpu_budget_counts_cpu_seconds_from_the_first_step_and_stops_through_the_preemption_signal(tmp_path):
+    import signal
+    import time
+
+    from eval.studies.nnunet_study import CpuBudget
+
+    started = tmp_path / "metrics.jsonl"
+    stops: list[int] = []
+    with CpuBudget(0.3, str(started), poll_s=0.01) as watch:
+        time.sleep(0.1)
+        assert watch.cpu_s is None  # nothing counted before the training core logs its first step
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stops.append(signum))  # the core's handler
+        try:
+            started.write_text("{}", encoding="utf-8")
+            t0 = time.time()
+            while not stops and time.time() - t0 < 60:
+                sum(i * i for i in range(20000))  # CPU work in this process
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        os.kill(os.getpid(), signal.SIGTERM)  # a late signal, after the core's handler is gone: ignored
+        time.sleep(0.05)
+    assert stops == [signal.SIGTERM] and watch.fired
+    assert 0.3 <= watch.cpu_s < 10 and watch.wall_s > 0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,10 +1,11 @@
 """The zoo against nnU-Net v2 at the same CPU budget per fold, on the same patient-level folds.
 
-``python -m eval.studies.compare_nnunet --data_dir DIR --family brats|isic --budget_min N [--folds K]
-[--fold_ids 0,1] [--configs 2d[,3d_fullres]] [--model unet] [--mirroring] [--threads T] [--quick] --out OUT``
+``python -m eval.studies.compare_nnunet --data_dir DIR --family brats|isic --budget_min N [--clock wall|cpu]
+[--folds K] [--fold_ids 0,1] [--configs 2d[,3d_fullres]] [--model unet] [--mirroring] [--threads T] [--quick] --out OUT``
 
 Converts the family's cases into nnU-Net's raw layout under ``OUT/nnUNet_raw``, runs nnU-Net's fingerprint,
 planning and preprocessing, then per fold trains and predicts with both tools for ``--budget_min`` minutes each
+(on ``--clock``: wall seconds, or each tool's training process's CPU seconds, fair on a shared machine)
 and scores both with the same call (``eval.studies.nnunet_study``). A rerun with the same ``--out`` skips every
 fold whose ``done.json`` exists. Writes ``OUT/table.md`` and ``OUT/table.json``. Needs the ``nnunet`` extra
 (``pip install -e ".[nnunet]"``). Bad input: ``error: <message>``, exit 2.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from eval.studies.nnunet_study import CONFIGS, run_study, table_markdown
+from eval.studies.nnunet_study import CLOCKS, CONFIGS, run_study, table_markdown
 from zoo.cli import command_parser, run_command
 
 __all__ = ["main"]
@@ -28,6 +29,8 @@ def _parser():
     p.add_argument("--data_dir", required=True, help="the family's case folder (e.g. ../shared/data/isic_like)")
     p.add_argument("--family", required=True, help="data family: brats or isic (any paper family with cases)")
     p.add_argument("--budget_min", type=float, required=True, help="training minutes per fold per tool")
+    p.add_argument("--clock", default="wall", help=f"the budget's clock, one of {','.join(CLOCKS)}: wall seconds, "
+                   "or each tool's training process's CPU seconds (fair on a loaded machine)")
     p.add_argument("--folds", type=int, default=None, help="k of the patient-level k-fold (brats 4, isic 2)")
     p.add_argument("--fold_ids", default="", help="comma list of the folds to run now (default: all)")
     p.add_argument("--configs", default="2d", help=f"nnU-Net configurations, some of {','.join(CONFIGS)}")
@@ -53,7 +56,8 @@ def _body(args) -> int:
     result = run_study(args.data_dir, args.family, args.out, budget_min=args.budget_min, folds=folds,
                        fold_ids=_ints(args.fold_ids, "--fold_ids"),
                        configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()), arch=args.model,
-                       dataset_id=args.dataset_id, mirroring=args.mirroring, threads=args.threads, quick=args.quick)
+                       dataset_id=args.dataset_id, mirroring=args.mirroring, threads=args.threads, quick=args.quick,
+                       clock=args.clock)
     print(table_markdown(result), end="")
     return 0
 

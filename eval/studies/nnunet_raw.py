@@ -4,8 +4,11 @@
 labels and geometry; ``find_cases`` for each case's patient and original files) and writes, under
 ``<raw_root>/Dataset<ID>_<name>/`` (nnU-Net's ``dataset_conversion/generate_dataset_json.py`` format):
 
-* ``imagesTr/<case>_<XXXX><ending>``: NIfTI volumes (``.nii.gz``, one file per channel, the case's spacing,
-  origin and direction: what nnU-Net's ``SimpleITKIO`` reads); 8-bit RGB pictures as one RGB ``.png`` per case
+* ``imagesTr/<case>_<XXXX><ending>``: NIfTI volumes (``.nii.gz``, one file per channel, in the geometry of the
+  case's original files: ``read_cases`` may reorient a volume (BraTS: to LPS), so it is put back in the voxel order,
+  spacing, origin and direction of the case's reference file, which the zoo's predictions (written in the input
+  file's geometry) and nnU-Net's (in its input's) share with the references; what nnU-Net's ``SimpleITKIO``
+  reads); 8-bit RGB pictures as one RGB ``.png`` per case
   (``<case>_0000.png`` holding channels R, G, B: nnU-Net's ``NaturalImage2DIO``, as its own road-segmentation
   example Dataset120 does), other pictures one grey ``.png`` per channel;
 * ``labelsTr/<case><ending>``: the label map (the family's class indices 0..K-1, uint8) in the same geometry;
@@ -28,11 +31,13 @@ import re
 
 import numpy as np
 
+from data_pipelines import geometry, readers
 from data_pipelines.atomic import atomic_path, write_json
 from data_pipelines.families import get_family
 from data_pipelines.splits import patient_kfold
 
-__all__ = ["RawDataset", "BRATS_REGIONS", "dataset_folder_name", "case_identifier", "convert", "write_label_map",
+__all__ = ["RawDataset", "BRATS_REGIONS", "dataset_folder_name", "case_identifier", "original_geometry", "convert",
+           "write_label_map",
            "fold_patients", "write_splits", "read_raw_cases"]
 
 # BraTS sub-regions over the family's classes (1 necrosis / non-enhancing core, 2 oedema, 3 enhancing): the
@@ -111,6 +116,22 @@ def write_label_map(labels: np.ndarray, meta, path: str) -> None:
         raise ValueError(f"{path}: label maps are written as .png or .nii.gz")
 
 
+def original_geometry(image: np.ndarray, label: np.ndarray, meta, truth_path: str | None):
+    """``(image [*S, C], label [*S], meta)`` of a volume put back in the voxel order of its original reference
+    file ``truth_path`` (axis permutations and flips only, as ``read_cases`` reoriented it); ``ValueError`` when
+    the result does not share that file's grid. Unchanged without a reference file."""
+    if not truth_path or not os.path.isfile(truth_path):
+        return image, label, meta
+    ref, ref_meta = readers.read_image(truth_path)
+    target = geometry.orientation_code(ref_meta)
+    if geometry.orientation_code(meta) != target:
+        image2, meta2 = geometry.reorient(image, meta, target)
+        label, _ = geometry.reorient(label, meta, target, is_label=True)
+        image, meta = image2, meta2
+    geometry.check_same_geometry(label.shape, meta, ref.shape[:ref_meta.ndim], ref_meta)
+    return image, label, meta
+
+
 def _paired_files(family, cfg, cases) -> list:
     """The family's ``find_cases`` entries in the order of ``read_cases`` (same patients, same order per patient)."""
     files = family.case_files(cfg)
@@ -161,6 +182,8 @@ def convert(family_name: str, cfg, raw_root: str, dataset_id: int, name: str, *,
         image, label, meta = np.asarray(c["image"]), np.asarray(c["label"]), c["meta"]
         if image.shape[:-1] != label.shape:
             raise ValueError(f"case {pid}: image {image.shape} and label {label.shape} grids differ")
+        if ending == ".nii.gz":
+            image, label, meta = original_geometry(image, label, meta, f.truth)
         if image.shape[-1] != len(channel_names):
             raise ValueError(f"case {pid}: {image.shape[-1]} channels, the family names {len(channel_names)}")
         if label.size and (label.min() < 0 or label.max() >= len(class_names)):

@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -42,9 +44,11 @@ from zoo.prediction import predict_case, read_case
 from zoo.pretrained import load_pretrained
 from zoo.training import kfold, train_and_evaluate
 
-__all__ = ["CONFIGS", "nnunet_env", "run_worker", "score_folder", "run_study", "table_markdown"]
+__all__ = ["CONFIGS", "CLOCKS", "nnunet_env", "run_worker", "score_folder", "CpuBudget", "run_study",
+           "table_markdown"]
 
 CONFIGS = ("2d", "3d_fullres")
+CLOCKS = ("wall", "cpu")  # the budget's clock: wall seconds, or the training process's CPU seconds
 TRAINER = "nnUNetTrainerBudget"  # eval.studies.nnunet_worker's trainer: its results folder's name
 DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250  # nnU-Net's default schedule
 
@@ -92,6 +96,48 @@ def score_folder(pred_dir: str, ref_dir: str, num_classes: int, regions: bool) -
     return {"cases": cases, "structures": res["structures"]}
 
 
+class CpuBudget:
+    """The zoo's CPU clock: while the training core trains in this process, a watchdog thread starts counting
+    this process's CPU seconds (``time.process_time``: user + system of all threads, XLA's included) when
+    ``started`` (a path) appears, i.e. when the core logs its first step (``train.log_every=1``: compile and set-up
+    excluded, as nnU-Net's clock starts at its first iteration), and at ``budget_s`` asks the core to stop through
+    its preemption protocol (SIGTERM: save at the next step boundary, stop). Checked every ``poll_s``.
+    ``cpu_s`` / ``wall_s``: CPU / wall seconds counted; ``fired``: whether the budget stopped training. Use as a context manager
+    around the training call, in the main thread (a SIGTERM after the core's own handler is gone is ignored
+    until the block ends)."""
+
+    def __init__(self, budget_s: float, started: str, poll_s: float = 0.05):
+        self.budget_s, self.started, self.poll_s = float(budget_s), started, float(poll_s)
+        self.cpu_s, self.wall_s, self.fired = None, None, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._previous = None
+
+    def _watch(self) -> None:
+        while not os.path.exists(self.started):
+            if self._stop.wait(self.poll_s):
+                return
+        c0, w0 = time.process_time(), time.time()
+        while not self._stop.wait(self.poll_s):
+            self.cpu_s, self.wall_s = time.process_time() - c0, time.time() - w0
+            if self.cpu_s >= self.budget_s:
+                self.fired = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+        self.cpu_s, self.wall_s = time.process_time() - c0, time.time() - w0  # ended before the budget
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def _mean_std(values) -> dict:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
     if not v.size:
@@ -104,18 +150,32 @@ def _zoo_config(family: str, data_dir: str, arch: str, quick: bool):
     return make_config(arch, family, data_dir, False, over)
 
 
-def _zoo_fold(config, arrays, info, tr, va, val_cases, fold_dir, budget_s, ending, quick, log) -> dict:
-    """Train the zoo's recipe on rows ``tr`` for ``budget_s`` seconds, predict ``val_cases``' original files."""
+def _zoo_fold(config, arrays, info, tr, va, val_cases, fold_dir, budget_s, ending, quick, log,
+              clock: str = "wall") -> dict:
+    """Train the zoo's recipe on rows ``tr`` for ``budget_s`` seconds on ``clock`` (wall: the core's own
+    ``train.time_limit_s``; cpu: :class:`CpuBudget`), predict ``val_cases``' original files from the final
+    checkpoint."""
     arch = config.model.name
     steps = 8 if quick else int(np.clip(budget_s / SEC_PER_STEP.get(arch, 0.4), 20, int(config.train.steps)))
+    cpu = clock == "cpu"
+    # cpu: the wall limit stays on, far away, only so the core measures its trained wall seconds
     over = {"train.steps": str(steps), "train.eval_every": str(steps), "train.checkpoint_every": str(steps),
-            "train.log_every": str(min(int(config.train.log_every), steps)), "train.time_limit_s": f"{budget_s:.1f}"}
+            "train.log_every": "1" if cpu else str(min(int(config.train.log_every), steps)),
+            "train.time_limit_s": f"{budget_s * (100 if cpu else 1):.1f}"}
     c = apply_overrides(config.copy_and_resolve_references(), over)
-    t0 = time.time()
-    res = train_and_evaluate(c, os.path.join(fold_dir, "zoo_run"), progress=False,
-                             data=(kfold.subset(arrays, tr), kfold.subset(arrays, va), info))
+    run_dir = os.path.join(fold_dir, "zoo_run")
+    data = (kfold.subset(arrays, tr), kfold.subset(arrays, va), info)
+    t0, c0 = time.time(), time.process_time()
+    if cpu:
+        with CpuBudget(budget_s, os.path.join(run_dir, "metrics.jsonl")) as watch:
+            res = train_and_evaluate(c, run_dir, progress=False, data=data)
+        cpu_s, stopped, wall_s = watch.cpu_s, watch.fired, watch.wall_s
+    else:
+        res = train_and_evaluate(c, run_dir, progress=False, data=data)
+        cpu_s, stopped, wall_s = None, bool(res.get("stopped_by_time")), res.get("timed_seconds")
     train_call = time.time() - t0
-    pre = load_pretrained(os.path.join(fold_dir, "zoo_run", "best"))
+    call_cpu = time.process_time() - c0
+    pre = load_pretrained(run_dir)  # the newest (final) checkpoint, as nnU-Net's checkpoint_final
     pred_dir = os.path.join(fold_dir, "zoo", "pred")
     os.makedirs(pred_dir, exist_ok=True)
     seconds = {}
@@ -125,19 +185,23 @@ def _zoo_fold(config, arrays, info, tr, va, val_cases, fold_dir, budget_s, endin
         labels = predict_case(pre, image, meta)
         write_label_map(labels, meta, os.path.join(pred_dir, case["case"] + ending))
         seconds[case["case"]] = round(time.time() - t1, 3)
-    log(f"[compare_nnunet]   zoo {arch}: {res.get('step')} steps in {res.get('timed_seconds')} s")
+    log(f"[compare_nnunet]   zoo {arch}: {res.get('step')} steps in {wall_s} s wall"
+        + (f", {cpu_s:.1f} CPU s" if cpu_s is not None else ""))
     return {"contender": f"zoo-{arch}", "steps": int(res.get("step", steps)), "nominal_steps": steps,
-            "batch_size": int(c.train.batch_size), "trained_s": res.get("timed_seconds"),
-            "train_call_s": round(train_call, 1), "stopped_by_time": bool(res.get("stopped_by_time")),
+            "batch_size": int(c.train.batch_size), "clock": clock,
+            "trained_s": None if wall_s is None else round(wall_s, 2),
+            "cpu_s": None if cpu_s is None else round(cpu_s, 2), "train_call_s": round(train_call, 1),
+            "train_call_cpu_s": round(call_cpu, 1), "stopped_by_time": stopped,
             "seconds_per_case": seconds, "pred": pred_dir}
 
 
 def _nnunet_fold(out, dataset_id, config, fold, val_cases, raw_folder, ending, n_channels, fold_dir, budget_s,
-                 mirroring, threads, log) -> dict:
+                 mirroring, threads, log, clock: str = "wall") -> dict:
     here = os.path.join(fold_dir, f"nnunet-{config}")
     os.makedirs(here, exist_ok=True)
     train = run_worker(out, ["train", "--dataset_id", str(dataset_id), "--config", config, "--fold", str(fold),
-                             "--budget_s", f"{budget_s:.1f}"], os.path.join(here, "train.log"), threads)
+                             "--budget_s", f"{budget_s:.1f}", "--clock", clock], os.path.join(here, "train.log"),
+                       threads)
     files = []
     for c in val_cases:
         if ending == ".png" and n_channels == 3:  # one RGB picture holds the three channels
@@ -151,23 +215,29 @@ def _nnunet_fold(out, dataset_id, config, fold, val_cases, raw_folder, ending, n
     args = ["predict", "--dataset_id", str(dataset_id), "--config", config, "--fold", str(fold), "--cases",
             cases_json, "--out", pred_dir] + (["--mirroring"] if mirroring else [])
     pred = run_worker(out, args, os.path.join(here, "predict.log"), threads)
-    log(f"[compare_nnunet]   nnU-Net {config}: {train['iterations']} iterations in {train['trained_s']} s")
+    log(f"[compare_nnunet]   nnU-Net {config}: {train['iterations']} iterations in {train['trained_s']} s wall, "
+        f"{train['cpu_s']} CPU s")
     return {"contender": f"nnunet-{config}", "steps": int(train["iterations"]), "batch_size": train["batch_size"],
-            "epochs": train["epochs"], "planned_epochs": train["planned_epochs"], "trained_s": train["trained_s"],
+            "epochs": train["epochs"], "planned_epochs": train["planned_epochs"], "clock": clock,
+            "trained_s": train["trained_s"], "cpu_s": train["cpu_s"],
             "patch_size": train["patch_size"], "stopped_by_time": train["stopped_by_time"],
             "seconds_per_case": pred["seconds_per_case"], "mirroring": mirroring, "pred": pred_dir}
 
 
 def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds: int, fold_ids=None,
               configs=("2d",), arch: str = "unet", dataset_id: int = 500, mirroring: bool = False,
-              regions: bool | None = None, threads: int | None = None, quick: bool = False, log=print) -> dict:
+              regions: bool | None = None, threads: int | None = None, quick: bool = False, clock: str = "wall",
+              log=print) -> dict:
     """The study (module docstring). ``folds``: k of the patient-level k-fold; ``fold_ids``: which of them to run
     now (default all; the others can follow in a later run). ``regions``: nnU-Net trains BraTS regions (default:
-    for the brats family). Returns the table's record."""
+    for the brats family). ``clock``: the budget's clock, ``wall`` or ``cpu`` (each tool's training process's CPU
+    seconds). Returns the table's record."""
     if not os.path.isdir(data_dir):
         raise ValueError(f"--data_dir {data_dir!r} is not a directory")
     if not budget_min > 0:
         raise ValueError(f"--budget_min must be > 0, got {budget_min}")
+    if clock not in CLOCKS:
+        raise ValueError(f"--clock must be one of {CLOCKS}, got {clock!r}")
     bad = [c for c in configs if c not in CONFIGS]
     if bad or not configs:
         raise ValueError(f"--configs: unknown {bad or 'none given'}; expected some of {CONFIGS}")
@@ -214,7 +284,12 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
         if os.path.isfile(done):
             log(f"[compare_nnunet] fold {i}: done.json present, skipped (its models, predictions and scores kept)")
             with open(done, encoding="utf-8") as fh:
-                fold_records.append(json.load(fh))
+                rec = json.load(fh)
+            if (rec.get("clock", "wall"), rec["budget_s"]) != (clock, budget_s):
+                raise ValueError(f"fold {i} in {out} was run with --clock {rec.get('clock', 'wall')} and "
+                                 f"{rec['budget_s'] / 60:g} min; this run asks --clock {clock} and {budget_min:g} "
+                                 f"min (use another --out, or the same settings)")
+            fold_records.append(rec)
             continue
         # A fold without done.json starts clean (an interrupted fold's partial models would be resumed otherwise).
         shutil.rmtree(fold_dir, ignore_errors=True)
@@ -230,16 +305,17 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
             with open(os.path.join(raw_folder, "labelsTr", c["case"] + ending), "rb") as fh:
                 write_bytes(os.path.join(ref_dir, c["case"] + ending), fh.read())
         contenders = [_nnunet_fold(out, dataset_id, cfg, i, val_cases, raw_folder, ending, n_channels, fold_dir,
-                                   budget_s, mirroring, threads, log) for cfg in configs]
+                                   budget_s, mirroring, threads, log, clock) for cfg in configs]
         tr, va = zoo_folds[i]
-        contenders.append(_zoo_fold(config, arrays, info, tr, va, val_cases, fold_dir, budget_s, ending, quick, log))
+        contenders.append(_zoo_fold(config, arrays, info, tr, va, val_cases, fold_dir, budget_s, ending, quick, log,
+                                    clock))
         for rec in contenders:
             rec["scores"] = score_folder(rec["pred"], ref_dir, n_classes, regions)
         record = {"fold": i, "train_patients": fold_sets[i]["train"], "val_patients": fold_sets[i]["val"],
-                  "budget_s": budget_s, "contenders": contenders}
+                  "budget_s": budget_s, "clock": clock, "contenders": contenders}
         write_json(done, record)  # last: a fold with done.json is finished
         fold_records.append(record)
-    result = summarize(fold_records, family=family, budget_min=budget_min, folds=folds, quick=quick)
+    result = summarize(fold_records, family=family, budget_min=budget_min, folds=folds, quick=quick, clock=clock)
     write_json(os.path.join(out, "table.json"), result)
     write_text(os.path.join(out, "table.md"), table_markdown(result))
     return result
@@ -247,14 +323,16 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
 
 def summarize(fold_records: list[dict], **about) -> dict:
     """Per contender: Dice mean ± std over every held-out case (per structure), per case, iterations per fold,
-    seconds per case (first case of a fold, the others)."""
+    trained wall and CPU seconds per fold, seconds per case (first case of a fold, the others)."""
     out: dict = {}
     for rec in fold_records:
         for c in rec["contenders"]:
             s = out.setdefault(c["contender"], {"per_case": {}, "steps": [], "batch_size": c["batch_size"],
-                                                "trained_s": [], "first_case_s": [], "other_case_s": []})
+                                                "trained_s": [], "cpu_s": [], "first_case_s": [],
+                                                "other_case_s": []})
             s["steps"].append(c["steps"])
             s["trained_s"].append(c["trained_s"])
+            s["cpu_s"].append(c.get("cpu_s"))
             secs = list(c["seconds_per_case"].values())
             s["first_case_s"] += secs[:1]
             s["other_case_s"] += secs[1:]
@@ -273,32 +351,38 @@ def _fmt(cell) -> str:
     return "n/a" if not cell or cell.get("mean") is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
 
 
+def _secs(values) -> str:
+    return ", ".join("-" if t is None else f"{t:.0f}" for t in values)
+
+
 def table_markdown(result: dict) -> str:
+    """``table.md``: per contender Dice mean ± std per structure, iterations, wall and CPU seconds per fold,
+    seconds per case; then Dice per case and structure."""
     names = sorted(result["contenders"])
     structures = sorted({k for s in result["contenders"].values() for k in s["dice"]})
+    clock = result.get("clock", "wall")
     lines = [f"# nnU-Net head-to-head: {result['family']}" + (" (--quick: machinery check, numbers mean nothing)"
                                                             if result.get("quick") else ""), "",
-             f"Budget {result['budget_min']:g} min of training per fold per tool; folds run "
-             f"{result['folds_done']} of {result['folds']} (patient-level). Dice per held-out case (eval.folders, the "
-             f"same call for both tools), mean ± sample std over cases. nnU-Net's default schedule: "
-             f"{result['nnunet_default_iterations']:,} iterations (1,000 epochs x 250).", "",
+             f"Budget {result['budget_min']:g} {'CPU ' if clock == 'cpu' else ''}min of training per fold per tool "
+             f"(clock: {clock}{', each tool training process CPU seconds' if clock == 'cpu' else ', wall seconds'}); "
+             f"folds run {result['folds_done']} of {result['folds']} (patient-level). Dice per held-out case "
+             f"(eval.folders, the same call for both tools), mean ± sample std over cases. nnU-Net's default "
+             f"schedule: {result['nnunet_default_iterations']:,} iterations (1,000 epochs x 250).", "",
              "| contender | " + " | ".join(f"Dice {k}" for k in structures)
-             + " | iterations per fold (batch) | trained s per fold | s per case: first / others |",
-             "|---|" + "---:|" * len(structures) + "---|---|---|"]
+             + " | iterations per fold (batch) | trained wall s per fold | trained CPU s per fold "
+               "| s per case: first / others |",
+             "|---|" + "---:|" * len(structures) + "---|---|---|---|"]
     for n in names:
         s = result["contenders"][n]
         lines.append(f"| {n} | " + " | ".join(_fmt(s["dice"].get(k)) for k in structures)
-                     + f" | {', '.join(map(str, s['steps']))} ({s['batch_size']}) | "
-                     + ", ".join("-" if t is None else f"{t:.0f}" for t in s["trained_s"])
-                     + f" | {_fmt(s['first_case_s'])} / {_fmt(s['other_case_s'])} |")
+                     + f" | {', '.join(map(str, s['steps']))} ({s['batch_size']}) | {_secs(s['trained_s'])} | "
+                     + f"{_secs(s.get('cpu_s', []))} | {_fmt(s['first_case_s'])} / {_fmt(s['other_case_s'])} |")
     cases = sorted({c for s in result["contenders"].values() for c in s["per_case"]})
-    lines += ["", "## Per case (Dice, first structure: " + (structures[0] if structures else "-") + ")", "",
-              "| case | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    cols = [(n, k) for k in structures for n in names]
+    lines += ["", "## Per case (Dice)", "",
+              "| case | " + " | ".join(f"{n} {k}" if len(structures) > 1 else n for n, k in cols) + " |",
+              "|---|" + "---:|" * len(cols)]
     for case in cases:
-        vals = []
-        for n in names:
-            d = result["contenders"][n]["per_case"].get(case, {})
-            v = d.get(structures[0]) if structures else None
-            vals.append("-" if v is None else f"{v:.3f}")
-        lines.append(f"| {case} | " + " | ".join(vals) + " |")
+        vals = [result["contenders"][n]["per_case"].get(case, {}).get(k) for n, k in cols]
+        lines.append(f"| {case} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
     return "\n".join(lines) + "\n"

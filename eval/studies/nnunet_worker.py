@@ -4,10 +4,11 @@
 fingerprint (with its dataset integrity check), experiment planning and preprocessing (its Python API:
 ``plan_and_preprocess_api``), one process each.
 
-``python -m eval.studies.nnunet_worker train --dataset_id N --config 2d --fold F --budget_s S``: trains fold ``F``
-(``splits_final.json``) with :class:`nnUNetTrainerBudget` on the CPU for ``S`` seconds of training (nnU-Net's
-data loading and set-up before the first iteration are not counted, as the zoo's clock starts after its first
-step's compile), then reports its iterations, epochs and seconds.
+``python -m eval.studies.nnunet_worker train --dataset_id N --config 2d|3d_fullres --fold F --budget_s S
+[--clock wall|cpu]``: trains fold ``F`` (``splits_final.json``) with ``nnUNetTrainerBudget`` on the CPU for ``S``
+seconds of training on the clock (wall seconds, or this process's CPU seconds; nnU-Net's data loading and set-up
+before the first iteration are not counted, as the zoo's clock starts after its first step), then reports its
+iterations, epochs, wall and CPU seconds.
 
 ``python -m eval.studies.nnunet_worker predict --dataset_id N --config 2d --fold F --cases CASES.json --out DIR
 [--mirroring]``: predicts each case (``[[case id, [image files]]]``) with nnU-Net's ``nnUNetPredictor`` from the
@@ -42,14 +43,20 @@ def _budget_trainer():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     class nnUNetTrainerBudget(nnUNetTrainer):
-        """nnU-Net's default trainer (network, loss, augmentation, poly learning rate) sized to a wall-clock
-        budget on the CPU: epochs of ``ITERATIONS`` iterations; after the first epoch the schedule's length
-        (``num_epochs``, the poly learning rate's ``max_steps``) becomes the epochs the budget fits at the
-        measured speed (rounded up, so the schedule never ends before the budget); training stops at the budget
-        (checked every iteration) and saves the final checkpoint."""
+        """nnU-Net's default trainer (network, loss, augmentation, poly learning rate, the plan's patch and batch
+        size for any configuration) sized to a budget on the CPU, on ``clock`` ``"wall"`` (seconds since the
+        first iteration) or ``"cpu"`` (this process's CPU seconds since then, user + system of all its threads:
+        ``time.process_time``; data augmentation runs in this process). Epochs of ``ITERATIONS`` iterations, fewer
+        when the first iteration shows that the budget fits under ~10 epochs of them (3d_fullres on 2 cores);
+        after every epoch the schedule's length (``num_epochs``, the poly learning rate's ``max_steps``)
+        becomes the epochs the budget fits at the mean speed so far (rounded up, so the schedule never ends
+        before the budget); training stops at the budget (checked every iteration; the clock pauses for the one
+        validation iteration per epoch, as the zoo's evaluation is outside its clock) and saves the final
+        checkpoint."""
 
         ITERATIONS = 10
         budget_s = 60.0
+        clock = "wall"
 
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                      device: torch.device = torch.device("cpu")):
@@ -59,34 +66,57 @@ def _budget_trainer():
             self.num_epochs = DEFAULT_EPOCHS
             self.iterations_done = 0
             self.trained_s = 0.0
+            self.cpu_s = 0.0
+            self.val_s, self.val_cpu_s = 0.0, 0.0
             self.stopped_by_time = False
 
         def run_training(self):
             self.on_train_start()
-            t0 = time.time()
+            w0, c0 = time.time(), time.process_time()
+
+            def spent() -> float:  # the budget's clock: wall seconds, or this process's CPU seconds (all threads)
+                return (time.process_time() - c0) if self.clock == "cpu" else (time.time() - w0)
+
+            val_w, val_c = 0.0, 0.0
+
             while self.current_epoch < self.num_epochs and not self.stopped_by_time:
                 self.on_epoch_start()
                 self.on_train_epoch_start()
                 outputs = []
-                for _ in range(self.num_iterations_per_epoch):
+                i = 0
+                while i < self.num_iterations_per_epoch:
                     outputs.append(self.train_step(next(self.dataloader_train)))
                     self.iterations_done += 1
-                    if time.time() - t0 >= self.budget_s:
+                    i += 1
+                    if spent() >= self.budget_s:
                         self.stopped_by_time = True
                         break
+                    if self.iterations_done == 1:
+                        # slow iterations (3d_fullres: tens of seconds on 2 cores): shorter epochs, so the
+                        # schedule still has several epochs within the budget (about 10 at the first one's speed)
+                        fit = self.budget_s / max(spent(), 1e-3)
+                        self.num_iterations_per_epoch = int(min(self.ITERATIONS, max(1, round(fit / 10))))
                 self.on_train_epoch_end(outputs)
+                v_w, v_c = time.time(), time.process_time()
                 with torch.no_grad():
                     self.on_validation_epoch_start()
                     val = [self.validation_step(next(self.dataloader_val))
                            for _ in range(self.num_val_iterations_per_epoch)]
                     self.on_validation_epoch_end(val)
-                first = self.current_epoch == 0
+                # the clock pauses for validation (as the zoo's evaluation is outside its clock)
+                dw, dc = time.time() - v_w, time.process_time() - v_c
+                w0, c0, val_w, val_c = w0 + dw, c0 + dc, val_w + dw, val_c + dc
                 self.on_epoch_end()
-                if first:  # size the schedule to the budget at the speed of the first epoch; the clock stops it
-                    per_epoch = max(time.time() - t0, 1e-3)
-                    self.num_epochs = max(1, min(DEFAULT_EPOCHS, math.ceil(self.budget_s / per_epoch)))
+                if not self.stopped_by_time:
+                    # size the schedule to the budget at the mean speed so far (rounded up: it never ends before
+                    # the budget, which stops it)
+                    per_epoch = max(spent() / self.current_epoch, 1e-3)
+                    self.num_epochs = min(DEFAULT_EPOCHS, max(self.current_epoch + 1,
+                                                              math.ceil(self.budget_s / per_epoch)))
                     self.lr_scheduler.max_steps = self.num_epochs
-            self.trained_s = time.time() - t0
+            self.trained_s = time.time() - w0
+            self.cpu_s = time.process_time() - c0
+            self.val_s, self.val_cpu_s = val_w, val_c
             self.on_train_end()
 
     return nnUNetTrainerBudget
@@ -128,6 +158,7 @@ def _train(args) -> int:
     pre = os.path.join(os.environ["nnUNet_preprocessed"], _dataset_name(args.dataset_id))
     trainer_class = _budget_trainer()
     trainer_class.budget_s = float(args.budget_s)
+    trainer_class.clock = args.clock
     plans = load_json(os.path.join(pre, f"{PLANS}.json"))
     plans["continue_training"] = False  # as run_training.get_trainer_from_args sets it: a fresh fold
     trainer = trainer_class(plans, args.config, args.fold, load_json(os.path.join(pre, "dataset.json")),
@@ -135,7 +166,9 @@ def _train(args) -> int:
     trainer.run_training()
     record = {"iterations": trainer.iterations_done, "epochs": trainer.current_epoch,
               "iterations_per_epoch": trainer.num_iterations_per_epoch, "planned_epochs": trainer.num_epochs,
-              "trained_s": round(trainer.trained_s, 2), "budget_s": float(args.budget_s),
+              "trained_s": round(trainer.trained_s, 2), "cpu_s": round(trainer.cpu_s, 2), "clock": args.clock,
+              "validation_s": round(trainer.val_s, 2), "validation_cpu_s": round(trainer.val_cpu_s, 2),
+              "budget_s": float(args.budget_s),
               "stopped_by_time": trainer.stopped_by_time, "batch_size": int(trainer.batch_size),
               "patch_size": [int(v) for v in trainer.configuration_manager.patch_size],
               "default_epochs": DEFAULT_EPOCHS, "default_iterations": DEFAULT_EPOCHS * 250, "threads": args.threads}
@@ -204,6 +237,7 @@ def _parser():
             s.add_argument("--fold", type=int, required=True)
         if name == "train":
             s.add_argument("--budget_s", type=float, required=True)
+            s.add_argument("--clock", choices=("wall", "cpu"), default="wall")
         if name == "predict":
             s.add_argument("--cases", required=True)
             s.add_argument("--out", required=True)
