@@ -15,8 +15,10 @@ normalise, resample), ``predict_s`` (``predict_logits_from_preprocessed_data``: 
 ``tta`` mirrored over every axis nnU-Net allows) and ``write_s`` (``export_prediction_from_logits``: resample back,
 argmax, write). Tile step 0.5, Gaussian weighting, on the CPU, ``torch.set_num_threads(os.cpu_count())``.
 
-A checkpoint whose trainer class is not part of nnU-Net (the head-to-head's budget trainer, a subclass that keeps
-nnU-Net's network) is built by ``nnUNetTrainer.build_network_architecture``. Prints one line ``RESULT {json}``
+The network is the one the plans describe, built by ``nnUNetTrainer.build_network_architecture`` whatever trainer
+trained it (the head-to-head's budget trainer keeps nnU-Net's network; looking the trainer class up by name, as
+``initialize_from_trained_model_folder`` does, imports every trainer variant, and some need torchvision
+operators this environment's torchvision build lacks). Prints one line ``RESULT {json}``
 (``{"cases": [row, ...]}``; the boundary is ``benchmarks.torch_worker``: no JAX in this process).
 """
 
@@ -51,29 +53,25 @@ def _checkpoint(folder: str, fold: int) -> str:
 
 def _predictor(folder: str, fold: int, tta: bool):
     """nnU-Net's predictor for fold ``fold`` of the model folder (nnU-Net's ``initialize_from_trained_model_folder``
-    steps, with a trainer class outside nnU-Net built as its base trainer)."""
+    steps, the network built by the base trainer: module docstring)."""
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    import nnunetv2
 
     ckpt_path = _checkpoint(folder, fold)
     dataset_json = load_json(os.path.join(folder, "dataset.json"))
     plans = PlansManager(load_json(os.path.join(folder, "plans.json")))
     ckpt = torch.load(ckpt_path, map_location=torch.device("cpu"), weights_only=False)
     cm = plans.get_configuration(ckpt["init_args"]["configuration"])
-    trainer = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer"),
-                                          ckpt["trainer_name"], "nnunetv2.training.nnUNetTrainer") or nnUNetTrainer
-    network = trainer.build_network_architecture(
+    network = nnUNetTrainer.build_network_architecture(
         plans, cm, determine_num_input_channels(plans, cm, dataset_json),
         plans.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    predictor.manual_initialization(network, plans, cm, [ckpt["network_weights"]], dataset_json, trainer.__name__,
+    predictor.manual_initialization(network, plans, cm, [ckpt["network_weights"]], dataset_json, ckpt["trainer_name"],
                                     ckpt.get("inference_allowed_mirroring_axes"))
     return predictor
 

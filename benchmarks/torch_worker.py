@@ -17,8 +17,10 @@ from benchmarks import frameworks
 __all__ = ["run"]
 
 
-def run(prog: str, argv, body: Callable[[dict], dict]) -> int:
-    """``body(spec)`` for the one JSON argument of ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+def run(prog: str, argv, body: Callable[[dict], dict], framework: str | Callable[[dict], str] = "monai") -> int:
+    """``body(spec)`` for the one JSON argument of ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+    ``framework``: what this process times (``benchmarks.frameworks.FRAMEWORKS``; the process must not hold the
+    others), or a function of the spec naming it (``benchmarks.framework_worker`` could share this boundary)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if len(argv) != 1:
@@ -29,9 +31,10 @@ def run(prog: str, argv, body: Callable[[dict], dict]) -> int:
             raise ValueError(f"the spec is not JSON: {e}") from None
         if not isinstance(spec, dict):
             raise ValueError("the spec must be a JSON object")
-        frameworks.refuse_mixed("monai")  # PyTorch's process: no JAX in it
+        name = framework(spec) if callable(framework) else framework
+        frameworks.refuse_mixed(name)
         out = body(spec)
-        frameworks.refuse_mixed("monai")
+        frameworks.refuse_mixed(name)
     except (ValueError, KeyError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
