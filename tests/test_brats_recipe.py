@@ -50,6 +50,9 @@ def test_training_sets_leave_one_out_and_the_curves():
     assert by["a", 1] == ["b"] and by["a", 2] == ["b", "c"] and by["d", 1] == ["a"] and by["c", 2] == ["a", "d"]
     # every patient is in a one-patient training set exactly once
     assert sorted(tr[0] for (h, n), tr in by.items() if n == 1) == ps
+    assert [(h, n) for h, n, _ in study.training_sets(ps, False, sizes=[2])] == [(p, 2) for p in ps]
+    with pytest.raises(ValueError, match="--sizes"):
+        study.training_sets(ps, False, sizes=[4])
 
 
 def test_scoring_matches_the_region_metrics_and_records_the_misses():
@@ -113,6 +116,7 @@ def test_study_runs_resumes_and_tables(tmp_path, capsys):
     (["--recipes", "paper_nonet_brats"], "unknown"),
     (["--holdout", "nobody"], "unknown patients"),
     (["--steps", "0"], "--steps must be >= 1"),
+    (["--sizes", "one"], "--sizes expects"),
     (["--postprocess", "blur"], "--postprocess"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, match):

@@ -1,5 +1,5 @@
 """The zoo's BraTS recipes, leave one patient out: ``python -m eval.studies.brats_recipe --data_dir DIR --out OUT
-[--recipes paper_unet_brats brats3d ...] [--budget_min N] [--steps N] [--curves] [--holdout ID,...] [--tta]
+[--recipes paper_unet_brats brats3d ...] [--budget_min N] [--steps N] [--curves] [--sizes 1,2] [--holdout ID,...] [--tta]
 [--postprocess brain_lcc] [--quick]``.
 
 For every recipe (a BraTS config: ``paper_<arch>_brats`` in ``zoo/configs/paper.py``, ``brats3d``; ``NAME@field=value``
@@ -73,15 +73,18 @@ def recipe_config(recipe: str, data_dir: str, quick: bool):
     return apply_overrides(c, {**over, "data.data_dir": data_dir})
 
 
-def training_sets(patients: list[str], curves: bool) -> list[tuple[str, int, list[str]]]:
+def training_sets(patients: list[str], curves: bool, sizes=None) -> list[tuple[str, int, list[str]]]:
     """``(held-out patient, n, training patients)``: all other patients, and with ``curves`` also the first
-    ``n = 1 .. P - 2`` of the patients that follow the held-out one (sorted, cyclic)."""
+    ``n = 1 .. P - 2`` of the patients that follow the held-out one (sorted, cyclic); ``sizes``: only these n."""
     ps = sorted(patients)
+    bad = sorted(set(sizes or []) - set(range(1, len(ps))))
+    if bad:
+        raise ValueError(f"--sizes {bad}: training sets hold 1 .. {len(ps) - 1} patients here")
     out = []
     for i, held in enumerate(ps):
         others = ps[i + 1:] + ps[:i]
-        sizes = range(1, len(others) + 1) if curves else [len(others)]
-        out += [(held, n, sorted(others[:n])) for n in sizes]
+        ns = sizes or (range(1, len(others) + 1) if curves else [len(others)])
+        out += [(held, n, sorted(others[:n])) for n in ns]
     return out
 
 
@@ -192,7 +195,7 @@ def run_one(config, run_dir: str, data, train_ids, held: str, cases: list[dict],
 
 def run_study(data_dir: str, out: str, recipes: list[str], *, budget_min: float | None, steps: int | None,
               curves: bool, holdout: list[str] | None, tta: bool, postprocess: str, quick: bool,
-              log=print) -> dict:
+              sizes: list[int] | None = None, log=print) -> dict:
     """Every recipe x held-out patient x training-set size (see the module docstring); returns the results."""
     if postprocess not in POSTPROCESS:
         raise ValueError(f"--postprocess {postprocess!r}; expected one of {POSTPROCESS}")
@@ -211,7 +214,7 @@ def run_study(data_dir: str, out: str, recipes: list[str], *, budget_min: float 
     data_cache: dict = {}
     results = []
     for recipe, config in configs.items():
-        for held, n, train_ids in training_sets(list(cases), curves):
+        for held, n, train_ids in training_sets(list(cases), curves, sizes):
             if holdout and held not in holdout:
                 continue
             run_dir = os.path.join(out, "runs", recipe, f"n{n}", held)
@@ -286,11 +289,19 @@ def _parser():
     p.add_argument("--budget_min", type=float, default=None, help="training minutes per run (train.time_limit_s)")
     p.add_argument("--steps", type=int, default=None, help="exactly this many steps per run (no time limit)")
     p.add_argument("--curves", action="store_true", help="also train on 1 .. P-2 patients (the learning curve)")
+    p.add_argument("--sizes", default="", help="only these training-set sizes (comma list, e.g. 1,2)")
     p.add_argument("--holdout", default="", help="only these held-out patients (comma list)")
     p.add_argument("--tta", action="store_true", help="mirrored test-time augmentation at prediction")
     p.add_argument("--postprocess", default="brain_lcc", help=f"one of {POSTPROCESS}")
     p.add_argument("--quick", action="store_true", help="tiny sizes and 3 steps: checks the machinery")
     return p
+
+
+def _sizes(text: str) -> list[int] | None:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()] or None
+    except ValueError:
+        raise ValueError(f"--sizes expects comma-separated integers, got {text!r}") from None
 
 
 def _run(args) -> int:
@@ -303,7 +314,7 @@ def _run(args) -> int:
         raise FileNotFoundError(f"--data_dir {args.data_dir}: no such folder")
     summary = run_study(args.data_dir, os.path.abspath(args.out), list(args.recipes), budget_min=args.budget_min,
                         steps=args.steps, curves=args.curves, holdout=split(args.holdout), tta=args.tta,
-                        postprocess=args.postprocess, quick=args.quick)
+                        postprocess=args.postprocess, quick=args.quick, sizes=_sizes(args.sizes))
     print(table_markdown(summary))
     return 0
 
