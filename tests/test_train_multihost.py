@@ -32,30 +32,36 @@ def _records(workdir):
         return [json.loads(line) for line in f]
 
 
-@pytest.mark.slow
-def test_two_processes_agree_with_one(tmp_path):
+def _env(pythonpath=ROOT) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=pythonpath,
                JAX_COMPILATION_CACHE_DIR=os.path.join(tempfile.gettempdir(), "medzoo-test-jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    port = _free_port()
-    multi = tmp_path / "multi"
-    procs = [subprocess.Popen([sys.executable, "-m", "zoo.train", f"--workdir={multi}",
-                               f"--coordinator=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}", *TINY],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    return env
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """One uninterrupted two-process run of 6 steps (checkpoints every 2): the multi-process side of the
+    one-process comparison and the reference of the killed-and-resumed run; ``(workdir, outs)``."""
+    workdir = tmp_path_factory.mktemp("two_process") / "run"
+    return workdir, _finish(_two_processes(workdir, 6, _env()))
+
+
+@pytest.mark.slow
+def test_two_processes_agree_with_one(tmp_path, two_process_run):
+    multi, outs = two_process_run
     single = tmp_path / "single"
-    ref = subprocess.run([sys.executable, "-m", "zoo.train", f"--workdir={single}", *TINY], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=500)
-    outs = [p.communicate(timeout=500) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    args = [a for a in TINY if not a.startswith(("--steps=", "--config.train.checkpoint_every="))]
+    ref = subprocess.run([sys.executable, "-m", "zoo.train", f"--workdir={single}", "--steps=6", *args,
+                          "--config.train.checkpoint_every=2"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=500)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "workdir:" in outs[0][0] and "workdir:" not in outs[1][0]  # only process 0 talks
 
     got, want = _records(multi), _records(single)
     train_got = [r for r in got if r["split"] == "train"]
-    assert [r["step"] for r in train_got] == [1, 2, 3]  # written once (process 0), not per process
+    assert [r["step"] for r in train_got] == [1, 2, 3, 4, 5, 6]  # written once (process 0), not per process
     train_want = [r for r in want if r["split"] == "train"]
     np.testing.assert_allclose([r["loss"] for r in train_got], [r["loss"] for r in train_want], atol=1e-5, rtol=0)
     meta = json.loads((multi / "config.json").read_text(encoding="utf-8"))
@@ -63,7 +69,7 @@ def test_two_processes_agree_with_one(tmp_path):
     val_got = [r for r in got if r["split"] == "val"][-1]
     val_want = [r for r in want if r["split"] == "val"][-1]
     assert abs(val_got["mean_dice"] - val_want["mean_dice"]) < 1e-6
-    assert os.path.isdir(multi / "checkpoints" / "3")
+    assert os.path.isdir(multi / "checkpoints" / "6")
 
 
 # The fault: process 1 starts writing its part of the step-4 checkpoint and is killed (SIGKILL) while that write
@@ -120,17 +126,14 @@ def _final_params(workdir, step):
 
 
 @pytest.mark.slow
-def test_two_process_run_killed_during_a_save_resumes_bit_exact(tmp_path):
+def test_two_process_run_killed_during_a_save_resumes_bit_exact(tmp_path, two_process_run):
     import signal
     import time
 
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(_KILL_DURING_SAVE)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(hooks), ROOT]),
-               JAX_COMPILATION_CACHE_DIR=os.path.join(tempfile.gettempdir(), "medzoo-test-jax-cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = _env(os.pathsep.join([str(hooks), ROOT]))
     killed = tmp_path / "killed"
     run = tmp_path / "run"
     procs = _two_processes(run, 6, dict(env, MEDZOO_TEST_KILL_AT_SAVE="4", MEDZOO_TEST_KILLED=str(killed)))
@@ -144,8 +147,7 @@ def test_two_process_run_killed_during_a_save_resumes_bit_exact(tmp_path):
 
     outs = _finish(_two_processes(run, 6, env))
     assert "resumed from step 2" in outs[0][0]
-    ref = tmp_path / "ref"
-    _finish(_two_processes(ref, 6, env))
+    ref = two_process_run[0]  # the same two-process run, never interrupted
 
     got, want = _records(run), _records(ref)
     loss = lambda recs: {r["step"]: r["loss"] for r in recs if r["split"] == "train"}  # noqa: E731
