@@ -8,7 +8,9 @@ targets.
                                    #  "loaded": {"warp": {"variant": "x86-64-v4", "from": "package", "path": ...}}}
 
 Kernels: ``warp`` (``kernels.geometry.warp``: the augmentation's resampling) and ``dnnl_conv`` (``kernels.conv``:
-2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` wheel's ``libdnnl.so.3``).
+2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` wheel's ``libdnnl.so.3``; its
+OpenMP team waits passively between calls unless ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` say otherwise, see
+``_omp_waits_passively``).
 
 Where they come from (``$MEDZOO_NATIVE``):
 
