@@ -108,6 +108,9 @@ def test_study_runs_resumes_and_tables(tmp_path, capsys):
     assert study.main(["--data_dir", str(data), "--out", str(out), "--quick", "--curves",
                        "--holdout", "brats_2013_pat0000_1"]) == 0
     assert "done before" in capsys.readouterr().out and os.path.getmtime(done) == stamp
+    assert study.main(["--data_dir", str(data), "--out", str(out), "--quick", "--table_only"]) == 0
+    assert not (out / "runs" / "paper_unet_brats" / "n2" / "brats_2013_pat0001_1").exists()  # nothing trained
+    assert "| paper_unet_brats (n=2) | 3 |" in (out / "table.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("argv,match", [

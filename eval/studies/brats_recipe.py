@@ -1,6 +1,6 @@
 """The zoo's BraTS recipes, leave one patient out: ``python -m eval.studies.brats_recipe --data_dir DIR --out OUT
 [--recipes paper_unet_brats brats3d ...] [--budget_min N] [--steps N] [--curves] [--sizes 1,2] [--holdout ID,...] [--tta]
-[--postprocess brain_lcc] [--quick]``.
+[--postprocess brain_lcc] [--quick] [--table_only]``.
 
 For every recipe (a BraTS config: ``paper_<arch>_brats`` in ``zoo/configs/paper.py``, ``brats3d``; ``NAME@field=value``
 a variant of one) and every held-out patient,
@@ -15,7 +15,9 @@ and by FLAIR intensity (``misses``).
 
 Budget: each run trains for ``--budget_min`` minutes (``train.time_limit_s``, the trainer's clock) within the
 recipe's step cap, or exactly ``--steps`` steps (no time limit). Runs are resumable: a run's folder
-``OUT/runs/<recipe>/n<k>/<patient>/`` gets ``done.json`` last, and a rerun skips every run that has one.
+``OUT/runs/<recipe>/n<k>/<patient>/`` gets ``done.json`` last, and a rerun skips every run that has one
+(``--table_only``: trains nothing, tables the runs done so far; several processes may share one ``OUT`` when
+their ``--holdout`` / ``--sizes`` differ).
 
 Outputs: ``OUT/results.json`` (every run) and ``OUT/table.md``: per recipe the Dice per region, mean ± std over
 held-out patients and per patient, and with ``--curves`` the whole-tumour Dice per held-out patient for each
@@ -195,7 +197,7 @@ def run_one(config, run_dir: str, data, train_ids, held: str, cases: list[dict],
 
 def run_study(data_dir: str, out: str, recipes: list[str], *, budget_min: float | None, steps: int | None,
               curves: bool, holdout: list[str] | None, tta: bool, postprocess: str, quick: bool,
-              sizes: list[int] | None = None, log=print) -> dict:
+              sizes: list[int] | None = None, table_only: bool = False, log=print) -> dict:
     """Every recipe x held-out patient x training-set size (see the module docstring); returns the results."""
     if postprocess not in POSTPROCESS:
         raise ValueError(f"--postprocess {postprocess!r}; expected one of {POSTPROCESS}")
@@ -223,6 +225,8 @@ def run_study(data_dir: str, out: str, recipes: list[str], *, budget_min: float 
                 with open(done, encoding="utf-8") as f:
                     r = json.load(f)
                 log(f"[brats_recipe] {recipe} n={n} {held}: done before (WT {r['dice_wt']:.3f}), skipped")
+            elif table_only:
+                continue
             else:
                 log(f"[brats_recipe] {recipe} n={n} held out {held}: training on {train_ids}", flush=True)
                 r = run_one(config, run_dir, _fold_data(config, data_cache, train_ids, held), train_ids, held, cases[held], steps=steps,
@@ -294,6 +298,7 @@ def _parser():
     p.add_argument("--tta", action="store_true", help="mirrored test-time augmentation at prediction")
     p.add_argument("--postprocess", default="brain_lcc", help=f"one of {POSTPROCESS}")
     p.add_argument("--quick", action="store_true", help="tiny sizes and 3 steps: checks the machinery")
+    p.add_argument("--table_only", action="store_true", help="train nothing: the table of the runs done so far")
     return p
 
 
@@ -314,7 +319,8 @@ def _run(args) -> int:
         raise FileNotFoundError(f"--data_dir {args.data_dir}: no such folder")
     summary = run_study(args.data_dir, os.path.abspath(args.out), list(args.recipes), budget_min=args.budget_min,
                         steps=args.steps, curves=args.curves, holdout=split(args.holdout), tta=args.tta,
-                        postprocess=args.postprocess, quick=args.quick, sizes=_sizes(args.sizes))
+                        postprocess=args.postprocess, quick=args.quick, sizes=_sizes(args.sizes),
+                        table_only=args.table_only)
     print(table_markdown(summary))
     return 0
 
