@@ -9,10 +9,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from data_pipelines import geometry
 from data_pipelines.readers import ImageMeta
 from zoo.compilation_cache import compile_counter
 from zoo.inference import Predictor
-from zoo.prediction import SLICES, predict_case_proba
+from zoo.prediction import SLICES, predict_case_proba, resize_slices
 from zoo.registry import create_model
 from zoo.tasks import get_task
 
@@ -46,3 +47,10 @@ def test_slices_are_predicted_alone_and_every_depth_shares_one_program():
             out = predict_case_proba(pre, x[:, :, :1].repeat(d, axis=2), _meta(), tta=True).proba
             assert out.shape == (10, 12, d, 3)
     assert c.backend == 0
+
+
+def test_resize_slices_equals_resizing_each_slice():
+    x = np.random.default_rng(1).normal(size=(13, 11, 5, 3)).astype(np.float32)
+    for size in ((6, 7), (20, 17)):  # down (antialiased) and up
+        want = np.stack([geometry.resize(x[:, :, z], size) for z in range(5)], axis=2)
+        np.testing.assert_allclose(resize_slices(x, size), want, rtol=1e-5, atol=1e-6)

@@ -43,7 +43,7 @@ from data_pipelines.preprocessing import scale_intensity
 from zoo.pretrained import Pretrained
 
 __all__ = ["read_case", "predict_case", "predict_case_proba", "CaseProba", "write_map", "scaling_record",
-           "intensity_scaling", "output_format", "write_label",
+           "resize_slices", "intensity_scaling", "output_format", "write_label",
            "write_overlay", "LABEL_NAME", "VOLUME_FORMATS"]
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
@@ -163,6 +163,14 @@ def _windows(pre, x, roi, nd_model, overlap, batch_size, tta, temperature, membe
     raise ValueError(f"a {nd_model}D model cannot predict a {x.ndim - 1}D image")
 
 
+def resize_slices(x: np.ndarray, size) -> np.ndarray:
+    """Each axial slice of ``x [H, W, Z, C]`` resized to ``size`` (``geometry.resize``), ``[*size, Z, C]``: the
+    slices are the channels of one 2D image, so each axis is one matrix product over the whole volume instead of
+    one per slice."""
+    h, w, z, c = x.shape
+    return geometry.resize(x.reshape(h, w, z * c), size).reshape(*size, z, c)
+
+
 class CaseProba(NamedTuple):
     """A case's probabilities on the input's grid: ``proba [*S, K]`` (the ensemble's mean) and, when asked for,
     ``members [M, *S, K]`` (the unmirrored prediction, then one per mirroring; else ``None``)."""
@@ -192,17 +200,11 @@ def predict_case_proba(pre: Pretrained, image: np.ndarray, meta: readers.ImageMe
         x = intensity_scaling(image, pre)
         if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])
             x, lps = geometry.reorient(x, meta, "LPS")
-        if x.ndim - 1 == nd_model:
-            small = geometry.resize(x, size)
-        else:
-            small = np.stack([geometry.resize(x[:, :, z], size) for z in range(x.shape[2])], axis=2)
+        small = geometry.resize(x, size) if x.ndim - 1 == nd_model else resize_slices(x, size)
         proba = _windows(pre, small, size, nd_model, overlap, batch_size, tta, temperature, members)
 
         def back(p):
-            if x.ndim - 1 == nd_model:
-                p = geometry.resize(p, x.shape[:-1])
-            else:
-                p = np.stack([geometry.resize(p[:, :, z], x.shape[:2]) for z in range(x.shape[2])], axis=2)
+            p = geometry.resize(p, x.shape[:-1]) if x.ndim - 1 == nd_model else resize_slices(p, x.shape[:2])
             return geometry.reorient(p, lps, geometry.orientation_code(meta))[0] if meta.ndim == 3 else p
     if not members:
         return CaseProba(back(proba).astype(np.float32), None)
