@@ -42,3 +42,21 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data samples not found at {SHARED_DATA} (they live beside the project root)")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    # CI runs `-n 2 --dist loadfile`: xdist would order the files by their number of tests, which puts the few-test
+    # end-to-end files (two-process training, resume, ...) last, where one of them alone keeps a worker busy after
+    # the other has finished. The order of pytest_collection_modifyitems is kept instead.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding ``slow``-marked tests first, then the others by their number of tests, most first (xdist's own
+    order): under ``--dist loadfile`` the long files start early and the short ones fill the end."""
+    files = {}
+    for i, item in enumerate(items):
+        n, slow, first = files.get(item.path, (0, False, i))
+        files[item.path] = (n + 1, slow or item.get_closest_marker("slow") is not None, first)
+    items.sort(key=lambda item: (not files[item.path][1], -files[item.path][0], files[item.path][2]))  # stable

@@ -100,6 +100,7 @@ def _strict(path):
         return json.loads(f.read(), parse_constant=lambda c: pytest.fail(f"{path}: non-strict JSON constant {c}"))
 
 
+@pytest.mark.slow
 def test_report_end_to_end(cohorts, tmp_path, capsys):
     dev, ext = cohorts
     out = tmp_path / "report"
