@@ -194,6 +194,7 @@ def format_table(out: dict) -> str:
                      f"{'on' if r['tta'] else 'off'} | {r['state']} | {r['total_s']:.1f} | "
                      + " | ".join(f"{r[k]:.2f}" for k in PHASES)
                      + f" | {r['programs_compiled']} / {r['programs_loaded']} |")
+    lines += [f"\n{f['model']}: no rows ({f['error']})" for f in out.get("peers_failed", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +221,7 @@ def _body(args) -> int:
     if args.monai and not peer:
         print("MONAI rows skipped: PyTorch/MONAI not installed (pip install -e \".[compare]\")", flush=True)
     load = frameworks.machine_load()
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="case-latency-") as out_dir:
         for family, model in models.items():
             has_programs = os.path.isdir(os.path.join(resolve(model), PROGRAMS))
@@ -230,24 +231,35 @@ def _body(args) -> int:
                 for tta in modes:
                     mine = [dict(r, model=os.path.basename(os.path.normpath(model)), entry_programs=has_programs)
                             for r in measure(model, case, tta, out_dir, args.timeout)]
+                    _record(rows, mine, family)
                     if peer:
                         what = (f"MONAI UNet, {'×'.join(map(str, plan3d['patch_size']))} windows" if plan3d
                                 else f"MONAI UNet, {args.monai_size}² windows")
-                        mine += [dict(r, model=what, entry_programs=False)
-                                 for r in measure_monai(case, tta, args.monai_size, out_dir, args.timeout, plan3d,
-                                                        about.get("network") if plan3d else None)]
-                    _record(rows, mine, family)
+                        _peer(rows, failed, what, family, lambda: measure_monai(
+                            case, tta, args.monai_size, out_dir, args.timeout, plan3d,
+                            about.get("network") if plan3d else None))
         if nnunet_cases:
             name = "nnU-Net " + os.path.basename(os.path.normpath(args.nnunet_model)).rsplit("__", 1)[-1]
             for case in nnunet_cases:
                 for tta in modes:
-                    _record(rows, [dict(r, model=name, entry_programs=False) for r in
-                                   measure_nnunet(case, tta, args.nnunet_model, args.nnunet_fold, out_dir,
-                                                  args.timeout)], "brats")
+                    _peer(rows, failed, name, "brats", lambda: measure_nnunet(
+                        case, tta, args.nnunet_model, args.nnunet_fold, out_dir, args.timeout))
     out = {"host": {"cpu_model": frameworks.cpu_model(), "cpus": os.cpu_count()}, "load": load,
-           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows, "peers_failed": failed}
     frameworks.report(args.out, out, format_table(out))
     return 0
+
+
+def _peer(rows: list, failed: list, name: str, family: str, measure_rows) -> None:
+    """A peer's rows, or, when its process fails (a peer killed for memory, a torch build without an operator),
+    one printed line and an entry in ``failed``: the rows measured so far are kept."""
+    try:
+        new = measure_rows()
+    except ValueError as e:
+        print(f"{name}: no rows ({e})", flush=True)
+        failed.append({"model": name, "error": str(e)})
+        return
+    _record(rows, [dict(r, model=name, entry_programs=False) for r in new], family)
 
 
 def _record(rows: list, new: list, family: str) -> None:

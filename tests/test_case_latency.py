@@ -114,3 +114,24 @@ def test_monai_worker_runs_the_planned_3d_path_on_a_tiny_volume(tmp_path):
     labels = np.asarray(nib.load(str(tmp_path / "monai1.nii.gz")).dataobj)
     assert labels.shape == (20, 22, 18) and labels.max() <= 2
     assert not labels[~brain].any()  # outside the crop: background
+
+
+def test_a_failed_peer_is_one_line_and_the_other_rows_stay(tmp_path, monkeypatch, capsys):
+    _brats_case(tmp_path / "brats" / "pat3")
+    model = _nnunet_model(tmp_path / "nn")
+    zoo_row = {"case": "pat3", "tta": False, "total_s": 5.0, "import_s": 1.0, "load_s": 1.0, "read_s": 1.0,
+               "predict_s": 1.0, "write_s": 1.0, "compile_s": 0.5, "programs_compiled": 1, "programs_loaded": 0}
+    monkeypatch.setattr(case_latency, "measure", lambda *a: [dict(zoo_row, state="cold"), dict(zoo_row, state="warm")])
+
+    def killed(*a):
+        raise ValueError("-m benchmarks.nnunet_case_worker failed with exit status -9: no output")
+
+    monkeypatch.setattr(case_latency, "measure_nnunet", killed)
+    out = tmp_path / "r.json"
+    assert case_latency.main(["--brats3d_model=unet-phantoms-brain2d", f"--brats_dir={tmp_path / 'brats'}",
+                              f"--nnunet_model={model}", "--tta=off", "--no_monai", f"--out={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert [r["state"] for r in result["rows"]] == ["cold", "warm"]
+    assert result["peers_failed"] == [{"model": "nnU-Net nn", "error": "-m benchmarks.nnunet_case_worker failed "
+                                                                       "with exit status -9: no output"}]
+    assert "nnU-Net nn: no rows (-m benchmarks.nnunet_case_worker failed" in capsys.readouterr().out
