@@ -24,13 +24,13 @@ Shapes (batch x channels x spatial, the same on both sides; ``--train_batch``/``
 ``--elastic_batch``/``--elastic_size`` change them): 2D train 8x1x128^2, inference 16x1x128^2; 3D train 2x1x64^3,
 inference 2x1x64^3; elastic 2D 32x1x256^2, 3D 2x1x96^3.
 
-Protocol: for each suite and dims, ``--groups`` rounds; in each round one worker process for the zoo, then one for the peer
-(``python -m benchmarks.framework_worker``; interleaved process by process: zoo, peer, zoo, peer, ...; with two
-dtypes each round runs both, float32 first).
-In each process: build (and for the zoo compile; the compile seconds are reported apart), ``--warmup`` untimed calls,
-then ``--repeats`` samples of N calls each, N chosen so a sample lasts at least ``--min_repeat_s``; the train step
-and then inference (or the augmentation of one batch). A row's rate is the median of all its samples (groups x repeats); the per-process medians are
-kept in the JSON. No process ever hosts both frameworks (the worker refuses).
+Protocol: for each suite and dims, ``--groups`` rounds; in each round one worker process for the zoo, then one for
+the peer (``python -m benchmarks.framework_worker``; interleaved process by process: zoo, peer, zoo, peer, ...; with
+two dtypes each round runs both, float32 first). In each process: build (and for the zoo compile; the compile seconds
+are reported apart), ``--warmup`` untimed calls, then ``--repeats`` samples of N calls each, N chosen so a sample
+lasts at least ``--min_repeat_s``; the train step and then inference (or the augmentation of one batch). A row's rate
+is the median of all its samples (groups x repeats); the per-process medians are kept in the JSON. No process ever
+hosts both frameworks (the worker refuses).
 
 Load: before the first worker the 1-minute load average per CPU must be at most ``--max-load`` (default 0.5),
 before every later one the share of CPU time other processes took over one second; above it the run stops with
@@ -282,7 +282,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=None, help="spatial side; default 128 (2D) / 64 (3D)")
     p.add_argument("--elastic_batch", type=int, default=None, help="elastic suite batch; default 32 (2D) / 2 (3D)")
     p.add_argument("--elastic_size", type=int, default=None, help="elastic suite side; default 256 (2D) / 96 (3D)")
-    p.add_argument("--labels", action="store_true", help="elastic suite: resample a label map too (default: image only)")
+    p.add_argument("--labels", action="store_true",
+                   help="elastic suite: resample a label map too (default: image only)")
     p.add_argument("--alpha", type=float, default=elastic.ALPHA, help="elastic displacement amplitude (voxels)")
     p.add_argument("--sigma", type=float, default=elastic.SIGMA, help="elastic field smoothness (voxels)")
     p.add_argument("--torch_threads", type=int, default=None, help="PyTorch threads (default: its own choice)")

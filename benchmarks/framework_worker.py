@@ -4,8 +4,8 @@
 
 The one argument is the spec of :func:`benchmarks.frameworks.run_spec`; the result is printed as one line
 ``RESULT {json}`` on stdout. This worker deliberately does not declare itself through ``zoo.cli``: importing the
-zoo imports JAX, and a PyTorch worker must not have JAX in its process (``frameworks.refuse_mixed``). Its error
-boundary is the same: bad input ends with one line ``error: <message>`` on stderr and exit status 2. The zoo's
+zoo imports JAX, and a PyTorch (or scipy) worker must not have JAX in its process (``frameworks.refuse_mixed``). Its
+error boundary is the same: bad input ends with one line ``error: <message>`` on stderr and exit status 2. The zoo's
 worker turns on the persistent compilation cache as every command line does (compile time is reported apart).
 """
 

@@ -172,18 +172,22 @@ def test_compare_torch_runs_each_framework_in_its_own_process_interleaved(tmp_pa
     assert compare_torch.main([f"--worker_cmd={cmd}", "--repeats=5", f"--out={out}"]) == 0
     specs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     unet = [s for s in specs if s["suite"] == "unet"]
-    assert [(s["dims"], s["framework"]) for s in unet] == [(2, "zoo"), (2, "monai")] * 2 + [(3, "zoo"), (3, "monai")] * 2
-    assert {(s["dims"], s["train_batch"], s["infer_batch"], s["size"]) for s in unet} == {(2, 8, 16, 128), (3, 2, 2, 64)}
+    assert [(s["dims"], s["framework"]) for s in unet] == \
+        [(2, "zoo"), (2, "monai")] * 2 + [(3, "zoo"), (3, "monai")] * 2
+    assert {(s["dims"], s["train_batch"], s["infer_batch"], s["size"]) for s in unet} == \
+        {(2, 8, 16, 128), (3, 2, 2, 64)}
     assert all(s["repeats"] == 5 and s["warmup"] == 2 and s["dtype"] == "float32" for s in unet)
     # The elastic suite by default in the same run, after the U-Net: zoo and scipy interleaved, image only.
     elastic = specs[len(unet):]
     assert [(s["suite"], s["dims"], s["framework"]) for s in elastic] == \
         [("elastic", 2, "zoo"), ("elastic", 2, "scipy")] * 2 + [("elastic", 3, "zoo"), ("elastic", 3, "scipy")] * 2
-    assert {(s["dims"], s["batch"], s["size"], s["labels"]) for s in elastic} == {(2, 32, 256, False), (3, 2, 96, False)}
+    assert {(s["dims"], s["batch"], s["size"], s["labels"]) for s in elastic} == \
+        {(2, 32, 256, False), (3, 2, 96, False)}
     assert all("train_batch" not in s and s["alpha"] == 30.0 and s["sigma"] == 4.0 for s in elastic)
     data = json.loads(out.read_text(encoding="utf-8"))
     rows = {(r["suite"], r["dims"], r["work"]): r for r in data["rows"]}
-    assert rows[("unet", 2, "train")]["ratio"] == pytest.approx(2.0) and rows[("unet", 2, "train")]["monai"]["samples"] == 10
+    train2 = rows[("unet", 2, "train")]
+    assert train2["ratio"] == pytest.approx(2.0) and train2["monai"]["samples"] == 10
     assert rows[("unet", 2, "infer")]["zoo"]["rate"] == pytest.approx(160.0)
     assert rows[("unet", 2, "infer")]["ratio"] == pytest.approx(1.0)
     assert rows[("unet", 3, "infer")]["shape"] == "2×1×64³" and rows[("unet", 3, "infer")]["unit"] == "vol/s"
@@ -216,7 +220,8 @@ def test_compare_torch_bfloat16_rows_beside_float32(tmp_path, monkeypatch, capsy
         [("float32", "zoo"), ("float32", "monai"), ("bfloat16", "zoo"), ("bfloat16", "monai")] * 2
     rows = {(r["dtype"], r["work"]): r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
     assert rows[("bfloat16", "train")]["ratio"] == pytest.approx(0.5 / 0.4)
-    assert rows[("float32", "train")]["ratio"] == pytest.approx(2.0) and rows[("bfloat16", "train")]["zoo"]["samples"] == 6
+    assert rows[("float32", "train")]["ratio"] == pytest.approx(2.0)
+    assert rows[("bfloat16", "train")]["zoo"]["samples"] == 6
     md = (tmp_path / "bf.md").read_text(encoding="utf-8")
     assert "| 3D train step | bfloat16 | 2×1×64³ | 2 steps/s | 2.5 steps/s | 1.25× |" in md
     assert "AVX512-BF16: yes, AMX-BF16: no" in md and 'torch.autocast("cpu", dtype=torch.bfloat16)' in md
