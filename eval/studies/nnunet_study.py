@@ -80,7 +80,10 @@ def run_worker(out: str, args: list[str], log_path: str, threads: int | None = N
     results = [ln[len("RESULT "):] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not results:
         tail = "\n".join(proc.stdout.strip().splitlines()[-6:])
-        raise ValueError(f"nnU-Net {args[0]} failed (exit {proc.returncode}; log {log_path}):\n{tail}")
+        how = f"exit {proc.returncode}"
+        if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer, or a person
+            how += " (SIGKILL: killed, most often by the out-of-memory killer; 3d_fullres training takes ~8 GB)"
+        raise ValueError(f"nnU-Net {args[0]} failed ({how}; log {log_path}):\n{tail}")
     return json.loads(results[-1])
 
 
@@ -219,7 +222,7 @@ def _nnunet_fold(out, dataset_id, config, fold, val_cases, raw_folder, ending, n
         f"{train['cpu_s']} CPU s")
     return {"contender": f"nnunet-{config}", "steps": int(train["iterations"]), "batch_size": train["batch_size"],
             "epochs": train["epochs"], "planned_epochs": train["planned_epochs"], "clock": clock,
-            "trained_s": train["trained_s"], "cpu_s": train["cpu_s"],
+            "trained_s": train["trained_s"], "cpu_s": train["cpu_s"], "validation_s": train.get("validation_s"),
             "patch_size": train["patch_size"], "stopped_by_time": train["stopped_by_time"],
             "seconds_per_case": pred["seconds_per_case"], "mirroring": mirroring, "pred": pred_dir}
 
