@@ -139,10 +139,12 @@ def test_brain_zscore_normalisation_is_recorded_for_prediction(tmp_path):
                             quick=False)
     record = get_family("brats").intensity_scaling(c.data)
     assert record == {"kind": "zscore_fg"}
+    assert load_config("paper_unet_brats").data.brats_intensity == "zscore_fg"  # the recipe's fix (docs/brats.md)
     train, val, _ = load_brats(c.data)
     img = np.concatenate([train["image"], val["image"]])
     assert np.all(img[:, 0, 0] == 0.0)  # the constant background is 0, whatever each case's value was
-    raw = load_brats(study.recipe_config("paper_unet_brats@data.image_size=(20,18)", str(data), False).data)[0]
+    raw = load_brats(study.recipe_config("paper_unet_brats@data.brats_intensity=none@data.image_size=(20,18)",
+                                         str(data), False).data)[0]
     assert np.all(raw["image"][:, 0, 0, 0] == -3.0)
     vol = np.asarray(nib.load(str(data / "brats_2013_pat0000_1" / "Flair_subtrMeanDivStd.nii.gz")).dataobj)
     z = scale_intensity(vol[..., None], record)[..., 0]
