@@ -11,34 +11,21 @@ worker turns on the persistent compilation cache as every command line does (com
 
 from __future__ import annotations
 
-import json
 import sys
 
-from benchmarks import frameworks
+from benchmarks import frameworks, torch_worker
+
+
+def _run(spec: dict) -> dict:
+    if spec["framework"] == "zoo":
+        from zoo import compilation_cache
+
+        compilation_cache.enable()
+    return frameworks.run_spec(spec)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 1:
-            raise ValueError("usage: python -m benchmarks.framework_worker SPEC_JSON")
-        try:
-            spec = json.loads(argv[0])
-        except json.JSONDecodeError as e:
-            raise ValueError(f"the spec is not JSON: {e}") from None
-        if not isinstance(spec, dict):
-            raise ValueError("the spec must be a JSON object")
-        frameworks.refuse_mixed(spec.get("framework"))
-        if spec["framework"] == "zoo":
-            from zoo import compilation_cache
-
-            compilation_cache.enable()
-        out = frameworks.run_spec(spec)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(frameworks.RESULT_PREFIX + json.dumps(out), flush=True)
-    return 0
+    return torch_worker.run("benchmarks.framework_worker", argv, _run, framework=lambda spec: spec.get("framework"))
 
 
 if __name__ == "__main__":

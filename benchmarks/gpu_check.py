@@ -55,10 +55,12 @@ def lowering_check(size: int) -> dict:
 
     from benchmarks import common
     from kernels import conv
+    from zoo.training.state import jit_init
 
     model = common.build_model("residual_unet", 3, "float32")
     x = jnp.zeros((1, size, size, size, 1), jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
+    # One compiled init (op-by-op eager init compiled every op apart: 139 s against 16 s on a loaded 2-core host).
+    variables = jit_init(lambda key: model.init(key, x, train=False))(jax.random.key(0))
 
     def loss(params):
         y, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])

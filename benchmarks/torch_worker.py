@@ -1,8 +1,9 @@
-"""The boundary of a PyTorch worker process of ``benchmarks.case_latency`` (``benchmarks.monai_case_worker``,
-``benchmarks.nnunet_case_worker``): one JSON spec argument in, one ``RESULT {json}`` line out.
+"""The boundary of a framework worker process: the PyTorch workers of ``benchmarks.case_latency``
+(``benchmarks.monai_case_worker``, ``benchmarks.nnunet_case_worker``) and ``benchmarks.framework_worker`` (every
+framework of ``benchmarks.compare_torch``): one JSON spec argument in, one ``RESULT {json}`` line out.
 
 :func:`run` parses the spec, refuses a process that has imported JAX (before and after the work: each framework
-is timed in its own process) and prints the body's record; a bad spec or input ends with ``error: <message>`` on
+is timed in its own process; a JAX worker refuses PyTorch likewise) and prints the body's record; a bad spec or input ends with ``error: <message>`` on
 stderr and exit status 2. It does not go through ``zoo.cli``: that would import JAX into PyTorch's process.
 """
 
@@ -20,7 +21,7 @@ __all__ = ["run"]
 def run(prog: str, argv, body: Callable[[dict], dict], framework: str | Callable[[dict], str] = "monai") -> int:
     """``body(spec)`` for the one JSON argument of ``argv`` (default ``sys.argv[1:]``); returns the exit status.
     ``framework``: what this process times (``benchmarks.frameworks.FRAMEWORKS``; the process must not hold the
-    others), or a function of the spec naming it (``benchmarks.framework_worker`` could share this boundary)."""
+    others), or a function of the spec naming it (as ``benchmarks.framework_worker`` passes)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if len(argv) != 1:

@@ -33,9 +33,10 @@ Ablations (``eval.studies.ablations.ABLATIONS``; default skips and attention, ``
 normalisation and loss): U-Net variants on one family (isic) with the same folds and the U-Net run's time each,
 reported as paired per-case deltas with bootstrap 95% CIs (``eval.deltas.paired_deltas``: on the held-out cases
 both runs scored, any other case named); attention reuses the table's Attention U-Net run.
-Fold 0's model of every pair goes into the model store (``$ZOO_HOME``) as ``<arch>-<family>`` (``unet-isic``,
-``unet-brats2d``, ``cnn-lung-ct``, ...) with the data's licence in its card; the store is outside the project, and
-these checkpoints must never be committed.
+The store entries (``$ZOO_HOME``, ``<arch>-<family>``: ``unet-isic``, ``unet-brats2d``, ``cnn-lung-ct``, ...) are
+made by ``eval.studies.paper_table``: by default a refit of each pair on every patient with the table's
+cross-validated metrics on its card (``--store fold0``: fold 0's model, as before), the data's licence in the card;
+the store is outside the project, and these checkpoints must never be committed.
 
 ``--quick``: tiny sizes (32^2, 4-8 features), one fold, 8 steps, two models (cnn, unet) on two families (isic,
 cxr), one ablation (loss): it checks the machinery in CI; its numbers mean nothing.
@@ -118,7 +119,8 @@ def family_cases(config) -> dict[str, list[dict]]:
 
 POSTPROCESS = ("none", "lcc", "brain", "brain_lcc")
 # The table's post-processing per family (``--postprocess`` overrides); every run also records the others' Dice.
-# BraTS: measured 2026-12-02 (U-Net, 2 leave-one-out folds, ~80 steps, held-out whole volumes): Dice 0.53 raw,
+# BraTS: measured 2026-12-02, before the recipes' brain z-scoring (data.brats_intensity=zscore_fg; to re-measure)
+# (U-Net, 2 leave-one-out folds, ~80 steps, held-out whole volumes): Dice 0.53 raw,
 # 0.79 largest component, 0.61 brain mask, 0.79 both; at ~180 steps 0.83 raw, 0.89 both (pat0003 0.86, pat0004
 # 0.92): the whole-volume false positives are scattered islands in slices without tumour. Training with as many
 # tumour-free slices as tumour slices (empty_slice_ratio 1.0 vs 0.25) was worse (0.62 vs 0.79, both post-processed). isic: largest component 0.891 vs 0.888 raw (40 held-out cases, mixed): not used.
