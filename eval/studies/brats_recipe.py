@@ -35,13 +35,13 @@ import warnings
 
 import numpy as np
 
-from data_pipelines import readers
 from data_pipelines.atomic import write_json, write_text
 from data_pipelines.brats import map_brats_labels
 from data_pipelines.datasets import load_dataset
 from data_pipelines.families import get_family
 from data_pipelines.sources import patch_sources, wants_patches
-from eval.studies.reference_table import POSTPROCESS, QUICK, QUICK_KW, family_cases, postprocess_mask
+from eval.studies.reference_table import (POSTPROCESS, QUICK, QUICK_KW, family_cases, postprocess_mask,
+                                          read_reference)
 from scoring import brats_region_metrics, overlap
 from zoo.cli import command_parser, run_command
 from zoo.configs import apply_overrides, load_config
@@ -115,8 +115,6 @@ def score_prediction(proba: np.ndarray, image: np.ndarray, truth_raw: np.ndarray
     the misses (see the module docstring)."""
     labels = proba.argmax(-1).astype(np.int32)
     truth = map_brats_labels(truth_raw, path=truth_path)
-    if truth.shape != labels.shape:
-        raise ValueError(f"{truth_path}: label shape {truth.shape} differs from the prediction {labels.shape}")
     keep = postprocess_mask(labels > 0, image, postprocess)
     pred = np.where(keep, labels, 0)
     regions = brats_region_metrics(pred, truth, metrics=("dice",))
@@ -125,11 +123,6 @@ def score_prediction(proba: np.ndarray, image: np.ndarray, truth_raw: np.ndarray
                tumour_voxels=int((truth > 0).sum()), pred_voxels=int(keep.sum()),
                slice_dice=slice_dice(keep, truth > 0), misses=misses(keep, truth, np.asarray(image)[..., 0]))
     return row
-
-
-def _read_truth(path: str) -> np.ndarray:
-    truth = np.asarray(readers.read_label(path)[0])
-    return truth[..., 0] if truth.ndim == 4 and truth.shape[-1] == 1 else truth
 
 
 def predict_patient(run_dirs: list[str], cases: list[dict], tta: bool, postprocess: str) -> list[dict]:
@@ -143,7 +136,8 @@ def predict_patient(run_dirs: list[str], cases: list[dict], tta: bool, postproce
             image, meta, _ = read_case(case["input"], pre)
             p = predict_case_proba(pre, image, meta, tta=tta).proba
             proba = p if proba is None else proba + p
-        row = score_prediction(proba / len(models), image, _read_truth(case["truth"]), case["truth"], postprocess)
+        truth = read_reference(case["truth"], proba.shape[:-1])
+        row = score_prediction(proba / len(models), image, truth, case["truth"], postprocess)
         row.update(case=case["id"], predict_s=round(time.time() - t0, 2))
         rows.append(row)
     return rows

@@ -34,10 +34,9 @@ import time
 
 import numpy as np
 
-from data_pipelines import readers
 from data_pipelines.atomic import atomic_path, write_json, write_text
 from data_pipelines.datasets import load_dataset
-from eval.studies.reference_table import family_cases, make_config
+from eval.studies.reference_table import family_cases, make_config, read_reference
 from scoring import overlap
 from scoring.calibration import ReliabilityHistogram, fit_temperature, temperature_nll
 from scoring.conformal import conformal_threshold, min_calibration_cases, miss_fraction
@@ -63,12 +62,7 @@ def _overrides(image_size: int, steps: int, features: int, depth: int) -> dict:
 
 
 def _truth(case: dict, foreground: str, shape) -> np.ndarray:
-    truth, _ = readers.read_label(case["truth"])
-    truth = np.asarray(truth)
-    if truth.ndim == len(shape) + 1 and truth.shape[-1] == 1:
-        truth = truth[..., 0]
-    if truth.shape != tuple(shape):
-        raise ValueError(f"{case['truth']}: label shape {truth.shape} differs from the image {tuple(shape)}")
+    truth = read_reference(case["truth"], shape)
     return (truth > 0 if foreground == "nonzero" else truth == 0).astype(np.int32)
 
 

@@ -149,17 +149,23 @@ def postprocess_mask(pred: np.ndarray, image: np.ndarray, how: str) -> np.ndarra
     return p
 
 
+def read_reference(path: str, shape) -> np.ndarray:
+    """A held-out case's reference label map, as read (a trailing channel of 1 dropped), checked to have the
+    prediction's ``shape`` (the study predicts in the original file's geometry, so they must agree)."""
+    truth = np.asarray(readers.read_label(path)[0])
+    if truth.ndim == len(shape) + 1 and truth.shape[-1] == 1:
+        truth = truth[..., 0]
+    if truth.shape != tuple(shape):
+        raise ValueError(f"{path}: label shape {truth.shape} differs from the prediction {tuple(shape)}")
+    return truth
+
+
 def score_case(pre, case: dict, foreground: str = "nonzero", postprocess: str = "none") -> dict:
     """Foreground metrics of one original case predicted at its native resolution, after ``postprocess``;
     also the Dice of every other post-processing (``dice_<how>``), so each run measures whether one helps."""
     image, meta, _ = read_case(case["input"], pre)
     pred = predict_case(pre, image, meta)
-    truth, _ = readers.read_label(case["truth"])
-    truth = np.asarray(truth)
-    if truth.ndim == pred.ndim + 1 and truth.shape[-1] == 1:
-        truth = truth[..., 0]
-    if truth.shape != pred.shape:
-        raise ValueError(f"{case['truth']}: label shape {truth.shape} differs from the prediction {pred.shape}")
+    truth = read_reference(case["truth"], pred.shape)
     t = truth > 0 if foreground == "nonzero" else truth == 0
     raw = pred > 0
     img = np.asarray(image)
