@@ -246,8 +246,13 @@ def test_study_scores_both_tools_with_one_call_and_resumes(tmp_path):
     ckpt = next((out / "nnUNet_results").rglob("fold_0/checkpoint_final.pth"))
     ckpt_mtime = ckpt.stat().st_mtime_ns
     logs.clear()
-    result = run_study(str(data), "isic", str(out), **kw)  # the rerun: fold 0 skipped, fold 1 trained
+    result = run_study(str(data), "isic", str(out), fold_ids=[1], **kw)  # the next run: fold 1 only
+    assert not any("fold 0:" in line for line in logs)  # fold 0 not run again ...
+    assert result["folds_done"] == [0, 1]  # ... yet in the table: it gathers every finished fold under OUT
+    logs.clear()
+    result = run_study(str(data), "isic", str(out), **kw)  # a rerun of all folds: both skipped
     assert any("fold 0: done.json present, skipped" in line for line in logs)
+    assert any("fold 1: done.json present, skipped" in line for line in logs)
     assert done0.stat().st_mtime_ns == mtime and ckpt.stat().st_mtime_ns == ckpt_mtime
     assert result["folds_done"] == [0, 1] and result["clock"] == "cpu"
     with pytest.raises(ValueError, match="--clock wall"):  # one table, one clock: a done fold is not mixed

@@ -16,8 +16,9 @@ patient-level folds, the same CPU budget per fold, scored by the same call again
    rules: Dice per foreground label, or per BraTS region) against ``ref/``, the fold's converted reference
    files; ``done.json`` is written last, and a rerun skips every fold that has one (its models, predictions and
    scores stay) and redoes any other from scratch;
-4. ``table.md`` / ``table.json``: per contender Dice mean ± std over the held-out cases and per case, the
-   training iterations per fold beside nnU-Net's default (1,000 epochs x 250 iterations), seconds per case.
+4. ``table.md`` / ``table.json``, from every finished fold under ``OUT`` (whichever run finished it): per
+   contender Dice mean ± std over the held-out cases and per case, the training iterations per fold beside
+   nnU-Net's default (1,000 epochs x 250 iterations), seconds per case.
 """
 
 from __future__ import annotations
@@ -227,6 +228,18 @@ def _nnunet_fold(out, dataset_id, config, fold, val_cases, raw_folder, ending, n
             "seconds_per_case": pred["seconds_per_case"], "mirroring": mirroring, "pred": pred_dir}
 
 
+def _finished_fold(done: str, fold: int, out: str, clock: str, budget_s: float) -> dict:
+    """A finished fold's record (its ``done.json``), refused when it was run on another clock or budget: one table
+    compares the tools at one budget."""
+    with open(done, encoding="utf-8") as fh:
+        rec = json.load(fh)
+    if (rec.get("clock", "wall"), rec["budget_s"]) != (clock, budget_s):
+        raise ValueError(f"fold {fold} in {out} was run with --clock {rec.get('clock', 'wall')} and "
+                         f"{rec['budget_s'] / 60:g} min; this run asks --clock {clock} and {budget_s / 60:g} "
+                         f"min (use another --out, or the same settings)")
+    return rec
+
+
 def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds: int, fold_ids=None,
               configs=("2d",), arch: str = "unet", dataset_id: int = 500, mirroring: bool = False,
               regions: bool | None = None, threads: int | None = None, quick: bool = False, clock: str = "wall",
@@ -280,19 +293,12 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
             raise ValueError(f"--fold_ids: {i} is not a fold of {folds}")
     budget_s = budget_min * 60.0
     n_classes = len(dataset["labels"]) if not regions else 4
-    fold_records = []
     for i in fold_ids:
         fold_dir = os.path.join(out, "folds", f"fold{i}")
         done = os.path.join(fold_dir, "done.json")
         if os.path.isfile(done):
             log(f"[compare_nnunet] fold {i}: done.json present, skipped (its models, predictions and scores kept)")
-            with open(done, encoding="utf-8") as fh:
-                rec = json.load(fh)
-            if (rec.get("clock", "wall"), rec["budget_s"]) != (clock, budget_s):
-                raise ValueError(f"fold {i} in {out} was run with --clock {rec.get('clock', 'wall')} and "
-                                 f"{rec['budget_s'] / 60:g} min; this run asks --clock {clock} and {budget_min:g} "
-                                 f"min (use another --out, or the same settings)")
-            fold_records.append(rec)
+            _finished_fold(done, i, out, clock, budget_s)
             continue
         # A fold without done.json starts clean (an interrupted fold's partial models would be resumed otherwise).
         shutil.rmtree(fold_dir, ignore_errors=True)
@@ -317,7 +323,9 @@ def run_study(data_dir: str, family: str, out: str, *, budget_min: float, folds:
         record = {"fold": i, "train_patients": fold_sets[i]["train"], "val_patients": fold_sets[i]["val"],
                   "budget_s": budget_s, "clock": clock, "contenders": contenders}
         write_json(done, record)  # last: a fold with done.json is finished
-        fold_records.append(record)
+    # The table holds every finished fold under OUT, also those run by an earlier invocation with other --fold_ids.
+    fold_records = [_finished_fold(os.path.join(out, "folds", f"fold{i}", "done.json"), i, out, clock, budget_s)
+                    for i in range(folds) if os.path.isfile(os.path.join(out, "folds", f"fold{i}", "done.json"))]
     result = summarize(fold_records, family=family, budget_min=budget_min, folds=folds, quick=quick, clock=clock)
     write_json(os.path.join(out, "table.json"), result)
     write_text(os.path.join(out, "table.md"), table_markdown(result))
