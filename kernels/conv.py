@@ -533,12 +533,16 @@ def use_onednn(enabled: bool | None):
 
 
 def _onednn_ok(x, w, dil, feature_group_count) -> bool:
-    if _onednn_enabled is False or x.ndim not in (3, 4, 5) or x.dtype != np.float32 or w.dtype != np.float32:
+    """float32, or bfloat16 where oneDNN computes it natively (``native.onednn_bf16()``: AVX512-BF16 / AMX;
+    elsewhere bfloat16 stays on XLA, even under ``use_onednn(True)``); both operands the same type."""
+    if _onednn_enabled is False or x.ndim not in (3, 4, 5) or x.dtype != w.dtype:
         return False
-    if feature_group_count != 1 or any(d != 1 for d in dil):
+    if x.dtype not in (np.float32, jax.numpy.bfloat16) or feature_group_count != 1 or any(d != 1 for d in dil):
         return False
     from kernels import native
 
+    if x.dtype == jax.numpy.bfloat16 and native.available("dnnl_conv"):
+        return native.onednn_bf16()
     if native.available("dnnl_conv"):
         return True
     if _onednn_enabled:
@@ -547,13 +551,13 @@ def _onednn_ok(x, w, dil, feature_group_count) -> bool:
 
 
 def _onednn_call(target, out_shape, a, b, st, pad):
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), np.float32), vmap_method="sequential")(
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), a.dtype), vmap_method="sequential")(
         a, b, strides=np.asarray(st, np.int64), pad_lo=np.asarray([p[0] for p in pad], np.int64),
         pad_hi=np.asarray([p[1] for p in pad], np.int64))
 
 
 def _onednn_vjp(forward, backward):
-    """``op(a, b) = forward(a, b)`` with the gradients ``backward(a, b, g) -> (da, db)`` (float32 cotangent)."""
+    """``op(a, b) = forward(a, b)`` with the gradients ``backward(a, b, g) -> (da, db)`` (cotangent in ``a``'s type)."""
 
     @jax.custom_vjp
     def op(a, b):
@@ -563,15 +567,15 @@ def _onednn_vjp(forward, backward):
         return op(a, b), (a, b)
 
     def bwd(res, g):
-        return backward(*res, g.astype(np.float32))
+        return backward(*res, g.astype(res[0].dtype))
 
     op.defvjp(fwd, bwd)
     return op
 
 
 def conv_onednn(x, w, st, pad):
-    """1D-3D float32 convolution through oneDNN (forward, and both gradients in its ``custom_vjp``), channels-last,
-    explicit padding pairs, no dilation or groups. Only callable where ``kernels.native`` built ``dnnl_conv``."""
+    """1D-3D float32 / bfloat16 convolution through oneDNN (forward, and both gradients in its ``custom_vjp``),
+    channels-last, explicit padding pairs, no dilation or groups. Only callable where ``kernels.native`` built ``dnnl_conv``."""
     nd = x.ndim - 2
     out = (x.shape[0], *[(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:-1], pad, w.shape[:nd], st)],
            w.shape[-1])
@@ -582,7 +586,7 @@ def conv_onednn(x, w, st, pad):
 
 
 def conv_transpose_onednn(x, w, st, lows):
-    """1D-3D float32 transposed convolution (``lax.conv_transpose`` semantics, low paddings ``lows`` of the
+    """1D-3D float32 / bfloat16 transposed convolution (``lax.conv_transpose`` semantics, low paddings ``lows`` of the
     dilated input, output ``S * st``) through oneDNN: it is the backward-data pass of the stride-``st``
     convolution ``F`` from the output's space to the input's, with the kernel flipped and its channel axes
     swapped (``V``); its gradients are ``F`` itself (input) and ``F``'s weight gradient (kernel)."""

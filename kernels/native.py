@@ -6,11 +6,12 @@ targets.
     native.available("dnnl_conv")  # kernels/csrc/dnnl_conv.cc: oneDNN convolutions (links the oneDNN wheels)
     native.status()                # {"warp": "ready: .../kernels/native_lib/warp_x86_64_v4.so", ...,
                                    #  "loaded": {"warp": {"variant": "x86-64-v4", "from": "package", "path": ...}}}
+    native.onednn_bf16()           # True where oneDNN computes bfloat16 natively (AVX512-BF16 / AMX)
 
 Kernels: ``warp`` (``kernels.geometry.warp``: the augmentation's resampling) and ``dnnl_conv`` (``kernels.conv``:
-2D/3D float32 convolutions through oneDNN, linked against the ``onednn-cpu-gomp`` wheel's ``libdnnl.so.3``; its
-OpenMP team waits passively between calls unless ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` say otherwise, see
-``_omp_waits_passively``).
+2D/3D float32 convolutions, and bfloat16 ones where the CPU computes bfloat16 natively, through oneDNN, linked
+against the ``onednn-cpu-gomp`` wheel's ``libdnnl.so.3``; its OpenMP team waits passively between calls unless
+``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` say otherwise, see ``_omp_waits_passively``).
 
 Where they come from (``$MEDZOO_NATIVE``):
 
@@ -46,8 +47,8 @@ from kernels.native_build import (CSRC, LIB_DIR, ONEDNN_HINT, SOURCES, VARIANTS,
                                   compiler, compiler_version, cpu_flags, library_file, onednn_dirs,
                                   supported_variants, wheel_platform)
 
-__all__ = ["available", "status", "mode", "enabled", "packaged_library", "library_path", "cache_dir", "compiler",
-           "SOURCES", "FFI_TARGETS", "LIB_DIR"]
+__all__ = ["available", "onednn_bf16", "status", "mode", "enabled", "packaged_library", "library_path", "cache_dir",
+           "compiler", "SOURCES", "FFI_TARGETS", "LIB_DIR"]
 
 # FFI target name -> (source, exported handler symbol)
 FFI_TARGETS = {"medzoo_warp": ("warp", "MedzooWarp"),
@@ -237,7 +238,28 @@ def _load(name: str):
     if name == "dnnl_conv":
         _loaded[name]["onednn"] = onednn
         _loaded[name]["omp_wait"] = dict(_omp_wait)
+        _loaded[name]["bf16"] = _bf16_isa(lib)
     return lib
+
+
+def _bf16_isa(lib) -> dict:
+    """``{"native": bool, "isa": name}``: the instruction set oneDNN dispatches to here (``$ONEDNN_MAX_CPU_ISA``
+    can lower it) and whether it has native bfloat16 (``avx512_core_bf16``, ``avx512_core_fp16`` or AMX); a
+    library without the query (built before it existed) counts as not native."""
+    query = getattr(lib, "medzoo_dnnl_bf16_isa", None)
+    if query is None:
+        return {"native": False, "isa": "unknown (library without medzoo_dnnl_bf16_isa)"}
+    query.restype, query.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_int]
+    name = ctypes.create_string_buffer(64)
+    native = bool(query(name, len(name)))
+    return {"native": native, "isa": name.value.decode("ascii", "replace")}
+
+
+def onednn_bf16() -> bool:
+    """Whether bfloat16 convolutions go to oneDNN: ``dnnl_conv`` is loaded (loading it on first call) and oneDNN
+    computes bfloat16 natively on this CPU (AVX512-BF16 or AMX). Elsewhere oneDNN would emulate bfloat16 on plain
+    AVX-512 (or not run it at all), and ``kernels.conv`` keeps bfloat16 convolutions on XLA."""
+    return available("dnnl_conv") and bool(_loaded["dnnl_conv"]["bf16"]["native"])
 
 
 def available(name: str) -> bool:
@@ -252,7 +274,9 @@ def status() -> dict:
     """Per kernel: ``"ready: <path>"``, ``"disabled by MEDZOO_NATIVE=0"``, ``"unavailable: <reason>"`` or
     ``"not loaded"`` (nothing asked for it yet in this process); and ``"loaded"``: per loaded kernel, its
     ``variant`` (``x86-64-v4``..., ``native`` when built here), ``from`` (``package`` or ``build``), ``path``, and
-    for ``dnnl_conv`` how ``libdnnl.so.3`` was found (``rpath``, or the path it was preloaded from) and ``omp_wait``:
-    the OpenMP wait settings its ``libgomp`` loaded with (``{"OMP_WAIT_POLICY": "PASSIVE"}`` by default)."""
+    for ``dnnl_conv`` how ``libdnnl.so.3`` was found (``rpath``, or the path it was preloaded from), ``omp_wait``:
+    the OpenMP wait settings its ``libgomp`` loaded with (``{"OMP_WAIT_POLICY": "PASSIVE"}`` by default) and
+    ``bf16``: ``{"native": bool, "isa": "avx512_core_bf16"...}``, oneDNN's instruction set here and whether it
+    computes bfloat16 natively (then bfloat16 convolutions go to oneDNN, see :func:`onednn_bf16`)."""
     return {**{name: _status.get(name, "not loaded") for name in SOURCES},
             "loaded": {name: dict(info) for name, info in _loaded.items()}}

@@ -1,23 +1,29 @@
 // 1D-3D convolutions on CPU through oneDNN, called from JAX through the XLA FFI (kernels/conv.py, "cpu" lowering).
 //
-// Three targets, float32, channels-last as the zoo stores them (x [N, *S, Cin], w [*K, Cin, Cout],
-// y [N, *S', Cout]), strides and explicit low/high padding as attributes, no dilation, one group:
+// Three targets, float32 or bfloat16 (all operands of one call the same type; oneDNN accumulates in float32),
+// channels-last as the zoo stores them (x [N, *S, Cin], w [*K, Cin, Cout], y [N, *S', Cout]), strides and
+// explicit low/high padding as attributes, no dilation, one group:
 //   medzoo_dnnl_conv_fwd         y  = conv(x, w)
 //   medzoo_dnnl_conv_bwd_data    dx = conv^T(dy, w)      (x's shape given by the result buffer)
 //   medzoo_dnnl_conv_bwd_weights dw = dconv/dw(x, dy)
 // Activations stay channels-last (no reorders); weights travel in oneDNN's preferred blocked layout through one
 // small reorder per call. Primitives are built once per shape and kept (oneDNN's own JIT kernels: the same
 // ones PyTorch's CPU convolutions use). oneDNN runs on its OpenMP threads.
+// medzoo_dnnl_bf16_isa() names the instruction set oneDNN dispatches to and whether it computes bfloat16 natively
+// (AVX512-BF16 or AMX); kernels.native reports it and kernels.conv routes bfloat16 here only then.
 
 #include <pthread.h>
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -38,8 +44,9 @@ dnnl::engine& engine() {
 
 struct Geometry {
   memory::dims src, wei, dst, strides, pad_lo, pad_hi;
+  dt type = dt::f32;  // of every operand
   std::vector<int64_t> key(int kind) const {
-    std::vector<int64_t> k{kind};
+    std::vector<int64_t> k{kind, static_cast<int64_t>(type)};
     for (const auto* v : {&src, &wei, &dst, &strides, &pad_lo, &pad_hi}) k.insert(k.end(), v->begin(), v->end());
     return k;
   }
@@ -86,7 +93,7 @@ std::map<std::vector<int64_t>, std::shared_ptr<Plan>>& cache() {
 }
 
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, dnnl::prop_kind kind) {
-  memory::desc src(g.src, dt::f32, act_tag(g)), dst(g.dst, dt::f32, act_tag(g)), wei(g.wei, dt::f32, tag::any);
+  memory::desc src(g.src, g.type, act_tag(g)), dst(g.dst, g.type, act_tag(g)), wei(g.wei, g.type, tag::any);
   return dnnl::convolution_forward::primitive_desc(engine(), kind, dnnl::algorithm::convolution_direct, src, wei,
                                                    dst, g.strides, no_dilation(g), g.pad_lo, g.pad_hi);
 }
@@ -98,8 +105,8 @@ std::shared_ptr<Plan> plan(const Geometry& g, Kind kind) {
   auto it = cache().find(key);
   if (it != cache().end()) return it->second;
   auto p = std::make_shared<Plan>();
-  p->plain = memory::desc(g.wei, dt::f32, wei_tag(g));
-  memory::desc src(g.src, dt::f32, act_tag(g)), dst(g.dst, dt::f32, act_tag(g)), any(g.wei, dt::f32, tag::any);
+  p->plain = memory::desc(g.wei, g.type, wei_tag(g));
+  memory::desc src(g.src, g.type, act_tag(g)), dst(g.dst, g.type, act_tag(g)), any(g.wei, g.type, tag::any);
   if (kind == kForward) {
     auto pd = forward_pd(g, dnnl::prop_kind::forward_inference);
     p->prim = dnnl::convolution_forward(pd);
@@ -195,47 +202,60 @@ ffi::Error guarded(F&& f) {
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+// The oneDNN type of a call's three operands: all float32 or all bfloat16 (else a clear error).
+dt operand_type(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
+  if (a != b || a != out)
+    throw std::invalid_argument("medzoo_dnnl_conv: the operands of one call must share their type");
+  if (a == ffi::DataType::F32) return dt::f32;
+  if (a == ffi::DataType::BF16) return dt::bf16;
+  throw std::invalid_argument("medzoo_dnnl_conv: operands must be float32 or bfloat16");
+}
+
+memory act_memory(const memory::dims& dims, const Geometry& g, void* data) {
+  return memory({dims, g.type, act_tag(g)}, engine(), data);
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo, ffi::Span<const int64_t> hi) {
   return guarded([&] {
     auto g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, lo, hi);
+    g.type = operand_type(x.element_type(), w.element_type(), y->element_type());
     auto p = plan(g, kForward);
     dnnl::stream s(engine());
-    memory xm({g.src, dt::f32, act_tag(g)}, engine(), x.typed_data());
-    memory ym({g.dst, dt::f32, act_tag(g)}, engine(), y->typed_data());
-    memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
+    memory xm = act_memory(g.src, g, x.untyped_data()), ym = act_memory(g.dst, g, y->untyped_data());
+    memory wp(p->plain, engine(), w.untyped_data()), wb(p->weights, engine());
     p->to_blocked.execute(s, wp, wb);
     p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DST, ym}});
     s.wait();
   });
 }
 
-ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
                         ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
                         ffi::Span<const int64_t> hi) {
   return guarded([&] {
     auto g = geometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, lo, hi);
+    g.type = operand_type(dy.element_type(), w.element_type(), dx->element_type());
     auto p = plan(g, kBackwardData);
     dnnl::stream s(engine());
-    memory dym({g.dst, dt::f32, act_tag(g)}, engine(), dy.typed_data());
-    memory dxm({g.src, dt::f32, act_tag(g)}, engine(), dx->typed_data());
-    memory wp(p->plain, engine(), w.typed_data()), wb(p->weights, engine());
+    memory dym = act_memory(g.dst, g, dy.untyped_data()), dxm = act_memory(g.src, g, dx->untyped_data());
+    memory wp(p->plain, engine(), w.untyped_data()), wb(p->weights, engine());
     p->to_blocked.execute(s, wp, wb);
     p->prim.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wb}, {DNNL_ARG_DIFF_SRC, dxm}});
     s.wait();
   });
 }
 
-ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                            ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
                            ffi::Span<const int64_t> hi) {
   return guarded([&] {
     auto g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, lo, hi);
+    g.type = operand_type(x.element_type(), dy.element_type(), dw->element_type());
     auto p = plan(g, kBackwardWeights);
     dnnl::stream s(engine());
-    memory xm({g.src, dt::f32, act_tag(g)}, engine(), x.typed_data());
-    memory dym({g.dst, dt::f32, act_tag(g)}, engine(), dy.typed_data());
-    memory wb(p->weights, engine()), wp(p->plain, engine(), dw->typed_data());
+    memory xm = act_memory(g.src, g, x.untyped_data()), dym = act_memory(g.dst, g, dy.untyped_data());
+    memory wb(p->weights, engine()), wp(p->plain, engine(), dw->untyped_data());
     p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
     p->to_plain.execute(s, wb, wp);
     s.wait();
@@ -251,16 +271,40 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ff
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvFwd, Forward,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() MEDZOO_CONV_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvBwdData, BackwardData,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() MEDZOO_CONV_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedzooDnnlConvBwdWeights, BackwardWeights,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() MEDZOO_CONV_ATTRS);
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() MEDZOO_CONV_ATTRS);
+
+// The instruction set oneDNN dispatches to on this CPU (after $ONEDNN_MAX_CPU_ISA) and whether it has native
+// bfloat16 (AVX512-BF16, AVX512-FP16 or AMX: oneDNN's ISA values are nested bit masks): writes a short name into
+// `name` (`size` bytes) and returns 1 when bfloat16 is native, else 0. Plain C, called through ctypes.
+extern "C" int medzoo_dnnl_bf16_isa(char* name, int size) {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const unsigned bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  const char* label = "other";
+  const std::pair<dnnl::cpu_isa, const char*> known[] = {
+      {dnnl::cpu_isa::avx512_core_amx_fp16, "avx512_core_amx_fp16"},
+      {dnnl::cpu_isa::avx512_core_amx, "avx512_core_amx"},
+      {dnnl::cpu_isa::avx512_core_fp16, "avx512_core_fp16"}, {dnnl::cpu_isa::avx512_core_bf16, "avx512_core_bf16"},
+      {dnnl::cpu_isa::avx512_core_vnni, "avx512_core_vnni"}, {dnnl::cpu_isa::avx512_core, "avx512_core"},
+      {dnnl::cpu_isa::avx2_vnni_2, "avx2_vnni_2"}, {dnnl::cpu_isa::avx2_vnni, "avx2_vnni"},
+      {dnnl::cpu_isa::avx2, "avx2"}, {dnnl::cpu_isa::avx, "avx"}, {dnnl::cpu_isa::sse41, "sse41"}};
+  for (const auto& k : known) {
+    if (isa == static_cast<unsigned>(k.first)) {
+      label = k.second;
+      break;
+    }
+  }
+  if (name != nullptr && size > 0) std::snprintf(name, static_cast<size_t>(size), "%s", label);
+  return (isa & bf16) == bf16 ? 1 : 0;
+}
