@@ -29,7 +29,6 @@ transforms see only the box, so a small structure in a CT-sized volume costs mil
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from scoring._inputs import mask_pair as _pair
 
@@ -65,6 +64,8 @@ def surface_mask(mask: np.ndarray) -> np.ndarray:
         raise ValueError("mask must have at least one spatial axis, got a scalar")
     if not mask.any():
         return mask.copy()
+    from scipy import ndimage  # here, not at import: a prediction process never measures surfaces
+
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, iterations=1, border_value=0)
 
@@ -78,6 +79,8 @@ def distance_to_surface(mask: np.ndarray, spacing=None) -> np.ndarray:
     surf = surface_mask(mask)
     if not surf.any():
         raise ValueError("mask is empty: no surface to measure distances to")
+    from scipy import ndimage
+
     return ndimage.distance_transform_edt(~surf, sampling=check_spacing(spacing, mask.ndim))
 
 
@@ -136,6 +139,8 @@ def surface_distances(pred: np.ndarray, target: np.ndarray, spacing=None, *, cro
 
 def _distances(pred: np.ndarray, target: np.ndarray, sp) -> tuple[np.ndarray, np.ndarray]:
     sp_pred, sp_target = surface_mask(pred), surface_mask(target)
+    from scipy import ndimage
+
     d_pt = ndimage.distance_transform_edt(~sp_target, sampling=sp)[sp_pred]
     d_tp = ndimage.distance_transform_edt(~sp_pred, sampling=sp)[sp_target]
     return d_pt, d_tp

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointIO", "CheckpointError", "restore_meta"]
+__all__ = ["CheckpointIO", "CheckpointError", "restore_meta", "restore_variables", "VARIABLE_FIELDS"]
 
 
 class CheckpointError(ValueError):
@@ -115,7 +115,8 @@ def _orbax_quiet(settle: float = 2.0):
         failed = True
         raise
     finally:
-        gc.collect()  # finalise the failed reads' coroutines now, while their tracebacks are dropped
+        if failed:  # finalise the failed reads' coroutines now, while their tracebacks are dropped (a full
+            gc.collect()  # collection: 0.1 s a call, which a restore that succeeded does not pay)
         if failed or capture.size():
             deadline, last = time.monotonic() + settle, (-1, time.monotonic())
             while time.monotonic() < deadline:  # until nothing new was written for 0.2 s
@@ -256,33 +257,88 @@ class CheckpointIO:
         self.manager.close()
 
 
+def _step_numbers(directory: str) -> list[int]:
+    """The steps of a checkpoint directory, newest first: its folders named by a number (an interrupted save's
+    ``<step>.orbax-checkpoint-tmp-*`` and a quarantined ``<step>.unreadable-*`` are not)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoint directory {directory}")
+    steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    return steps
+
+
+def _read_meta(directory: str, step: int) -> dict:
+    """The ``meta`` item of one step (Orbax's JSON handler, without a checkpoint manager); raises
+    :class:`CheckpointError` naming the file."""
+    path = os.path.join(os.path.abspath(directory), str(step), "meta")
+    try:
+        with _orbax_quiet():
+            meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except Exception as e:  # a missing, empty or non-JSON meta item: name the file
+        raise CheckpointError(f"checkpoint metadata {path} cannot be read ({_reason(e)})") from None
+    return meta
+
+
+def _newest(directory: str, step: int | None, read):
+    """``(step, read(step))`` of ``step``, or of the newest step that ``read`` reads (newer ones named in a
+    warning); :class:`CheckpointError` with every step's reason when none does."""
+    steps = _step_numbers(directory) if step is None else [int(step)]
+    failures = []
+    for s in steps:
+        try:
+            out = read(s)
+        except CheckpointError as e:
+            failures.append(str(e))
+            continue
+        for why in failures:
+            _warn(f"{why}; skipped, using step {s}")
+        return s, out
+    raise CheckpointError("; ".join(failures))
+
+
 def restore_meta(directory: str, step: int | None = None) -> tuple[int, dict]:
     """Read only the metadata (config, model, data info) of a checkpoint directory: of ``step``, or of the
     newest step whose metadata reads (newer ones named in a warning)."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no checkpoint directory {directory}")
-    with _orbax_quiet():  # "Given directory is read only" is what read_only asks for, not news
-        mngr = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "meta"),
-                                     options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                                                          save_interval_steps=0))
-    try:
-        steps = sorted(mngr.all_steps(), reverse=True) if step is None else [int(step)]
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint in {directory}")
-        failures = []
-        for s in steps:
-            path = os.path.join(directory, str(s), "meta")
-            try:
-                with _orbax_quiet():
-                    meta = mngr.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-                if not isinstance(meta, dict):
-                    raise ValueError("not a JSON object")
-            except Exception as e:  # a missing, empty or non-JSON meta item: name the file, try the step before
-                failures.append(f"checkpoint metadata {path} cannot be read ({_reason(e)})")
-                continue
-            for why in failures:
-                _warn(f"{why}; skipped, using step {s}")
-            return s, meta
-        raise CheckpointError("; ".join(failures))
-    finally:
-        mngr.close()
+    return _newest(directory, step, lambda s: _read_meta(directory, s))
+
+
+#: The fields of the saved training state (``zoo.training.state.TrainState``) that make the model's variables.
+VARIABLE_FIELDS = ("params", "model_state")
+
+
+def restore_variables(directory: str, step: int | None = None) -> tuple[int, dict, dict]:
+    """``(step, variables, meta)`` for prediction: the model's variables (``{"params": ..., **model_state}``,
+    e.g. batch statistics) of ``step``, or of the newest step whose metadata and state both restore completely
+    (newer ones named in a warning).
+
+    The state is restored in the saved tree's own structure, shapes and dtypes (onto the first device), without
+    a checkpoint manager and without building or tracing the model or its optimizer to learn the shapes; the
+    optimizer state is read too (a step counts as intact only when all of it reads) and then dropped."""
+    directory = os.path.abspath(directory)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def read(s):
+        meta = _read_meta(directory, s)
+        path = os.path.join(directory, str(s), "state")
+        why = None
+        try:
+            with _orbax_quiet():
+                checkpointer = ocp.PyTreeCheckpointer()
+                saved = checkpointer.metadata(path).item_metadata.tree
+                if "params" not in saved:
+                    raise KeyError(f"no params (saved: {sorted(saved)})")
+                shapes = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), saved)
+                args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(sharding=device, global_shape=tuple(m.shape),
+                                                                   dtype=m.dtype), saved)
+                state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(item=shapes, restore_args=args))
+        except Exception as e:  # Orbax/TensorStore raise many types for damaged files; name the step instead
+            why = _reason(e)
+        if why is not None:
+            raise CheckpointError(f"checkpoint step {s} in {directory} cannot be restored ({why})")
+        return {"params": state["params"], **(state.get("model_state") or {})}, meta
+
+    s, (variables, meta) = _newest(directory, step, read)
+    return s, variables, meta

@@ -3,7 +3,8 @@
 No hub: weights come from local Orbax checkpoints written by the training core (``python -m zoo.train``,
 ``zoo.cv``, ``zoo.outcome``). The checkpoint's metadata (:func:`zoo.provenance.run_metadata`: config, task,
 data contract) rebuilds the model with :func:`zoo.build.build_model`, is checked against what the caller
-asks for and against the model's card, and predicts through :class:`zoo.inference.Predictor`, so
+asks for and against the model's card; only the model's variables are read from the saved training state
+(:func:`zoo.checkpoint.restore_variables`: no optimizer state, no model traced for shapes); it predicts through :class:`zoo.inference.Predictor`, so
 segmentation, instance (Mask R-CNN) and outcome runs all load and predict the same way.
 """
 
@@ -16,13 +17,12 @@ import os
 import ml_collections
 import numpy as np
 
-from zoo import executables, optim, store
+from zoo import executables, store
 from zoo.build import build_model
-from zoo.checkpoint import CheckpointIO, restore_meta
+from zoo.checkpoint import restore_variables
 from zoo.inference import Predictor
 from zoo.registry import get_spec
 from zoo.tasks import get_task
-from zoo.training.state import abstract_train_state
 
 __all__ = ["Pretrained", "load_pretrained"]
 
@@ -97,17 +97,6 @@ def _checkpoint_dir(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
-def _input_shapes(meta: dict) -> dict:
-    if "inputs" in meta:  # what the training core saves
-        return {k: tuple(v) for k, v in meta["inputs"].items()}
-    # Checkpoints written before the input shapes were saved: the configured image size.
-    data, config = meta["data"], meta["config"]
-    shapes = {"image": (1, *config["data"]["image_size"], len(data["channel_names"]))}
-    if data.get("covariate_names"):
-        shapes["covariates"] = (1, len(data["covariate_names"]))
-    return shapes
-
-
 def load_pretrained(path: str, step: int | None = None, *, in_channels: int | None = None,
                     num_classes: int | None = None, spatial_dims: int | None = None) -> Pretrained:
     """Restore the model saved in ``path`` (a model-store name, a work directory, its ``checkpoints/`` or
@@ -119,8 +108,9 @@ def load_pretrained(path: str, step: int | None = None, *, in_channels: int | No
     """
     executables.install(store.resolve(path))
     ckdir = _checkpoint_dir(path)
-    requested = step
-    step, meta = restore_meta(ckdir, step)
+    # Only the variables (no optimizer state kept, no model traced to learn their shapes); with no step asked
+    # for, the newest step that restores completely (newer damaged ones are named).
+    step, variables, meta = restore_variables(ckdir, step)
     if "config" not in meta or "data" not in meta:
         raise ValueError(f"checkpoint {ckdir} has no run metadata (config, data); it was not written by the "
                          f"zoo's training core")
@@ -136,14 +126,4 @@ def load_pretrained(path: str, step: int | None = None, *, in_channels: int | No
         raise ValueError(f"checkpoint {ckdir}: model {config.model.name!r} supports spatial_dims "
                          f"{tuple(card.spatial_dims)}, but the checkpoint has {data['spatial_dims']}")
     model = build_model(config, data)
-    tx, _ = optim.make_optimizer(config.train)
-    target = abstract_train_state(model, tx, _input_shapes(meta))
-    io = CheckpointIO(ckdir, async_save=False)
-    try:
-        if requested is None:  # the newest step that restores completely (newer damaged ones are named)
-            step, state, meta = io.restore_latest(target)
-        else:
-            state, _ = io.restore(step, target)
-    finally:
-        io.close()
-    return Pretrained(model=model, variables=state.variables, meta=meta, step=int(step))
+    return Pretrained(model=model, variables=variables, meta=meta, step=int(step))
