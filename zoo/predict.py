@@ -18,7 +18,8 @@ input's grid:
   (``zoo.inference.Predictor.sliding_window_proba``; 2D plans slice by slice), then ``restore_case``;
 * a run without a plan (images resized to ``data.image_size`` by its loader): the intensity scaling that
   loader applied, as the run recorded it (pictures to [0, 1], CT through its HU window), axial slices of
-  volumes in LPS orientation, each resized to the training size and its probabilities resized back;
+  volumes in LPS orientation, each resized to the training size and its probabilities resized back (slices
+  without a body voxel are not predicted: background, as outside a plan's nonzero crop);
 * ``--tta``: the probabilities averaged over every mirroring of the spatial axes;
 * a model with a calibration record (``calibration.json``, ``zoo.calibration``): each window's logits divided by
   its temperature before the softmax.

@@ -15,6 +15,8 @@ its data family's: BraTS names for BraTS, the phantoms and TFDS records; label f
   loader applied, as the run recorded it (:func:`scaling_record`: pictures to [0, 1], CT through its HU window;
   never re-derived from the data set's name, except once for runs trained before runs recorded it), axial
   slices of volumes in LPS orientation, each resized to the training size and its probabilities resized back;
+  a 2D model predicts only the slices that hold a body voxel (:func:`body_slices`: any channel off its minimum,
+  the rule of a plan's ``crop="nonzero"``), every other slice is background, as outside a plan's crop;
 * ``tta``: the probabilities averaged over every mirroring of the spatial axes.
 
 :func:`predict_case_proba` returns those probabilities ``[*S, K]`` on the input's grid (optionally with each
@@ -38,12 +40,14 @@ import numpy as np
 from data_pipelines import geometry, preprocessing, readers
 from data_pipelines.atomic import atomic_path
 from data_pipelines.families import list_families
+from data_pipelines.fingerprint import body_mask
 from data_pipelines.planner import Plan
 from data_pipelines.preprocessing import scale_intensity
+from zoo.inference import flip_axes
 from zoo.pretrained import Pretrained
 
 __all__ = ["read_case", "predict_case", "predict_case_proba", "CaseProba", "write_map", "scaling_record",
-           "resize_slices", "intensity_scaling", "output_format", "write_label",
+           "resize_slices", "body_slices", "intensity_scaling", "output_format", "write_label",
            "write_overlay", "LABEL_NAME", "VOLUME_FORMATS"]
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
@@ -143,9 +147,10 @@ def intensity_scaling(image: np.ndarray, pre: Pretrained) -> np.ndarray:
     return scale_intensity(image, scaling_record(pre))
 
 
-def _windows(pre, x, roi, nd_model, overlap, batch_size, tta, temperature, members):
+def _windows(pre, x, roi, nd_model, *, overlap, batch_size, tta, temperature, members):
     """Probabilities ``[*S, K]`` of ``x [*S, C]`` (``[M, *S, K]`` with ``members``): whole (model dims == image
-    dims) or slice by slice along the last spatial axis (a 2D model on a volume)."""
+    dims) or slice by slice along the last spatial axis (a 2D model on a volume; a volume of no slices gives
+    ``[H, W, 0, K]``)."""
     p = pre.predictor
     kw = dict(overlap=overlap, batch_size=batch_size, tta=tta, temperature=temperature, members=members)
     b = 1 if members else 0  # the batch axis of the predictor's output
@@ -154,6 +159,9 @@ def _windows(pre, x, roi, nd_model, overlap, batch_size, tta, temperature, membe
     if x.ndim - 1 == 3 and nd_model == 2:
         slices = np.moveaxis(x, 2, 0)  # [Z, H, W, C]
         n = len(slices)
+        if n == 0:
+            copies = (1 + len(flip_axes(2)) if tta else 1,) if members else ()
+            return np.zeros((*copies, *x.shape[:3], int(pre.meta["data"]["num_classes"])), np.float32)
         # Calls of SLICES slices, the last one padded with copies of its final slice: one program for every
         # call and every case's depth (a depth-dependent remainder would compile, and miss the cache, per case).
         slices = np.concatenate([slices, np.repeat(slices[-1:], -n % SLICES, axis=0)])
@@ -188,10 +196,11 @@ def predict_case_proba(pre: Pretrained, image: np.ndarray, meta: readers.ImageMe
         raise ValueError(f"zoo.predict segments images; this is a {pre.task!r} model")
     nd_model = int(pre.meta["data"]["spatial_dims"])
     plan = (pre.meta["data"].get("extra") or {}).get("plan")
+    kw = dict(overlap=overlap, batch_size=batch_size, tta=tta, temperature=temperature, members=members)
     if plan:
         plan = Plan.from_dict(plan)
         x, ctx = preprocessing.preprocess_case(image, meta, plan)
-        proba = _windows(pre, x, plan.patch_size, nd_model, overlap, batch_size, tta, temperature, members)
+        proba = _windows(pre, x, plan.patch_size, nd_model, **kw)
 
         def back(p):
             return preprocessing.restore_case(p, ctx, order=1)
@@ -200,16 +209,37 @@ def predict_case_proba(pre: Pretrained, image: np.ndarray, meta: readers.ImageMe
         x = intensity_scaling(image, pre)
         if meta.ndim == 3:  # loaders train on LPS volumes (axial slices image[:, :, z])
             x, lps = geometry.reorient(x, meta, "LPS")
-        small = geometry.resize(x, size) if x.ndim - 1 == nd_model else resize_slices(x, size)
-        proba = _windows(pre, small, size, nd_model, overlap, batch_size, tta, temperature, members)
+        slices = x.ndim - 1 == 3 and nd_model == 2
+        kept = body_slices(x) if slices else None  # a 2D model on a volume: the slices with a body voxel
+        small = resize_slices(x[:, :, kept], size) if slices else geometry.resize(x, size)
+        proba = _windows(pre, small, size, nd_model, **kw)
 
         def back(p):
-            p = geometry.resize(p, x.shape[:-1]) if x.ndim - 1 == nd_model else resize_slices(p, x.shape[:2])
+            if slices:
+                p = _background_except(kept, resize_slices(p, x.shape[:2]), x.shape[2])
+            else:
+                p = geometry.resize(p, x.shape[:-1])
             return geometry.reorient(p, lps, geometry.orientation_code(meta))[0] if meta.ndim == 3 else p
     if not members:
         return CaseProba(back(proba).astype(np.float32), None)
     stack = np.stack([back(m) for m in proba]).astype(np.float32)
     return CaseProba(stack.mean(axis=0), stack)
+
+
+def body_slices(x: np.ndarray) -> np.ndarray:
+    """Indices of the slices ``x[:, :, z]`` of ``x [H, W, Z, C]`` that hold any body voxel
+    (``data_pipelines.fingerprint.body_mask``, the rule of the plans' ``crop="nonzero"``: any channel off its
+    minimum over the volume); a 2D model predicts only these, the others are background."""
+    return np.flatnonzero(body_mask(x).any(axis=(0, 1)))
+
+
+def _background_except(kept: np.ndarray, proba: np.ndarray, depth: int) -> np.ndarray:
+    """``[H, W, depth, K]`` probabilities: ``proba [H, W, len(kept), K]`` on the slices ``kept``, class 0 with
+    probability 1 on every other slice."""
+    full = np.zeros((*proba.shape[:2], depth, proba.shape[-1]), np.float32)
+    full[..., 0] = 1.0
+    full[:, :, kept] = proba
+    return full
 
 
 def predict_case(pre: Pretrained, image: np.ndarray, meta: readers.ImageMeta, *, tta: bool = False,
