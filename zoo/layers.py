@@ -7,6 +7,7 @@ call :mod:`kernels.conv`, so the lowering is chosen in one place. One code path 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -43,13 +44,17 @@ class Conv(nn.Module):
     kernel_init: Any = nn.initializers.kaiming_normal()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, add_bias: bool = True):
+        """``y``; with ``add_bias=False`` (and ``use_bias``) ``(y, bias)``, the bias left out of ``y`` for a
+        :class:`BatchNorm` that folds it (its ``conv_bias``: batch norm in training cancels it exactly)."""
         nd = x.ndim - 2
         ks = _tuple(self.kernel_size, nd)
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_nd(x.astype(dtype), kernel.astype(dtype), _tuple(self.strides, nd), "SAME",
                              _tuple(self.dilation, nd))
+        if not add_bias and self.use_bias:
+            return y, self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         return _add_bias(self, y, dtype)
 
 
@@ -68,14 +73,127 @@ class ConvTranspose(nn.Module):
     kernel_init: Any = nn.initializers.kaiming_normal()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, add_bias: bool = True):
+        """``y``, or ``(y, bias)`` with ``add_bias=False`` as :class:`Conv` does."""
         nd = x.ndim - 2
         st = _tuple(self.strides, nd)
         ks = _tuple(self.kernel_size, nd) if self.kernel_size is not None else st
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_transpose_nd(x.astype(dtype), kernel.astype(dtype), st, self.padding)
+        if not add_bias and self.use_bias:
+            return y, self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         return _add_bias(self, y, dtype)
+
+
+def _channel_sums(*terms):
+    """Per-channel sums (over every axis but the last) of each ``[B, *S, C]`` term, as one reduction."""
+    axes = tuple(range(terms[0].ndim - 1))
+    return jnp.sum(jnp.stack(terms, axis=-1), axis=axes).T
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def batch_norm_act(y, scale, shift, slope, epsilon: float, act: bool):
+    """Training batch norm of ``y: [B, *S, C]`` over every axis but the last, then (``act``) PReLU with the scalar
+    ``slope``: ``(z, mean, var)``, ``z`` in ``y``'s dtype, the batch ``mean`` / biased ``var`` (float32, for the
+    running averages; their cotangents are ignored). Statistics in float32, ``var = E[y^2] - E[y]^2`` clipped at 0
+    as flax's ``BatchNorm`` computes them. The gradient is the closed form (two passes over ``y``: one reduction, one
+    elementwise) instead of autodiff through the statistics, and the normalised tensor is never stored."""
+    z, mean, var, _ = _bn_act_forward(y, scale, shift, slope, epsilon, act)
+    return z, mean, var
+
+
+def _bn_act_forward(y, scale, shift, slope, epsilon, act):
+    y32 = y.astype(jnp.float32)
+    n = y.size // y.shape[-1]
+    s1, s2 = _channel_sums(y32, jnp.square(y32))
+    mean = s1 / n
+    var = jnp.maximum(0.0, s2 / n - jnp.square(mean))
+    rstd = jax.lax.rsqrt(var + epsilon)
+    u = (y32 - mean) * (rstd * scale) + shift
+    z = jnp.where(u >= 0, u, slope * u) if act else u
+    return z.astype(y.dtype), mean, var, rstd
+
+
+def _bn_act_fwd(y, scale, shift, slope, epsilon, act):
+    z, mean, var, rstd = _bn_act_forward(y, scale, shift, slope, epsilon, act)
+    return (z, mean, var), (y, mean, rstd, scale, shift, slope)
+
+
+def _bn_act_bwd(epsilon, act, res, cts):
+    y, mean, rstd, scale, shift, slope = res
+    dz = cts[0].astype(jnp.float32)
+    n = y.size // y.shape[-1]
+    xhat = (y.astype(jnp.float32) - mean) * rstd
+    if act:
+        u = xhat * scale + shift
+        neg = u < 0
+        g = jnp.where(neg, slope * dz, dz)
+        dshift, dscale, dslope = _channel_sums(g, g * xhat, jnp.where(neg, u * dz, 0.0))
+        dslope = jnp.sum(dslope).astype(slope.dtype)
+    else:
+        g = dz
+        dshift, dscale = _channel_sums(g, g * xhat)
+        dslope = jnp.zeros_like(slope)
+    dy = (scale * rstd) * (g - dshift / n - xhat * (dscale / n))
+    return dy.astype(y.dtype), dscale.astype(scale.dtype), dshift.astype(shift.dtype), dslope
+
+
+batch_norm_act.defvjp(_bn_act_fwd, _bn_act_bwd)
+
+
+class BatchNorm(nn.Module):
+    """Batch norm over every axis but the last, with flax ``nn.BatchNorm``'s variables (params ``scale`` / ``bias``,
+    ``batch_stats`` ``mean`` / ``var``, momentum and epsilon as given) and numerics, in one fused op in training
+    (:func:`batch_norm_act`).
+
+    ``conv_bias [C]`` (optional): the bias of the convolution before it, left out of ``x`` (``Conv(...)(x,
+    add_bias=False)``): training cancels it exactly (only the running mean sees it), inference adds it in the same
+    pass. ``slope`` (optional): a PReLU slope applied after the affine, in the same pass (``PReLU.slope``)."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, conv_bias=None, slope=None):
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype).astype(jnp.float32)
+        shift = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+        act = slope is not None
+        slope = jnp.asarray(slope if act else 1.0, jnp.float32)
+        out_dtype = self.dtype or jnp.result_type(x, self.param_dtype)
+        bias = jnp.zeros((c,), jnp.float32) if conv_bias is None else conv_bias.astype(jnp.float32)
+        if train:
+            z, mean, var = batch_norm_act(x, scale, shift, slope, self.epsilon, act)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * (mean + bias)
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+            return z.astype(out_dtype)
+        u = (x.astype(jnp.float32) + bias - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon) * scale) \
+            + shift
+        return (jnp.where(u >= 0, u, slope * u) if act else u).astype(out_dtype)
+
+
+class PReLU(nn.Module):
+    """PReLU with one learned slope (flax ``nn.PReLU``'s parameter ``negative_slope``); :meth:`slope` hands it to
+    a :class:`BatchNorm` that applies it in its own pass."""
+
+    negative_slope_init: float = 0.01
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.negative_slope = self.param("negative_slope", nn.initializers.constant(self.negative_slope_init), (),
+                                         self.param_dtype)
+
+    def slope(self):
+        return self.negative_slope
+
+    def __call__(self, x):
+        return jnp.where(x >= 0, x, jnp.asarray(self.negative_slope, x.dtype) * x)
 
 
 class Norm(nn.Module):
@@ -89,11 +207,14 @@ class Norm(nn.Module):
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, conv_bias=None, slope=None):
+        """``conv_bias`` / ``slope``: batch norm only, folded into its pass (:class:`BatchNorm`)."""
+        if self.kind == "batch":
+            return BatchNorm(momentum=0.9, dtype=self.dtype)(x, train, conv_bias, slope)
+        if conv_bias is not None or slope is not None:
+            raise ValueError(f"Norm({self.kind!r}) folds no conv bias or slope; only batch norm does")
         if self.kind == "none":
             return x
-        if self.kind == "batch":
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
         if self.kind == "instance":
             # Per-sample, per-channel statistics over the spatial dims (nnU-Net's default).
             return nn.GroupNorm(num_groups=None, group_size=1, dtype=self.dtype)(x)

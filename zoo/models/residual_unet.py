@@ -33,9 +33,19 @@ from zoo.cards import ModelCard
 from zoo.registry import register
 
 
-def _PReLU(name: str) -> nn.PReLU:
+def _PReLU(name: str) -> layers.PReLU:
     """PyTorch's ``nn.PReLU()``: one learned slope per layer, initialised to 0.25 (flax's default is 0.01)."""
-    return nn.PReLU(negative_slope_init=0.25, name=name)
+    return layers.PReLU(negative_slope_init=0.25, name=name)
+
+
+def _conv_norm_act(conv, x, norm: str, train: bool, norm_name: str, act_name: str, dtype):
+    """``conv(x)`` → norm → PReLU (MONAI's ``Convolution`` with its ``ADN``). With batch norm, one fused pass
+    after the convolution: its bias folded into the norm (``layers.BatchNorm``), the PReLU applied in it."""
+    if norm == "batch":
+        y, bias = conv(x, add_bias=False)
+        return layers.Norm(norm, dtype=dtype, name=norm_name)(y, train, conv_bias=bias,
+                                                             slope=_PReLU(name=act_name).slope())
+    return _PReLU(name=act_name)(layers.Norm(norm, dtype=dtype, name=norm_name)(conv(x), train))
 
 
 class ResidualUnit(nn.Module):
@@ -53,11 +63,12 @@ class ResidualUnit(nn.Module):
     def __call__(self, x, train: bool = False):
         res = x
         for i in range(max(1, self.subunits)):
-            x = layers.Conv(self.features, 3, strides=self.strides if i == 0 else 1, dtype=self.dtype,
-                            name=f"conv{i}")(x)
-            if not (self.last_conv_only and i == max(1, self.subunits) - 1):
-                x = layers.Norm(self.norm, dtype=self.dtype, name=f"norm{i}")(x, train)
-                x = _PReLU(name=f"act{i}")(x)
+            conv = layers.Conv(self.features, 3, strides=self.strides if i == 0 else 1, dtype=self.dtype,
+                               name=f"conv{i}")
+            if self.last_conv_only and i == max(1, self.subunits) - 1:
+                x = conv(x)
+            else:
+                x = _conv_norm_act(conv, x, self.norm, train, f"norm{i}", f"act{i}", self.dtype)
         if self.strides != 1 or res.shape[-1] != self.features:
             res = layers.Conv(self.features, 3 if self.strides != 1 else 1, strides=self.strides, dtype=self.dtype,
                               name="residual")(res)
@@ -93,16 +104,16 @@ class ResidualUNet(nn.Module):
     def _down(self, x, features, strides, train, name):
         if self.num_res_units > 0:
             return ResidualUnit(features, strides, self.num_res_units, self.norm, dtype=self.dtype, name=name)(x, train)
-        x = layers.Conv(features, 3, strides=strides, dtype=self.dtype, name=f"{name}_conv")(x)
-        x = layers.Norm(self.norm, dtype=self.dtype, name=f"{name}_norm")(x, train)
-        return _PReLU(name=f"{name}_act")(x)
+        conv = layers.Conv(features, 3, strides=strides, dtype=self.dtype, name=f"{name}_conv")
+        return _conv_norm_act(conv, x, self.norm, train, f"{name}_norm", f"{name}_act", self.dtype)
 
     def _up(self, x, features, strides, is_top, train, name):
-        x = layers.ConvTranspose(features, strides, kernel_size=3, padding="torch", dtype=self.dtype,
-                                 name=f"{name}_conv")(x)
-        if not (is_top and self.num_res_units == 0):
-            x = layers.Norm(self.norm, dtype=self.dtype, name=f"{name}_norm")(x, train)
-            x = _PReLU(name=f"{name}_act")(x)
+        conv = layers.ConvTranspose(features, strides, kernel_size=3, padding="torch", dtype=self.dtype,
+                                    name=f"{name}_conv")
+        if is_top and self.num_res_units == 0:
+            x = conv(x)
+        else:
+            x = _conv_norm_act(conv, x, self.norm, train, f"{name}_norm", f"{name}_act", self.dtype)
         if self.num_res_units > 0:
             x = ResidualUnit(features, 1, 1, self.norm, last_conv_only=is_top, dtype=self.dtype,
                              name=f"{name}_res")(x, train)
