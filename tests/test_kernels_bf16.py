@@ -86,6 +86,8 @@ def _operands(spatial, cin, cout, kernel, seed):
     ((8, 7, 9), 3, 5, (3, 3, 3), 1, "SAME"),
     ((9, 8, 7), 4, 6, (3, 3, 3), (2, 1, 2), [(1, 0), (0, 1), (2, 1)]),
     ((8, 8, 8), 5, 3, (2, 2, 2), 2, "VALID"),
+    ((7, 8, 9), 6, 2, (3, 2, 3), 1, [(2, 0), (0, 1), (1, 1)]),  # the swapped weight gradient
+    ((8, 9), 5, 2, (3, 3), 1, "VALID"),
 ])
 def test_bf16_conv_equals_float32_reference_in_value_and_both_gradients(spatial, cin, cout, kernel, strides,
                                                                          padding):

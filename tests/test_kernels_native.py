@@ -329,6 +329,11 @@ CONV3D_CASES = [
     ((6, 7, 5), 6, 8, (1, 3, 3), (2, 1, 1), "SAME"),
     ((9, 10), 3, 5, (3, 3), 2, "SAME"),  # 2D goes the same way
     ((7, 8), 4, 6, (3, 3), 1, [(1, 1), (0, 2)]),
+    # stride 1, Cout < 16 and < Cin: the weight gradient with x and dy swapped (dnnl_conv.cc, swapped_geometry)
+    ((9, 10, 8), 8, 3, (3, 3, 3), 1, "SAME"),
+    ((7, 8, 9), 6, 2, (3, 2, 3), 1, [(2, 0), (0, 1), (1, 1)]),
+    ((8, 9), 5, 2, (3, 3), 1, "VALID"),
+    ((7, 8), 6, 3, (3, 3), 1, [(3, 1), (1, 1)]),  # padded beyond the kernel: not swapped
 ]
 
 

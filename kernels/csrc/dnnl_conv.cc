@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -246,14 +247,60 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::An
   });
 }
 
+// The weight gradient of a stride-1 convolution with few output channels, computed with the roles of x and dy
+// swapped: dw[k, i, o] = sum_p x[p + k - lo, i] dy[p, o] is the weight gradient dv[K-1-k, o, i] of the stride-1
+// convolution from dy (Cout channels, padding K-1-lo / K-1-hi) to x (Cin channels). oneDNN's channels-last weight
+// gradient vectorises over the output channels in blocks of 16: with 2 of them it ran 5-11x slower than the swapped
+// problem (2D 8x128^2, 32 -> 2 and 16 -> 2 channels, one thread; docs/performance.md). False (and `out` untouched)
+// when the convolution is not of that kind: strided, padded beyond the kernel, Cout >= 16 or Cout >= Cin.
+bool swapped_geometry(const Geometry& g, Geometry* out) {
+  const int64_t cout = g.wei[0], cin = g.wei[1];
+  if (cout >= 16 || cout >= cin) return false;
+  Geometry s = g;
+  s.src = g.dst;  // (N, Cout, *O): channels already right
+  s.dst = g.src;  // (N, Cin, *S)
+  s.wei[0] = cin;
+  s.wei[1] = cout;
+  for (size_t d = 0; d < g.strides.size(); ++d) {
+    const int64_t k = g.wei[2 + d];
+    if (g.strides[d] != 1 || g.pad_lo[d] < 0 || g.pad_hi[d] < 0 || g.pad_lo[d] > k - 1 || g.pad_hi[d] > k - 1)
+      return false;
+    s.pad_lo[d] = k - 1 - g.pad_lo[d];
+    s.pad_hi[d] = k - 1 - g.pad_hi[d];
+  }
+  *out = s;
+  return true;
+}
+
 ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                            ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
                            ffi::Span<const int64_t> hi) {
   return guarded([&] {
     auto g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, lo, hi);
     g.type = operand_type(x.element_type(), dy.element_type(), dw->element_type());
-    auto p = plan(g, kBackwardWeights);
     dnnl::stream s(engine());
+    Geometry sw;
+    if (swapped_geometry(g, &sw)) {
+      // dv [*K, Cout, Cin] (the swapped convolution's plain weights), then dw[t, i, o] = dv[T-1-t, o, i]: flipping
+      // every kernel axis reverses the flat tap index t
+      auto p = plan(sw, kBackwardWeights);
+      const size_t es = g.type == dt::bf16 ? 2 : 4, cin = g.wei[1], cout = g.wei[0];
+      const size_t taps = dw->element_count() / (cin * cout);
+      std::vector<char> dv(dw->size_bytes());
+      memory dym = act_memory(sw.src, sw, dy.untyped_data()), xm = act_memory(sw.dst, sw, x.untyped_data());
+      memory wb(p->weights, engine()), wp(p->plain, engine(), dv.data());
+      p->prim.execute(s, {{DNNL_ARG_SRC, dym}, {DNNL_ARG_DIFF_DST, xm}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
+      p->to_plain.execute(s, wb, wp);
+      s.wait();
+      char* out = static_cast<char*>(dw->untyped_data());
+      for (size_t t = 0; t < taps; ++t)
+        for (size_t i = 0; i < cin; ++i)
+          for (size_t o = 0; o < cout; ++o)
+            std::memcpy(out + ((t * cin + i) * cout + o) * es, dv.data() + (((taps - 1 - t) * cout + o) * cin + i) * es,
+                        es);
+      return;
+    }
+    auto p = plan(g, kBackwardWeights);
     memory xm = act_memory(g.src, g, x.untyped_data()), dym = act_memory(g.dst, g, dy.untyped_data());
     memory wb(p->weights, engine()), wp(p->plain, engine(), dw->untyped_data());
     p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
