@@ -26,7 +26,8 @@ ensemble of mirrored inputs, ``[M, *S, K]`` (``zoo.uncertainty`` reads them); :f
 :func:`write_label` writes the label map with the input's exact shape, spacing, origin and direction (a NIfTI
 input keeps its affine and header), or as a PNG mask of the input's height and width, atomically
 (``data_pipelines.atomic``); :func:`write_map` a float map in [0, 1] (an uncertainty map) the same way (PNG:
-8-bit, 255 = 1); :func:`write_overlay` a PNG of the image with the contours.
+8-bit, 255 = 1); :func:`write_overlay` a PNG of the image with the contours; :func:`output_name` names a case's
+label map in an output folder (several cases in one run).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from zoo.inference import flip_axes
 from zoo.pretrained import Pretrained
 
 __all__ = ["read_case", "predict_case", "predict_case_proba", "CaseProba", "write_map", "scaling_record",
-           "resize_slices", "body_slices", "intensity_scaling", "output_format", "write_label",
+           "resize_slices", "body_slices", "output_name", "intensity_scaling", "output_format", "write_label",
            "write_overlay", "LABEL_NAME", "VOLUME_FORMATS"]
 
 LABEL_NAME = re.compile(r"(seg|label|mask|otmulticlass|[-_.]ot[-_.]|glistrboost)", re.IGNORECASE)
@@ -260,6 +261,18 @@ def output_format(path: str) -> str:
     if low.endswith(".png"):
         return "png"
     raise ValueError(f"--output {path}: write a label map as .nii.gz/.nii, .nrrd, .mha (one file) or .png")
+
+
+def output_name(input_path: str) -> str:
+    """The file name of a case's label map when several cases are predicted into one folder: the case's name (a
+    case or DICOM folder's name, a file's name without its image suffix) with ``.png`` for a picture, else
+    ``.nii.gz``."""
+    name = os.path.basename(os.path.normpath(input_path))
+    low = name.lower()
+    for suffix in readers.VOLUME_SUFFIXES + readers.PICTURE_SUFFIXES:
+        if low.endswith(suffix) and os.path.isfile(input_path):
+            return name[:-len(suffix)] + (".png" if suffix in readers.PICTURE_SUFFIXES else ".nii.gz")
+    return name + ".nii.gz"
 
 
 def _atomic(path: str, write) -> None:
