@@ -24,7 +24,8 @@ All models build their convolutions through :func:`conv_nd` and :func:`conv_tran
   phase form (a ``jax.custom_vjp``; exact: the transposed convolution is that convolution's adjoint).
 
   On CPU hosts where :mod:`kernels.native` builds ``csrc/dnnl_conv.cc`` (the ``onednn-cpu-gomp`` wheels, a C++
-  compiler), 2D and 3D float32 convolutions and transposed convolutions (no dilation, one group) go to
+  compiler), 2D and 3D float32 convolutions and transposed convolutions (no dilation, one group; bfloat16 ones
+  too where oneDNN computes bfloat16 natively, ``native.onednn_bf16()``: AVX512-BF16 or AMX) go to
   oneDNN instead (:func:`conv_onednn`, :func:`conv_transpose_onednn`: the kernels PyTorch's CPU convolutions
   use, forward and both gradients), except the few-channel convolutions, which stay shifted sums. Inside
   ``jax.lax.platform_dependent``, so accelerators keep the XLA forms; :func:`use_onednn` switches it per trace.
@@ -522,7 +523,7 @@ _onednn_enabled: bool | None = None  # None: wherever kernels.native builds it
 
 @contextlib.contextmanager
 def use_onednn(enabled: bool | None):
-    """``with use_onednn(False): ...``: traces inside keep the ``cpu`` lowering's 2D/3D float32 convolutions on
+    """``with use_onednn(False): ...``: traces inside keep the ``cpu`` lowering's 2D/3D float32 (bf16) convolutions on
     the XLA forms instead of oneDNN (``True`` requires oneDNN, ``None`` restores the default: where it builds)."""
     global _onednn_enabled
     previous, _onednn_enabled = _onednn_enabled, enabled
@@ -634,7 +635,8 @@ def conv_transpose_nd(x, w, strides=2, padding="SAME"):
     """Transposed convolution ``[B, *S, Cin] -> [B, *S*strides, Cout]``, ``w: [*K, Cin, Cout]``.
 
     Same contract as :func:`conv_transpose_nd_reference`; the lowering follows :func:`resolve_conv_lowering`.
-    On XLA:CPU, 2D/3D float32: oneDNN (:func:`conv_transpose_onednn`) where ``kernels.native`` builds it.
+    On XLA:CPU, 2D/3D float32 (bf16 where native): oneDNN (:func:`conv_transpose_onednn`) where ``kernels.native``
+    builds it.
     Otherwise 1D/2D: the forward pass is ``lax`` (faster there) and the backward pass the adjoint strided
     convolution (:func:`_conv_transpose_adjoint_vjp`) when the kernel overlaps (``K > stride`` on some axis),
     else the phase form's VJP; 3D: the phase form both ways.
