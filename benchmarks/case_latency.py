@@ -10,10 +10,13 @@ For each case (a whole BraTS volume: FLAIR + T1c, 240 x 240 x 155; a dermoscopy 
 
 * **total** (from outside): ``python -m zoo.predict --model M --input CASE --output L`` as a new user runs it, the
   wall time of the whole process; **cold** with an empty compilation cache (a fresh folder through
-  ``MEDZOO_COMPILATION_CACHE``), then **warm**, the same command again with the cache the cold run filled;
+  ``MEDZOO_COMPILATION_CACHE``), then **warm: new process**, the same command again with the cache the cold run
+  filled;
 * **phases** (from inside): the same steps in ``python -m benchmarks.case_worker`` (import, model load, read,
   predict = preprocess + sliding window + restore, write, and the seconds jax spent getting executables), again
-  cold then warm in another fresh cache folder;
+  cold then warm in another fresh cache folder; the cold process predicts the case a second time, as
+  ``zoo.predict`` does with several ``--input`` cases: **warm: same process** (total = that case's read + predict
+  + write, like the peers' warm rows);
 * **MONAI** (when PyTorch + MONAI are installed; ``--no_monai`` leaves it out): the same case through MONAI's
   ``sliding_window_inference`` in its own process (``benchmarks.monai_case_worker``): for a model with a 3D plan
   (``--brats3d_model``, the planned 3D ``residual_unet``) the plan's crop, normalisation, spacing and patch with
@@ -24,9 +27,10 @@ For each case (a whole BraTS volume: FLAIR + T1c, 240 x 240 x 155; a dermoscopy 
   without mirroring, export), torch threads = cores.
 
 MONAI and nnU-Net have no compilation cache: their process predicts the case twice; **cold** is from process start
-to the first label map written (the process's wall time less the second case's seconds), **warm** the second case
-in the same process (what a running predictor costs per case; the zoo's warm row is a new process with a filled
-cache, what a command-line user waits for).
+to the first label map written (the process's wall time less the second case's seconds), **warm: same process**
+the second case in the same process (what a running predictor costs per case). Compare the zoo's and the peers'
+"warm: same process" rows with each other; the zoo's "warm: new process" row is what a command-line user waits for
+again (import and load included), which the peers, with no cache, have no row for.
 
 A model-store entry that carries compiled programs (``python -m zoo.prepare_programs``) is cold without compiling
 on a host of its type: the table says whether the entry had them. The models are the caller's (store names or
@@ -93,24 +97,39 @@ def _run(cmd: list[str], cache: str, timeout: float) -> tuple[float, str]:
     return wall, r.stdout
 
 
+#: How each row's process ran: the zoo's first case with an empty compilation cache; the zoo's first case in a new
+#: process on the cache the cold run filled (what a command-line user waits for again); the next case in the same
+#: process (the zoo with several ``--input`` cases, MONAI's and nnU-Net's second case: a running predictor).
+STATES = {"cold": "cold", "warm_new_process": "warm: new process, filled cache",
+          "warm_same_process": "warm: same process, next case"}
+
+
 def measure(model: str, case: str, tta: bool, out_dir: str, timeout: float) -> list[dict]:
-    """Cold and warm rows for one case and mirroring setting (module docstring)."""
+    """The zoo's rows for one case and mirroring setting (module docstring): cold, warm in a new process, and warm
+    in the same process (the phase worker given the case twice; total = the second case's read + predict +
+    write)."""
     ext = ".png" if case.lower().endswith(".png") else ".nii.gz"
     output = os.path.join(out_dir, "labels" + ext)
     args = ["--model", model, "--input", case, "--output", output] + (["--tta"] if tta else [])
-    rows = {state: {"case": os.path.basename(case.rstrip(os.sep)), "tta": tta, "state": state}
-            for state in ("cold", "warm")}
+    rows = {state: {"case": os.path.basename(case.rstrip(os.sep)), "tta": tta, "state": state} for state in STATES}
     with tempfile.TemporaryDirectory(dir=out_dir) as cache:
-        for state in ("cold", "warm"):
+        for state in ("cold", "warm_new_process"):
             rows[state]["total_s"], _ = _run([sys.executable, "-m", "zoo.predict"] + args, cache, timeout)
     with tempfile.TemporaryDirectory(dir=out_dir) as cache:
-        for state in ("cold", "warm"):
-            wall, stdout = _run([sys.executable, "-m", "benchmarks.case_worker"] + args, cache, timeout)
+        for state in ("cold", "warm_new_process"):
+            again = [case] if state == "cold" else []  # the cold process predicts the case a second time
+            wall, stdout = _run([sys.executable, "-m", "benchmarks.case_worker"] + args[:4] + again + args[4:],
+                                cache, timeout)
             lines = [ln for ln in stdout.splitlines() if ln.startswith(frameworks.RESULT_PREFIX)]
             if not lines:
                 raise ValueError(f"benchmarks.case_worker printed no result for {case}")
-            rows[state].update(json.loads(lines[-1][len(frameworks.RESULT_PREFIX):]), worker_total_s=wall)
-    return [rows["cold"], rows["warm"]]
+            result = json.loads(lines[-1][len(frameworks.RESULT_PREFIX):])
+            nxt = result.pop("next", [])
+            again = sum(nxt[0][k] for k in ("read_s", "predict_s", "write_s")) if nxt else 0.0
+            rows[state].update(result, worker_total_s=wall - again)
+            if nxt:
+                rows["warm_same_process"].update(nxt[0], import_s=0.0, load_s=0.0, total_s=again)
+    return [rows[state] for state in STATES]
 
 
 def _peer_rows(module: str, spec: dict, timeout: float) -> list[dict]:
@@ -123,7 +142,7 @@ def _peer_rows(module: str, spec: dict, timeout: float) -> list[dict]:
         raise ValueError(f"{module} printed no result")
     cold, warm = json.loads(lines[-1][len(frameworks.RESULT_PREFIX):])["cases"][:2]
     again = sum(warm[k] for k in ("read_s", "predict_s", "write_s"))
-    return [dict(cold, state="cold", total_s=wall - again), dict(warm, state="warm", total_s=again)]
+    return [dict(cold, state="cold", total_s=wall - again), dict(warm, state="warm_same_process", total_s=again)]
 
 
 def measure_monai(case: str, tta: bool, size: int, out_dir: str, timeout: float, plan: dict | None = None,
@@ -186,12 +205,12 @@ def format_table(out: dict) -> str:
     lines = [f"`python -m zoo.predict` on whole cases, {h['cpu_model']}, {h['cpus']} CPUs, 1-min load before: "
              f"{out['load']['loadavg'][0]:.2f}; total: the whole process from outside; phases: "
              f"benchmarks.case_worker, the same steps timed inside (compile: jax getting executables)", "",
-             "| model | case (shape) | mirroring | cache | total s | import | load | read | predict | write | "
+             "| model | case (shape) | mirroring | run | total s | import | load | read | predict | write | "
              "compile | programs compiled / loaded |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in out["rows"]:
         shape = "×".join(str(s) for s in r.get("shape", []))
         lines.append(f"| {r['model']}{' (+programs)' if r['entry_programs'] else ''} | {r['case']} ({shape}) | "
-                     f"{'on' if r['tta'] else 'off'} | {r['state']} | {r['total_s']:.1f} | "
+                     f"{'on' if r['tta'] else 'off'} | {STATES.get(r['state'], r['state'])} | {r['total_s']:.1f} | "
                      + " | ".join(f"{r[k]:.2f}" for k in PHASES)
                      + f" | {r['programs_compiled']} / {r['programs_loaded']} |")
     lines += [f"\n{f['model']}: no rows ({f['error']})" for f in out.get("peers_failed", [])]

@@ -1,6 +1,7 @@
-"""``benchmarks.case_latency``'s peers and arguments: MONAI's and nnU-Net's rows (cold: from process start to the
-first case written; warm: the second case in the same process), nnU-Net's channel files, the errors of bad
-arguments, and MONAI's planned 3D path in its own process on a tiny volume."""
+"""``benchmarks.case_latency``'s rows and arguments: the zoo's (cold, warm in a new process on the filled cache, warm in
+the same process: the next case), MONAI's and nnU-Net's (cold: from process start to the first case written; warm:
+the second case in the same process), nnU-Net's channel files, the errors of bad arguments, MONAI's planned 3D path
+in its own process on a tiny volume, and the phase worker on two cases."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_peer_rows_split_the_process_into_cold_and_warm(monkeypatch):
     assert seen["cmd"][1:3] == ["-m", "benchmarks.monai_case_worker"] and seen["cache"] == "0"
     spec = json.loads(seen["cmd"][3])
     assert spec["inputs"] == ["/d/pat3", "/d/pat3"] and spec["tta"] and spec["network"] == {"norm": "batch"}
-    assert [r["state"] for r in rows] == ["cold", "warm"]
+    assert [r["state"] for r in rows] == ["cold", "warm_same_process"]
     assert rows[0]["total_s"] == pytest.approx(20.0 - 3.5) and rows[1]["total_s"] == pytest.approx(3.5)
     assert rows[0]["case"] == "pat3" and rows[1]["tta"] is True and rows[1]["predict_s"] == 3.0
 
@@ -121,7 +122,8 @@ def test_a_failed_peer_is_one_line_and_the_other_rows_stay(tmp_path, monkeypatch
     model = _nnunet_model(tmp_path / "nn")
     zoo_row = {"case": "pat3", "tta": False, "total_s": 5.0, "import_s": 1.0, "load_s": 1.0, "read_s": 1.0,
                "predict_s": 1.0, "write_s": 1.0, "compile_s": 0.5, "programs_compiled": 1, "programs_loaded": 0}
-    monkeypatch.setattr(case_latency, "measure", lambda *a: [dict(zoo_row, state="cold"), dict(zoo_row, state="warm")])
+    monkeypatch.setattr(case_latency, "measure", lambda *a: [dict(zoo_row, state="cold"),
+                                                             dict(zoo_row, state="warm_new_process")])
 
     def killed(*a):
         raise ValueError("-m benchmarks.nnunet_case_worker failed with exit status -9: no output")
@@ -131,7 +133,56 @@ def test_a_failed_peer_is_one_line_and_the_other_rows_stay(tmp_path, monkeypatch
     assert case_latency.main(["--brats3d_model=unet-phantoms-brain2d", f"--brats_dir={tmp_path / 'brats'}",
                               f"--nnunet_model={model}", "--tta=off", "--no_monai", f"--out={out}"]) == 0
     result = json.loads(out.read_text())
-    assert [r["state"] for r in result["rows"]] == ["cold", "warm"]
+    assert [r["state"] for r in result["rows"]] == ["cold", "warm_new_process"]
     assert result["peers_failed"] == [{"model": "nnU-Net nn", "error": "-m benchmarks.nnunet_case_worker failed "
                                                                        "with exit status -9: no output"}]
     assert "nnU-Net nn: no rows (-m benchmarks.nnunet_case_worker failed" in capsys.readouterr().out
+
+
+def test_zoo_rows_are_cold_warm_in_a_new_process_and_warm_in_the_same_process(monkeypatch, tmp_path):
+    calls = []
+    first = {"import_s": 2.0, "load_s": 1.0, "read_s": 0.5, "predict_s": 4.0, "write_s": 0.5, "compile_s": 1.0,
+             "programs_compiled": 3, "programs_loaded": 0, "shape": [4, 4, 4, 2]}
+    second = {"read_s": 0.25, "predict_s": 3.0, "write_s": 0.25, "compile_s": 0.0, "programs_compiled": 0,
+              "programs_loaded": 0, "shape": [4, 4, 4, 2]}
+
+    def fake_run(cmd, cache, timeout):
+        calls.append(cmd[2:])
+        if cmd[2] == "zoo.predict":
+            return 11.0, "wrote"
+        inputs = cmd[cmd.index("--input") + 1:cmd.index("--output")]
+        result = dict(first, next=[second] * (len(inputs) - 1))
+        return 12.0, frameworks.RESULT_PREFIX + json.dumps(result) + "\n"
+
+    monkeypatch.setattr(case_latency, "_run", fake_run)
+    rows = case_latency.measure("/m", "/d/pat3", True, str(tmp_path), 60.0)
+    assert [r["state"] for r in rows] == ["cold", "warm_new_process", "warm_same_process"]
+    workers = [c for c in calls if c[0] == "benchmarks.case_worker"]
+    assert [c[c.index("--input") + 1:c.index("--output")] for c in workers] == [["/d/pat3", "/d/pat3"], ["/d/pat3"]]
+    assert rows[0]["total_s"] == 11.0 and rows[0]["worker_total_s"] == pytest.approx(12.0 - 3.5)
+    assert rows[1]["worker_total_s"] == 12.0 and rows[1]["predict_s"] == 4.0
+    same = rows[2]
+    assert same["total_s"] == pytest.approx(3.5) and same["import_s"] == same["load_s"] == 0.0
+    assert same["predict_s"] == 3.0 and same["programs_compiled"] == 0 and same["tta"] is True
+    table = case_latency.format_table({"host": {"cpu_model": "cpu", "cpus": 2}, "load": {"loadavg": [1.0]},
+                                       "rows": [dict(r, model="m", entry_programs=False) for r in rows]})
+    assert "warm: new process, filled cache" in table and "warm: same process, next case" in table
+
+
+def test_case_worker_times_the_next_case_in_the_same_process(tmp_path):
+    import nibabel as nib
+
+    from data_pipelines import phantoms
+
+    case = tmp_path / "case.nii.gz"
+    image = phantoms.make_phantom(phantoms.PhantomConfig(kind="brain", shape=(16, 16, 9)), 0)["image"]
+    nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(case))
+    env = dict(os.environ, MEDZOO_COMPILATION_CACHE="0")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.case_worker", "--model", "unet-phantoms-brain2d", "--input",
+                        str(case), str(case), "--output", str(tmp_path / "l.nii.gz")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.splitlines()[-1][len(frameworks.RESULT_PREFIX):])
+    assert result["programs_compiled"] >= 1 and len(result["next"]) == 1
+    nxt = result["next"][0]
+    assert nxt["programs_compiled"] == 0 and nxt["shape"] == [16, 16, 9, 4] and nxt["predict_s"] > 0
