@@ -6,10 +6,12 @@ unit whose first 3^D convolution and shortcut are strided), the bottom is a stri
 decoder level is a 3^D stride-2 transposed convolution (PyTorch alignment) followed by a one-convolution residual
 unit; skip connections concatenate ``[encoder input, decoder output]`` as MONAI's ``SkipConnection`` does.
 Norm → activation (PReLU, one slope per layer, initialised to 0.25) follows every convolution except the
-last, and convolutions keep their bias, all as MONAI builds it. Layer by layer the parameter count equals
-MONAI's (1,627,597 for the 2D ``channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2,
-norm="batch"`` reference with 1 input channel and 2 classes) and :func:`from_monai_state_dict` loads a MONAI
-checkpoint (tested to reproduce its outputs when PyTorch and MONAI are installed).
+last, and convolutions keep their bias, all as MONAI builds it (with batch norm the bias is folded into the
+norm after it, ``layers.BatchNorm``: training cancels it exactly, inference adds it in the norm's pass; the norm
+and the PReLU run as one fused op). Layer by layer the parameter count equals MONAI's (1,627,597 for the 2D
+``channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch"`` reference with 1 input
+channel and 2 classes) and :func:`from_monai_state_dict` loads a MONAI checkpoint (tested to reproduce its outputs
+when PyTorch and MONAI are installed).
 
 Normalisation: the default, ``norm="instance"``, is MONAI's own default. The like-for-like configuration of the
 speed comparison against MONAI (``benchmarks.compare_torch``) is ``norm="batch"`` on both sides: batch norm folds
