@@ -1,6 +1,7 @@
 // 1D-3D convolutions on CPU through oneDNN, called from JAX through the XLA FFI (kernels/conv.py, "cpu" lowering).
 //
-// Three targets, float32 or bfloat16 (all operands of one call the same type; oneDNN accumulates in float32),
+// Three targets, float32 or bfloat16 (all operands of one call the same type; oneDNN accumulates in float32; a
+// bfloat16 weight gradient without AMX runs oneDNN's float32 kernel on widened operands, see BackwardWeights),
 // channels-last as the zoo stores them (x [N, *S, Cin], w [*K, Cin, Cout], y [N, *S', Cout]), strides and
 // explicit low/high padding as attributes, no dilation, one group:
 //   medzoo_dnnl_conv_fwd         y  = conv(x, w)
@@ -272,6 +273,44 @@ bool swapped_geometry(const Geometry& g, Geometry* out) {
   return true;
 }
 
+// dw = dconv/dw(x, dy) into `dw` (plain weights of g's type), the operands' buffers as given.
+void weight_gradient(const Geometry& g, void* x, void* dy, void* dw, size_t dw_elements, dnnl::stream& s) {
+  Geometry sw;
+  if (swapped_geometry(g, &sw)) {
+    // dv [*K, Cout, Cin] (the swapped convolution's plain weights), then dw[t, i, o] = dv[T-1-t, o, i]: flipping
+    // every kernel axis reverses the flat tap index t
+    auto p = plan(sw, kBackwardWeights);
+    const size_t es = g.type == dt::bf16 ? 2 : 4, cin = g.wei[1], cout = g.wei[0];
+    const size_t taps = dw_elements / (cin * cout);
+    std::vector<char> dv(dw_elements * es);
+    memory dym = act_memory(sw.src, sw, dy), xm = act_memory(sw.dst, sw, x);
+    memory wb(p->weights, engine()), wp(p->plain, engine(), dv.data());
+    p->prim.execute(s, {{DNNL_ARG_SRC, dym}, {DNNL_ARG_DIFF_DST, xm}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
+    p->to_plain.execute(s, wb, wp);
+    s.wait();
+    char* out = static_cast<char*>(dw);
+    for (size_t t = 0; t < taps; ++t)
+      for (size_t i = 0; i < cin; ++i)
+        for (size_t o = 0; o < cout; ++o)
+          std::memcpy(out + ((t * cin + i) * cout + o) * es, dv.data() + (((taps - 1 - t) * cout + o) * cin + i) * es,
+                      es);
+    return;
+  }
+  auto p = plan(g, kBackwardWeights);
+  memory xm = act_memory(g.src, g, x), dym = act_memory(g.dst, g, dy);
+  memory wb(p->weights, engine()), wp(p->plain, engine(), dw);
+  p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
+  p->to_plain.execute(s, wb, wp);
+  s.wait();
+}
+
+bool has_amx() {
+  static const bool amx = (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) &
+                           static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx)) ==
+                          static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  return amx;
+}
+
 ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                            ffi::Span<const int64_t> strides, ffi::Span<const int64_t> lo,
                            ffi::Span<const int64_t> hi) {
@@ -279,32 +318,23 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
     auto g = geometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, lo, hi);
     g.type = operand_type(x.element_type(), dy.element_type(), dw->element_type());
     dnnl::stream s(engine());
-    Geometry sw;
-    if (swapped_geometry(g, &sw)) {
-      // dv [*K, Cout, Cin] (the swapped convolution's plain weights), then dw[t, i, o] = dv[T-1-t, o, i]: flipping
-      // every kernel axis reverses the flat tap index t
-      auto p = plan(sw, kBackwardWeights);
-      const size_t es = g.type == dt::bf16 ? 2 : 4, cin = g.wei[1], cout = g.wei[0];
-      const size_t taps = dw->element_count() / (cin * cout);
-      std::vector<char> dv(dw->size_bytes());
-      memory dym = act_memory(sw.src, sw, dy.untyped_data()), xm = act_memory(sw.dst, sw, x.untyped_data());
-      memory wb(p->weights, engine()), wp(p->plain, engine(), dv.data());
-      p->prim.execute(s, {{DNNL_ARG_SRC, dym}, {DNNL_ARG_DIFF_DST, xm}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
-      p->to_plain.execute(s, wb, wp);
-      s.wait();
-      char* out = static_cast<char*>(dw->untyped_data());
-      for (size_t t = 0; t < taps; ++t)
-        for (size_t i = 0; i < cin; ++i)
-          for (size_t o = 0; o < cout; ++o)
-            std::memcpy(out + ((t * cin + i) * cout + o) * es, dv.data() + (((taps - 1 - t) * cout + o) * cin + i) * es,
-                        es);
+    if (g.type == dt::f32 || has_amx()) {
+      weight_gradient(g, x.untyped_data(), dy.untyped_data(), dw->untyped_data(), dw->element_count(), s);
       return;
     }
-    auto p = plan(g, kBackwardWeights);
-    memory xm = act_memory(g.src, g, x.untyped_data()), dym = act_memory(g.dst, g, dy.untyped_data());
-    memory wb(p->weights, engine()), wp(p->plain, engine(), dw->untyped_data());
-    p->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, wb}});
-    p->to_plain.execute(s, wb, wp);
+    // bfloat16 without AMX: oneDNN's AVX512-BF16 weight gradient (jit_bf16) synchronises its threads with a spinning
+    // barrier, which stalled 100-130 ms a call whenever another process held a core (10 of 168 calls in 8 2D train
+    // steps on the loaded host); its float32 kernel does not. x and dy are widened to float32, dw narrowed back.
+    Geometry gf = g;
+    gf.type = dt::f32;
+    memory xb = act_memory(g.src, g, x.untyped_data()), dyb = act_memory(g.dst, g, dy.untyped_data());
+    memory xf({gf.src, dt::f32, act_tag(g)}, engine()), dyf({gf.dst, dt::f32, act_tag(g)}, engine());
+    dnnl::reorder(xb, xf).execute(s, xb, xf);
+    dnnl::reorder(dyb, dyf).execute(s, dyb, dyf);
+    memory dwf({g.wei, dt::f32, wei_tag(g)}, engine());
+    memory dwb({g.wei, dt::bf16, wei_tag(g)}, engine(), dw->untyped_data());
+    weight_gradient(gf, xf.get_data_handle(), dyf.get_data_handle(), dwf.get_data_handle(), dw->element_count(), s);
+    dnnl::reorder(dwf, dwb).execute(s, dwf, dwb);
     s.wait();
   });
 }
