@@ -370,6 +370,12 @@ def _shifted_sums(xc, w, outs):
     return jax.numpy.concatenate(acc, axis=1)
 
 
+def _sums(terms, axes):
+    """The sums of same-shaped ``terms`` over ``axes``, as one variadic ``lax.reduce``."""
+    zeros = tuple(lax.full((), 0, t.dtype) for t in terms)
+    return lax.reduce(tuple(terms), zeros, lambda a, b: tuple(p + q for p, q in zip(a, b)), axes)
+
+
 def conv_few_channels(x, w, pad):
     """Stride-1, undilated convolution for few channels (``Cin * Cout <= FEW_CHANNELS``), e.g. a segmentation
     head's 2 -> 2 convolution at full resolution, where XLA:CPU's convolution (and its depth-tap form) is
@@ -405,9 +411,12 @@ def conv_few_channels(x, w, pad):
         dx = lax.slice(dxp, (0, 0) + tuple(lo for lo, _ in pad),
                        dxp.shape[:2] + tuple(xc.shape[2 + i] - hi for i, (_, hi) in enumerate(pad)))
         outs = gy.shape[1:-1]
-        # one fused multiply-reduce per tap (an einsum materialised each tap's window first: 3.3x slower in 2D)
-        axes = (0,) + tuple(range(3, 3 + nd))
-        dw = jax.numpy.stack([jax.numpy.sum(_tap(xc, t, outs)[:, :, None] * gc[:, None], axis=axes)
+        # per tap, the Cin * Cout products summed in one variadic reduction, which XLA fuses with the window's
+        # slice (an einsum, or a plain sum, copied each window first: 2 x 64^3, 2 -> 2: 295 / 180 against 25 ms)
+        ci_n, co_n = w.shape[-2:]
+        axes = tuple(range(1 + nd))
+        dw = jax.numpy.stack([jax.numpy.stack(_sums([_tap(xc, t, outs, (ci, ci + 1))[:, 0] * gc[:, co]
+                                                     for ci in range(ci_n) for co in range(co_n)], axes))
                               for t in np.ndindex(*ks)]).reshape(w.shape)
         return jax.numpy.moveaxis(dx, 1, -1).astype(dtype), dw.astype(w.dtype)
 
