@@ -348,26 +348,31 @@ FEW_CHANNELS = 8
 FEW_OUTPUT_CHANNELS = 4
 
 
-def _tap(xc, t, outs, channels=None):
-    """``xc [B, C, *P][:, channels, t_1 : t_1 + outs_1, ...]``: the input window of kernel tap ``t``."""
-    lo, hi = (0, xc.shape[1]) if channels is None else channels
-    return lax.slice(xc, (0, lo) + tuple(t), (xc.shape[0], hi) + tuple(t[i] + outs[i] for i in range(len(t))))
+def _tap(xc, t, outs, channels=None, last=False):
+    """``xc [B, C, *P][:, channels, t_1 : t_1 + outs_1, ...]``: the input window of kernel tap ``t`` (``last``:
+    ``xc [B, *P, C]``, the same window channels-last)."""
+    lo, hi = (0, xc.shape[-1 if last else 1]) if channels is None else channels
+    ends = tuple(t[i] + outs[i] for i in range(len(t)))
+    if last:
+        return lax.slice(xc, (0,) + tuple(t) + (lo,), (xc.shape[0],) + ends + (hi,))
+    return lax.slice(xc, (0, lo) + tuple(t), (xc.shape[0], hi) + ends)
 
 
-def _shifted_sums(xc, w, outs):
+def _shifted_sums(xc, w, outs, last=False):
     """Channels-first correlation by shifted sums: ``xc [B, Ci, *P]`` (already padded), ``w [*K, Ci, Co]`` ->
-    ``[B, Co, *outs]``. One fused elementwise loop per output channel, vectorised along the contiguous last
-    spatial axis; for a handful of channels that is what a convolution library's direct kernel does."""
+    ``[B, Co, *outs]`` (``last``: ``[B, *P, Ci] -> [B, *outs, Co]``). One fused elementwise loop per output
+    channel, vectorised along the contiguous last spatial axis; for a handful of channels that is what a
+    convolution library's direct kernel does."""
     nd = w.ndim - 2
     ks, (ci_n, co_n) = w.shape[:nd], w.shape[-2:]
     acc = [None] * co_n
     for t in np.ndindex(*ks):
         for ci in range(ci_n):
-            sl = _tap(xc, t, outs, (ci, ci + 1))
+            sl = _tap(xc, t, outs, (ci, ci + 1), last)
             for co in range(co_n):
                 term = sl * w[t + (ci, co)]
                 acc[co] = term if acc[co] is None else acc[co] + term
-    return jax.numpy.concatenate(acc, axis=1)
+    return jax.numpy.concatenate(acc, axis=-1 if last else 1)
 
 
 def _sums(terms, axes):
@@ -390,8 +395,14 @@ def conv_few_channels(x, w, pad):
 
     def forward(x, w):
         """``(y, xc)``: the output and the padded channels-first input (the kernel gradient's operand)."""
-        xc = jax.numpy.moveaxis(_pad_spatial(x.astype(acc_dtype), pad), -1, 1)
-        outs = [xc.shape[2 + i] - (ks[i] - 1) for i in range(nd)]
+        xp = _pad_spatial(x.astype(acc_dtype), pad)
+        xc = jax.numpy.moveaxis(xp, -1, 1)
+        outs = [xp.shape[1 + i] - (ks[i] - 1) for i in range(nd)]
+        if nd == 3:
+            # 3D: channels-last sums. From the channels-first copy XLA made a layout (the padded input
+            # channels-minor) and read every tap strided where the input also fed a residual add (the head at
+            # 1 x 128^3: 190 against 67 ms; residual_unet 3D inference -22 %, 2D unchanged)
+            return _shifted_sums(xp, w.astype(acc_dtype), outs, last=True).astype(dtype), xc
         return jax.numpy.moveaxis(_shifted_sums(xc, w.astype(acc_dtype), outs), 1, -1).astype(dtype), xc
 
     @jax.custom_vjp
