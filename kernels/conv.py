@@ -360,9 +360,8 @@ def _tap(xc, t, outs, channels=None, last=False):
 
 def _shifted_sums(xc, w, outs, last=False):
     """Channels-first correlation by shifted sums: ``xc [B, Ci, *P]`` (already padded), ``w [*K, Ci, Co]`` ->
-    ``[B, Co, *outs]`` (``last``: ``[B, *P, Ci] -> [B, *outs, Co]``). One fused elementwise loop per output
-    channel, vectorised along the contiguous last spatial axis; for a handful of channels that is what a
-    convolution library's direct kernel does."""
+    ``[B, Co, *outs]`` (``last``: ``[B, *P, Ci] -> [B, *outs, Co]``, channels-last). One fused elementwise loop
+    per output channel; for a handful of channels that is what a convolution library's direct kernel does."""
     nd = w.ndim - 2
     ks, (ci_n, co_n) = w.shape[:nd], w.shape[-2:]
     acc = [None] * co_n
@@ -387,7 +386,7 @@ def conv_few_channels(x, w, pad):
     memory-bound on a badly vectorised loop: on a 2 x 64^3 volume, 2 -> 2 channels, 3^3 kernel, the forward
     pass took 13 ms instead of 180 ms and forward + both gradients 230 ms instead of 590 ms
     (docs/performance.md). Gradients: the input gradient is the same form with the flipped, channel-swapped
-    kernel; the kernel gradient one contraction per tap. Computes in float32 for lower-precision inputs."""
+    kernel; the kernel gradient one variadic reduction per tap. Computes in float32 for lower-precision inputs."""
     nd = x.ndim - 2
     ks = w.shape[:nd]
     dtype = x.dtype
