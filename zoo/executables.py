@@ -8,7 +8,7 @@ options). :func:`prepare` fills it by running a prediction (load, read, predict 
 fresh, private cache; :func:`install`, called when the entry is loaded, copies the programs into this process's
 compilation cache (:mod:`zoo.compilation_cache`, on in every command line and the server), where jax finds them
 at the first call instead of compiling. This covers every program the prediction path compiles (the whole-image
-sliding window with or without mirroring, the checkpoint restore), which explicit
+sliding window with or without mirroring), which explicit
 ``jax.experimental.serialize_executable`` calls on single functions would not without a second prediction path.
 
 An executable is machine code for one CPU: the key (:func:`host_key`) is the jaxlib version, the backend's

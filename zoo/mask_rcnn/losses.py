@@ -8,7 +8,6 @@ least 1, so an image without objects gives finite, background-only losses).
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 __all__ = ["rpn_losses", "box_losses", "mask_loss", "smooth_l1"]
 
@@ -22,6 +21,8 @@ def smooth_l1(x, beta: float):
 
 def rpn_losses(logits, deltas, pos, neg, target_deltas, beta: float = 0.0):
     """``logits [B, A]``, ``deltas/target_deltas [B, A, 4]``, ``pos/neg [B, A]`` bool → (objectness, box)."""
+    import optax  # training only: prediction (every model is registered at import) does not pay for it
+
     sampled = (pos | neg).astype(jnp.float32)
     n = jnp.maximum(sampled.sum(), 1.0)
     bce = optax.sigmoid_binary_cross_entropy(logits, pos.astype(jnp.float32))
@@ -35,6 +36,8 @@ def box_losses(logits, deltas, classes, valid, foreground, target_deltas, beta: 
 
     Regression uses the deltas of the ground-truth class of each foreground RoI.
     """
+    import optax  # training only: prediction (every model is registered at import) does not pay for it
+
     v = valid.astype(jnp.float32)
     n = jnp.maximum(v.sum(), 1.0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, classes)
@@ -46,6 +49,8 @@ def box_losses(logits, deltas, classes, valid, foreground, target_deltas, beta: 
 
 def mask_loss(mask_logits, classes, foreground, targets):
     """Per-pixel BCE of the gt-class mask of each foreground RoI: ``mask_logits [N, m, m, K]``, ``targets [N, m, m]``."""
+    import optax  # training only: prediction (every model is registered at import) does not pay for it
+
     lg = jnp.take_along_axis(mask_logits, classes[:, None, None, None], axis=-1)[..., 0]
     bce = optax.sigmoid_binary_cross_entropy(lg, targets.astype(jnp.float32)).mean((1, 2))
     fg = foreground.astype(jnp.float32)
