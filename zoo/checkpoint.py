@@ -89,25 +89,42 @@ class _LateReads(io.TextIOBase):
         return "".join(line for line in lines if line.strip() and not any(p in line for p in _LATE_READ_LINES))
 
 
+def _without_orbax_unraisables(hook):
+    """``hook`` (a ``sys.unraisablehook``) that first drops the unraisable exceptions of Orbax's and TensorStore's
+    abandoned reads (:func:`_from_orbax`); ``hook`` itself when it already does."""
+    if getattr(hook, "drops_orbax_reads", False):
+        return hook
+
+    def dropping(unraisable):
+        if not _from_orbax(unraisable):
+            hook(unraisable)
+
+    dropping.drops_orbax_reads = True
+    return dropping
+
+
+# Set by the first failed probe: a damaged step's abandoned reads are coroutines the garbage collector may finalise
+# at any later time (on a loaded machine, after the probe's settle window), each printing a TensorStore spec
+# dozens of lines long; from then on this process drops those (and only those) unraisable exceptions.
+_probe_failed = False
+
+
 @contextlib.contextmanager
 def _orbax_quiet(settle: float = 2.0):
     """Silence Orbax's and TensorStore's own output while a possibly damaged step is probed: their log lines
     (``absl``, ``asyncio``), the tracebacks of their abandoned array reads (unraisable coroutines, and the
     ``Event loop is closed`` tracebacks TensorStore prints when a read finishes after the restore gave up: waited
     for up to ``settle`` seconds after a failure, until stderr stays quiet). The one ``warning:`` line this module
-    prints names the step and the reason; anything else written to stderr meanwhile is passed on."""
+    prints names the step and the reason; anything else written to stderr meanwhile is passed on. After a failed
+    probe the process keeps dropping those reads' unraisable coroutines (``_probe_failed``)."""
+    global _probe_failed
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     levels = [lg.level for lg in loggers]
     previous_hook, previous_err = sys.unraisablehook, sys.stderr
     capture = _LateReads()
-
-    def hook(unraisable):
-        if not _from_orbax(unraisable):
-            previous_hook(unraisable)
-
     for lg in loggers:
         lg.setLevel(logging.CRITICAL + 1)
-    sys.unraisablehook, sys.stderr = hook, capture
+    sys.unraisablehook, sys.stderr = _without_orbax_unraisables(previous_hook), capture
     failed = False
     try:
         yield
@@ -126,7 +143,9 @@ def _orbax_quiet(settle: float = 2.0):
                 elif time.monotonic() - last[1] >= 0.2:
                     break
                 time.sleep(0.02)
-        sys.unraisablehook, sys.stderr = previous_hook, previous_err
+        _probe_failed = _probe_failed or failed
+        sys.unraisablehook = _without_orbax_unraisables(previous_hook) if _probe_failed else previous_hook
+        sys.stderr = previous_err
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
         kept = capture.kept()
