@@ -24,11 +24,14 @@ def _tuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def _add_bias(conv: nn.Module, y, dtype):
-    """``y`` plus ``conv``'s zero-initialised ``bias [features]`` param when ``conv.use_bias``."""
-    if not conv.use_bias:
-        return y
-    return y + conv.param("bias", nn.initializers.zeros, (conv.features,), conv.param_dtype).astype(dtype)
+def _add_bias(conv: nn.Module, y, dtype, add_bias: bool = True):
+    """``y`` plus ``conv``'s zero-initialised ``bias [features]`` param when ``conv.use_bias``; with ``add_bias=False``
+    ``(y, bias)``, the bias left out (``None`` without ``use_bias``)."""
+    bias = (conv.param("bias", nn.initializers.zeros, (conv.features,), conv.param_dtype) if conv.use_bias
+            else None)
+    if not add_bias:
+        return y, bias
+    return y if bias is None else y + bias.astype(dtype)
 
 
 class Conv(nn.Module):
@@ -45,17 +48,15 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x, add_bias: bool = True):
-        """``y``; with ``add_bias=False`` (and ``use_bias``) ``(y, bias)``, the bias left out of ``y`` for a
-        :class:`BatchNorm` that folds it (its ``conv_bias``: batch norm in training cancels it exactly)."""
+        """``y``; with ``add_bias=False`` ``(y, bias)`` (``None`` without ``use_bias``), the bias left out of ``y``
+        for a :class:`BatchNorm` that folds it (its ``conv_bias``: batch norm in training cancels it exactly)."""
         nd = x.ndim - 2
         ks = _tuple(self.kernel_size, nd)
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_nd(x.astype(dtype), kernel.astype(dtype), _tuple(self.strides, nd), "SAME",
                              _tuple(self.dilation, nd))
-        if not add_bias and self.use_bias:
-            return y, self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        return _add_bias(self, y, dtype)
+        return _add_bias(self, y, dtype, add_bias)
 
 
 class ConvTranspose(nn.Module):
@@ -81,9 +82,7 @@ class ConvTranspose(nn.Module):
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         y = conv_ops.conv_transpose_nd(x.astype(dtype), kernel.astype(dtype), st, self.padding)
-        if not add_bias and self.use_bias:
-            return y, self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        return _add_bias(self, y, dtype)
+        return _add_bias(self, y, dtype, add_bias)
 
 
 def _channel_sums(*terms):
